@@ -1,0 +1,63 @@
+import Foundation
+import Hummingbird
+import LectorCore
+import Logging
+import PostgresNIO
+
+/// Builds the router: public health routes, the signed file links, and `/v1` behind API keys.
+public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequestContext> {
+    let router = Router(context: LectorRequestContext.self)
+    router.add(middleware: ErrorMiddleware())
+    router.get("healthz") { _, _ -> Response in
+        jsonResponse(["status": "ok"])
+    }
+    router.get("readyz") { _, context -> Response in
+        var checks: [String: String] = [:]
+        do {
+            try await dependencies.jobs.client.query("SELECT 1", logger: context.logger)
+            checks["database"] = "ok"
+        } catch {
+            checks["database"] = "unreachable"
+        }
+        do {
+            try await dependencies.storage.checkWritable()
+            checks["storage"] = "ok"
+        } catch {
+            checks["storage"] = "not writable"
+        }
+        let ready = checks.values.allSatisfy { $0 == "ok" }
+        checks["status"] = ready ? "ready" : "not ready"
+        return jsonResponse(checks, status: ready ? .ok : .serviceUnavailable)
+    }
+    let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: dependencies.keys))
+    JobsController(dependencies: dependencies).addRoutes(v1: v1, root: router)
+    return router
+}
+
+func jsonResponse(_ object: [String: String], status: HTTPResponse.Status = .ok) -> Response {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+    return Response(
+        status: status, headers: [.contentType: "application/json; charset=utf-8"],
+        body: .init(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+/// The API process: the HTTP server plus the LISTEN connection that wakes long-poll requests.
+/// The `PostgresClient` is run by the caller's `ServiceGroup`, before these.
+public func buildApplication(
+    dependencies: APIDependencies, logger: Logger
+) -> some ApplicationProtocol {
+    let listener = NotificationListener(
+        client: dependencies.jobs.client, channel: JobStore.endedChannel, logger: logger,
+        onListening: { [waiters = dependencies.waiters] in waiters.signalAll() },
+        onNotification: { [waiters = dependencies.waiters] payload in
+            if let id = UUID(uuidString: payload) { waiters.signal(id) }
+        })
+    var app = Application(
+        router: buildRouter(dependencies),
+        configuration: .init(
+            address: .hostname(dependencies.settings.httpHost, port: dependencies.settings.httpPort),
+            serverName: "lector"),
+        logger: logger)
+    app.addServices(listener)
+    return app
+}

@@ -1,0 +1,213 @@
+import Crypto
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import LectorCore
+import LectorOCR
+import Logging
+
+/// Everything the API's routes need.
+public struct APIDependencies: Sendable {
+    public var jobs: JobStore
+    public var keys: KeyStore
+    public var storage: any JobStorage
+    public var signer: ResultLinkSigner
+    /// Long-poll waiters, signalled with a job id by the LISTEN connection.
+    public var waiters: WaitRegistry<UUID>
+    public var settings: Settings
+    public var supportedTypes: Set<DocumentType>
+    public var availableLanguages: Set<String>
+
+    public init(
+        jobs: JobStore, keys: KeyStore, storage: any JobStorage, signer: ResultLinkSigner, waiters: WaitRegistry<UUID>,
+        settings: Settings, supportedTypes: Set<DocumentType>, availableLanguages: Set<String>
+    ) {
+        self.jobs = jobs
+        self.keys = keys
+        self.storage = storage
+        self.signer = signer
+        self.waiters = waiters
+        self.settings = settings
+        self.supportedTypes = supportedTypes
+        self.availableLanguages = availableLanguages
+    }
+}
+
+/// `/v1/jobs` and the signed `/files` links.
+struct JobsController {
+    let dependencies: APIDependencies
+
+    static let resultFormats: [String: (file: String, contentType: String)] = [
+        "json": ("result.json", "application/json; charset=utf-8"),
+        "txt": ("result.txt", "text/plain; charset=utf-8"),
+    ]
+
+    func addRoutes(v1: RouterGroup<LectorRequestContext>, root: Router<LectorRequestContext>) {
+        v1.post("jobs", use: submit)
+        v1.get("jobs/:id", use: status)
+        v1.get("jobs/:id/result", use: result)
+        root.get("files/:id/:file", use: file)
+    }
+
+    // MARK: POST /v1/jobs
+
+    @Sendable func submit(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let parser = UploadParser(
+            maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
+            availableLanguages: dependencies.availableLanguages, defaultLanguage: dependencies.settings.defaultLanguage)
+        let upload = try await parser.parse(request)
+
+        let id = UUID()
+        let digest = Array(SHA256.hash(data: upload.document))
+        let optionsJSON = String(decoding: try JSONEncoder.lector().encode(upload.options), as: UTF8.self)
+        let job = NewJob(
+            id: id, ownerID: user.id, documentName: upload.documentName, contentType: upload.type.mediaType,
+            sizeBytes: Int64(upload.document.count), sha256: digest, optionsJSON: optionsJSON,
+            metadataJSON: upload.metadata.jsonString())
+        let folderMetadata: JSONValue = .object([
+            "id": .string(id.uuidString.lowercased()),
+            "owner": .string(user.name),
+            "documentName": .string(upload.documentName),
+            "documentFile": .string(upload.type.storedFileName),
+            "contentType": .string(upload.type.mediaType),
+            "size": .integer(Int64(upload.document.count)),
+            "sha256": .string(digest.hexString),
+            "options": .object(["lang": .string(upload.options.lang)]),
+            "metadata": upload.metadata,
+        ])
+
+        // The folder is complete before the QUEUED row commits; if the commit fails, the folder goes.
+        try await dependencies.storage.createJobFolder(
+            id: id, documentFileName: upload.type.storedFileName, document: upload.document,
+            metadataJSON: Data(folderMetadata.jsonString().utf8))
+        let createdAt: Date
+        do {
+            createdAt = try await dependencies.jobs.create(job)
+        } catch {
+            try? await dependencies.storage.removeJobFolder(id: id)
+            throw error
+        }
+        context.logger.info("job queued", metadata: [
+            "job": "\(id)", "type": "\(upload.type.rawValue)", "bytes": "\(upload.document.count)",
+        ])
+        let body = SubmittedJob(id: id.uuidString.lowercased(), status: .queued, createdAt: createdAt, links: JobLinks(id: id))
+        var headers = HTTPFields()
+        headers[.location] = JobLinks(id: id).`self`
+        headers[.retryAfter] = "\(dependencies.settings.retryAfter)"
+        return try json(body, status: .accepted, headers: headers)
+    }
+
+    // MARK: GET /v1/jobs/{id}
+
+    @Sendable func status(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let id = try jobID(context)
+        guard let (record, history) = try await dependencies.jobs.job(id, ownerID: user.id) else {
+            throw APIError.jobNotFound
+        }
+        return try json(JobView(record: record, history: history), status: .ok)
+    }
+
+    // MARK: GET /v1/jobs/{id}/result
+
+    @Sendable func result(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let id = try jobID(context)
+        let query = request.uri.queryParameters
+        let formatName = query.get("format") ?? "json"
+        guard let format = Self.resultFormats[formatName] else {
+            throw APIError.badRequest("invalid_format", "format must be one of: \(Self.resultFormats.keys.sorted().joined(separator: ", "))")
+        }
+        let wait = try waitSeconds(request)
+
+        let waiters = dependencies.waiters
+        let ticket = waiters.register(id)
+        defer { waiters.unregister(ticket) }
+        guard var state = try await dependencies.jobs.state(of: id, ownerID: user.id) else { throw APIError.jobNotFound }
+        if let wait, !state.status.isTerminal {
+            let deadline = ContinuousClock.now + .seconds(wait)
+            while !state.status.isTerminal, ContinuousClock.now < deadline {
+                _ = await waiters.wait(ticket, timeout: deadline - ContinuousClock.now)
+                if Task.isCancelled { break }
+                guard let fresh = try await dependencies.jobs.state(of: id, ownerID: user.id) else { throw APIError.jobNotFound }
+                state = fresh
+            }
+        }
+
+        var headers = HTTPFields()
+        if let wait { headers[HTTPField.Name("Preference-Applied")!] = "wait=\(wait)" }
+        switch state.status {
+        case .finished:
+            headers[.location] = dependencies.signer.link(job: id, file: format.file)
+            headers[.cacheControl] = "no-store"
+            return Response(status: .found, headers: headers)
+        case .failure:
+            var error = APIError(.conflict, "job_failed", "the job failed: \(state.reason ?? "no reason recorded")")
+            error.details["reason"] = state.reason ?? ""
+            error.details["status"] = JobStatus.failure.rawValue
+            error.headers = headers
+            throw error
+        case .queued, .inProgress:
+            headers[.retryAfter] = "\(dependencies.settings.retryAfter)"
+            return try json(PendingResult(id: id.uuidString.lowercased(), status: state.status, links: JobLinks(id: id)),
+                            status: .accepted, headers: headers)
+        }
+    }
+
+    // MARK: GET /files/{id}/{file}?expires=&signature=
+
+    @Sendable func file(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let id = try jobID(context)
+        let fileName = context.parameters.get("file") ?? ""
+        guard let format = Self.resultFormats.values.first(where: { $0.file == fileName }) else {
+            throw APIError(.notFound, "not_found", "no such file")
+        }
+        let query = request.uri.queryParameters
+        switch dependencies.signer.verify(job: id, file: fileName, expires: query.get("expires"), signature: query.get("signature")) {
+        case .valid: break
+        case .expired: throw APIError(.forbidden, "link_expired", "this result link has expired; ask the result route for a new one")
+        case .invalid: throw APIError(.forbidden, "invalid_signature", "this result link is not valid")
+        }
+        guard let data = try await dependencies.storage.readResult(id: id, fileName: fileName) else {
+            throw APIError(.notFound, "not_found", "no such file")
+        }
+        var headers = HTTPFields()
+        headers[.contentType] = format.contentType
+        headers[.cacheControl] = "private, max-age=\(dependencies.signer.ttl)"
+        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    // MARK: helpers
+
+    private func jobID(_ context: LectorRequestContext) throws -> UUID {
+        guard let raw = context.parameters.get("id"), let id = UUID(uuidString: raw) else {
+            throw APIError.badRequest("invalid_job_id", "the job id must be a UUID")
+        }
+        return id
+    }
+
+    /// `?wait=N` or `Prefer: wait=N`, capped at the configured maximum; nil when absent.
+    private func waitSeconds(_ request: Request) throws -> Int? {
+        var raw: String? = request.uri.queryParameters.get("wait")
+        if raw == nil, let prefer = request.headers[HTTPField.Name("Prefer")!] {
+            for preference in prefer.split(separator: ",") {
+                let pair = preference.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: CharacterSet.whitespaces) }
+                if pair.count == 2, pair[0].lowercased() == "wait" { raw = pair[1] }
+            }
+        }
+        guard let raw else { return nil }
+        guard let seconds = Int(raw), seconds >= 0 else {
+            throw APIError.badRequest("invalid_wait", "wait must be a whole number of seconds (at most \(dependencies.settings.longPollMax))")
+        }
+        return min(seconds, dependencies.settings.longPollMax)
+    }
+
+    private func json(_ value: some Encodable, status: HTTPResponse.Status, headers: HTTPFields = [:]) throws -> Response {
+        var headers = headers
+        headers[.contentType] = "application/json; charset=utf-8"
+        let data = try JSONEncoder.lector().encode(value)
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}

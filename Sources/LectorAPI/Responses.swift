@@ -1,0 +1,66 @@
+import Foundation
+import LectorCore
+
+/// Links of a job.
+struct JobLinks: Encodable {
+    let `self`: String
+    let result: String
+
+    init(id: UUID) {
+        let base = "/v1/jobs/\(id.uuidString.lowercased())"
+        self.`self` = base
+        self.result = "\(base)/result"
+    }
+}
+
+/// The body of 202 on submit.
+struct SubmittedJob: Encodable {
+    let id: String
+    let status: JobStatus
+    let createdAt: Date
+    let links: JobLinks
+}
+
+/// The body of `GET /v1/jobs/{id}`.
+struct JobView: Encodable {
+    struct Document: Encodable {
+        let name: String
+        let contentType: String
+        let size: Int64
+        let sha256: String
+    }
+
+    struct Transition: Encodable {
+        let status: JobStatus
+        let at: Date
+        let reason: String?
+    }
+
+    let id: String
+    let status: JobStatus
+    let createdAt: Date
+    let document: Document
+    let options: JSONValue
+    let metadata: JSONValue
+    let history: [Transition]
+    let links: JobLinks
+
+    init(record: JobRecord, history: [JobTransition]) {
+        self.id = record.id.uuidString.lowercased()
+        self.status = history.last?.status ?? record.status
+        self.createdAt = record.createdAt
+        self.document = Document(
+            name: record.documentName, contentType: record.contentType, size: record.sizeBytes, sha256: record.sha256Hex)
+        self.options = JSONValue.parse(Data(record.optionsJSON.utf8)) ?? .object([:])
+        self.metadata = JSONValue.parse(Data(record.metadataJSON.utf8)) ?? .object([:])
+        self.history = history.map { Transition(status: $0.status, at: $0.at, reason: $0.reason) }
+        self.links = JobLinks(id: record.id)
+    }
+}
+
+/// The body of 202 from the result route while the job runs.
+struct PendingResult: Encodable {
+    let id: String
+    let status: JobStatus
+    let links: JobLinks
+}

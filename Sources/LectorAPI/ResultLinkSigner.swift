@@ -1,0 +1,52 @@
+import Crypto
+import Foundation
+import LectorCore
+
+/// Signs and checks result links: `/files/<job>/<file>?expires=<unix seconds>&signature=<hex HMAC-SHA256>`.
+///
+/// A link authorises one file of one job until it expires, without an API key, so it can be handed to a
+/// browser or another service. Any change to the job, the file or the expiry breaks the signature.
+public struct ResultLinkSigner: Sendable {
+    public enum Verdict: Sendable, Equatable { case valid, expired, invalid }
+
+    private let key: SymmetricKey
+    public let ttl: Int
+
+    public init(key: [UInt8], ttl: Int) {
+        self.key = SymmetricKey(data: key)
+        self.ttl = ttl
+    }
+
+    public func link(job: UUID, file: String, now: Date = Date()) -> String {
+        let expires = Int(now.timeIntervalSince1970) + ttl
+        let signature = Array(HMAC<SHA256>.authenticationCode(for: message(job, file, expires), using: key)).hexString
+        return "/files/\(job.uuidString.lowercased())/\(file)?expires=\(expires)&signature=\(signature)"
+    }
+
+    public func verify(job: UUID, file: String, expires: String?, signature: String?, now: Date = Date()) -> Verdict {
+        guard let expires, let expiry = Int(expires), let signature, let mac = Self.bytes(fromHex: signature) else {
+            return .invalid
+        }
+        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: message(job, file, expiry), using: key) else {
+            return .invalid
+        }
+        return expiry >= Int(now.timeIntervalSince1970) ? .valid : .expired
+    }
+
+    private func message(_ job: UUID, _ file: String, _ expires: Int) -> Data {
+        Data("\(job.uuidString.lowercased())/\(file)\n\(expires)".utf8)
+    }
+
+    static func bytes(fromHex hex: String) -> [UInt8]? {
+        guard hex.count == 64 else { return nil }
+        var bytes: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2)
+            guard let byte = UInt8(hex[index..<next], radix: 16) else { return nil }
+            bytes.append(byte)
+            index = next
+        }
+        return bytes
+    }
+}

@@ -1,0 +1,169 @@
+import Foundation
+import NIOPosix
+
+/// Where job folders live. The local filesystem implementation is `FileStorage`; object storage comes later
+/// behind the same protocol.
+public protocol JobStorage: Sendable {
+    /// Creates the job's folder holding the document and `metadata.json`, complete or not at all.
+    func createJobFolder(id: UUID, documentFileName: String, document: Data, metadataJSON: Data) async throws
+    /// Removes a job's folder and everything in it (used when the database refuses a job).
+    func removeJobFolder(id: UUID) async throws
+    /// The document's bytes.
+    func readDocument(id: UUID, fileName: String) async throws -> Data
+    /// Writes one result file atomically (temporary name, then rename).
+    func writeResult(id: UUID, fileName: String, contents: Data) async throws
+    /// A result file's bytes, or nil when it does not exist.
+    func readResult(id: UUID, fileName: String) async throws -> Data?
+    /// Whether the storage accepts writes now.
+    func checkWritable() async throws
+}
+
+public struct StorageError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Job folders on the local filesystem: `<root>/<uuid>/`.
+///
+/// Every name that reaches the filesystem is built here from a UUID and a fixed set of file names, never from
+/// client input, so no request can name a path outside its job's folder. Blocking file calls run on NIO's
+/// thread pool, off Swift's cooperative threads.
+public struct FileStorage: JobStorage {
+    public let root: URL
+    private let threadPool: NIOThreadPool
+
+    /// Files a job folder may contain; anything else is refused.
+    public static let resultFileNames: Set<String> = ["result.json", "result.txt"]
+
+    public init(root: String, threadPool: NIOThreadPool = .singleton) throws {
+        let url = URL(fileURLWithPath: root, isDirectory: true).standardizedFileURL
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        self.root = url
+        self.threadPool = threadPool
+    }
+
+    public func folder(of id: UUID) -> URL {
+        root.appendingPathComponent(id.uuidString.lowercased(), isDirectory: true)
+    }
+
+    public func createJobFolder(id: UUID, documentFileName: String, document: Data, metadataJSON: Data) async throws {
+        try Self.checkName(documentFileName)
+        let final = folder(of: id)
+        let staging = root.appendingPathComponent(".staging-\(id.uuidString.lowercased())", isDirectory: true)
+        try await threadPool.runIfActive {
+            let fm = FileManager.default
+            do {
+                try fm.createDirectory(at: staging, withIntermediateDirectories: false)
+                try Self.writeSynced(document, to: staging.appendingPathComponent(documentFileName))
+                try Self.writeSynced(metadataJSON, to: staging.appendingPathComponent("metadata.json"))
+                // rename(2) of a directory is atomic: the job folder appears whole or not at all.
+                guard rename(staging.path, final.path) == 0 else {
+                    throw StorageError(description: "rename to \(final.lastPathComponent) failed: errno \(errno)")
+                }
+            } catch {
+                try? fm.removeItem(at: staging)
+                throw error
+            }
+        }
+    }
+
+    public func removeJobFolder(id: UUID) async throws {
+        let folder = folder(of: id)
+        try await threadPool.runIfActive {
+            if FileManager.default.fileExists(atPath: folder.path) {
+                try FileManager.default.removeItem(at: folder)
+            }
+        }
+    }
+
+    public func readDocument(id: UUID, fileName: String) async throws -> Data {
+        try Self.checkName(fileName)
+        let url = folder(of: id).appendingPathComponent(fileName)
+        return try await threadPool.runIfActive {
+            do {
+                return try Data(contentsOf: url)
+            } catch {
+                throw StorageError(description: "document of job \(id) is missing from storage")
+            }
+        }
+    }
+
+    public func writeResult(id: UUID, fileName: String, contents: Data) async throws {
+        try Self.checkName(fileName)
+        let target = folder(of: id).appendingPathComponent(fileName)
+        let temporary = folder(of: id).appendingPathComponent(".\(fileName).\(UUID().uuidString.lowercased()).tmp")
+        try await threadPool.runIfActive {
+            do {
+                try Self.writeSynced(contents, to: temporary)
+                guard rename(temporary.path, target.path) == 0 else {
+                    throw StorageError(description: "rename to \(fileName) failed: errno \(errno)")
+                }
+            } catch {
+                try? FileManager.default.removeItem(at: temporary)
+                throw error
+            }
+        }
+    }
+
+    public func readResult(id: UUID, fileName: String) async throws -> Data? {
+        guard Self.resultFileNames.contains(fileName) else { return nil }
+        let url = folder(of: id).appendingPathComponent(fileName)
+        return try await threadPool.runIfActive {
+            FileManager.default.fileExists(atPath: url.path) ? try Data(contentsOf: url) : nil
+        }
+    }
+
+    public func checkWritable() async throws {
+        let probe = root.appendingPathComponent(".probe-\(UUID().uuidString.lowercased())")
+        try await threadPool.runIfActive {
+            try Data("ok".utf8).write(to: probe)
+            try FileManager.default.removeItem(at: probe)
+        }
+    }
+
+    /// Reads `<root>/.signing-key`, creating it with 32 random bytes (mode 0600) when missing, so that every
+    /// process sharing this storage signs result links with the same secret.
+    public func sharedSigningKey() throws -> [UInt8] {
+        let url = root.appendingPathComponent(".signing-key")
+        if let data = try? Data(contentsOf: url), data.count >= 32 { return Array(data) }
+        var rng = SystemRandomNumberGenerator()
+        let key = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
+        let temporary = root.appendingPathComponent(".signing-key.\(UUID().uuidString).tmp")
+        guard FileManager.default.createFile(
+            atPath: temporary.path, contents: Data(key), attributes: [.posixPermissions: 0o600])
+        else { throw StorageError(description: "cannot write \(url.path)") }
+        // link(2) fails if another process created the key first; then use theirs.
+        if link(temporary.path, url.path) != 0 {
+            try? FileManager.default.removeItem(at: temporary)
+            guard let data = try? Data(contentsOf: url), data.count >= 32 else {
+                throw StorageError(description: "cannot read \(url.path)")
+            }
+            return Array(data)
+        }
+        try? FileManager.default.removeItem(at: temporary)
+        return key
+    }
+
+    private static func checkName(_ name: String) throws {
+        guard !name.isEmpty, !name.hasPrefix("."), !name.contains("/"), name != "..", !name.contains("\0") else {
+            throw StorageError(description: "invalid file name in storage")
+        }
+    }
+
+    private static func writeSynced(_ data: Data, to url: URL) throws {
+        let fd = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw StorageError(description: "cannot create \(url.lastPathComponent): errno \(errno)") }
+        defer { close(fd) }
+        try data.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let written = write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    throw StorageError(description: "write to \(url.lastPathComponent) failed: errno \(errno)")
+                }
+                offset += written
+            }
+        }
+        guard fsync(fd) == 0 else { throw StorageError(description: "fsync failed: errno \(errno)") }
+    }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import Logging
+import PostgresNIO
+
+/// The authenticated caller of a request.
+public struct AuthenticatedUser: Sendable, Equatable {
+    public let id: Int64
+    public let name: String
+    public let keyID: Int64
+}
+
+/// One API key as `lector keys list` shows it (never the secret).
+public struct APIKeyInfo: Sendable {
+    public let id: Int64
+    public let user: String
+    public let prefix: String
+    public let createdAt: Date
+    public let revokedAt: Date?
+}
+
+/// Users and API keys. All user and key SQL of the product lives in this file.
+public struct KeyStore: Sendable {
+    public let client: PostgresClient
+    public let logger: Logger
+
+    public init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Creates a key for `user` (creating the user when new) and returns it: the only time the secret exists
+    /// outside the client's hands.
+    public func createKey(forUser user: String) async throws -> (id: Int64, key: APIKey) {
+        let key = APIKey.generate()
+        let id = try await client.withTransaction(logger: logger) { connection -> Int64 in
+            let users = try await connection.query(
+                """
+                INSERT INTO users (name) VALUES (\(user))
+                ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+                RETURNING id
+                """,
+                logger: logger
+            )
+            var userID: Int64?
+            for try await id in users.decode(Int64.self) { userID = id }
+            guard let userID else { throw KeyStoreError(description: "could not create user \(user)") }
+            let keys = try await connection.query(
+                """
+                INSERT INTO api_keys (user_id, prefix, secret_hash)
+                VALUES (\(userID), \(key.prefix), \(ByteBuffer(bytes: key.secretDigest)))
+                RETURNING id
+                """,
+                logger: logger
+            )
+            for try await id in keys.decode(Int64.self) { return id }
+            throw KeyStoreError(description: "could not create a key for \(user)")
+        }
+        return (id, key)
+    }
+
+    /// The user a token belongs to, or nil when the token is malformed, unknown or revoked.
+    /// The digest comparison runs in constant time.
+    public func authenticate(token: String) async throws -> AuthenticatedUser? {
+        guard let key = APIKey(token: token) else { return nil }
+        let rows = try await client.query(
+            """
+            SELECT k.id, k.secret_hash, u.id, u.name FROM api_keys k JOIN users u ON u.id = k.user_id
+            WHERE k.prefix = \(key.prefix) AND k.revoked_at IS NULL
+            """,
+            logger: logger
+        )
+        let digest = key.secretDigest
+        for try await (keyID, stored, userID, name) in rows.decode((Int64, ByteBuffer, Int64, String).self) {
+            guard constantTimeEquals(stored.readableBytesView, digest) else { return nil }
+            return AuthenticatedUser(id: userID, name: name, keyID: keyID)
+        }
+        return nil
+    }
+
+    public func listKeys() async throws -> [APIKeyInfo] {
+        let rows = try await client.query(
+            """
+            SELECT k.id, u.name, k.prefix, k.created_at, k.revoked_at
+            FROM api_keys k JOIN users u ON u.id = k.user_id ORDER BY k.id
+            """,
+            logger: logger
+        )
+        var keys: [APIKeyInfo] = []
+        for try await row in rows.decode((Int64, String, String, Date, Date?).self) {
+            keys.append(APIKeyInfo(id: row.0, user: row.1, prefix: row.2, createdAt: row.3, revokedAt: row.4))
+        }
+        return keys
+    }
+
+    /// Revokes a key; returns false when no live key has that id.
+    public func revokeKey(id: Int64) async throws -> Bool {
+        let rows = try await client.query(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = \(id) AND revoked_at IS NULL RETURNING id",
+            logger: logger
+        )
+        for try await _ in rows { return true }
+        return false
+    }
+}
+
+public struct KeyStoreError: Error, CustomStringConvertible {
+    public let description: String
+}

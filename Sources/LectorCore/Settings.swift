@@ -1,0 +1,84 @@
+import Foundation
+
+/// Every setting of a Lector process, read from `LECTOR_*` environment variables.
+///
+/// The executable passes its environment in; library code never reads `ProcessInfo` itself, so tests build
+/// settings from a dictionary. Each setting has a default that makes `make run` work as it is.
+public struct Settings: Sendable {
+    /// `LECTOR_DATABASE_URL`: `postgres://user[:password]@host[:port]/database`.
+    public var databaseURL: String
+    /// `LECTOR_DATABASE_POOL_SIZE`: most connections one process opens.
+    public var databasePoolSize: Int
+    /// `LECTOR_HTTP_HOST` and `LECTOR_HTTP_PORT`: where `lector serve` listens.
+    public var httpHost: String
+    public var httpPort: Int
+    /// `LECTOR_STORAGE_ROOT`: the folder that holds one sub-folder per job.
+    public var storageRoot: String
+    /// `LECTOR_MAX_UPLOAD_BYTES`: the largest document accepted (413 above).
+    public var maxUploadBytes: Int
+    /// `LECTOR_MAX_PAGE_PIXELS`: the most pixels one page may have before decoding is refused.
+    public var maxPagePixels: Int
+    /// `LECTOR_MAX_PAGES`: the most pages one document may have.
+    public var maxPages: Int
+    /// `LECTOR_SIGNING_KEY`: secret for result links; when empty, a random key is kept in
+    /// `<storage root>/.signing-key` so that every API process sharing the storage agrees on it.
+    public var signingKey: String
+    /// `LECTOR_RESULT_LINK_TTL`: seconds a signed result link stays valid.
+    public var resultLinkTTL: Int
+    /// `LECTOR_LONG_POLL_MAX`: cap, in seconds, on `?wait=` and `Prefer: wait=`.
+    public var longPollMax: Int
+    /// `LECTOR_RETRY_AFTER`: the `Retry-After` seconds sent while a job is not done.
+    public var retryAfter: Int
+    /// `LECTOR_WORKER_CONCURRENCY`: jobs one worker process runs at once (one engine per slot).
+    public var workerConcurrency: Int
+    /// `LECTOR_WORKER_POLL_INTERVAL`: seconds between claim attempts when no NOTIFY arrives.
+    public var workerPollInterval: Double
+    /// `LECTOR_WORKER_ID`: the name a worker writes into its transitions (default: host:pid).
+    public var workerID: String?
+    /// `LECTOR_TESSDATA`: Tesseract's model folder (default: Tesseract's own).
+    public var tessdata: String?
+    /// `LECTOR_DEFAULT_LANG`: language when a job names none.
+    public var defaultLanguage: String
+    /// `LECTOR_LOG_LEVEL`: trace, debug, info, notice, warning, error, critical.
+    public var logLevel: String
+
+    public static let defaults = Settings(environment: [:])
+
+    /// Every variable this type reads, with its default, for `--help` and the README.
+    public static let variables: [String] = [
+        "LECTOR_DATABASE_URL", "LECTOR_DATABASE_POOL_SIZE", "LECTOR_HTTP_HOST", "LECTOR_HTTP_PORT",
+        "LECTOR_STORAGE_ROOT", "LECTOR_MAX_UPLOAD_BYTES", "LECTOR_MAX_PAGE_PIXELS", "LECTOR_MAX_PAGES",
+        "LECTOR_SIGNING_KEY", "LECTOR_RESULT_LINK_TTL", "LECTOR_LONG_POLL_MAX", "LECTOR_RETRY_AFTER",
+        "LECTOR_WORKER_CONCURRENCY", "LECTOR_WORKER_POLL_INTERVAL", "LECTOR_WORKER_ID", "LECTOR_TESSDATA",
+        "LECTOR_DEFAULT_LANG", "LECTOR_LOG_LEVEL",
+    ]
+
+    public init(environment env: [String: String]) {
+        func string(_ name: String, _ fallback: String) -> String {
+            guard let value = env[name], !value.isEmpty else { return fallback }
+            return value
+        }
+        func int(_ name: String, _ fallback: Int) -> Int {
+            guard let value = env[name], let parsed = Int(value), parsed > 0 else { return fallback }
+            return parsed
+        }
+        self.databaseURL = string("LECTOR_DATABASE_URL", "postgres://lector@127.0.0.1:54329/lector")
+        self.databasePoolSize = int("LECTOR_DATABASE_POOL_SIZE", 10)
+        self.httpHost = string("LECTOR_HTTP_HOST", "127.0.0.1")
+        self.httpPort = int("LECTOR_HTTP_PORT", 8080)
+        self.storageRoot = string("LECTOR_STORAGE_ROOT", "storage")
+        self.maxUploadBytes = int("LECTOR_MAX_UPLOAD_BYTES", 50_000_000)
+        self.maxPagePixels = int("LECTOR_MAX_PAGE_PIXELS", 60_000_000)
+        self.maxPages = int("LECTOR_MAX_PAGES", 200)
+        self.signingKey = env["LECTOR_SIGNING_KEY"] ?? ""
+        self.resultLinkTTL = int("LECTOR_RESULT_LINK_TTL", 300)
+        self.longPollMax = int("LECTOR_LONG_POLL_MAX", 60)
+        self.retryAfter = int("LECTOR_RETRY_AFTER", 1)
+        self.workerConcurrency = int("LECTOR_WORKER_CONCURRENCY", 1)
+        self.workerPollInterval = Double(env["LECTOR_WORKER_POLL_INTERVAL"] ?? "").flatMap { $0 > 0 ? $0 : nil } ?? 1.0
+        self.workerID = env["LECTOR_WORKER_ID"].flatMap { $0.isEmpty ? nil : $0 }
+        self.tessdata = env["LECTOR_TESSDATA"].flatMap { $0.isEmpty ? nil : $0 }
+        self.defaultLanguage = string("LECTOR_DEFAULT_LANG", "eng")
+        self.logLevel = string("LECTOR_LOG_LEVEL", "info")
+    }
+}

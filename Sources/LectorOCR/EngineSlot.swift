@@ -1,0 +1,39 @@
+import NIOPosix
+
+/// One worker slot's engine and the thread it lives on.
+///
+/// Native OCR calls block for seconds, so they run on the slot's own thread (a one-thread `NIOThreadPool`),
+/// never on Swift's cooperative pool. The engine is created lazily on that thread and only ever touched
+/// there, which is what makes the `@unchecked Sendable` below sound: every access to `engine` happens inside
+/// `pool.runIfActive`, and the pool has exactly one thread, so accesses are serial.
+public final class EngineSlot: @unchecked Sendable {
+    private let factory: any OCREngineFactory
+    private let pool: NIOThreadPool
+    private var engine: (any OCREngine)?
+
+    public init(factory: any OCREngineFactory) {
+        self.factory = factory
+        self.pool = NIOThreadPool(numberOfThreads: 1)
+        self.pool.start()
+    }
+
+    /// Recognises a document on the slot's thread.
+    public func recognize(_ document: OCRDocument, options: OCROptions) async throws -> OCRResult {
+        try await pool.runIfActive { () throws -> OCRResult in
+            let engine: any OCREngine
+            if let existing = self.engine {
+                engine = existing
+            } else {
+                engine = try self.factory.makeEngine()
+                self.engine = engine
+            }
+            return try engine.recognize(document, options: options)
+        }
+    }
+
+    /// Frees the engine on its thread and stops the thread.
+    public func shutdown() async {
+        _ = try? await pool.runIfActive { self.engine = nil }
+        try? await pool.shutdownGracefully()
+    }
+}

@@ -1,0 +1,260 @@
+import ArgumentParser
+import Foundation
+import LectorAPI
+import LectorCore
+import LectorOCR
+import LectorWorker
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+
+/// `lector`: one binary, a subcommand per role. It only wires the library targets together.
+@main
+struct Lector: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lector",
+        abstract: "Lector: an OCR job service.",
+        discussion: "Every setting comes from a LECTOR_* environment variable; see README.md.",
+        subcommands: [Serve.self, Work.self, Migrate.self, Keys.self, OCR.self]
+    )
+
+    static func main() async {
+        Runtime.ensureSingleThreadedOpenMP()
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// Process-wide set-up shared by the subcommands.
+enum Runtime {
+    static var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    static func settings() -> Settings { Settings(environment: environment) }
+
+    static func logger(_ label: String, settings: Settings) -> Logger {
+        let level = Logger.Level(rawValue: settings.logLevel.lowercased()) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: label)
+        logger.logLevel = level
+        return logger
+    }
+
+    /// Debian's Tesseract starts 4 OpenMP threads per page, which makes it ~10x slower on 2 cores, and libgomp
+    /// reads OMP_THREAD_LIMIT only when it loads. So when the variable is missing, re-exec once with it set.
+    static func ensureSingleThreadedOpenMP() {
+        guard ProcessInfo.processInfo.environment["OMP_THREAD_LIMIT"] == nil else { return }
+        setenv("OMP_THREAD_LIMIT", "1", 1)
+        let arguments = CommandLine.arguments
+        var cArguments = arguments.map { strdup($0) }
+        cArguments.append(nil)
+        execv("/proc/self/exe", &cArguments)
+        // execv returned: carry on without the re-exec rather than fail.
+    }
+
+    static func postgresClient(_ settings: Settings, logger: Logger) throws -> PostgresClient {
+        var configuration = try DatabaseURL.configuration(from: settings.databaseURL)
+        configuration.options.maximumConnections = settings.databasePoolSize
+        configuration.options.connectTimeout = .seconds(5)
+        return PostgresClient(configuration: configuration, backgroundLogger: logger)
+    }
+
+    /// Runs `body` while the client's pool runs, for one-off commands.
+    static func withClient<T: Sendable>(
+        _ settings: Settings, logger: Logger, _ body: @Sendable (PostgresClient) async throws -> T
+    ) async throws -> T {
+        let client = try postgresClient(settings, logger: logger)
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                await client.run()
+                return nil
+            }
+            defer { group.cancelAll() }
+            return try await body(client)
+        }
+    }
+
+    static func engineFactory(_ settings: Settings) -> TesseractEngineFactory {
+        TesseractEngineFactory(
+            dataPath: settings.tessdata,
+            limits: OCRLimits(maxPagePixels: settings.maxPagePixels, maxPages: settings.maxPages))
+    }
+
+    static func workerID(_ settings: Settings) -> String {
+        if let id = settings.workerID { return id }
+        let host = ProcessInfo.processInfo.hostName
+        return "\(host):\(getpid())"
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the HTTP API.")
+
+    @Option(help: "Address to listen on (LECTOR_HTTP_HOST).") var host: String?
+    @Option(help: "Port to listen on (LECTOR_HTTP_PORT).") var port: Int?
+
+    func run() async throws {
+        var settings = Runtime.settings()
+        if let host { settings.httpHost = host }
+        if let port { settings.httpPort = port }
+        let logger = Runtime.logger("lector.api", settings: settings)
+        let client = try Runtime.postgresClient(settings, logger: logger)
+        let storage = try FileStorage(root: settings.storageRoot)
+        let signingKey = settings.signingKey.isEmpty ? try storage.sharedSigningKey() : Array(settings.signingKey.utf8)
+        let engines = Runtime.engineFactory(settings)
+        let dependencies = APIDependencies(
+            jobs: JobStore(client: client, logger: logger), keys: KeyStore(client: client, logger: logger),
+            storage: storage, signer: ResultLinkSigner(key: signingKey, ttl: settings.resultLinkTTL),
+            waiters: WaitRegistry(), settings: settings, supportedTypes: engines.supportedTypes,
+            availableLanguages: try engines.availableLanguages())
+        let app = buildApplication(dependencies: dependencies, logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [client, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+struct Work: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a worker: claim jobs and run OCR.")
+
+    @Option(help: "Jobs run at once (LECTOR_WORKER_CONCURRENCY).") var concurrency: Int?
+
+    func run() async throws {
+        var settings = Runtime.settings()
+        if let concurrency { settings.workerConcurrency = max(1, concurrency) }
+        let logger = Runtime.logger("lector.worker", settings: settings)
+        let client = try Runtime.postgresClient(settings, logger: logger)
+        let worker = Worker(
+            jobs: JobStore(client: client, logger: logger), storage: try FileStorage(root: settings.storageRoot),
+            engines: Runtime.engineFactory(settings), concurrency: settings.workerConcurrency,
+            pollInterval: .milliseconds(Int64(settings.workerPollInterval * 1000)),
+            workerID: Runtime.workerID(settings), doorbell: WaitRegistry(), logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: [client, worker.queuedListener(), worker],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Apply the SQL migrations in db/.")
+
+    @Option(help: "Folder of numbered .sql files.") var directory = "db"
+
+    func run() async throws {
+        let settings = Runtime.settings()
+        let logger = Runtime.logger("lector.migrate", settings: settings)
+        let migrator = try Migrator(directory: directory)
+        let applied = try await Runtime.withClient(settings, logger: logger) { client in
+            try await migrator.migrate(client: client, logger: logger)
+        }
+        print(applied.isEmpty ? "database is up to date" : "applied migrations: \(applied.map(String.init).joined(separator: ", "))")
+    }
+}
+
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Manage API keys.", subcommands: [Create.self, List.self, Revoke.self])
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a key; it is printed once.")
+        @Option(help: "The user the key belongs to (created when new).") var user: String
+
+        func run() async throws {
+            guard !user.isEmpty, user.count <= 200 else { throw ValidationError("--user must be 1 to 200 characters") }
+            let settings = Runtime.settings()
+            let logger = Runtime.logger("lector.keys", settings: settings)
+            let (id, key) = try await Runtime.withClient(settings, logger: logger) { [user] client in
+                try await KeyStore(client: client, logger: logger).createKey(forUser: user)
+            }
+            print(key.token)
+            FileHandle.standardError.write(Data("key \(id) created for \(user); it is shown only now\n".utf8))
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List keys (never their secrets).")
+
+        func run() async throws {
+            let settings = Runtime.settings()
+            let logger = Runtime.logger("lector.keys", settings: settings)
+            let keys = try await Runtime.withClient(settings, logger: logger) { client in
+                try await KeyStore(client: client, logger: logger).listKeys()
+            }
+            print("ID\tUSER\tPREFIX\tCREATED\tREVOKED")
+            for key in keys {
+                print("\(key.id)\t\(key.user)\tlk_\(key.prefix)_…\t\(ISO8601.string(from: key.createdAt))\t\(key.revokedAt.map(ISO8601.string(from:)) ?? "-")")
+            }
+        }
+    }
+
+    struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a key at once.")
+        @Argument(help: "The key's ID from `keys list`.") var id: Int64
+
+        func run() async throws {
+            let settings = Runtime.settings()
+            let logger = Runtime.logger("lector.keys", settings: settings)
+            let revoked = try await Runtime.withClient(settings, logger: logger) { [id] client in
+                try await KeyStore(client: client, logger: logger).revokeKey(id: id)
+            }
+            guard revoked else { throw ValidationError("no live key with ID \(id)") }
+            print("key \(id) revoked")
+        }
+    }
+}
+
+struct OCR: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ocr", abstract: "Run the engine on a local file (no database) and print the result.")
+
+    enum Format: String, ExpressibleByArgument { case text, json }
+
+    @Argument(help: "Image file: PNG, JPEG, TIFF (all pages), BMP, WebP, GIF, PNM.") var file: String
+    @Option(help: "Languages joined by '+'.") var lang: String?
+    @Option(help: "text or json.") var format: Format = .text
+
+    func run() async throws {
+        let settings = Runtime.settings()
+        let engines = Runtime.engineFactory(settings)
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: file))
+        } catch {
+            throw ValidationError("cannot read \(file)")
+        }
+        guard let type = DocumentType.detect(data), engines.supportedTypes.contains(type) else {
+            throw ValidationError("\(file) is not an image this engine reads")
+        }
+        let options = OCROptions(lang: lang ?? settings.defaultLanguage)
+        do {
+            try options.validate(availableLanguages: try engines.availableLanguages())
+        } catch {
+            throw ValidationError(error.message)
+        }
+        let slot = EngineSlot(factory: engines)
+        let result: OCRResult
+        do {
+            result = try await slot.recognize(OCRDocument(data: data, type: type), options: options)
+        } catch {
+            await slot.shutdown()
+            throw ValidationError("\(error)")
+        }
+        await slot.shutdown()
+        switch format {
+        case .text: print(result.text)
+        case .json: print(String(decoding: try JSONEncoder.lector(pretty: true).encode(result), as: UTF8.self))
+        }
+    }
+}
