@@ -74,7 +74,10 @@ enum Runtime {
     static func withClient<T: Sendable>(
         _ settings: Settings, logger: Logger, _ body: @Sendable (PostgresClient) async throws -> T
     ) async throws -> T {
-        let client = try postgresClient(settings, logger: logger)
+        // One-off commands may lease before run() has started; PostgresNIO warns about that, harmlessly.
+        var quiet = logger
+        quiet.logLevel = .error
+        let client = try postgresClient(settings, logger: quiet)
         return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {
                 await client.run()

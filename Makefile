@@ -1,0 +1,38 @@
+# Lector: `make run` and `make test` work on a fresh Debian 12 machine with Swift on the PATH.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+LECTOR_PG_PORT ?= 54329
+export LECTOR_PG_PORT
+export LECTOR_DATABASE_URL ?= postgres://lector@127.0.0.1:$(LECTOR_PG_PORT)/lector
+# Debian's Tesseract is ~10x slower on 2 cores without this (see ARCHITECTURE.md).
+export OMP_THREAD_LIMIT ?= 1
+CONFIG ?= debug
+BIN := .build/$(CONFIG)/lector
+
+.PHONY: run test deps db build migrate stop clean
+
+deps:
+	@deploy/scripts/deps.sh
+
+build: deps
+	swift build -c $(CONFIG) --product lector
+
+db: deps
+	@deploy/scripts/pg.sh start >/dev/null
+	@deploy/scripts/pg.sh createdb lector
+
+migrate: db build
+	$(BIN) migrate
+
+run: db build
+	@LECTOR_BIN=$(BIN) deploy/scripts/run.sh
+
+test: deps
+	@deploy/scripts/test.sh
+
+stop:
+	@deploy/scripts/pg.sh stop
+
+clean: stop
+	rm -rf .build .pgdata .run

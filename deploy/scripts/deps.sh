@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Lector needs, only those missing. Safe to run again.
+set -euo pipefail
+
+packages=(
+  postgresql                 # the private cluster of `make run` and `make test` (server 15 on Debian 12)
+  libtesseract-dev           # Tesseract 5 C API
+  libleptonica-dev           # Leptonica, Tesseract's image library
+  tesseract-ocr-eng          # the English model
+  pkg-config                 # SwiftPM finds tesseract through it
+  imagemagick                # tests render their own images
+  fonts-dejavu-core          # ...with this font
+  curl                       # make run's health check and curl example
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$package")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "deps: installing ${missing[*]}" >&2
+if [[ $(id -u) -eq 0 ]]; then
+  sudo=()
+elif command -v sudo >/dev/null; then
+  sudo=(sudo)
+else
+  echo "deps: missing packages and no root: run  apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make test`: the whole test suite against the private PostgreSQL cluster.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$root"
+port=${LECTOR_PG_PORT:-54329}
+
+pg_state=$(deploy/scripts/pg.sh start)
+stop_pg() { if [[ "$pg_state" == started ]]; then deploy/scripts/pg.sh stop; fi; }
+trap stop_pg EXIT
+
+# Databases left by an interrupted run. Each test makes its own from a migrated template.
+for db in $(deploy/scripts/pg.sh psql -d postgres -tAc \
+    "SELECT datname FROM pg_database WHERE datname LIKE 'lector\_t\_%' OR datname LIKE 'lector\_tmpl\_%'"); do
+  deploy/scripts/pg.sh psql -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null
+done
+
+export LECTOR_TEST_DATABASE_URL=${LECTOR_TEST_DATABASE_URL:-postgres://lector@127.0.0.1:$port/postgres}
+export OMP_THREAD_LIMIT=1
+swift build --build-tests
+swift test --skip-build "$@"
