@@ -25,7 +25,7 @@ db: deps
 migrate: db build
 	$(BIN) migrate
 
-run: db build
+run: build
 	@LECTOR_BIN=$(BIN) deploy/scripts/run.sh
 
 test: deps

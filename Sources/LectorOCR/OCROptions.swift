@@ -8,7 +8,7 @@ public struct OCROptions: Sendable, Codable, Equatable {
     }
 
     /// The language codes, in order.
-    public var languages: [String] { lang.split(separator: "+").map(String.init) }
+    public var languages: [String] { lang.split(separator: "+", omittingEmptySubsequences: false).map(String.init) }
 
     /// Checks the options against what the engine has installed.
     public func validate(availableLanguages: Set<String>) throws(OCRError) {

@@ -252,7 +252,7 @@ struct OCR: AsyncParsableCommand {
             result = try await slot.recognize(OCRDocument(data: data, type: type), options: options)
         } catch {
             await slot.shutdown()
-            throw ValidationError("\(error)")
+            throw CommandFailure(description: "\(file): \(error)")
         }
         await slot.shutdown()
         switch format {
@@ -260,4 +260,9 @@ struct OCR: AsyncParsableCommand {
         case .json: print(String(decoding: try JSONEncoder.lector(pretty: true).encode(result), as: UTF8.self))
         }
     }
+}
+
+/// A failure to report as "Error: <description>" with exit status 1, without the usage text.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
 }

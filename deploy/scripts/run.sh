@@ -11,6 +11,8 @@ host=${LECTOR_HTTP_HOST:-127.0.0.1}
 mkdir -p .run
 
 pg_state=$(deploy/scripts/pg.sh start)
+db_name=${LECTOR_DATABASE_URL##*/}
+deploy/scripts/pg.sh createdb "${db_name%%\?*}"
 "$bin" migrate >/dev/null
 
 # Reuse the key of the last `make run` while it still works; otherwise make a new one.

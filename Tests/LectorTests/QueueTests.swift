@@ -1,0 +1,122 @@
+import Foundation
+import LectorCore
+import PostgresNIO
+import Testing
+
+@Suite("The queue in PostgreSQL")
+struct QueueTests {
+    static func makeJob(owner: Int64, index: Int = 0) -> NewJob {
+        NewJob(
+            id: UUID(), ownerID: owner, documentName: "doc-\(index).png", contentType: "image/png", sizeBytes: 1,
+            sha256: Array(repeating: 0, count: 32), optionsJSON: #"{"lang":"eng"}"#, metadataJSON: "{}")
+    }
+
+    static func owner(_ harness: TestHarness) async throws -> Int64 {
+        let token = try await harness.newUser().token
+        return try #require(try await harness.keys.authenticate(token: token)).id
+    }
+
+    @Test("concurrent claimers over many jobs: none claimed twice, none skipped")
+    func claimAtomicity() async throws {
+        try await TestHarness.run { harness in
+            let owner = try await Self.owner(harness)
+            var ids: Set<UUID> = []
+            for index in 0..<300 {
+                let job = Self.makeJob(owner: owner, index: index)
+                try await harness.jobs.create(job)
+                ids.insert(job.id)
+            }
+            let claims = try await withThrowingTaskGroup(of: [UUID].self) { group in
+                for claimer in 0..<8 {
+                    group.addTask {
+                        var mine: [UUID] = []
+                        while let job = try await harness.jobs.claimNext(worker: "claimer-\(claimer)") {
+                            mine.append(job.id)
+                        }
+                        return mine
+                    }
+                }
+                var all: [[UUID]] = []
+                for try await claimed in group { all.append(claimed) }
+                return all
+            }
+            let flat = claims.flatMap { $0 }
+            #expect(flat.count == ids.count, "claimed \(flat.count) times for \(ids.count) jobs")
+            #expect(Set(flat) == ids)
+            #expect(claims.filter { !$0.isEmpty }.count > 1, "the claimers should have shared the work")
+            // The log agrees: exactly one IN_PROGRESS row per job.
+            let rows = try await harness.client.query(
+                "SELECT count(*), count(DISTINCT job_id) FROM job_transitions WHERE status = 'IN_PROGRESS'")
+            for try await (count, distinct) in rows.decode((Int, Int).self) {
+                #expect(count == 300)
+                #expect(distinct == 300)
+            }
+            #expect(try await harness.jobs.countsByStatus() == [.inProgress: 300])
+        }
+    }
+
+    @Test("the claim takes the oldest queued job first")
+    func oldestFirst() async throws {
+        try await TestHarness.run { harness in
+            let owner = try await Self.owner(harness)
+            var order: [UUID] = []
+            for index in 0..<5 {
+                let job = Self.makeJob(owner: owner, index: index)
+                try await harness.jobs.create(job)
+                order.append(job.id)
+            }
+            var claimed: [UUID] = []
+            while let job = try await harness.jobs.claimNext(worker: "w") { claimed.append(job.id) }
+            #expect(claimed == order)
+            #expect(try await harness.jobs.claimNext(worker: "w") == nil)
+        }
+    }
+
+    @Test("history is append-only and illegal transitions are refused")
+    func appendOnly() async throws {
+        try await TestHarness.run { harness in
+            let owner = try await Self.owner(harness)
+            let job = Self.makeJob(owner: owner)
+            try await harness.jobs.create(job)
+            await #expect(throws: PSQLError.self) {
+                try await harness.client.query("UPDATE job_transitions SET status = 'FINISHED' WHERE job_id = \(job.id)")
+            }
+            await #expect(throws: PSQLError.self) {
+                try await harness.client.query("DELETE FROM job_transitions WHERE job_id = \(job.id)")
+            }
+            // QUEUED -> FINISHED skips IN_PROGRESS.
+            await #expect(throws: PSQLError.self) {
+                try await harness.client.query(
+                    "INSERT INTO job_transitions (job_id, status) VALUES (\(job.id), 'FINISHED')")
+            }
+            let claimed = try #require(try await harness.jobs.claimNext(worker: "w1"))
+            #expect(claimed.id == job.id)
+            #expect(claimed.optionsJSON.contains("eng"))
+            // Only the worker holding the claim may end it.
+            await #expect(throws: TransitionRefused.self) {
+                try await harness.jobs.end(job.id, as: .finished, worker: "w2")
+            }
+            try await harness.jobs.end(job.id, as: .finished, worker: "w1")
+            // A job ends once.
+            await #expect(throws: (any Error).self) {
+                try await harness.jobs.end(job.id, as: .failure, worker: "w1", reason: "again")
+            }
+            let history = try await harness.jobs.history(of: job.id)
+            #expect(history.map(\.status) == [.queued, .inProgress, .finished])
+            #expect(history[1].worker == "w1")
+            #expect(history[0].at <= history[1].at && history[1].at <= history[2].at)
+        }
+    }
+
+    @Test("the claim reads only the partial index of queued jobs")
+    func claimUsesPartialIndex() async throws {
+        try await TestHarness.run { harness in
+            try await harness.client.query("SET enable_seqscan = off")
+            let rows = try await harness.client.query(
+                "EXPLAIN SELECT id FROM jobs WHERE status = 'QUEUED' ORDER BY created_at, id LIMIT 1")
+            var plan = ""
+            for try await line in rows.decode(String.self) { plan += line + "\n" }
+            #expect(plan.contains("jobs_queued_idx"), "plan:\n\(plan)")
+        }
+    }
+}
