@@ -90,7 +90,7 @@ struct JobsController {
             throw error
         }
         context.logger.info("job queued", metadata: [
-            "job": "\(id)", "type": "\(upload.type.rawValue)", "bytes": "\(upload.document.count)",
+            "job": "\(id.uuidString.lowercased())", "type": "\(upload.type.rawValue)", "bytes": "\(upload.document.count)",
         ])
         let body = SubmittedJob(id: id.uuidString.lowercased(), status: .queued, createdAt: createdAt, links: JobLinks(id: id))
         var headers = HTTPFields()

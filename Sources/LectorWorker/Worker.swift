@@ -92,7 +92,7 @@ public struct Worker: Service {
     /// Runs one claimed job to its end transition.
     func process(_ job: ClaimedJob, slotID: String, slot: EngineSlot) async {
         var logger = self.logger
-        logger[metadataKey: "job"] = "\(job.id)"
+        logger[metadataKey: "job"] = "\(job.id.uuidString.lowercased())"
         logger[metadataKey: "worker"] = "\(slotID)"
         let started = ContinuousClock.now
         let outcome: (status: JobStatus, reason: String?)
