@@ -35,4 +35,5 @@ stop:
 	@deploy/scripts/pg.sh stop
 
 clean: stop
+	@if [ -L .pgdata ]; then rm -rf "$$(readlink -f .pgdata)"; fi
 	rm -rf .build .pgdata .run

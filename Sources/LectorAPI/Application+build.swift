@@ -14,7 +14,7 @@ public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequest
     router.get("readyz") { _, context -> Response in
         var checks: [String: String] = [:]
         do {
-            try await dependencies.jobs.client.query("SELECT 1", logger: context.logger)
+            try await dependencies.jobs.ping()
             checks["database"] = "ok"
         } catch {
             checks["database"] = "unreachable"

@@ -65,8 +65,8 @@ struct JobsController {
         let job = NewJob(
             id: id, ownerID: user.id, documentName: upload.documentName, contentType: upload.type.mediaType,
             sizeBytes: Int64(upload.document.count), sha256: digest, optionsJSON: optionsJSON,
-            metadataJSON: upload.metadata.jsonString())
-        let folderMetadata: JSONValue = .object([
+            metadataJSON: upload.metadataJSON)
+        let jobDescription: JSONValue = .object([
             "id": .string(id.uuidString.lowercased()),
             "owner": .string(user.name),
             "documentName": .string(upload.documentName),
@@ -75,18 +75,23 @@ struct JobsController {
             "size": .integer(Int64(upload.document.count)),
             "sha256": .string(digest.hexString),
             "options": .object(["lang": .string(upload.options.lang)]),
-            "metadata": upload.metadata,
         ])
+        // The client's metadata goes in as sent; it was checked to be one JSON object.
+        let folderMetadata = #"{"job":"# + jobDescription.jsonString() + #","metadata":"# + upload.metadataJSON + "}\n"
 
         // The folder is complete before the QUEUED row commits; if the commit fails, the folder goes.
         try await dependencies.storage.createJobFolder(
             id: id, documentFileName: upload.type.storedFileName, document: upload.document,
-            metadataJSON: Data(folderMetadata.jsonString().utf8))
+            metadataJSON: Data(folderMetadata.utf8))
         let createdAt: Date
         do {
             createdAt = try await dependencies.jobs.create(job)
         } catch {
-            try? await dependencies.storage.removeJobFolder(id: id)
+            // The commit may have succeeded before the connection broke: remove the folder only when the row
+            // is certainly absent. An unknown outcome leaves the folder (an orphan costs disk, not a job).
+            if (try? await dependencies.jobs.exists(id)) == false {
+                try? await dependencies.storage.removeJobFolder(id: id)
+            }
             throw error
         }
         context.logger.info("job queued", metadata: [

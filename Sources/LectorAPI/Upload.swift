@@ -12,7 +12,8 @@ struct Upload {
     var type: DocumentType
     var documentName: String
     var options: OCROptions
-    var metadata: JSONValue
+    /// The client's metadata exactly as sent (checked to be a JSON object); `{}` when none was sent.
+    var metadataJSON: String
 
     /// Largest metadata accepted, in bytes of JSON text.
     static let maxMetadataBytes = 64 * 1024
@@ -35,6 +36,10 @@ struct UploadParser {
         }
         let contentType = request.headers[.contentType] ?? ""
         if contentType.lowercased().hasPrefix("multipart/form-data") {
+            for (key, _) in request.uri.queryParameters {
+                throw APIError.badRequest("invalid_option",
+                    "unknown query parameter '\(String(key).prefix(64))': with multipart/form-data, send options in the 'options' part")
+            }
             let body = try await collect(request, limit: maxDocumentBytes + Upload.multipartOverhead)
             return try parseMultipart(body, contentType: contentType)
         }
@@ -49,7 +54,7 @@ struct UploadParser {
         }
         let options = try makeOptions(lang: query.get("lang"))
         let name = sanitizeFileName(query.get("filename"))
-        return try makeUpload(document: Data(buffer: body), name: name, options: options, metadata: .object([:]))
+        return try makeUpload(document: Data(buffer: body), name: name, options: options, metadataJSON: "{}")
     }
 
     private func collect(_ request: Request, limit: Int) async throws -> ByteBuffer {
@@ -84,12 +89,12 @@ struct UploadParser {
         } catch {
             throw APIError.badRequest("invalid_multipart", "the multipart body is malformed")
         }
-        guard !parts.isEmpty else {
-            throw APIError.badRequest("invalid_multipart", "the multipart body has no parts (is it complete?)")
+        guard !parts.isEmpty, Self.hasClosingDelimiter(body, boundary: boundary) else {
+            throw APIError.badRequest("invalid_multipart", "the multipart body is incomplete: its closing boundary is missing")
         }
 
         var document: (data: Data, name: String)?
-        var metadata: JSONValue?
+        var metadata: String?
         var options: OCROptions?
         for part in parts {
             let disposition = Self.dispositionParameters(part.headers["content-disposition"] ?? "")
@@ -117,10 +122,10 @@ struct UploadParser {
         }
         return try makeUpload(
             document: document.data, name: document.name,
-            options: options ?? makeOptions(lang: nil), metadata: metadata ?? .object([:]))
+            options: options ?? makeOptions(lang: nil), metadataJSON: metadata ?? "{}")
     }
 
-    private func makeUpload(document: Data, name: String, options: OCROptions, metadata: JSONValue) throws -> Upload {
+    private func makeUpload(document: Data, name: String, options: OCROptions, metadataJSON: String) throws -> Upload {
         guard !document.isEmpty else { throw APIError.badRequest("empty_document", "the document is empty (0 bytes)") }
         guard document.count <= maxDocumentBytes else { throw tooLarge() }
         guard let type = DocumentType.detect(document) else {
@@ -132,10 +137,11 @@ struct UploadParser {
             throw APIError(.unsupportedMediaType, "unsupported_document_type",
                 "\(type.mediaType) documents are not supported by this server's engine")
         }
-        return Upload(document: document, type: type, documentName: name, options: options, metadata: metadata)
+        return Upload(document: document, type: type, documentName: name, options: options, metadataJSON: metadataJSON)
     }
 
-    private func parseMetadata(_ body: ByteBuffer) throws -> JSONValue {
+    /// Checks the metadata part and returns its text unchanged (PostgreSQL's jsonb keeps numbers exact).
+    private func parseMetadata(_ body: ByteBuffer) throws -> String {
         guard body.readableBytes <= Upload.maxMetadataBytes else {
             throw APIError.badRequest("invalid_metadata", "metadata is larger than \(Upload.maxMetadataBytes) bytes")
         }
@@ -151,7 +157,10 @@ struct UploadParser {
         guard value.depth <= 32 else {
             throw APIError.badRequest("invalid_metadata", "metadata is nested deeper than 32 levels")
         }
-        return value
+        guard let text = body.getString(at: body.readerIndex, length: body.readableBytes) else {
+            throw APIError.badRequest("invalid_metadata", "metadata is not UTF-8")
+        }
+        return text
     }
 
     private func parseOptions(_ body: ByteBuffer) throws -> OCROptions {
@@ -188,8 +197,27 @@ struct UploadParser {
         let last = raw.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map(String.init) ?? ""
         let clean = String(last.unicodeScalars.filter { !CharacterSet.controlCharacters.contains($0) }.map(Character.init))
             .trimmingCharacters(in: .whitespaces)
-        let capped = String(clean.prefix(255))
+        var capped = ""
+        for scalar in clean.unicodeScalars.prefix(255) {
+            guard capped.utf8.count + String(scalar).utf8.count <= 255 else { break }
+            capped.unicodeScalars.append(scalar)
+        }
         return capped.isEmpty || capped == "." || capped == ".." ? "document" : capped
+    }
+
+    /// Whether `--boundary--` appears near the end of the body (only whitespace or a short epilogue after it):
+    /// MultipartKit's parser accepts a body that stops early and drops the unfinished part silently.
+    static func hasClosingDelimiter(_ body: ByteBuffer, boundary: String) -> Bool {
+        let delimiter = Array("--\(boundary)--".utf8)
+        let window = min(body.readableBytes, delimiter.count + 1024)
+        guard let tail = body.getBytes(at: body.readerIndex + body.readableBytes - window, length: window),
+            tail.count >= delimiter.count
+        else { return false }
+        for start in stride(from: tail.count - delimiter.count, through: 0, by: -1)
+        where tail[start] == delimiter[0] && Array(tail[start..<start + delimiter.count]) == delimiter {
+            return true
+        }
+        return false
     }
 
     static func boundary(from contentType: String) -> String? {

@@ -4,7 +4,9 @@ import PostgresNIO
 /// Turns `LECTOR_DATABASE_URL` into a `PostgresClient.Configuration`.
 ///
 /// Accepted: `postgres://user[:password]@host[:port]/database`, and `?host=/socket/dir` for a Unix socket
-/// (`postgres://user@/database?host=/run/postgresql&port=5432`). TLS is used when `sslmode=require`.
+/// (`postgres://user@/database?host=/run/postgresql&port=5432`). `sslmode`: `disable` (default), `prefer`,
+/// `require`; `verify-ca` and `verify-full` require TLS with certificate and host-name verification, which is
+/// what the client configuration does for any TLS connection.
 public enum DatabaseURL {
     public struct Invalid: Error, CustomStringConvertible {
         public let description: String
@@ -29,8 +31,13 @@ public enum DatabaseURL {
         guard let host = url.host, !host.isEmpty else {
             throw Invalid(description: "LECTOR_DATABASE_URL has no host")
         }
-        let tls: PostgresClient.Configuration.TLS =
-            query["sslmode"] == "require" ? .require(.makeClientConfiguration()) : .disable
+        let tls: PostgresClient.Configuration.TLS
+        switch query["sslmode"] ?? "disable" {
+        case "disable": tls = .disable
+        case "prefer", "allow": tls = .prefer(.makeClientConfiguration())
+        case "require", "verify-ca", "verify-full": tls = .require(.makeClientConfiguration())
+        case let other: throw Invalid(description: "LECTOR_DATABASE_URL has an unknown sslmode '\(other)'")
+        }
         return PostgresClient.Configuration(
             host: host, port: port, username: user, password: password,
             database: database.isEmpty ? nil : database, tls: tls

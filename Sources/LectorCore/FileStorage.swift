@@ -55,10 +55,13 @@ public struct FileStorage: JobStorage {
                 try fm.createDirectory(at: staging, withIntermediateDirectories: false)
                 try Self.writeSynced(document, to: staging.appendingPathComponent(documentFileName))
                 try Self.writeSynced(metadataJSON, to: staging.appendingPathComponent("metadata.json"))
-                // rename(2) of a directory is atomic: the job folder appears whole or not at all.
+                try Self.syncDirectory(staging)
+                // rename(2) of a directory is atomic: the job folder appears whole or not at all. The root is
+                // synced after it, so the folder survives a power loss before the QUEUED row commits.
                 guard rename(staging.path, final.path) == 0 else {
                     throw StorageError(description: "rename to \(final.lastPathComponent) failed: errno \(errno)")
                 }
+                try Self.syncDirectory(self.root)
             } catch {
                 try? fm.removeItem(at: staging)
                 throw error
@@ -97,6 +100,7 @@ public struct FileStorage: JobStorage {
                 guard rename(temporary.path, target.path) == 0 else {
                     throw StorageError(description: "rename to \(fileName) failed: errno \(errno)")
                 }
+                try Self.syncDirectory(target.deletingLastPathComponent())
             } catch {
                 try? FileManager.default.removeItem(at: temporary)
                 throw error
@@ -128,9 +132,7 @@ public struct FileStorage: JobStorage {
         var rng = SystemRandomNumberGenerator()
         let key = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
         let temporary = root.appendingPathComponent(".signing-key.\(UUID().uuidString).tmp")
-        guard FileManager.default.createFile(
-            atPath: temporary.path, contents: Data(key), attributes: [.posixPermissions: 0o600])
-        else { throw StorageError(description: "cannot write \(url.path)") }
+        try Self.writeSynced(Data(key), to: temporary, mode: 0o600)
         // link(2) fails if another process created the key first; then use theirs.
         if link(temporary.path, url.path) != 0 {
             try? FileManager.default.removeItem(at: temporary)
@@ -149,8 +151,15 @@ public struct FileStorage: JobStorage {
         }
     }
 
-    private static func writeSynced(_ data: Data, to url: URL) throws {
-        let fd = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+    private static func syncDirectory(_ url: URL) throws {
+        let fd = open(url.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw StorageError(description: "cannot open folder \(url.lastPathComponent): errno \(errno)") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw StorageError(description: "fsync of a folder failed: errno \(errno)") }
+    }
+
+    private static func writeSynced(_ data: Data, to url: URL, mode: mode_t = 0o644) throws {
+        let fd = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw StorageError(description: "cannot create \(url.lastPathComponent): errno \(errno)") }
         defer { close(fd) }
         try data.withUnsafeBytes { raw in

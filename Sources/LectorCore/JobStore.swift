@@ -217,6 +217,18 @@ public struct JobStore: Sendable {
         return nil
     }
 
+    /// Answers when the database does (for `/readyz`).
+    public func ping() async throws {
+        try await client.query("SELECT 1", logger: logger)
+    }
+
+    /// Whether a job row exists (whoever owns it).
+    public func exists(_ id: UUID) async throws -> Bool {
+        let rows = try await client.query("SELECT 1 FROM jobs WHERE id = \(id)", logger: logger)
+        for try await _ in rows { return true }
+        return false
+    }
+
     /// Counts of jobs by current status.
     public func countsByStatus() async throws -> [JobStatus: Int] {
         let rows = try await client.query(

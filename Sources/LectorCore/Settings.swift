@@ -58,24 +58,26 @@ public struct Settings: Sendable {
             guard let value = env[name], !value.isEmpty else { return fallback }
             return value
         }
-        func int(_ name: String, _ fallback: Int) -> Int {
+        // Values are clamped to sane ranges so that no setting can overflow arithmetic later.
+        func int(_ name: String, _ fallback: Int, max upper: Int = 1 << 40) -> Int {
             guard let value = env[name], let parsed = Int(value), parsed > 0 else { return fallback }
-            return parsed
+            return min(parsed, upper)
         }
         self.databaseURL = string("LECTOR_DATABASE_URL", "postgres://lector@127.0.0.1:54329/lector")
-        self.databasePoolSize = int("LECTOR_DATABASE_POOL_SIZE", 10)
+        self.databasePoolSize = int("LECTOR_DATABASE_POOL_SIZE", 10, max: 1000)
         self.httpHost = string("LECTOR_HTTP_HOST", "127.0.0.1")
-        self.httpPort = int("LECTOR_HTTP_PORT", 8080)
+        self.httpPort = int("LECTOR_HTTP_PORT", 8080, max: 65535)
         self.storageRoot = string("LECTOR_STORAGE_ROOT", "storage")
         self.maxUploadBytes = int("LECTOR_MAX_UPLOAD_BYTES", 50_000_000)
         self.maxPagePixels = int("LECTOR_MAX_PAGE_PIXELS", 60_000_000)
         self.maxPages = int("LECTOR_MAX_PAGES", 200)
         self.signingKey = env["LECTOR_SIGNING_KEY"] ?? ""
-        self.resultLinkTTL = int("LECTOR_RESULT_LINK_TTL", 300)
-        self.longPollMax = int("LECTOR_LONG_POLL_MAX", 60)
-        self.retryAfter = int("LECTOR_RETRY_AFTER", 1)
-        self.workerConcurrency = int("LECTOR_WORKER_CONCURRENCY", 1)
-        self.workerPollInterval = Double(env["LECTOR_WORKER_POLL_INTERVAL"] ?? "").flatMap { $0 > 0 ? $0 : nil } ?? 1.0
+        self.resultLinkTTL = int("LECTOR_RESULT_LINK_TTL", 300, max: 7 * 24 * 3600)
+        self.longPollMax = int("LECTOR_LONG_POLL_MAX", 60, max: 3600)
+        self.retryAfter = int("LECTOR_RETRY_AFTER", 1, max: 3600)
+        self.workerConcurrency = int("LECTOR_WORKER_CONCURRENCY", 1, max: 256)
+        self.workerPollInterval = Double(env["LECTOR_WORKER_POLL_INTERVAL"] ?? "")
+            .flatMap { $0.isFinite && $0 > 0 ? min(max($0, 0.01), 3600) : nil } ?? 1.0
         self.workerID = env["LECTOR_WORKER_ID"].flatMap { $0.isEmpty ? nil : $0 }
         self.tessdata = env["LECTOR_TESSDATA"].flatMap { $0.isEmpty ? nil : $0 }
         self.defaultLanguage = string("LECTOR_DEFAULT_LANG", "eng")

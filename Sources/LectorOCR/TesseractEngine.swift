@@ -12,8 +12,10 @@ public struct TesseractEngineFactory: OCREngineFactory {
         self.limits = limits
     }
 
-    /// Leptonica decodes these; PDF needs a rasteriser and is refused for now.
-    public var supportedTypes: Set<DocumentType> { [.png, .jpeg, .tiff, .bmp, .webp, .gif, .pnm] }
+    /// Leptonica decodes these. PDF needs a rasteriser and is refused for now. GIF is refused because
+    /// Leptonica's header reader decodes every frame before it reports a size, so the pixel limit could not be
+    /// checked before the memory is spent.
+    public var supportedTypes: Set<DocumentType> { [.png, .jpeg, .tiff, .bmp, .webp, .pnm] }
 
     public func availableLanguages() throws(OCRError) -> Set<String> {
         let handle = try TesseractHandle(dataPath: dataPath, language: nil)
@@ -80,7 +82,7 @@ final class TesseractHandle {
             language.withOptionalCString { lang in TessBaseAPIInit3(pointer, path, lang) }
         }
         guard status == 0 else {
-            TessBaseAPIDelete(pointer)
+            // deinit frees the handle: every stored property is set, so a throwing init still runs it.
             throw OCRError(.unsupportedOption, "Tesseract could not load language \"\(self.language)\"")
         }
         _ = TessBaseAPISetVariable(pointer, "debug_file", "/dev/null")
@@ -181,7 +183,27 @@ struct PageImages {
                     try Self.checkPixels(w, h, page: page + 1, limits: limits)
                 }
             }
+        } else if document.type == .bmp {
+            // Leptonica's header reader decodes a whole BMP; read the size from the header ourselves first.
+            let bytes = [UInt8](document.data.prefix(26))
+            guard bytes.count == 26 else {
+                throw OCRError(.unreadableDocument, "not a readable BMP image: its header is truncated")
+            }
+            func int32(_ offset: Int) -> Int32 {
+                Int32(bitPattern: UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8
+                    | UInt32(bytes[offset + 2]) << 16 | UInt32(bytes[offset + 3]) << 24)
+            }
+            let width = Int(int32(18)), height = Int(int32(22)).magnitude
+            try Self.checkPixels(width, Int(height), page: 1, limits: limits)
+            try Self.checkHeader(document, limits: limits)
         } else {
+            try Self.checkHeader(document, limits: limits)
+        }
+        self.count = pages
+    }
+
+    private static func checkHeader(_ document: OCRDocument, limits: OCRLimits) throws(OCRError) {
+        do {
             var format: Int32 = 0, w: Int32 = 0, h: Int32 = 0, bps: Int32 = 0, spp: Int32 = 0, cmap: Int32 = 0
             let status = document.data.withUnsafeBytes { raw in
                 pixReadHeaderMem(raw.bindMemory(to: UInt8.self).baseAddress, raw.count, &format, &w, &h, &bps, &spp, &cmap)
@@ -192,7 +214,6 @@ struct PageImages {
             }
             try Self.checkPixels(Int(w), Int(h), page: 1, limits: limits)
         }
-        self.count = pages
     }
 
     func page(_ index: Int) throws(OCRError) -> UnsafeMutablePointer<PIX> {

@@ -79,6 +79,24 @@ struct BadInputTests {
         add("a PDF (no rasteriser in this engine yet)", .unsupportedMediaType, "unsupported_document_type") {
             $0.add(name: "document", filename: "a.pdf", data: Data("%PDF-1.4\n%âãÏÓ\n".utf8))
         }
+        add("a GIF (its header reader decodes every frame: refused)", .unsupportedMediaType, "unsupported_document_type") {
+            $0.add(name: "document", filename: "a.gif", data: Data("GIF89a".utf8) + Data(repeating: 0, count: 20))
+        }
+        cases.append({
+            // A whole document part, then a metadata part cut off before its closing boundary.
+            var form = Multipart()
+            form.add(name: "document", filename: "a.png", data: png)
+            var body = form.body
+            body.writeString("--\(form.boundary)\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{\"a\": 1")
+            return Case(description: "a multipart body cut short in its last part", status: .badRequest,
+                        code: "invalid_multipart", contentType: form.contentType, body: Data(buffer: body))
+        }())
+        cases.append({
+            var form = Multipart()
+            form.add(name: "document", filename: "a.png", data: png)
+            return Case(description: "a query parameter beside a multipart body", status: .badRequest, code: "invalid_option",
+                        contentType: form.contentType, body: Data(buffer: form.finished()), uri: "/v1/jobs?lang=deu")
+        }())
         cases.append(Case(description: "a multipart body without a boundary", status: .badRequest, code: "invalid_multipart",
                           contentType: "multipart/form-data", body: Data("--x\r\n".utf8)))
         cases.append(Case(description: "a truncated multipart body", status: .badRequest, code: "invalid_multipart",

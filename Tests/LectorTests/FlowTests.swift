@@ -16,7 +16,7 @@ struct FlowTests {
             try await harness.application().test(.router) { client in
                 var form = Multipart()
                 form.add(name: "document", filename: "../../etc/scan.png", contentType: "image/png", data: image)
-                form.add(name: "metadata", json: #"{"customer": "acme", "pages": [1, 2], "big": 12345678901234}"#)
+                form.add(name: "metadata", json: #"{"customer": "acme", "pages": [1, 2], "big": 12345678901234, "huge": 123456789012345678901234567890}"#)
                 form.add(name: "options", json: #"{"lang": "eng"}"#)
                 let submitted = try await client.execute(
                     uri: "/v1/jobs", method: .post,
@@ -37,6 +37,9 @@ struct FlowTests {
                 let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
                 #expect(files == ["document.png", "metadata.json"])
                 #expect(try Data(contentsOf: folder.appendingPathComponent("document.png")) == image)
+                let folderMetadata = try String(contentsOf: folder.appendingPathComponent("metadata.json"), encoding: .utf8)
+                #expect(folderMetadata.contains("123456789012345678901234567890"), "stored as given: \(folderMetadata)")
+                #expect(folderMetadata.contains(#""documentName":"scan.png""#))
 
                 let status = try await client.execute(
                     uri: "/v1/jobs/\(idString)", method: .get, headers: [.authorization: "Bearer \(user.token)"])

@@ -14,7 +14,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 port=${LECTOR_PG_PORT:-54329}
 base="$root/.pgdata"
-bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 [[ -x "$bindir/pg_ctl" ]] || { echo "pg.sh: PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
 
 as_owner=()
@@ -63,7 +63,7 @@ log_min_messages = warning
 CONF
     fi
     if running; then echo running; exit 0; fi
-    "${as_owner[@]}" "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 -o "-p $port -k $run" start >/dev/null \
+    "${as_owner[@]}" "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 -o "-p $port -k '$run'" start >/dev/null \
       || { echo "pg.sh: PostgreSQL did not start; see $log" >&2; tail -n 20 "$log" >&2; exit 1; }
     echo started
     ;;

@@ -10,30 +10,37 @@ port=${LECTOR_HTTP_PORT:-8080}
 host=${LECTOR_HTTP_HOST:-127.0.0.1}
 mkdir -p .run
 
+pids=()
+pg_state=""
+status=0
+cleanup() {
+  trap '' INT TERM        # a second Ctrl-C must not interrupt the clean-up
+  trap - EXIT
+  if [[ ${#pids[@]} -gt 0 ]]; then
+    echo
+    echo "stopping the API and the worker (jobs in flight finish first)..."
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  fi
+  if [[ "$pg_state" == started ]]; then deploy/scripts/pg.sh stop; fi
+  echo "stopped"
+  exit "$status"
+}
+trap cleanup INT TERM
+trap 'rc=$?; [[ $status -ne 0 ]] || status=$rc; cleanup' EXIT
+
 pg_state=$(deploy/scripts/pg.sh start)
-db_name=${LECTOR_DATABASE_URL##*/}
-deploy/scripts/pg.sh createdb "${db_name%%\?*}"
+url=${LECTOR_DATABASE_URL%%\?*}
+deploy/scripts/pg.sh createdb "${url##*/}"
 "$bin" migrate >/dev/null
 
-# Reuse the key of the last `make run` while it still works; otherwise make a new one.
+# Reuse the key of the last `make run` while it is still live; otherwise make a new one.
 key=""
 [[ -s .run/api-key ]] && key=$(cat .run/api-key)
-if [[ -z "$key" ]] || ! "$bin" keys list 2>/dev/null | awk -F'\t' '$5 == "-" {print $3}' | grep -q "^${key:0:15}_"; then
+if [[ -z "$key" ]] || ! "$bin" keys list 2>/dev/null | awk -F'\t' '$5 == "-" {print $3}' | grep -qF "${key:0:15}_"; then
   key=$("$bin" keys create --user local 2>/dev/null)
   (umask 077; printf '%s\n' "$key" > .run/api-key)
 fi
-
-pids=()
-cleanup() {
-  trap - INT TERM EXIT
-  echo
-  echo "stopping..."
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [[ "$pg_state" == started ]]; then deploy/scripts/pg.sh stop; fi
-  echo "stopped"
-}
-trap cleanup INT TERM EXIT
 
 "$bin" serve & pids+=($!)
 "$bin" work & pids+=($!)
@@ -42,7 +49,11 @@ for _ in $(seq 1 100); do
   curl -fs "http://$host:$port/healthz" >/dev/null 2>&1 && break
   sleep 0.1
 done
-curl -fs "http://$host:$port/readyz" >/dev/null || { echo "the API did not become ready" >&2; exit 1; }
+if ! curl -fs "http://$host:$port/readyz" >/dev/null; then
+  echo "the API did not become ready on http://$host:$port (is the port taken? set LECTOR_HTTP_PORT)" >&2
+  status=1
+  exit 1
+fi
 
 cat <<MSG
 
@@ -59,4 +70,7 @@ curl -sL -H "Authorization: Bearer \$LECTOR_API_KEY" "\$LECTOR_URL/v1/jobs/<id>/
 Ctrl-C stops the API, the worker and the database.
 MSG
 
-wait -n "${pids[@]}" || true
+# Returns when a child exits (a crash: report it) or when Ctrl-C runs the trap.
+wait -n "${pids[@]}" || status=$?
+echo "a Lector process exited (status $status)" >&2
+[[ $status -ne 0 ]] || status=1
