@@ -70,7 +70,7 @@ curl -sL -H "Authorization: Bearer \$LECTOR_API_KEY" "\$LECTOR_URL/v1/jobs/<id>/
 Ctrl-C stops the API, the worker and the database.
 MSG
 
-# Returns when a child exits (a crash: report it) or when Ctrl-C runs the trap.
+# Returns when a child exits: with 0 when it was asked to stop (Ctrl-C reaches the whole process group),
+# otherwise it crashed and the status says so. Either way the EXIT trap stops the rest.
 wait -n "${pids[@]}" || status=$?
-echo "a Lector process exited (status $status)" >&2
-[[ $status -ne 0 ]] || status=1
+if [[ $status -ne 0 ]]; then echo "a Lector process exited with status $status" >&2; fi
