@@ -5,7 +5,7 @@ SHELL := /bin/bash
 LECTOR_PG_PORT ?= 54329
 export LECTOR_PG_PORT
 export LECTOR_DATABASE_URL ?= postgres://lector@127.0.0.1:$(LECTOR_PG_PORT)/lector
-# Debian's Tesseract is ~10x slower on 2 cores without this (see ARCHITECTURE.md).
+# Debian's Tesseract is 2-10x slower on 2 cores without this (see BENCHMARKS.md).
 export OMP_THREAD_LIMIT ?= 1
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
