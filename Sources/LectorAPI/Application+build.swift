@@ -7,6 +7,7 @@ import PostgresNIO
 /// Builds the router: public health routes, the signed file links, and `/v1` behind API keys.
 public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequestContext> {
     let router = Router(context: LectorRequestContext.self)
+    let timeout = Duration.milliseconds(Int64(dependencies.settings.databaseTimeout * 1000))
     router.add(middleware: ErrorMiddleware())
     router.get("healthz") { _, _ -> Response in
         jsonResponse(["status": "ok"])
@@ -14,7 +15,7 @@ public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequest
     router.get("readyz") { _, context -> Response in
         var checks: [String: String] = [:]
         do {
-            try await dependencies.jobs.ping()
+            try await withDeadline(timeout, "ping") { try await dependencies.jobs.ping() }
             checks["database"] = "ok"
         } catch {
             checks["database"] = "unreachable"
@@ -29,7 +30,7 @@ public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequest
         checks["status"] = ready ? "ready" : "not ready"
         return jsonResponse(checks, status: ready ? .ok : .serviceUnavailable)
     }
-    let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: dependencies.keys))
+    let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: dependencies.keys, timeout: timeout))
     JobsController(dependencies: dependencies).addRoutes(v1: v1, root: router)
     return router
 }

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import Logging
+import LectorCore
 import PostgresNIO
 
 /// Turns every error into a JSON error body; nothing reaches the client as a stack trace or an empty 500.
@@ -19,6 +20,12 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             throw APIError(error.status, Self.code(for: error.status), error.body ?? Self.message(for: error.status))
         } catch is NIOTooManyBytesError {
             throw APIError(.contentTooLarge, "document_too_large", "the request body is larger than the server accepts")
+        } catch let error as DeadlineExceeded {
+            context.logger.error("database did not answer in time", metadata: ["error": "\(error)"])
+            throw APIError.databaseUnavailable
+        } catch let error as PostgresTransactionError {
+            context.logger.error("database error", metadata: ["error": "\(String(reflecting: error))"])
+            throw APIError.databaseUnavailable
         } catch let error as PSQLError {
             context.logger.error("database error", metadata: ["error": "\(String(reflecting: error))"])
             throw APIError.databaseUnavailable

@@ -85,11 +85,11 @@ struct JobsController {
             metadataJSON: Data(folderMetadata.utf8))
         let createdAt: Date
         do {
-            createdAt = try await dependencies.jobs.create(job)
+            createdAt = try await database { [jobs = dependencies.jobs] in try await jobs.create(job) }
         } catch {
             // The commit may have succeeded before the connection broke: remove the folder only when the row
             // is certainly absent. An unknown outcome leaves the folder (an orphan costs disk, not a job).
-            if (try? await dependencies.jobs.exists(id)) == false {
+            if (try? await database({ [jobs = dependencies.jobs] in try await jobs.exists(id) })) == false {
                 try? await dependencies.storage.removeJobFolder(id: id)
             }
             throw error
@@ -109,7 +109,7 @@ struct JobsController {
     @Sendable func status(_ request: Request, context: LectorRequestContext) async throws -> Response {
         let user = try context.requireUser()
         let id = try jobID(context)
-        guard let (record, history) = try await dependencies.jobs.job(id, ownerID: user.id) else {
+        guard let (record, history) = try await database({ [jobs = dependencies.jobs] in try await jobs.job(id, ownerID: user.id) }) else {
             throw APIError.jobNotFound
         }
         return try json(JobView(record: record, history: history), status: .ok)
@@ -130,13 +130,18 @@ struct JobsController {
         let waiters = dependencies.waiters
         let ticket = waiters.register(id)
         defer { waiters.unregister(ticket) }
-        guard var state = try await dependencies.jobs.state(of: id, ownerID: user.id) else { throw APIError.jobNotFound }
+        let jobs = dependencies.jobs
+        guard var state = try await database({ try await jobs.state(of: id, ownerID: user.id) }) else {
+            throw APIError.jobNotFound
+        }
         if let wait, !state.status.isTerminal {
             let deadline = ContinuousClock.now + .seconds(wait)
             while !state.status.isTerminal, ContinuousClock.now < deadline {
                 _ = await waiters.wait(ticket, timeout: deadline - ContinuousClock.now)
                 if Task.isCancelled { break }
-                guard let fresh = try await dependencies.jobs.state(of: id, ownerID: user.id) else { throw APIError.jobNotFound }
+                guard let fresh = try await database({ try await jobs.state(of: id, ownerID: user.id) }) else {
+                    throw APIError.jobNotFound
+                }
                 state = fresh
             }
         }
@@ -185,6 +190,11 @@ struct JobsController {
     }
 
     // MARK: helpers
+
+    /// A database call bounded by `LECTOR_DATABASE_TIMEOUT`: past it the request answers 503.
+    private func database<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withDeadline(.milliseconds(Int64(dependencies.settings.databaseTimeout * 1000)), "database call", operation)
+    }
 
     private func jobID(_ context: LectorRequestContext) throws -> UUID {
         guard let raw = context.parameters.get("id"), let id = UUID(uuidString: raw) else {

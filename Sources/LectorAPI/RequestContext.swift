@@ -21,6 +21,7 @@ public struct LectorRequestContext: RequestContext {
 /// Checks `Authorization: Bearer <key>` against the key table. Keys never reach the logs.
 struct AuthMiddleware: RouterMiddleware {
     let keys: KeyStore
+    let timeout: Duration
 
     func handle(
         _ request: Request, context: LectorRequestContext,
@@ -30,7 +31,8 @@ struct AuthMiddleware: RouterMiddleware {
         let parts = header.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { throw APIError.unauthorized }
         let token = parts[1].trimmingCharacters(in: .whitespaces)
-        guard let user = try await keys.authenticate(token: token) else { throw APIError.unauthorized }
+        let user = try await withDeadline(timeout, "key lookup") { [keys] in try await keys.authenticate(token: token) }
+        guard let user else { throw APIError.unauthorized }
         var context = context
         context.user = user
         context.logger[metadataKey: "user"] = "\(user.name)"

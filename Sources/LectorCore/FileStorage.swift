@@ -12,6 +12,12 @@ public protocol JobStorage: Sendable {
     func readDocument(id: UUID, fileName: String) async throws -> Data
     /// Writes one result file atomically (temporary name, then rename).
     func writeResult(id: UUID, fileName: String, contents: Data) async throws
+    /// Writes a result file of one attempt under a hidden name, synced; `commitResults` moves it into place.
+    func stageResult(id: UUID, fileName: String, attempt: Int, contents: Data) async throws
+    /// Renames an attempt's staged result files into place (called while the attempt's lease row is locked).
+    func commitResults(id: UUID, fileNames: [String], attempt: Int) async throws
+    /// Removes an attempt's staged files (the attempt lost its lease, or failed).
+    func discardResults(id: UUID, fileNames: [String], attempt: Int) async
     /// A result file's bytes, or nil when it does not exist.
     func readResult(id: UUID, fileName: String) async throws -> Data?
     /// Whether the storage accepts writes now.
@@ -20,6 +26,13 @@ public protocol JobStorage: Sendable {
 
 public struct StorageError: Error, CustomStringConvertible {
     public let description: String
+    /// Whether trying again later may succeed (an I/O error) rather than not (a missing file).
+    public var isTransient: Bool = true
+
+    public init(description: String, isTransient: Bool = true) {
+        self.description = description
+        self.isTransient = isTransient
+    }
 }
 
 /// Job folders on the local filesystem: `<root>/<uuid>/`.
@@ -82,10 +95,13 @@ public struct FileStorage: JobStorage {
         try Self.checkName(fileName)
         let url = folder(of: id).appendingPathComponent(fileName)
         return try await threadPool.runIfActive {
+            guard FileManager.default.fileExists(atPath: url.path) else {
+                throw StorageError(description: "the document is missing from storage", isTransient: false)
+            }
             do {
                 return try Data(contentsOf: url)
             } catch {
-                throw StorageError(description: "document of job \(id) is missing from storage")
+                throw StorageError(description: "the document could not be read from storage: \(error.localizedDescription)", isTransient: true)
             }
         }
     }
@@ -105,6 +121,40 @@ public struct FileStorage: JobStorage {
                 try? FileManager.default.removeItem(at: temporary)
                 throw error
             }
+        }
+    }
+
+    private func stagedURL(_ id: UUID, _ fileName: String, attempt: Int) -> URL {
+        folder(of: id).appendingPathComponent(".\(fileName).attempt-\(attempt)")
+    }
+
+    public func stageResult(id: UUID, fileName: String, attempt: Int, contents: Data) async throws {
+        try Self.checkName(fileName)
+        let staged = stagedURL(id, fileName, attempt: attempt)
+        try await threadPool.runIfActive {
+            try? FileManager.default.removeItem(at: staged)
+            try Self.writeSynced(contents, to: staged)
+        }
+    }
+
+    public func commitResults(id: UUID, fileNames: [String], attempt: Int) async throws {
+        for name in fileNames { try Self.checkName(name) }
+        let folder = folder(of: id)
+        let moves = fileNames.map { (stagedURL(id, $0, attempt: attempt), folder.appendingPathComponent($0)) }
+        try await threadPool.runIfActive {
+            for (staged, target) in moves {
+                guard rename(staged.path, target.path) == 0 else {
+                    throw StorageError(description: "rename to \(target.lastPathComponent) failed: errno \(errno)")
+                }
+            }
+            try Self.syncDirectory(folder)
+        }
+    }
+
+    public func discardResults(id: UUID, fileNames: [String], attempt: Int) async {
+        let staged = fileNames.map { stagedURL(id, $0, attempt: attempt) }
+        _ = try? await threadPool.runIfActive {
+            for url in staged { try? FileManager.default.removeItem(at: url) }
         }
     }
 

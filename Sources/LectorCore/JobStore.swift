@@ -26,11 +26,45 @@ public struct JobTransition: Sendable, Equatable {
     public let reason: String?
 }
 
+/// A worker's hold on one attempt of one job. Every write a worker makes about the job names its lease, and
+/// is refused once the lease is gone (expired and rescued, or the job ended): that is the fencing.
+public struct Lease: Sendable, Equatable {
+    public let jobID: UUID
+    public let worker: String
+    public let attempt: Int
+
+    public init(jobID: UUID, worker: String, attempt: Int) {
+        self.jobID = jobID
+        self.worker = worker
+        self.attempt = attempt
+    }
+}
+
 /// What a worker gets from a claim.
 public struct ClaimedJob: Sendable {
-    public let id: UUID
+    public let lease: Lease
     public let contentType: String
     public let optionsJSON: String
+    public var id: UUID { lease.jobID }
+}
+
+/// What one rescuer pass did.
+public struct RescueReport: Sendable, Equatable {
+    public var requeued: Int
+    public var failed: Int
+
+    public init(requeued: Int = 0, failed: Int = 0) {
+        self.requeued = requeued
+        self.failed = failed
+    }
+}
+
+/// What `lector jobs stats` shows.
+public struct QueueStats: Sendable {
+    public let counts: [JobStatus: Int]
+    public let oldestQueuedAge: Double?
+    public let expiredLeases: Int
+    public let waitingForRetry: Int
 }
 
 /// What the API hands over to create a job.
@@ -90,7 +124,7 @@ public struct JobStore: Sendable {
     /// Inserts the job and its `QUEUED` transition in one transaction; returns the job's creation time.
     @discardableResult
     public func create(_ job: NewJob) async throws -> Date {
-        try await client.withTransaction(logger: logger) { connection -> Date in
+        try await transaction { connection -> Date in
             let created = try await connection.query(
                 """
                 INSERT INTO jobs (id, owner_id, document_name, content_type, size_bytes, sha256, options, metadata)
@@ -110,19 +144,23 @@ public struct JobStore: Sendable {
         }
     }
 
-    /// Claims the oldest queued job for `worker`, or returns nil when none is queued.
+    /// Claims the oldest claimable queued job for `worker` and gives it a lease, or returns nil.
     ///
-    /// One short transaction: take the queue's table lock, pick the oldest `QUEUED` job through the partial
-    /// index, append `IN_PROGRESS`, commit. Claimers are serialised by the lock, and each one's SELECT runs
-    /// after the previous claimer committed, so no job is claimed twice. Nothing else happens under the lock.
-    public func claimNext(worker: String) async throws -> ClaimedJob? {
-        try await client.withTransaction(logger: logger) { connection -> ClaimedJob? in
+    /// One short transaction: take the queue's table lock, pick the oldest `QUEUED` job whose retry time has
+    /// come through the partial index, append `IN_PROGRESS`, count the attempt, write the lease, commit.
+    /// Claimers are serialised by the lock, and each one's SELECT runs after the previous claimer committed,
+    /// so no job is claimed twice. Nothing else happens under the lock.
+    ///
+    /// `now` is the database's clock unless a test passes one.
+    public func claimNext(worker: String, leaseDuration: Duration, now: Date? = nil) async throws -> ClaimedJob? {
+        let seconds = leaseDuration.secondsValue
+        return try await transaction { connection -> ClaimedJob? in
             try await connection.query("LOCK TABLE job_claim_lock IN EXCLUSIVE MODE", logger: logger)
-            let rows = try await connection.query(
+            let picked = try await connection.query(
                 """
                 INSERT INTO job_transitions (job_id, status, worker)
                 SELECT id, \(JobStatus.inProgress.rawValue), \(worker) FROM jobs
-                WHERE status = 'QUEUED'
+                WHERE status = 'QUEUED' AND (not_before IS NULL OR not_before <= coalesce(\(now)::timestamptz, now()))
                 ORDER BY created_at, id
                 LIMIT 1
                 RETURNING job_id
@@ -130,35 +168,147 @@ public struct JobStore: Sendable {
                 logger: logger
             )
             var claimed: UUID?
-            for try await id in rows.decode(UUID.self) { claimed = id }
+            for try await id in picked.decode(UUID.self) { claimed = id }
             guard let id = claimed else { return nil }
             let job = try await connection.query(
-                "SELECT content_type, options::text FROM jobs WHERE id = \(id)", logger: logger)
-            for try await (contentType, options) in job.decode((String, String).self) {
-                return ClaimedJob(id: id, contentType: contentType, optionsJSON: options)
-            }
-            return nil
+                """
+                UPDATE jobs SET attempts = attempts + 1, not_before = NULL WHERE id = \(id)
+                RETURNING attempts, content_type, options::text
+                """,
+                logger: logger)
+            var row: (Int, String, String)?
+            for try await decoded in job.decode((Int, String, String).self) { row = decoded }
+            guard let (attempt, contentType, options) = row else { return nil }
+            try await connection.query(
+                """
+                INSERT INTO job_leases (job_id, worker, attempt, claimed_at, expires_at)
+                VALUES (\(id), \(worker), \(attempt), coalesce(\(now)::timestamptz, now()),
+                        coalesce(\(now)::timestamptz, now()) + make_interval(secs => \(seconds)))
+                """,
+                logger: logger)
+            return ClaimedJob(lease: Lease(jobID: id, worker: worker, attempt: attempt), contentType: contentType, optionsJSON: options)
         }
     }
 
-    /// Appends a terminal transition (`FINISHED` or `FAILURE`) for a job that `worker` holds.
-    ///
-    /// Refused (throws `TransitionRefused`) unless the job is `IN_PROGRESS` and its latest claim is `worker`'s.
-    public func end(_ id: UUID, as status: JobStatus, worker: String, reason: String? = nil) async throws {
-        precondition(status.isTerminal, "end(_:as:) takes FINISHED or FAILURE")
+    /// Extends a lease; false when it is no longer held (the job was rescued, or ended).
+    public func renew(_ lease: Lease, duration: Duration, now: Date? = nil) async throws -> Bool {
         let rows = try await client.query(
             """
-            INSERT INTO job_transitions (job_id, status, worker, reason)
-            SELECT \(id), \(status.rawValue), \(worker), \(reason)
-            WHERE (SELECT worker FROM job_transitions WHERE job_id = \(id) ORDER BY id DESC LIMIT 1) = \(worker)
-              AND (SELECT status FROM jobs WHERE id = \(id)) = 'IN_PROGRESS'
-            RETURNING id
+            UPDATE job_leases SET expires_at = coalesce(\(now)::timestamptz, now()) + make_interval(secs => \(duration.secondsValue))
+            WHERE job_id = \(lease.jobID) AND worker = \(lease.worker) AND attempt = \(lease.attempt)
+            RETURNING 1
             """,
-            logger: logger
-        )
-        var inserted = false
-        for try await _ in rows { inserted = true }
-        if !inserted { throw TransitionRefused(jobID: id, status: status) }
+            logger: logger)
+        for try await _ in rows { return true }
+        return false
+    }
+
+    /// Appends `FINISHED` or `FAILURE` for the job `lease` holds.
+    ///
+    /// In one transaction: lock the lease row (refused with `TransitionRefused` when it is not this attempt's
+    /// any more), run `beforeCommit` (the worker moves its result files into place there, so a stale attempt
+    /// can never overwrite a newer one's), append the transition, commit. The trigger drops the lease.
+    public func end(
+        _ lease: Lease, as status: JobStatus, reason: String? = nil,
+        beforeCommit: @Sendable () async throws -> Void = {}
+    ) async throws {
+        precondition(status.isTerminal, "end(_:as:) takes FINISHED or FAILURE")
+        try await transaction { connection in
+            try await Self.lockLease(lease, status: status, connection: connection, logger: logger)
+            try await beforeCommit()
+            try await connection.query(
+                """
+                INSERT INTO job_transitions (job_id, status, worker, reason)
+                VALUES (\(lease.jobID), \(status.rawValue), \(lease.worker), \(reason))
+                """,
+                logger: logger)
+        }
+    }
+
+    /// Gives the job back to the queue: `QUEUED` again with `reason`, claimable from `notBefore` (nil: now).
+    /// `countAttempt: false` (a graceful hand-back) returns the attempt, so shutdowns never use up retries.
+    public func requeue(_ lease: Lease, reason: String, notBefore: Date?, countAttempt: Bool = true) async throws {
+        try await transaction { connection in
+            try await Self.lockLease(lease, status: .queued, connection: connection, logger: logger)
+            try await connection.query(
+                """
+                INSERT INTO job_transitions (job_id, status, worker, reason)
+                VALUES (\(lease.jobID), \(JobStatus.queued.rawValue), \(lease.worker), \(reason))
+                """,
+                logger: logger)
+            try await connection.query(
+                """
+                UPDATE jobs SET not_before = \(notBefore),
+                    attempts = CASE WHEN \(countAttempt) THEN attempts ELSE greatest(attempts - 1, 0) END
+                WHERE id = \(lease.jobID)
+                """,
+                logger: logger)
+        }
+    }
+
+    private static func lockLease(_ lease: Lease, status: JobStatus, connection: PostgresConnection, logger: Logger) async throws {
+        let held = try await connection.query(
+            """
+            SELECT 1 FROM job_leases
+            WHERE job_id = \(lease.jobID) AND worker = \(lease.worker) AND attempt = \(lease.attempt)
+            FOR UPDATE
+            """,
+            logger: logger)
+        var found = false
+        for try await _ in held { found = true }
+        if !found { throw TransitionRefused(jobID: lease.jobID, status: status) }
+    }
+
+    /// Requeues jobs whose lease expired ("worker lost"), or fails them once `maxAttempts` attempts were made.
+    ///
+    /// Safe to run in every worker at once: each pass locks the expired leases it handles with
+    /// `FOR UPDATE SKIP LOCKED`, so two rescuers never handle the same job, and a worker that is ending its job
+    /// right now (it holds the lease row) is skipped.
+    public func rescueExpired(maxAttempts: Int, now: Date? = nil, limit: Int = 500) async throws -> RescueReport {
+        try await transaction { connection -> RescueReport in
+            let rows = try await connection.query(
+                """
+                WITH expired AS (
+                    SELECT job_id, attempt FROM job_leases
+                    WHERE expires_at < coalesce(\(now)::timestamptz, now())
+                    ORDER BY expires_at
+                    LIMIT \(limit)
+                    FOR UPDATE SKIP LOCKED
+                )
+                INSERT INTO job_transitions (job_id, status, reason)
+                SELECT job_id,
+                       CASE WHEN attempt >= \(maxAttempts) THEN 'FAILURE' ELSE 'QUEUED' END,
+                       CASE WHEN attempt >= \(maxAttempts)
+                            THEN 'worker lost: gave up after ' || attempt || ' attempts'
+                            ELSE 'worker lost: its lease expired during attempt ' || attempt END
+                FROM expired
+                RETURNING status
+                """,
+                logger: logger)
+            var report = RescueReport()
+            for try await status in rows.decode(String.self) {
+                if status == JobStatus.queued.rawValue { report.requeued += 1 } else { report.failed += 1 }
+            }
+            return report
+        }
+    }
+
+    /// Counts by status, the age of the oldest claimable queued job, expired leases and jobs waiting to retry.
+    public func stats(now: Date? = nil) async throws -> QueueStats {
+        let counts = try await countsByStatus()
+        let rows = try await client.query(
+            """
+            SELECT
+              (SELECT extract(epoch FROM coalesce(\(now)::timestamptz, now()) - min(created_at))::float8
+                 FROM jobs WHERE status = 'QUEUED'),
+              (SELECT count(*) FROM job_leases WHERE expires_at < coalesce(\(now)::timestamptz, now()))::int8,
+              (SELECT count(*) FROM jobs WHERE status = 'QUEUED' AND not_before > coalesce(\(now)::timestamptz, now()))::int8
+            """,
+            logger: logger)
+        for try await (age, expired, waiting) in rows.decode((Double?, Int, Int).self) {
+            return QueueStats(counts: counts, oldestQueuedAge: age, expiredLeases: expired, waitingForRetry: waiting)
+        }
+        return QueueStats(counts: counts, oldestQueuedAge: nil, expiredLeases: 0, waitingForRetry: 0)
     }
 
     /// The job and its history, if it exists and belongs to `ownerID`.
@@ -222,6 +372,17 @@ public struct JobStore: Sendable {
         try await client.query("SELECT 1", logger: logger)
     }
 
+    /// `withTransaction`, rethrowing the closure's own error (PostgresNIO wraps it in `PostgresTransactionError`)
+    /// so that callers can match `TransitionRefused`.
+    func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> T {
+        do {
+            return try await client.withTransaction(logger: logger, body)
+        } catch let error as PostgresTransactionError {
+            if let inner = error.closureError { throw inner }
+            throw error
+        }
+    }
+
     /// Whether a job row exists (whoever owns it).
     public func exists(_ id: UUID) async throws -> Bool {
         let rows = try await client.query("SELECT 1 FROM jobs WHERE id = \(id)", logger: logger)
@@ -238,5 +399,13 @@ public struct JobStore: Sendable {
             if let status = JobStatus(rawValue: status) { counts[status] = count }
         }
         return counts
+    }
+}
+
+extension Duration {
+    /// Seconds as a Double.
+    public var secondsValue: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }

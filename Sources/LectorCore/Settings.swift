@@ -33,6 +33,21 @@ public struct Settings: Sendable {
     public var workerConcurrency: Int
     /// `LECTOR_WORKER_POLL_INTERVAL`: seconds between claim attempts when no NOTIFY arrives.
     public var workerPollInterval: Double
+    /// `LECTOR_LEASE_SECONDS`: how long a claim holds a job without a heartbeat.
+    public var leaseSeconds: Int
+    /// `LECTOR_HEARTBEAT_SECONDS`: how often a running job renews its lease (default: a quarter of the lease).
+    public var heartbeatSeconds: Double
+    /// `LECTOR_MAX_ATTEMPTS`: attempts before a job that keeps losing its worker or hitting transient errors fails.
+    public var maxAttempts: Int
+    /// `LECTOR_RETRY_BASE_SECONDS` and `LECTOR_RETRY_MAX_SECONDS`: exponential backoff after a transient error.
+    public var retryBaseSeconds: Double
+    public var retryMaxSeconds: Double
+    /// `LECTOR_RESCUE_INTERVAL`: seconds between two passes of a worker's rescuer over expired leases.
+    public var rescueInterval: Double
+    /// `LECTOR_SHUTDOWN_GRACE`: seconds in-flight jobs get to finish after SIGTERM before they are handed back.
+    public var shutdownGrace: Double
+    /// `LECTOR_DATABASE_TIMEOUT`: seconds an API request waits for the database before answering 503.
+    public var databaseTimeout: Double
     /// `LECTOR_WORKER_ID`: the name a worker writes into its transitions (default: host:pid).
     public var workerID: String?
     /// `LECTOR_TESSDATA`: Tesseract's model folder (default: Tesseract's own).
@@ -50,6 +65,8 @@ public struct Settings: Sendable {
         "LECTOR_STORAGE_ROOT", "LECTOR_MAX_UPLOAD_BYTES", "LECTOR_MAX_PAGE_PIXELS", "LECTOR_MAX_PAGES",
         "LECTOR_SIGNING_KEY", "LECTOR_RESULT_LINK_TTL", "LECTOR_LONG_POLL_MAX", "LECTOR_RETRY_AFTER",
         "LECTOR_WORKER_CONCURRENCY", "LECTOR_WORKER_POLL_INTERVAL", "LECTOR_WORKER_ID", "LECTOR_TESSDATA",
+        "LECTOR_LEASE_SECONDS", "LECTOR_HEARTBEAT_SECONDS", "LECTOR_MAX_ATTEMPTS", "LECTOR_RETRY_BASE_SECONDS",
+        "LECTOR_RETRY_MAX_SECONDS", "LECTOR_RESCUE_INTERVAL", "LECTOR_SHUTDOWN_GRACE", "LECTOR_DATABASE_TIMEOUT",
         "LECTOR_DEFAULT_LANG", "LECTOR_LOG_LEVEL",
     ]
 
@@ -78,6 +95,18 @@ public struct Settings: Sendable {
         self.workerConcurrency = int("LECTOR_WORKER_CONCURRENCY", 1, max: 256)
         self.workerPollInterval = Double(env["LECTOR_WORKER_POLL_INTERVAL"] ?? "")
             .flatMap { $0.isFinite && $0 > 0 ? min(max($0, 0.01), 3600) : nil } ?? 1.0
+        func seconds(_ name: String, _ fallback: Double, min lower: Double = 0.01, max upper: Double = 86_400) -> Double {
+            guard let value = env[name].flatMap(Double.init), value.isFinite, value > 0 else { return fallback }
+            return Swift.min(Swift.max(value, lower), upper)
+        }
+        self.leaseSeconds = int("LECTOR_LEASE_SECONDS", 60, max: 86_400)
+        self.heartbeatSeconds = seconds("LECTOR_HEARTBEAT_SECONDS", Double(leaseSeconds) / 4)
+        self.maxAttempts = int("LECTOR_MAX_ATTEMPTS", 3, max: 100)
+        self.retryBaseSeconds = seconds("LECTOR_RETRY_BASE_SECONDS", 2)
+        self.retryMaxSeconds = seconds("LECTOR_RETRY_MAX_SECONDS", 300)
+        self.rescueInterval = seconds("LECTOR_RESCUE_INTERVAL", 5)
+        self.shutdownGrace = seconds("LECTOR_SHUTDOWN_GRACE", 30, min: 0)
+        self.databaseTimeout = seconds("LECTOR_DATABASE_TIMEOUT", 5, min: 0.1, max: 600)
         self.workerID = env["LECTOR_WORKER_ID"].flatMap { $0.isEmpty ? nil : $0 }
         self.tessdata = env["LECTOR_TESSDATA"].flatMap { $0.isEmpty ? nil : $0 }
         self.defaultLanguage = string("LECTOR_DEFAULT_LANG", "eng")

@@ -18,7 +18,9 @@ public final class EngineSlot: @unchecked Sendable {
     }
 
     /// Recognises a document on the slot's thread.
-    public func recognize(_ document: OCRDocument, options: OCROptions) async throws -> OCRResult {
+    public func recognize(
+        _ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation = OCRCancellation()
+    ) async throws -> OCRResult {
         try await pool.runIfActive { () throws -> OCRResult in
             let engine: any OCREngine
             if let existing = self.engine {
@@ -27,7 +29,7 @@ public final class EngineSlot: @unchecked Sendable {
                 engine = try self.factory.makeEngine()
                 self.engine = engine
             }
-            return try engine.recognize(document, options: options)
+            return try engine.recognize(document, options: options, cancellation: cancellation)
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 
 /// A document to recognise: its bytes and detected type.
 public struct OCRDocument: Sendable {
@@ -9,6 +10,17 @@ public struct OCRDocument: Sendable {
         self.data = data
         self.type = type
     }
+}
+
+/// Asks a running recognition to stop (shutdown deadline, lost lease). Checked between pages and, inside
+/// Tesseract, after every word through its progress monitor.
+public final class OCRCancellation: Sendable {
+    private let flag = NIOLockedValueBox(false)
+
+    public init() {}
+
+    public func cancel() { flag.withLockedValue { $0 = true } }
+    public var isCancelled: Bool { flag.withLockedValue { $0 } }
 }
 
 /// Limits that protect a worker from hostile documents.
@@ -30,7 +42,7 @@ public struct OCRLimits: Sendable {
 /// one), chosen by options, without touching the worker.
 public protocol OCREngine: AnyObject {
     /// Recognises every page of the document. Blocking; throws `OCRError`.
-    func recognize(_ document: OCRDocument, options: OCROptions) throws(OCRError) -> OCRResult
+    func recognize(_ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation) throws(OCRError) -> OCRResult
 }
 
 /// Builds engines, one per worker slot, on the slot's own thread.

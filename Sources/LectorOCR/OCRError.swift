@@ -9,6 +9,8 @@ public struct OCRError: Error, Sendable, Equatable, CustomStringConvertible {
         case unsupportedOption
         /// The engine itself failed (could not start, ran out of a resource). Retrying may help.
         case engineFailure
+        /// Recognition was cancelled (`OCRCancellation`): the worker is stopping or lost the job.
+        case cancelled
     }
 
     public let kind: Kind
@@ -20,7 +22,7 @@ public struct OCRError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 
     /// Whether a later attempt may succeed.
-    public var isTransient: Bool { kind == .engineFailure }
+    public var isTransient: Bool { kind == .engineFailure || kind == .cancelled }
 
     public var description: String { message }
 }

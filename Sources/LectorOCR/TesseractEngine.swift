@@ -46,14 +46,17 @@ public final class TesseractEngine: OCREngine {
         _ = setMsgSeverity(Int32(L_SEVERITY_NONE))
     }
 
-    public func recognize(_ document: OCRDocument, options: OCROptions) throws(OCRError) -> OCRResult {
+    public func recognize(
+        _ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation
+    ) throws(OCRError) -> OCRResult {
         let handle = try handle(for: options.lang)
         let images = try PageImages(document: document, limits: limits)
         var pages: [OCRPage] = []
         for index in 0..<images.count {
+            if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
             let pix = try images.page(index)
             defer { var p: UnsafeMutablePointer<PIX>? = pix; pixDestroy(&p) }
-            pages.append(try handle.recognize(pix, pageNumber: index + 1))
+            pages.append(try handle.recognize(pix, pageNumber: index + 1, cancellation: cancellation))
         }
         return OCRResult(engine: TesseractEngineFactory.version, language: options.lang, pages: pages)
     }
@@ -107,14 +110,27 @@ final class TesseractHandle {
         return languages
     }
 
-    func recognize(_ pix: UnsafeMutablePointer<PIX>, pageNumber: Int) throws(OCRError) -> OCRPage {
+    func recognize(
+        _ pix: UnsafeMutablePointer<PIX>, pageNumber: Int, cancellation: OCRCancellation
+    ) throws(OCRError) -> OCRPage {
         let width = Int(pixGetWidth(pix))
         let height = Int(pixGetHeight(pix))
         TessBaseAPISetImage2(pointer, pix)
         // Scans often carry no resolution; Tesseract then guesses and logs. 300 dpi is the common case.
         if pixGetXRes(pix) < 70 { TessBaseAPISetSourceResolution(pointer, 300) }
         defer { TessBaseAPIClear(pointer) }
-        guard TessBaseAPIRecognize(pointer, nil) == 0 else {
+        // Tesseract calls the monitor's cancel function as it goes; it reads our flag.
+        let monitor = TessMonitorCreate()
+        defer { TessMonitorDelete(monitor) }
+        let context = Unmanaged.passUnretained(cancellation).toOpaque()
+        TessMonitorSetCancelThis(monitor, context)
+        TessMonitorSetCancelFunc(monitor) { context, _ in
+            guard let context else { return false }
+            return Unmanaged<OCRCancellation>.fromOpaque(context).takeUnretainedValue().isCancelled
+        }
+        let status = withExtendedLifetime(cancellation) { TessBaseAPIRecognize(pointer, monitor) }
+        if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
+        guard status == 0 else {
             throw OCRError(.unreadableDocument, "Tesseract could not recognise page \(pageNumber)")
         }
         var lines: [OCRLine] = []

@@ -4,35 +4,69 @@ import LectorOCR
 import Logging
 import ServiceLifecycle
 
+/// How a worker behaves: slots, lease, retries, shutdown.
+public struct WorkerConfiguration: Sendable {
+    public var workerID: String
+    public var concurrency: Int
+    public var pollInterval: Duration
+    public var leaseDuration: Duration
+    public var heartbeatInterval: Duration
+    public var maxAttempts: Int
+    public var retryBase: Double
+    public var retryMax: Double
+    public var shutdownGrace: Duration
+
+    public init(settings: Settings, workerID: String) {
+        self.workerID = workerID
+        self.concurrency = max(1, settings.workerConcurrency)
+        self.pollInterval = .milliseconds(Int64(settings.workerPollInterval * 1000))
+        self.leaseDuration = .seconds(settings.leaseSeconds)
+        self.heartbeatInterval = .milliseconds(Int64(settings.heartbeatSeconds * 1000))
+        self.maxAttempts = settings.maxAttempts
+        self.retryBase = settings.retryBaseSeconds
+        self.retryMax = settings.retryMaxSeconds
+        self.shutdownGrace = .milliseconds(Int64(settings.shutdownGrace * 1000))
+    }
+
+    /// Exponential backoff with full jitter in [0.5, 1.5) of the step: base · 2^(attempt-1), capped.
+    public func retryDelay(afterAttempt attempt: Int, jitter: Double = Double.random(in: 0.5..<1.5)) -> Double {
+        let step = retryBase * pow(2, Double(max(0, min(attempt - 1, 30))))
+        return min(retryMax, step) * jitter
+    }
+}
+
 /// A worker process's job loop: `concurrency` slots, each claiming and running one job at a time.
 ///
-/// A slot claims in one short transaction (`JobStore.claimNext`), then reads the document, runs the engine on
-/// its own thread, writes the results and appends `FINISHED` or `FAILURE`, all after the claim committed.
-/// Idle slots sleep until a `NOTIFY` on `lector_job_queued` (delivered by `NotificationListener` through
-/// `doorbell`) or the poll interval passes. On graceful shutdown slots stop claiming; jobs in flight finish.
+/// A slot claims in one short transaction (`JobStore.claimNext`, which also writes the lease), then reads the
+/// document, runs the engine on its own thread while a heartbeat renews the lease, stages the result files,
+/// and ends the job; all after the claim committed. The end moves the staged files into place and appends
+/// `FINISHED` while holding the lease row, so an attempt that lost its lease can neither finish nor overwrite.
+/// A transient error requeues with backoff; a permanent one fails at once with its reason.
+///
+/// On graceful shutdown slots stop claiming; jobs in flight get `shutdownGrace` to finish, then their OCR is
+/// cancelled and they are handed back (`QUEUED`, "worker shutdown") before the worker returns.
 public struct Worker: Service {
     public let jobs: JobStore
     public let storage: any JobStorage
     public let engines: any OCREngineFactory
-    public let concurrency: Int
-    public let pollInterval: Duration
-    public let workerID: String
+    public let configuration: WorkerConfiguration
     public let doorbell: WaitRegistry<Int>
     public let logger: Logger
 
     /// The doorbell key every slot waits on.
     public static let queuedKey = 0
+    /// The doorbell key in-flight jobs wait on for the end of the shutdown grace period.
+    static let deadlineKey = 1
+    static let resultFiles = ["result.json", "result.txt"]
 
     public init(
-        jobs: JobStore, storage: any JobStorage, engines: any OCREngineFactory, concurrency: Int,
-        pollInterval: Duration, workerID: String, doorbell: WaitRegistry<Int>, logger: Logger
+        jobs: JobStore, storage: any JobStorage, engines: any OCREngineFactory,
+        configuration: WorkerConfiguration, doorbell: WaitRegistry<Int> = WaitRegistry(), logger: Logger
     ) {
         self.jobs = jobs
         self.storage = storage
         self.engines = engines
-        self.concurrency = max(1, concurrency)
-        self.pollInterval = pollInterval
-        self.workerID = workerID
+        self.configuration = configuration
         self.doorbell = doorbell
         self.logger = logger
     }
@@ -46,30 +80,40 @@ public struct Worker: Service {
     }
 
     public func run() async throws {
-        logger.info("worker started", metadata: ["worker": "\(workerID)", "slots": "\(concurrency)"])
+        let id = configuration.workerID
+        logger.info("worker started", metadata: ["worker": "\(id)", "slots": "\(configuration.concurrency)"])
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
-                for index in 1...concurrency {
+                for index in 1...configuration.concurrency {
                     group.addTask { await runSlot(index) }
+                }
+                // After a graceful shutdown starts, in-flight jobs have `shutdownGrace` before they are handed back.
+                group.addTask {
+                    try? await gracefulShutdown()
+                    if Task.isCancelled && !Task.isShuttingDownGracefully { return }
+                    try? await Task.sleep(for: configuration.shutdownGrace)
+                    doorbell.signal(Self.deadlineKey)
                 }
             }
         } onGracefulShutdown: { [doorbell] in
-            doorbell.signalAll()
+            doorbell.signal(Self.queuedKey)
         }
-        logger.info("worker stopped", metadata: ["worker": "\(workerID)"])
+        logger.info("worker stopped", metadata: ["worker": "\(id)"])
     }
+
+    private var stopping: Bool { Task.isShuttingDownGracefully || Task.isCancelled }
 
     /// Claims and runs jobs until shutdown.
     func runSlot(_ index: Int) async {
-        let slotID = "\(workerID)/\(index)"
+        let slotID = "\(configuration.workerID)/\(index)"
         let slot = EngineSlot(factory: engines)
         let ticket = doorbell.register(Self.queuedKey)
         defer { doorbell.unregister(ticket) }
         var failures = 0
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+        while !stopping {
             let claimed: ClaimedJob?
             do {
-                claimed = try await jobs.claimNext(worker: slotID)
+                claimed = try await jobs.claimNext(worker: slotID, leaseDuration: configuration.leaseDuration)
                 failures = 0
             } catch {
                 failures += 1
@@ -81,80 +125,149 @@ public struct Worker: Service {
                 continue
             }
             if let job = claimed {
-                await process(job, slotID: slotID, slot: slot)
+                await process(job, slot: slot)
             } else {
-                _ = await doorbell.wait(ticket, timeout: pollInterval)
+                _ = await doorbell.wait(ticket, timeout: configuration.pollInterval)
             }
         }
         await slot.shutdown()
     }
 
-    /// Runs one claimed job to its end transition.
-    func process(_ job: ClaimedJob, slotID: String, slot: EngineSlot) async {
-        var logger = self.logger
-        logger[metadataKey: "job"] = "\(job.id.uuidString.lowercased())"
-        logger[metadataKey: "worker"] = "\(slotID)"
+    /// What became of one attempt.
+    enum Outcome: Equatable {
+        case finished
+        case failed(String)
+        case retry(String)
+        case handBack
+        case leaseLost
+    }
+
+    /// Runs one claimed job to its end, a retry, or a hand-back.
+    func process(_ job: ClaimedJob, slot: EngineSlot) async {
+        var jobLogger = self.logger
+        jobLogger[metadataKey: "job"] = "\(job.id.uuidString.lowercased())"
+        jobLogger[metadataKey: "worker"] = "\(job.lease.worker)"
+        jobLogger[metadataKey: "attempt"] = "\(job.lease.attempt)"
+        let logger = jobLogger
         let started = ContinuousClock.now
-        let outcome: (status: JobStatus, reason: String?)
-        do {
-            let result = try await recognize(job, slot: slot)
-            let encoder = JSONEncoder.lector(pretty: true)
-            try await storage.writeResult(id: job.id, fileName: "result.json", contents: try encoder.encode(result))
-            try await storage.writeResult(id: job.id, fileName: "result.txt", contents: Data(result.text.utf8))
-            outcome = (.finished, nil)
-        } catch let error as OCRError {
-            outcome = (.failure, error.message)
-        } catch let error as StorageError {
-            logger.error("storage error", metadata: ["error": "\(error)"])
-            outcome = (.failure, "storage error: \(error.description)")
-        } catch {
-            logger.error("job failed with an unexpected error", metadata: ["error": "\(String(reflecting: error))"])
-            outcome = (.failure, "internal error while processing the document")
+        let cancellation = OCRCancellation()
+        let deadline = doorbell.register(Self.deadlineKey)
+        defer { doorbell.unregister(deadline) }
+
+        let outcome = await withTaskGroup(of: Outcome?.self) { group -> Outcome in
+            group.addTask { await attempt(job, slot: slot, cancellation: cancellation, logger: logger) }
+            // The heartbeat: renew the lease; when it is gone, stop the OCR, whose result nobody may record.
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: configuration.heartbeatInterval)
+                    if Task.isCancelled { return nil }
+                    do {
+                        if try await !jobs.renew(job.lease, duration: configuration.leaseDuration) {
+                            logger.warning("lease lost: the job was rescued or ended elsewhere")
+                            cancellation.cancel()
+                            return nil
+                        }
+                    } catch {
+                        logger.warning("heartbeat failed", metadata: ["error": "\(String(reflecting: error))"])
+                    }
+                }
+                return nil
+            }
+            // The end of the shutdown grace period.
+            group.addTask {
+                while !Task.isCancelled {
+                    if await doorbell.wait(deadline, timeout: .seconds(3600)) {
+                        cancellation.cancel()
+                        return nil
+                    }
+                }
+                return nil
+            }
+            var result: Outcome = .leaseLost
+            for await outcome in group {
+                if let outcome {
+                    result = outcome
+                    group.cancelAll()
+                }
+            }
+            return result
         }
-        await end(job.id, outcome.status, reason: outcome.reason, slotID: slotID, logger: logger)
-        logger.info("job ended", metadata: [
-            "status": "\(outcome.status.rawValue)", "seconds": "\((ContinuousClock.now - started).seconds)",
-            "reason": "\(outcome.reason ?? "")",
+
+        await record(outcome, job: job, logger: logger)
+        logger.info("job attempt ended", metadata: [
+            "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - started).secondsValue)",
         ])
     }
 
-    private func recognize(_ job: ClaimedJob, slot: EngineSlot) async throws -> OCRResult {
-        guard let type = DocumentType(mediaType: job.contentType) else {
-            throw OCRError(.unreadableDocument, "unsupported document type \(job.contentType)")
+    /// Reads, recognises and stages the results; returns what should happen next.
+    private func attempt(_ job: ClaimedJob, slot: EngineSlot, cancellation: OCRCancellation, logger: Logger) async -> Outcome {
+        do {
+            guard let type = DocumentType(mediaType: job.contentType) else {
+                return .failed("unsupported document type \(job.contentType)")
+            }
+            guard let options = try? JSONDecoder().decode(OCROptions.self, from: Data(job.optionsJSON.utf8)) else {
+                return .failed("the job's options could not be read")
+            }
+            let data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
+            let result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
+            let json = try JSONEncoder.lector(pretty: true).encode(result)
+            try await storage.stageResult(id: job.id, fileName: "result.json", attempt: job.lease.attempt, contents: json)
+            try await storage.stageResult(id: job.id, fileName: "result.txt", attempt: job.lease.attempt, contents: Data(result.text.utf8))
+            return .finished
+        } catch let error as OCRError {
+            if error.kind == .cancelled { return Task.isShuttingDownGracefully ? .handBack : .leaseLost }
+            return error.isTransient ? .retry(error.message) : .failed(error.message)
+        } catch let error as StorageError {
+            logger.error("storage error", metadata: ["error": "\(error)"])
+            return error.isTransient ? .retry("storage error: \(error.description)") : .failed(error.description)
+        } catch {
+            logger.error("unexpected error", metadata: ["error": "\(String(reflecting: error))"])
+            return .retry("internal error while processing the document")
         }
-        guard let options = try? JSONDecoder().decode(OCROptions.self, from: Data(job.optionsJSON.utf8)) else {
-            throw OCRError(.unsupportedOption, "the job's options could not be read")
-        }
-        let data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
-        return try await slot.recognize(OCRDocument(data: data, type: type), options: options)
     }
 
-    /// Appends the end transition, retrying while the database is unreachable (capped backoff, about a minute).
-    private func end(_ id: UUID, _ status: JobStatus, reason: String?, slotID: String, logger: Logger) async {
+    /// Writes the outcome to the database, retrying while it is unreachable. A refusal means the lease is
+    /// gone: another attempt owns the job now, and this one's staged files are dropped.
+    private func record(_ outcome: Outcome, job: ClaimedJob, logger: Logger) async {
+        let lease = job.lease
         var delay = Duration.milliseconds(200)
-        for attempt in 1...10 {
+        let deadline = ContinuousClock.now + configuration.leaseDuration
+        while true {
             do {
-                try await jobs.end(id, as: status, worker: slotID, reason: reason)
-                return
-            } catch let error as TransitionRefused {
-                logger.warning("end transition refused: the job is no longer ours", metadata: ["error": "\(error)"])
-                return
+                switch outcome {
+                case .finished:
+                    try await jobs.end(lease, as: .finished) {
+                        try await storage.commitResults(id: lease.jobID, fileNames: Self.resultFiles, attempt: lease.attempt)
+                    }
+                case .failed(let reason):
+                    try await jobs.end(lease, as: .failure, reason: reason)
+                case .retry(let reason) where lease.attempt >= configuration.maxAttempts:
+                    try await jobs.end(lease, as: .failure, reason: "gave up after \(lease.attempt) attempts: \(reason)")
+                case .retry(let reason):
+                    let seconds = configuration.retryDelay(afterAttempt: lease.attempt)
+                    try await jobs.requeue(lease, reason: "retrying in \(Int(seconds.rounded(.up))) s: \(reason)",
+                                           notBefore: Date(timeIntervalSinceNow: seconds))
+                case .handBack:
+                    try await jobs.requeue(lease, reason: "worker shutdown", notBefore: nil, countAttempt: false)
+                case .leaseLost:
+                    break
+                }
+                break
+            } catch is TransitionRefused {
+                logger.warning("the lease is gone; this attempt's outcome is dropped")
+                break
             } catch {
-                logger.warning("could not record the end of the job; retrying", metadata: [
-                    "attempt": "\(attempt)", "error": "\(String(reflecting: error))",
-                ])
+                // The database is unreachable. Past the lease, the rescuer will have requeued the job anyway.
+                guard ContinuousClock.now < deadline, !Task.isCancelled else {
+                    logger.error("could not record the outcome; the rescuer will requeue the job",
+                                 metadata: ["error": "\(String(reflecting: error))"])
+                    break
+                }
+                logger.warning("could not record the outcome; retrying", metadata: ["error": "\(String(reflecting: error))"])
                 try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(10))
+                delay = min(delay * 2, .seconds(5))
             }
         }
-        logger.error("gave up recording the end of the job; it stays IN_PROGRESS")
-    }
-}
-
-extension Duration {
-    /// Seconds as a Double, for logs.
-    var seconds: Double {
-        let (s, attoseconds) = components
-        return Double(s) + Double(attoseconds) / 1e18
+        await storage.discardResults(id: lease.jobID, fileNames: Self.resultFiles, attempt: lease.attempt)
     }
 }

@@ -15,7 +15,7 @@ struct Lector: AsyncParsableCommand {
         commandName: "lector",
         abstract: "Lector: an OCR job service.",
         discussion: "Every setting comes from a LECTOR_* environment variable; see README.md.",
-        subcommands: [Serve.self, Work.self, Migrate.self, Keys.self, OCR.self]
+        subcommands: [Serve.self, Work.self, Migrate.self, Keys.self, Jobs.self, OCR.self]
     )
 
     static func main() async {
@@ -138,13 +138,15 @@ struct Work: AsyncParsableCommand {
         if let concurrency { settings.workerConcurrency = max(1, concurrency) }
         let logger = Runtime.logger("lector.worker", settings: settings)
         let client = try Runtime.postgresClient(settings, logger: logger)
+        let jobs = JobStore(client: client, logger: logger)
         let worker = Worker(
-            jobs: JobStore(client: client, logger: logger), storage: try FileStorage(root: settings.storageRoot),
-            engines: Runtime.engineFactory(settings), concurrency: settings.workerConcurrency,
-            pollInterval: .milliseconds(Int64(settings.workerPollInterval * 1000)),
-            workerID: Runtime.workerID(settings), doorbell: WaitRegistry(), logger: logger)
+            jobs: jobs, storage: try FileStorage(root: settings.storageRoot), engines: Runtime.engineFactory(settings),
+            configuration: WorkerConfiguration(settings: settings, workerID: Runtime.workerID(settings)), logger: logger)
+        let rescuer = Rescuer(
+            jobs: jobs, interval: .milliseconds(Int64(settings.rescueInterval * 1000)),
+            maxAttempts: settings.maxAttempts, logger: logger)
         let group = ServiceGroup(configuration: .init(
-            services: [client, worker.queuedListener(), worker],
+            services: [client, worker.queuedListener(), rescuer, worker],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
@@ -214,6 +216,40 @@ struct Keys: AsyncParsableCommand {
             }
             guard revoked else { throw ValidationError("no live key with ID \(id)") }
             print("key \(id) revoked")
+        }
+    }
+}
+
+struct Jobs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Look at the queue.", subcommands: [Stats.self])
+
+    struct Stats: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Counts by status, the oldest queued job's age, expired leases, jobs waiting to retry.")
+
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let settings = Runtime.settings()
+            let logger = Runtime.logger("lector.jobs", settings: settings)
+            let stats = try await Runtime.withClient(settings, logger: logger) { client in
+                try await JobStore(client: client, logger: logger).stats()
+            }
+            let counts = Dictionary(uniqueKeysWithValues: JobStatus.allCases.map { ($0.rawValue, stats.counts[$0] ?? 0) })
+            if json {
+                var object: [String: Any] = counts
+                object["oldestQueuedSeconds"] = stats.oldestQueuedAge.map { ($0 * 10).rounded() / 10 } ?? NSNull()
+                object["expiredLeases"] = stats.expiredLeases
+                object["waitingForRetry"] = stats.waitingForRetry
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            } else {
+                for status in JobStatus.allCases { print("\(status.rawValue)\t\(counts[status.rawValue] ?? 0)") }
+                print("oldest queued\t\(stats.oldestQueuedAge.map { String(format: "%.1f s", $0) } ?? "-")")
+                print("expired leases\t\(stats.expiredLeases)")
+                print("waiting to retry\t\(stats.waitingForRetry)")
+            }
         }
     }
 }

@@ -32,10 +32,10 @@ struct LongPollTests {
                     group.addTask {
                         // End the job by hand once the request is waiting.
                         while harness.dependencies.waiters.count == 0 { try await Task.sleep(for: .milliseconds(20)) }
-                        let job = try #require(try await harness.jobs.claimNext(worker: "hand"))
+                        let job = try #require(try await harness.jobs.claimNext(worker: "hand", leaseDuration: .seconds(60)))
                         #expect(job.id == uuid)
                         try await harness.storage.writeResult(id: uuid, fileName: "result.json", contents: Data("{}".utf8))
-                        try await harness.jobs.end(uuid, as: .finished, worker: "hand")
+                        try await harness.jobs.end(job.lease, as: .finished)
                     }
                     try await group.waitForAll()
                 }

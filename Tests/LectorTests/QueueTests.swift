@@ -30,7 +30,7 @@ struct QueueTests {
                 for claimer in 0..<8 {
                     group.addTask {
                         var mine: [UUID] = []
-                        while let job = try await harness.jobs.claimNext(worker: "claimer-\(claimer)") {
+                        while let job = try await harness.jobs.claimNext(worker: "claimer-\(claimer)", leaseDuration: .seconds(60)) {
                             mine.append(job.id)
                         }
                         return mine
@@ -66,9 +66,9 @@ struct QueueTests {
                 order.append(job.id)
             }
             var claimed: [UUID] = []
-            while let job = try await harness.jobs.claimNext(worker: "w") { claimed.append(job.id) }
+            while let job = try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)) { claimed.append(job.id) }
             #expect(claimed == order)
-            #expect(try await harness.jobs.claimNext(worker: "w") == nil)
+            #expect(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)) == nil)
         }
     }
 
@@ -89,17 +89,17 @@ struct QueueTests {
                 try await harness.client.query(
                     "INSERT INTO job_transitions (job_id, status) VALUES (\(job.id), 'FINISHED')")
             }
-            let claimed = try #require(try await harness.jobs.claimNext(worker: "w1"))
+            let claimed = try #require(try await harness.jobs.claimNext(worker: "w1", leaseDuration: .seconds(60)))
             #expect(claimed.id == job.id)
             #expect(claimed.optionsJSON.contains("eng"))
             // Only the worker holding the claim may end it.
             await #expect(throws: TransitionRefused.self) {
-                try await harness.jobs.end(job.id, as: .finished, worker: "w2")
+                try await harness.jobs.end(Lease(jobID: job.id, worker: "w2", attempt: 1), as: .finished)
             }
-            try await harness.jobs.end(job.id, as: .finished, worker: "w1")
+            try await harness.jobs.end(claimed.lease, as: .finished)
             // A job ends once.
-            await #expect(throws: (any Error).self) {
-                try await harness.jobs.end(job.id, as: .failure, worker: "w1", reason: "again")
+            await #expect(throws: TransitionRefused.self) {
+                try await harness.jobs.end(claimed.lease, as: .failure, reason: "again")
             }
             let history = try await harness.jobs.history(of: job.id)
             #expect(history.map(\.status) == [.queued, .inProgress, .finished])

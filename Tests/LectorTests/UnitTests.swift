@@ -147,7 +147,7 @@ struct UnitTests {
         try TestImages.render(["second page"]).write(to: second)
         let tiff = directory.appendingPathComponent("both.tiff")
         try TestImages.runTool(TestImages.convert, [first.path, second.path, tiff.path])
-        let result = try engine.recognize(OCRDocument(data: Data(contentsOf: tiff), type: .tiff), options: OCROptions(lang: "eng"))
+        let result = try engine.recognize(OCRDocument(data: Data(contentsOf: tiff), type: .tiff), options: OCROptions(lang: "eng"), cancellation: OCRCancellation())
         #expect(result.pages.count == 2)
         #expect(result.pages[0].text.contains("first page"))
         #expect(result.pages[1].text.contains("second page"))
@@ -157,11 +157,11 @@ struct UnitTests {
         let big = directory.appendingPathComponent("big.png")
         try TestImages.runTool(TestImages.convert, ["-size", "1500x1500", "xc:white", big.path])
         #expect(throws: OCRError.self) {
-            try engine.recognize(OCRDocument(data: Data(contentsOf: big), type: .png), options: OCROptions(lang: "eng"))
+            try engine.recognize(OCRDocument(data: Data(contentsOf: big), type: .png), options: OCROptions(lang: "eng"), cancellation: OCRCancellation())
         }
         let bigData = try Data(contentsOf: big)
         do {
-            _ = try engine.recognize(OCRDocument(data: bigData, type: .png), options: OCROptions(lang: "eng"))
+            _ = try engine.recognize(OCRDocument(data: bigData, type: .png), options: OCROptions(lang: "eng"), cancellation: OCRCancellation())
             Issue.record("a pixel bomb was decoded")
         } catch {
             #expect(error.kind == .limitExceeded)

@@ -58,9 +58,9 @@ struct TestHarness: Sendable {
     }
 
     func makeWorker(concurrency: Int = 1, id: String = "test-worker") -> Worker {
-        Worker(
-            jobs: jobs, storage: storage, engines: engines, concurrency: concurrency, pollInterval: .milliseconds(200),
-            workerID: id, doorbell: WaitRegistry(), logger: TestDatabase.logger)
+        var configuration = WorkerConfiguration(settings: settings, workerID: id)
+        configuration.concurrency = concurrency
+        return Worker(jobs: jobs, storage: storage, engines: engines, configuration: configuration, logger: TestDatabase.logger)
     }
 
     /// Runs a worker (and its NOTIFY listener) while `body` runs.

@@ -1,0 +1,51 @@
+import Foundation
+import LectorCore
+import Logging
+import ServiceLifecycle
+
+/// Requeues the jobs of lost workers: every `interval`, jobs whose lease expired go back to `QUEUED`
+/// ("worker lost"), or to `FAILURE` once they used up their attempts. Every worker process runs one; they
+/// never handle the same job twice (see `JobStore.rescueExpired`).
+public struct Rescuer: Service {
+    public let jobs: JobStore
+    public let interval: Duration
+    public let maxAttempts: Int
+    public let logger: Logger
+
+    public init(jobs: JobStore, interval: Duration, maxAttempts: Int, logger: Logger) {
+        self.jobs = jobs
+        self.interval = interval
+        self.maxAttempts = maxAttempts
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await runOnce()
+                try? await Task.sleep(for: interval)
+            }
+        }
+    }
+
+    /// One pass; errors (the database is down) are logged and the next pass tries again.
+    @discardableResult
+    public func runOnce(now: Date? = nil) async -> RescueReport {
+        do {
+            var total = RescueReport()
+            while true {
+                let report = try await jobs.rescueExpired(maxAttempts: maxAttempts, now: now)
+                total.requeued += report.requeued
+                total.failed += report.failed
+                if report.requeued + report.failed < 500 { break }
+            }
+            if total.requeued + total.failed > 0 {
+                logger.notice("rescued jobs of lost workers", metadata: ["requeued": "\(total.requeued)", "failed": "\(total.failed)"])
+            }
+            return total
+        } catch {
+            logger.warning("rescue pass failed", metadata: ["error": "\(String(reflecting: error))"])
+            return RescueReport()
+        }
+    }
+}
