@@ -83,6 +83,7 @@ let package = Package(
                 "LectorAPI",
                 "LectorWorker",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),
             ]
         ),
     ],

@@ -1,0 +1,310 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import LectorAPI
+import LectorCore
+import LectorOCR
+import LectorWorker
+import Logging
+import NIOConcurrencyHelpers
+import PostgresNIO
+import ServiceLifecycle
+import ServiceLifecycleTestKit
+import Testing
+
+@Suite("Leases, rescue, retries and shutdown")
+struct ReliabilityTests {
+    static let t0 = Date(timeIntervalSince1970: 1_900_000_000)
+
+    static func queue(_ harness: TestHarness, count: Int = 1) async throws -> [UUID] {
+        let owner = try await QueueTests.owner(harness)
+        var ids: [UUID] = []
+        for index in 0..<count {
+            let job = QueueTests.makeJob(owner: owner, index: index)
+            try await harness.jobs.create(job)
+            ids.append(job.id)
+        }
+        return ids
+    }
+
+    @Test("an expired lease is requeued; a fresh one is untouched")
+    func expiredLeaseRequeued() async throws {
+        try await TestHarness.run { harness in
+            let ids = try await Self.queue(harness, count: 2)
+            let rescuer = Rescuer(jobs: harness.jobs, interval: .seconds(1), maxAttempts: 3, logger: TestDatabase.logger)
+            let old = try #require(try await harness.jobs.claimNext(worker: "w1", leaseDuration: .seconds(60), now: Self.t0))
+            let fresh = try #require(try await harness.jobs.claimNext(worker: "w2", leaseDuration: .seconds(60), now: Self.t0 + 50))
+            #expect(old.id == ids[0] && old.lease.attempt == 1)
+
+            #expect(await rescuer.runOnce(now: Self.t0 + 59) == RescueReport(requeued: 0, failed: 0))
+            #expect(await rescuer.runOnce(now: Self.t0 + 61) == RescueReport(requeued: 1, failed: 0))
+            let history = try await harness.jobs.history(of: old.id)
+            #expect(history.map(\.status) == [.queued, .inProgress, .queued])
+            #expect(history.last?.reason?.hasPrefix("worker lost") == true)
+            // The other job's lease is still live and its worker may finish it.
+            #expect(try await harness.jobs.renew(fresh.lease, duration: .seconds(60), now: Self.t0 + 61))
+            try await harness.jobs.end(fresh.lease, as: .finished)
+            // The lost worker renews no more.
+            #expect(try await harness.jobs.renew(old.lease, duration: .seconds(60)) == false)
+            // The requeued job is claimed again, as attempt 2.
+            let again = try #require(try await harness.jobs.claimNext(worker: "w3", leaseDuration: .seconds(60), now: Self.t0 + 62))
+            #expect(again.id == old.id && again.lease.attempt == 2)
+        }
+    }
+
+    @Test("a job that keeps losing its worker fails at the attempt limit")
+    func attemptLimit() async throws {
+        try await TestHarness.run { harness in
+            let id = try #require(try await Self.queue(harness).first)
+            let rescuer = Rescuer(jobs: harness.jobs, interval: .seconds(1), maxAttempts: 3, logger: TestDatabase.logger)
+            var now = Self.t0
+            for attempt in 1...3 {
+                let job = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(10), now: now))
+                #expect(job.lease.attempt == attempt)
+                now += 11
+                let report = await rescuer.runOnce(now: now)
+                #expect(report == (attempt < 3 ? RescueReport(requeued: 1) : RescueReport(failed: 1)))
+            }
+            let history = try await harness.jobs.history(of: id)
+            #expect(history.last?.status == .failure)
+            #expect(history.last?.reason == "worker lost: gave up after 3 attempts")
+            #expect(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(10), now: now) == nil)
+        }
+    }
+
+    @Test("a fenced worker can neither finish nor move its files into place")
+    func fencing() async throws {
+        try await TestHarness.run { harness in
+            let id = try #require(try await Self.queue(harness).first)
+            try await harness.storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1]), metadataJSON: Data("{}".utf8))
+            let stale = try #require(try await harness.jobs.claimNext(worker: "stale", leaseDuration: .seconds(10), now: Self.t0))
+            _ = try await harness.jobs.rescueExpired(maxAttempts: 3, now: Self.t0 + 11)
+            let current = try #require(try await harness.jobs.claimNext(worker: "current", leaseDuration: .seconds(10), now: Self.t0 + 12))
+            #expect(current.lease.attempt == 2)
+
+            try await harness.storage.stageResult(id: id, fileName: "result.txt", attempt: 1, contents: Data("stale".utf8))
+            try await harness.storage.stageResult(id: id, fileName: "result.txt", attempt: 2, contents: Data("current".utf8))
+            let staleMoved = NIOLockedBool()
+            await #expect(throws: TransitionRefused.self) {
+                try await harness.jobs.end(stale.lease, as: .finished) {
+                    staleMoved.set()
+                    try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 1)
+                }
+            }
+            #expect(!staleMoved.value)
+            await #expect(throws: TransitionRefused.self) {
+                try await harness.jobs.requeue(stale.lease, reason: "x", notBefore: nil)
+            }
+            try await harness.jobs.end(current.lease, as: .finished) {
+                try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 2)
+            }
+            #expect(try await harness.storage.readResult(id: id, fileName: "result.txt") == Data("current".utf8))
+            let history = try await harness.jobs.history(of: id)
+            #expect(history.map(\.status) == [.queued, .inProgress, .queued, .inProgress, .finished])
+            #expect(history.filter { $0.status == .finished }.count == 1)
+        }
+    }
+
+    @Test("a job requeued with backoff is not claimable before its time")
+    func backoffHonoured() async throws {
+        try await TestHarness.run { harness in
+            let id = try #require(try await Self.queue(harness).first)
+            let job = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60), now: Self.t0))
+            try await harness.jobs.requeue(job.lease, reason: "retrying", notBefore: Self.t0 + 10)
+            #expect(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60), now: Self.t0 + 9) == nil)
+            let stats = try await harness.jobs.stats(now: Self.t0 + 9)
+            #expect(stats.waitingForRetry == 1)
+            let again = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60), now: Self.t0 + 10))
+            #expect(again.id == id && again.lease.attempt == 2)
+        }
+    }
+
+    @Test("the backoff grows exponentially, with jitter, up to its cap")
+    func backoffShape() {
+        var settings = Settings(environment: ["LECTOR_RETRY_BASE_SECONDS": "2", "LECTOR_RETRY_MAX_SECONDS": "30"])
+        settings.workerConcurrency = 1
+        let configuration = WorkerConfiguration(settings: settings, workerID: "w")
+        #expect(configuration.retryDelay(afterAttempt: 1, jitter: 1) == 2)
+        #expect(configuration.retryDelay(afterAttempt: 2, jitter: 1) == 4)
+        #expect(configuration.retryDelay(afterAttempt: 3, jitter: 1) == 8)
+        #expect(configuration.retryDelay(afterAttempt: 10, jitter: 1) == 30)
+        #expect(configuration.retryDelay(afterAttempt: 2, jitter: 0.5) == 2)
+        let random = configuration.retryDelay(afterAttempt: 2)
+        #expect(random >= 2 && random < 6)
+    }
+
+    @Test("a transient engine error is retried; a permanent one fails at once")
+    func transientAndPermanent() async throws {
+        try await TestHarness.run(environment: ["LECTOR_RETRY_BASE_SECONDS": "0.05", "LECTOR_RETRY_MAX_SECONDS": "0.1"]) { harness in
+            let owner = try await QueueTests.owner(harness)
+            let engine = ScriptedEngineFactory(steps: [
+                .fail(OCRError(.engineFailure, "out of memory")), .succeed("second-try"),
+            ])
+            let transient = try await Self.submit(harness, owner: owner)
+            try await Self.runWorker(harness, engine: engine) {
+                try await Self.waitForEnd(harness, transient)
+            }
+            let history = try await harness.jobs.history(of: transient)
+            #expect(history.map(\.status) == [.queued, .inProgress, .queued, .inProgress, .finished])
+            #expect(history[2].reason?.contains("out of memory") == true)
+            #expect(try await harness.storage.readResult(id: transient, fileName: "result.txt") == Data("second-try".utf8))
+
+            let permanent = try await Self.submit(harness, owner: owner)
+            let broken = ScriptedEngineFactory(steps: [.fail(OCRError(.unreadableDocument, "not a readable PNG image"))])
+            try await Self.runWorker(harness, engine: broken) {
+                try await Self.waitForEnd(harness, permanent)
+            }
+            let failed = try await harness.jobs.history(of: permanent)
+            #expect(failed.map(\.status) == [.queued, .inProgress, .failure])
+            #expect(failed.last?.reason == "not a readable PNG image")
+            #expect(try await harness.storage.readResult(id: permanent, fileName: "result.txt") == nil)
+        }
+    }
+
+    @Test("transient errors stop at the attempt limit")
+    func transientGivesUp() async throws {
+        try await TestHarness.run(environment: ["LECTOR_RETRY_BASE_SECONDS": "0.01", "LECTOR_MAX_ATTEMPTS": "2"]) { harness in
+            let owner = try await QueueTests.owner(harness)
+            let id = try await Self.submit(harness, owner: owner)
+            let engine = ScriptedEngineFactory(steps: [.fail(OCRError(.engineFailure, "engine crashed"))])
+            try await Self.runWorker(harness, engine: engine) { try await Self.waitForEnd(harness, id) }
+            let history = try await harness.jobs.history(of: id)
+            #expect(history.map(\.status) == [.queued, .inProgress, .queued, .inProgress, .failure])
+            #expect(history.last?.reason == "gave up after 2 attempts: engine crashed")
+        }
+    }
+
+    @Test("graceful shutdown: a job that ends within the grace period finishes")
+    func shutdownFinishesInFlight() async throws {
+        try await TestHarness.run(environment: ["LECTOR_SHUTDOWN_GRACE": "10"]) { harness in
+            let owner = try await QueueTests.owner(harness)
+            let id = try await Self.submit(harness, owner: owner)
+            let engine = ScriptedEngineFactory(steps: [.slow(.milliseconds(500), "done")])
+            try await Self.shutDownWhileRunning(harness, engine: engine, job: id)
+            let history = try await harness.jobs.history(of: id)
+            #expect(history.map(\.status) == [.queued, .inProgress, .finished])
+        }
+    }
+
+    @Test("graceful shutdown: a job still running after the grace period is handed back")
+    func shutdownHandsBack() async throws {
+        try await TestHarness.run(environment: ["LECTOR_SHUTDOWN_GRACE": "0.3"]) { harness in
+            let owner = try await QueueTests.owner(harness)
+            let id = try await Self.submit(harness, owner: owner)
+            let engine = ScriptedEngineFactory(steps: [.slow(.seconds(60), "never")])
+            let started = ContinuousClock.now
+            try await Self.shutDownWhileRunning(harness, engine: engine, job: id)
+            #expect(ContinuousClock.now - started < .seconds(30))
+            let history = try await harness.jobs.history(of: id)
+            #expect(history.map(\.status) == [.queued, .inProgress, .queued])
+            #expect(history.last?.reason == "worker shutdown")
+            // The hand-back returned the attempt: the next claim is attempt 1 again.
+            let again = try #require(try await harness.jobs.claimNext(worker: "next", leaseDuration: .seconds(60)))
+            #expect(again.lease.attempt == 1)
+        }
+    }
+
+    @Test("the API answers 503 with a JSON error while the database is unreachable")
+    func databaseDown() async throws {
+        // A client for a port where nothing listens.
+        let configuration = PostgresClient.Configuration(host: "127.0.0.1", port: 1, username: "x", password: nil, database: "x", tls: .disable)
+        var quiet = Logger(label: "down")
+        quiet.logLevel = .critical
+        let client = PostgresClient(configuration: configuration, backgroundLogger: quiet)
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("lector-down-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let settings = Settings(environment: ["LECTOR_STORAGE_ROOT": root.path, "LECTOR_DATABASE_TIMEOUT": "1"])
+        let dependencies = APIDependencies(
+            jobs: JobStore(client: client, logger: quiet), keys: KeyStore(client: client, logger: quiet),
+            storage: try FileStorage(root: root.path), signer: ResultLinkSigner(key: [1], ttl: 60),
+            waiters: WaitRegistry(), settings: settings, supportedTypes: [.png], availableLanguages: ["eng"])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            let app = Application(router: buildRouter(dependencies), logger: quiet)
+            try await app.test(.router) { http in
+                let started = ContinuousClock.now
+                let response = try await http.execute(
+                    uri: "/v1/jobs/\(UUID())", method: .get, headers: [.authorization: "Bearer \(APIKey.generate().token)"])
+                #expect(response.status == .serviceUnavailable)
+                #expect(response.errorCode == "database_unavailable")
+                #expect(ContinuousClock.now - started < .seconds(10))
+                let ready = try await http.execute(uri: "/readyz", method: .get)
+                #expect(ready.status == .serviceUnavailable)
+                #expect(ready.json["database"] as? String == "unreachable")
+            }
+        }
+    }
+
+    @Test("stats show counts, the oldest queued age and expired leases")
+    func stats() async throws {
+        try await TestHarness.run { harness in
+            _ = try await Self.queue(harness, count: 3)
+            _ = try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(10), now: Date())
+            let stats = try await harness.jobs.stats(now: Date() + 20)
+            #expect(stats.counts[.queued] == 2)
+            #expect(stats.counts[.inProgress] == 1)
+            #expect(stats.expiredLeases == 1)
+            #expect((stats.oldestQueuedAge ?? 0) >= 19)
+        }
+    }
+
+    // MARK: helpers
+
+    static func submit(_ harness: TestHarness, owner: Int64) async throws -> UUID {
+        let job = QueueTests.makeJob(owner: owner)
+        try await harness.storage.createJobFolder(
+            id: job.id, documentFileName: DocumentType.png.storedFileName, document: Data([0x89, 0x50, 0x4E, 0x47]),
+            metadataJSON: Data("{}".utf8))
+        try await harness.jobs.create(job)
+        return job.id
+    }
+
+    static func waitForEnd(_ harness: TestHarness, _ id: UUID, timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let status = try await harness.jobs.history(of: id).last?.status, status.isTerminal { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw TestFailure("job \(id) did not end within \(timeout)")
+    }
+
+    static func worker(_ harness: TestHarness, engine: ScriptedEngineFactory) -> Worker {
+        Worker(
+            jobs: harness.jobs, storage: harness.storage, engines: engine,
+            configuration: WorkerConfiguration(settings: harness.settings, workerID: "scripted"), logger: TestDatabase.logger)
+    }
+
+    static func runWorker(_ harness: TestHarness, engine: ScriptedEngineFactory, _ body: @Sendable () async throws -> Void) async throws {
+        let worker = worker(harness, engine: engine)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            defer { group.cancelAll() }
+            try await body()
+        }
+    }
+
+    /// Starts a worker, waits until it holds `job`, triggers a graceful shutdown and waits for the worker to return.
+    static func shutDownWhileRunning(_ harness: TestHarness, engine: ScriptedEngineFactory, job: UUID) async throws {
+        let worker = worker(harness, engine: engine)
+        try await testGracefulShutdown { trigger in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await worker.run() }
+                while try await harness.jobs.history(of: job).last?.status != .inProgress {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                try await Task.sleep(for: .milliseconds(100))
+                trigger.triggerGracefulShutdown()
+                try await group.waitForAll()
+            }
+        }
+    }
+}
+
+/// A flag set from a `@Sendable` closure.
+final class NIOLockedBool: Sendable {
+    private let box = NIOLockedValueBox(false)
+    func set() { box.withLockedValue { $0 = true } }
+    var value: Bool { box.withLockedValue { $0 } }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import LectorOCR
+import NIOConcurrencyHelpers
+
+/// An engine whose behaviour a test scripts, to drive the worker through transient errors, slow jobs and
+/// cancellation. The database, storage and worker around it are the real ones.
+struct ScriptedEngineFactory: OCREngineFactory {
+    enum Step: Sendable {
+        /// Return a one-word result.
+        case succeed(String)
+        /// Throw this error.
+        case fail(OCRError)
+        /// Take this long (cancellable), then return a one-word result.
+        case slow(Duration, String)
+    }
+
+    /// Steps taken in order, one per recognition; the last repeats.
+    let steps: [Step]
+    let calls = NIOLockedValueBox(0)
+
+    var supportedTypes: Set<DocumentType> { Set(DocumentType.allCases) }
+    func availableLanguages() throws(OCRError) -> Set<String> { ["eng"] }
+    func makeEngine() throws(OCRError) -> any OCREngine { ScriptedEngine(factory: self) }
+
+    func nextStep() -> Step {
+        let index = calls.withLockedValue { count in
+            defer { count += 1 }
+            return count
+        }
+        return steps[min(index, steps.count - 1)]
+    }
+}
+
+final class ScriptedEngine: OCREngine {
+    let factory: ScriptedEngineFactory
+
+    init(factory: ScriptedEngineFactory) { self.factory = factory }
+
+    func recognize(_ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation) throws(OCRError) -> OCRResult {
+        switch factory.nextStep() {
+        case .succeed(let word):
+            return Self.result(word)
+        case .fail(let error):
+            throw error
+        case .slow(let duration, let word):
+            let end = ContinuousClock.now + duration
+            while ContinuousClock.now < end {
+                if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
+                usleep(10_000)
+            }
+            return Self.result(word)
+        }
+    }
+
+    static func result(_ word: String) -> OCRResult {
+        let box = BoundingBox(x: 0, y: 0, width: 10, height: 10)
+        let line = OCRLine(text: word, box: box, confidence: 99, words: [OCRWord(text: word, box: box, confidence: 99)])
+        return OCRResult(engine: "scripted", language: "eng", pages: [OCRPage(number: 1, width: 10, height: 10, lines: [line], text: word)])
+    }
+}
