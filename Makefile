@@ -10,7 +10,7 @@ export OMP_THREAD_LIMIT ?= 1
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
 
-.PHONY: run test deps db build migrate stop clean
+.PHONY: run test chaos deps db build migrate stop clean
 
 deps:
 	@deploy/scripts/deps.sh
@@ -30,6 +30,12 @@ run: build
 
 test: deps
 	@deploy/scripts/test.sh
+
+# Kills workers with SIGKILL and restarts PostgreSQL under 1,000 jobs; no job may be lost (see BENCHMARKS.md).
+CHAOS_JOBS ?= 1000
+chaos: build
+	@deploy/scripts/pg.sh start >/dev/null
+	python3 Tests/chaos/chaos.py --jobs $(CHAOS_JOBS)
 
 stop:
 	@deploy/scripts/pg.sh stop

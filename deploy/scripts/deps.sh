@@ -11,6 +11,7 @@ packages=(
   imagemagick                # tests render their own images
   fonts-dejavu-core          # ...with this font
   curl                       # make run's health check and curl example
+  python3                    # the chaos run (standard library only)
 )
 
 missing=()

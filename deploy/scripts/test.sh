@@ -20,3 +20,6 @@ export LECTOR_TEST_DATABASE_URL=${LECTOR_TEST_DATABASE_URL:-postgres://lector@12
 export OMP_THREAD_LIMIT=1
 swift build --build-tests
 swift test --skip-build "$@"
+
+# A short chaos run: workers killed with SIGKILL and PostgreSQL restarted under 150 jobs; none may be lost.
+python3 Tests/chaos/chaos.py --jobs "${LECTOR_CHAOS_JOBS:-150}"
