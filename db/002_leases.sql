@@ -17,6 +17,15 @@ CREATE TABLE job_leases (
 );
 CREATE INDEX job_leases_expiry_idx ON job_leases (expires_at);
 
+-- Jobs IN_PROGRESS when this migration runs were claimed without a lease: give them an expired one, so that
+-- the rescuer requeues them unless their worker ends them first (old workers end without a lease check).
+UPDATE jobs SET attempts = 1 WHERE status = 'IN_PROGRESS';
+INSERT INTO job_leases (job_id, worker, attempt, claimed_at, expires_at)
+SELECT j.id, coalesce(t.worker, 'unknown'), 1, t.at, now()
+FROM jobs j
+JOIN LATERAL (SELECT worker, at FROM job_transitions WHERE job_id = j.id ORDER BY id DESC LIMIT 1) t ON true
+WHERE j.status = 'IN_PROGRESS';
+
 -- The transition trigger now also drops the lease when a job leaves IN_PROGRESS, in the same transaction.
 CREATE OR REPLACE FUNCTION job_transition_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE

@@ -5,6 +5,7 @@ import NIOCore
 import Logging
 import LectorCore
 import PostgresNIO
+import _ConnectionPoolModule
 
 /// Turns every error into a JSON error body; nothing reaches the client as a stack trace or an empty 500.
 ///
@@ -22,6 +23,10 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             throw APIError(.contentTooLarge, "document_too_large", "the request body is larger than the server accepts")
         } catch let error as DeadlineExceeded {
             context.logger.error("database did not answer in time", metadata: ["error": "\(error)"])
+            throw APIError.databaseUnavailable
+        } catch let error as ConnectionPoolError {
+            // Raised as is by the pool, e.g. once its circuit breaker opens during a long outage.
+            context.logger.error("database pool error", metadata: ["error": "\(String(reflecting: error))"])
             throw APIError.databaseUnavailable
         } catch let error as PostgresTransactionError {
             context.logger.error("database error", metadata: ["error": "\(String(reflecting: error))"])

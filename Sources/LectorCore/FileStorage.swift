@@ -14,7 +14,8 @@ public protocol JobStorage: Sendable {
     func writeResult(id: UUID, fileName: String, contents: Data) async throws
     /// Writes a result file of one attempt under a hidden name, synced; `commitResults` moves it into place.
     func stageResult(id: UUID, fileName: String, attempt: Int, contents: Data) async throws
-    /// Renames an attempt's staged result files into place (called while the attempt's lease row is locked).
+    /// Puts an attempt's staged result files in place (called while the attempt's lease row is locked).
+    /// Idempotent: the staged files stay until `discardResults`, so a retry after a failed commit redoes it.
     func commitResults(id: UUID, fileNames: [String], attempt: Int) async throws
     /// Removes an attempt's staged files (the attempt lost its lease, or failed).
     func discardResults(id: UUID, fileNames: [String], attempt: Int) async
@@ -95,8 +96,15 @@ public struct FileStorage: JobStorage {
         try Self.checkName(fileName)
         let url = folder(of: id).appendingPathComponent(fileName)
         return try await threadPool.runIfActive {
-            guard FileManager.default.fileExists(atPath: url.path) else {
-                throw StorageError(description: "the document is missing from storage", isTransient: false)
+            // Only "no such file" is permanent; any other failure (EIO, ESTALE, EACCES) may pass.
+            var info = stat()
+            if stat(url.path, &info) != 0 {
+                let code = errno
+                throw StorageError(
+                    description: code == ENOENT
+                        ? "the document is missing from storage"
+                        : "the document could not be read from storage: errno \(code)",
+                    isTransient: code != ENOENT)
             }
             do {
                 return try Data(contentsOf: url)
@@ -143,8 +151,19 @@ public struct FileStorage: JobStorage {
         let moves = fileNames.map { (stagedURL(id, $0, attempt: attempt), folder.appendingPathComponent($0)) }
         try await threadPool.runIfActive {
             for (staged, target) in moves {
-                guard rename(staged.path, target.path) == 0 else {
-                    throw StorageError(description: "rename to \(target.lastPathComponent) failed: errno \(errno)")
+                // A hard link, renamed over the target: the staged file survives for a retry, and readers
+                // see the old file or the new one, never a partial one.
+                let temporary = folder.appendingPathComponent(".\(target.lastPathComponent).\(UUID().uuidString.lowercased()).tmp")
+                guard link(staged.path, temporary.path) == 0 else {
+                    throw StorageError(description: "staged \(target.lastPathComponent) is missing: errno \(errno)")
+                }
+                let renamed = rename(temporary.path, target.path) == 0
+                let code = errno
+                // rename(2) does nothing when both names are links to one file (a repeated commit): drop the
+                // temporary name in every case.
+                unlink(temporary.path)
+                guard renamed else {
+                    throw StorageError(description: "rename to \(target.lastPathComponent) failed: errno \(code)")
                 }
             }
             try Self.syncDirectory(folder)

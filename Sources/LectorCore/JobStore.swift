@@ -178,7 +178,9 @@ public struct JobStore: Sendable {
                 logger: logger)
             var row: (Int, String, String)?
             for try await decoded in job.decode((Int, String, String).self) { row = decoded }
-            guard let (attempt, contentType, options) = row else { return nil }
+            guard let (attempt, contentType, options) = row else {
+                throw TransitionRefused(jobID: id, status: .inProgress)  // rolls the claim back
+            }
             try await connection.query(
                 """
                 INSERT INTO job_leases (job_id, worker, attempt, claimed_at, expires_at)
@@ -190,12 +192,15 @@ public struct JobStore: Sendable {
         }
     }
 
-    /// Extends a lease; false when it is no longer held (the job was rescued, or ended).
-    public func renew(_ lease: Lease, duration: Duration, now: Date? = nil) async throws -> Bool {
+    /// Extends a lease; false when it is no longer held (the job was rescued, or ended) or when the attempt has
+    /// run longer than `maxRuntime` (a hung read or a runaway engine must not hold a job forever: the lease is
+    /// then left to expire and the rescuer requeues the job).
+    public func renew(_ lease: Lease, duration: Duration, maxRuntime: Duration = .seconds(86_400), now: Date? = nil) async throws -> Bool {
         let rows = try await client.query(
             """
             UPDATE job_leases SET expires_at = coalesce(\(now)::timestamptz, now()) + make_interval(secs => \(duration.secondsValue))
             WHERE job_id = \(lease.jobID) AND worker = \(lease.worker) AND attempt = \(lease.attempt)
+              AND claimed_at + make_interval(secs => \(maxRuntime.secondsValue)) > coalesce(\(now)::timestamptz, now())
             RETURNING 1
             """,
             logger: logger)
@@ -225,9 +230,12 @@ public struct JobStore: Sendable {
         }
     }
 
-    /// Gives the job back to the queue: `QUEUED` again with `reason`, claimable from `notBefore` (nil: now).
-    /// `countAttempt: false` (a graceful hand-back) returns the attempt, so shutdowns never use up retries.
-    public func requeue(_ lease: Lease, reason: String, notBefore: Date?, countAttempt: Bool = true) async throws {
+    /// Gives the job back to the queue: `QUEUED` again with `reason`, claimable `delay` from now (the
+    /// database's clock, like every other time the queue compares). `countAttempt: false` (a graceful
+    /// hand-back) returns the attempt, so shutdowns never use up retries.
+    public func requeue(
+        _ lease: Lease, reason: String, delay: Duration = .zero, countAttempt: Bool = true, now: Date? = nil
+    ) async throws {
         try await transaction { connection in
             try await Self.lockLease(lease, status: .queued, connection: connection, logger: logger)
             try await connection.query(
@@ -238,7 +246,7 @@ public struct JobStore: Sendable {
                 logger: logger)
             try await connection.query(
                 """
-                UPDATE jobs SET not_before = \(notBefore),
+                UPDATE jobs SET not_before = coalesce(\(now)::timestamptz, now()) + make_interval(secs => \(delay.secondsValue)),
                     attempts = CASE WHEN \(countAttempt) THEN attempts ELSE greatest(attempts - 1, 0) END
                 WHERE id = \(lease.jobID)
                 """,
@@ -264,13 +272,18 @@ public struct JobStore: Sendable {
     /// Safe to run in every worker at once: each pass locks the expired leases it handles with
     /// `FOR UPDATE SKIP LOCKED`, so two rescuers never handle the same job, and a worker that is ending its job
     /// right now (it holds the lease row) is skipped.
-    public func rescueExpired(maxAttempts: Int, now: Date? = nil, limit: Int = 500) async throws -> RescueReport {
+    ///
+    /// `grace` is added to every expiry: after a database outage, live workers get one heartbeat to renew
+    /// before their jobs count as lost.
+    public func rescueExpired(
+        maxAttempts: Int, grace: Duration = .zero, now: Date? = nil, limit: Int = 500
+    ) async throws -> RescueReport {
         try await transaction { connection -> RescueReport in
             let rows = try await connection.query(
                 """
                 WITH expired AS (
                     SELECT job_id, attempt FROM job_leases
-                    WHERE expires_at < coalesce(\(now)::timestamptz, now())
+                    WHERE expires_at + make_interval(secs => \(grace.secondsValue)) < coalesce(\(now)::timestamptz, now())
                     ORDER BY expires_at
                     LIMIT \(limit)
                     FOR UPDATE SKIP LOCKED
@@ -293,7 +306,8 @@ public struct JobStore: Sendable {
         }
     }
 
-    /// Counts by status, the age of the oldest claimable queued job, expired leases and jobs waiting to retry.
+    /// Counts by status, the age of the oldest queued job (waiting for a retry or not), expired leases and jobs
+    /// waiting for their retry time.
     public func stats(now: Date? = nil) async throws -> QueueStats {
         let counts = try await countsByStatus()
         let rows = try await client.query(

@@ -37,6 +37,8 @@ public struct Settings: Sendable {
     public var leaseSeconds: Int
     /// `LECTOR_HEARTBEAT_SECONDS`: how often a running job renews its lease (default: a quarter of the lease).
     public var heartbeatSeconds: Double
+    /// `LECTOR_MAX_JOB_SECONDS`: longest one attempt may run; past it the lease is no longer renewed.
+    public var maxJobSeconds: Double
     /// `LECTOR_MAX_ATTEMPTS`: attempts before a job that keeps losing its worker or hitting transient errors fails.
     public var maxAttempts: Int
     /// `LECTOR_RETRY_BASE_SECONDS` and `LECTOR_RETRY_MAX_SECONDS`: exponential backoff after a transient error.
@@ -67,6 +69,7 @@ public struct Settings: Sendable {
         "LECTOR_WORKER_CONCURRENCY", "LECTOR_WORKER_POLL_INTERVAL", "LECTOR_WORKER_ID", "LECTOR_TESSDATA",
         "LECTOR_LEASE_SECONDS", "LECTOR_HEARTBEAT_SECONDS", "LECTOR_MAX_ATTEMPTS", "LECTOR_RETRY_BASE_SECONDS",
         "LECTOR_RETRY_MAX_SECONDS", "LECTOR_RESCUE_INTERVAL", "LECTOR_SHUTDOWN_GRACE", "LECTOR_DATABASE_TIMEOUT",
+        "LECTOR_MAX_JOB_SECONDS",
         "LECTOR_DEFAULT_LANG", "LECTOR_LOG_LEVEL",
     ]
 
@@ -96,11 +99,14 @@ public struct Settings: Sendable {
         self.workerPollInterval = Double(env["LECTOR_WORKER_POLL_INTERVAL"] ?? "")
             .flatMap { $0.isFinite && $0 > 0 ? min(max($0, 0.01), 3600) : nil } ?? 1.0
         func seconds(_ name: String, _ fallback: Double, min lower: Double = 0.01, max upper: Double = 86_400) -> Double {
-            guard let value = env[name].flatMap(Double.init), value.isFinite, value > 0 else { return fallback }
+            guard let value = env[name].flatMap(Double.init), value.isFinite, value > 0 || (lower == 0 && value == 0)
+            else { return fallback }
             return Swift.min(Swift.max(value, lower), upper)
         }
         self.leaseSeconds = int("LECTOR_LEASE_SECONDS", 60, max: 86_400)
-        self.heartbeatSeconds = seconds("LECTOR_HEARTBEAT_SECONDS", Double(leaseSeconds) / 4)
+        // A heartbeat must come well within the lease, or live jobs would be rescued.
+        self.heartbeatSeconds = min(seconds("LECTOR_HEARTBEAT_SECONDS", Double(leaseSeconds) / 4), Double(leaseSeconds) / 3)
+        self.maxJobSeconds = seconds("LECTOR_MAX_JOB_SECONDS", 1800, min: 1)
         self.maxAttempts = int("LECTOR_MAX_ATTEMPTS", 3, max: 100)
         self.retryBaseSeconds = seconds("LECTOR_RETRY_BASE_SECONDS", 2)
         self.retryMaxSeconds = seconds("LECTOR_RETRY_MAX_SECONDS", 300)

@@ -70,6 +70,8 @@ public struct OCRResult: Sendable, Codable, Equatable {
     /// The engine and its version, e.g. "tesseract 5.3.0".
     public var engine: String
     public var language: String
+    /// The attempt of the job that produced this result (set by the worker; absent from `lector ocr`).
+    public var attempt: Int?
     public var pages: [OCRPage]
     /// The text of every page, pages separated by a form feed.
     public var text: String

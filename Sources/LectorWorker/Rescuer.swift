@@ -10,12 +10,16 @@ public struct Rescuer: Service {
     public let jobs: JobStore
     public let interval: Duration
     public let maxAttempts: Int
+    /// Added to every lease's expiry: one heartbeat interval, so that after a database outage live workers
+    /// renew before their jobs count as lost.
+    public let grace: Duration
     public let logger: Logger
 
-    public init(jobs: JobStore, interval: Duration, maxAttempts: Int, logger: Logger) {
+    public init(jobs: JobStore, interval: Duration, maxAttempts: Int, grace: Duration = .zero, logger: Logger) {
         self.jobs = jobs
         self.interval = interval
         self.maxAttempts = maxAttempts
+        self.grace = grace
         self.logger = logger
     }
 
@@ -34,7 +38,7 @@ public struct Rescuer: Service {
         do {
             var total = RescueReport()
             while true {
-                let report = try await jobs.rescueExpired(maxAttempts: maxAttempts, now: now)
+                let report = try await jobs.rescueExpired(maxAttempts: maxAttempts, grace: grace, now: now)
                 total.requeued += report.requeued
                 total.failed += report.failed
                 if report.requeued + report.failed < 500 { break }

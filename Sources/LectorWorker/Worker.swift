@@ -2,6 +2,7 @@ import Foundation
 import LectorCore
 import LectorOCR
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 
 /// How a worker behaves: slots, lease, retries, shutdown.
@@ -15,6 +16,8 @@ public struct WorkerConfiguration: Sendable {
     public var retryBase: Double
     public var retryMax: Double
     public var shutdownGrace: Duration
+    /// Longest one attempt may hold its lease (`LECTOR_MAX_JOB_SECONDS`).
+    public var maxRuntime: Duration
 
     public init(settings: Settings, workerID: String) {
         self.workerID = workerID
@@ -26,6 +29,7 @@ public struct WorkerConfiguration: Sendable {
         self.retryBase = settings.retryBaseSeconds
         self.retryMax = settings.retryMaxSeconds
         self.shutdownGrace = .milliseconds(Int64(settings.shutdownGrace * 1000))
+        self.maxRuntime = .milliseconds(Int64(settings.maxJobSeconds * 1000))
     }
 
     /// Exponential backoff with full jitter in [0.5, 1.5) of the step: base · 2^(attempt-1), capped.
@@ -52,6 +56,8 @@ public struct Worker: Service {
     public let configuration: WorkerConfiguration
     public let doorbell: WaitRegistry<Int>
     public let logger: Logger
+    /// Set when the shutdown grace period has ended.
+    private let shutdownDeadline = NIOLockedValueBox(false)
 
     /// The doorbell key every slot waits on.
     public static let queuedKey = 0
@@ -83,17 +89,22 @@ public struct Worker: Service {
         let id = configuration.workerID
         logger.info("worker started", metadata: ["worker": "\(id)", "slots": "\(configuration.concurrency)"])
         await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                for index in 1...configuration.concurrency {
-                    group.addTask { await runSlot(index) }
-                }
-                // After a graceful shutdown starts, in-flight jobs have `shutdownGrace` before they are handed back.
-                group.addTask {
+            await withTaskGroup(of: Void.self) { outer in
+                // After a graceful shutdown starts, jobs in flight have `shutdownGrace` before they are handed
+                // back. This timer is cancelled as soon as every slot has returned, so an idle worker exits at once.
+                outer.addTask {
                     try? await gracefulShutdown()
-                    if Task.isCancelled && !Task.isShuttingDownGracefully { return }
-                    try? await Task.sleep(for: configuration.shutdownGrace)
+                    guard Task.isShuttingDownGracefully, !Task.isCancelled else { return }
+                    guard (try? await Task.sleep(for: configuration.shutdownGrace)) != nil else { return }
+                    shutdownDeadline.withLockedValue { $0 = true }
                     doorbell.signal(Self.deadlineKey)
                 }
+                await withDiscardingTaskGroup { group in
+                    for index in 1...configuration.concurrency {
+                        group.addTask { await runSlot(index) }
+                    }
+                }
+                outer.cancelAll()
             }
         } onGracefulShutdown: { [doorbell] in
             doorbell.signal(Self.queuedKey)
@@ -134,15 +145,30 @@ public struct Worker: Service {
     }
 
     /// What became of one attempt.
-    enum Outcome: Equatable {
+    enum Outcome: Equatable, CustomStringConvertible {
         case finished
         case failed(String)
         case retry(String)
         case handBack
         case leaseLost
+
+        var description: String {
+            switch self {
+            case .finished: "finished"
+            case .failed: "failed"
+            case .retry: "retry"
+            case .handBack: "handed back"
+            case .leaseLost: "lease lost"
+            }
+        }
     }
 
     /// Runs one claimed job to its end, a retry, or a hand-back.
+    ///
+    /// Three children: the attempt (read, recognise, stage, then record the outcome), the heartbeat (renews the
+    /// lease until the outcome is recorded; cancels the OCR when the lease is gone), and the shutdown deadline
+    /// (cancels the OCR when the grace period ends). The heartbeat runs through the recording too, so a job
+    /// whose outcome waits for the database to come back keeps its lease.
     func process(_ job: ClaimedJob, slot: EngineSlot) async {
         var jobLogger = self.logger
         jobLogger[metadataKey: "job"] = "\(job.id.uuidString.lowercased())"
@@ -153,17 +179,23 @@ public struct Worker: Service {
         let cancellation = OCRCancellation()
         let deadline = doorbell.register(Self.deadlineKey)
         defer { doorbell.unregister(deadline) }
+        // A job claimed after the grace period ended is handed back at once.
+        if shutdownDeadline.withLockedValue({ $0 }) { cancellation.cancel() }
 
         let outcome = await withTaskGroup(of: Outcome?.self) { group -> Outcome in
-            group.addTask { await attempt(job, slot: slot, cancellation: cancellation, logger: logger) }
-            // The heartbeat: renew the lease; when it is gone, stop the OCR, whose result nobody may record.
+            group.addTask {
+                let outcome = await attempt(job, slot: slot, cancellation: cancellation, logger: logger)
+                await record(outcome, job: job, logger: logger)
+                return outcome
+            }
             group.addTask {
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: configuration.heartbeatInterval)
-                    if Task.isCancelled { return nil }
+                    guard (try? await Task.sleep(for: configuration.heartbeatInterval)) != nil else { return nil }
                     do {
-                        if try await !jobs.renew(job.lease, duration: configuration.leaseDuration) {
-                            logger.warning("lease lost: the job was rescued or ended elsewhere")
+                        let held = try await jobs.renew(
+                            job.lease, duration: configuration.leaseDuration, maxRuntime: configuration.maxRuntime)
+                        if !held {
+                            logger.warning("lease lost: the job was rescued, ended elsewhere, or ran past its time limit")
                             cancellation.cancel()
                             return nil
                         }
@@ -173,13 +205,17 @@ public struct Worker: Service {
                 }
                 return nil
             }
-            // The end of the shutdown grace period.
             group.addTask {
-                while !Task.isCancelled {
-                    if await doorbell.wait(deadline, timeout: .seconds(3600)) {
-                        cancellation.cancel()
-                        return nil
+                await withTaskCancellationHandler {
+                    while !Task.isCancelled {
+                        if await doorbell.wait(deadline, timeout: .seconds(3600)) {
+                            cancellation.cancel()
+                            return
+                        }
                     }
+                } onCancel: {
+                    // The slot itself is cancelled (a hard stop): stop the OCR too.
+                    if !Task.isShuttingDownGracefully { cancellation.cancel() }
                 }
                 return nil
             }
@@ -193,7 +229,6 @@ public struct Worker: Service {
             return result
         }
 
-        await record(outcome, job: job, logger: logger)
         logger.info("job attempt ended", metadata: [
             "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - started).secondsValue)",
         ])
@@ -209,7 +244,8 @@ public struct Worker: Service {
                 return .failed("the job's options could not be read")
             }
             let data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
-            let result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
+            var result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
+            result.attempt = job.lease.attempt
             let json = try JSONEncoder.lector(pretty: true).encode(result)
             try await storage.stageResult(id: job.id, fileName: "result.json", attempt: job.lease.attempt, contents: json)
             try await storage.stageResult(id: job.id, fileName: "result.txt", attempt: job.lease.attempt, contents: Data(result.text.utf8))
@@ -226,13 +262,14 @@ public struct Worker: Service {
         }
     }
 
-    /// Writes the outcome to the database, retrying while it is unreachable. A refusal means the lease is
-    /// gone: another attempt owns the job now, and this one's staged files are dropped.
+    /// Writes the outcome to the database, retrying while it is unreachable: fencing makes a retry safe, and
+    /// the heartbeat keeps the lease meanwhile. A refusal means the lease is gone: another attempt owns the job
+    /// now, and this one's staged files are dropped. Gives up after ten leases' time (the rescuer takes over).
     private func record(_ outcome: Outcome, job: ClaimedJob, logger: Logger) async {
         let lease = job.lease
         var delay = Duration.milliseconds(200)
-        let deadline = ContinuousClock.now + configuration.leaseDuration
-        while true {
+        let giveUp = ContinuousClock.now + configuration.leaseDuration * 10
+        recording: while true {
             do {
                 switch outcome {
                 case .finished:
@@ -245,23 +282,23 @@ public struct Worker: Service {
                     try await jobs.end(lease, as: .failure, reason: "gave up after \(lease.attempt) attempts: \(reason)")
                 case .retry(let reason):
                     let seconds = configuration.retryDelay(afterAttempt: lease.attempt)
-                    try await jobs.requeue(lease, reason: "retrying in \(Int(seconds.rounded(.up))) s: \(reason)",
-                                           notBefore: Date(timeIntervalSinceNow: seconds))
+                    try await jobs.requeue(
+                        lease, reason: "retrying in \(Int(seconds.rounded(.up))) s: \(reason)",
+                        delay: .milliseconds(Int64(seconds * 1000)))
                 case .handBack:
-                    try await jobs.requeue(lease, reason: "worker shutdown", notBefore: nil, countAttempt: false)
+                    try await jobs.requeue(lease, reason: "worker shutdown", countAttempt: false)
                 case .leaseLost:
                     break
                 }
-                break
+                break recording
             } catch is TransitionRefused {
                 logger.warning("the lease is gone; this attempt's outcome is dropped")
-                break
+                break recording
             } catch {
-                // The database is unreachable. Past the lease, the rescuer will have requeued the job anyway.
-                guard ContinuousClock.now < deadline, !Task.isCancelled else {
+                guard ContinuousClock.now < giveUp, !Task.isCancelled else {
                     logger.error("could not record the outcome; the rescuer will requeue the job",
                                  metadata: ["error": "\(String(reflecting: error))"])
-                    break
+                    break recording
                 }
                 logger.warning("could not record the outcome; retrying", metadata: ["error": "\(String(reflecting: error))"])
                 try? await Task.sleep(for: delay)

@@ -144,7 +144,7 @@ struct Work: AsyncParsableCommand {
             configuration: WorkerConfiguration(settings: settings, workerID: Runtime.workerID(settings)), logger: logger)
         let rescuer = Rescuer(
             jobs: jobs, interval: .milliseconds(Int64(settings.rescueInterval * 1000)),
-            maxAttempts: settings.maxAttempts, logger: logger)
+            maxAttempts: settings.maxAttempts, grace: .milliseconds(Int64(settings.heartbeatSeconds * 1000)), logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [client, worker.queuedListener(), rescuer, worker],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -94,15 +94,49 @@ struct ReliabilityTests {
             }
             #expect(!staleMoved.value)
             await #expect(throws: TransitionRefused.self) {
-                try await harness.jobs.requeue(stale.lease, reason: "x", notBefore: nil)
+                try await harness.jobs.requeue(stale.lease, reason: "x")
             }
+            #expect(try await harness.jobs.renew(stale.lease, duration: .seconds(10), now: Self.t0 + 12) == false)
+            // The commit of the files can be repeated (a retry after a lost COMMIT), and the staged file stays
+            // until it is discarded.
+            try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 2)
             try await harness.jobs.end(current.lease, as: .finished) {
                 try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 2)
             }
+            await harness.storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 2)
+            await harness.storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 1)
+            let leftovers = try FileManager.default.contentsOfDirectory(atPath: harness.storage.folder(of: id).path)
+            #expect(leftovers.sorted() == ["document.png", "metadata.json", "result.txt"])
             #expect(try await harness.storage.readResult(id: id, fileName: "result.txt") == Data("current".utf8))
             let history = try await harness.jobs.history(of: id)
             #expect(history.map(\.status) == [.queued, .inProgress, .queued, .inProgress, .finished])
             #expect(history.filter { $0.status == .finished }.count == 1)
+        }
+    }
+
+    @Test("a lease is renewed while the job runs, and no longer past the attempt's time limit")
+    func renewalAndTimeLimit() async throws {
+        try await TestHarness.run { harness in
+            _ = try await Self.queue(harness)
+            let job = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(10), now: Self.t0))
+            let rescuer = Rescuer(jobs: harness.jobs, interval: .seconds(1), maxAttempts: 3, logger: TestDatabase.logger)
+            // Renewed at t0+8, the lease now runs to t0+18: a pass at t0+15 leaves it alone.
+            #expect(try await harness.jobs.renew(job.lease, duration: .seconds(10), maxRuntime: .seconds(100), now: Self.t0 + 8))
+            #expect(await rescuer.runOnce(now: Self.t0 + 15) == RescueReport())
+            // Past the time limit the renewal is refused, and the lease runs out.
+            #expect(try await harness.jobs.renew(job.lease, duration: .seconds(10), maxRuntime: .seconds(100), now: Self.t0 + 101) == false)
+            #expect(await rescuer.runOnce(now: Self.t0 + 19) == RescueReport(requeued: 1))
+        }
+    }
+
+    @Test("after an outage, the rescuer gives live workers one heartbeat before it takes their jobs")
+    func rescueGrace() async throws {
+        try await TestHarness.run { harness in
+            _ = try await Self.queue(harness)
+            _ = try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(10), now: Self.t0)
+            let rescuer = Rescuer(jobs: harness.jobs, interval: .seconds(1), maxAttempts: 3, grace: .seconds(5), logger: TestDatabase.logger)
+            #expect(await rescuer.runOnce(now: Self.t0 + 14) == RescueReport())
+            #expect(await rescuer.runOnce(now: Self.t0 + 16) == RescueReport(requeued: 1))
         }
     }
 
@@ -111,7 +145,7 @@ struct ReliabilityTests {
         try await TestHarness.run { harness in
             let id = try #require(try await Self.queue(harness).first)
             let job = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60), now: Self.t0))
-            try await harness.jobs.requeue(job.lease, reason: "retrying", notBefore: Self.t0 + 10)
+            try await harness.jobs.requeue(job.lease, reason: "retrying", delay: .seconds(10), now: Self.t0)
             #expect(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60), now: Self.t0 + 9) == nil)
             let stats = try await harness.jobs.stats(now: Self.t0 + 9)
             #expect(stats.waitingForRetry == 1)
