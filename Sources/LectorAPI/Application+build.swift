@@ -8,6 +8,7 @@ import PostgresNIO
 public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequestContext> {
     let router = Router(context: LectorRequestContext.self)
     let timeout = Duration.milliseconds(Int64(dependencies.settings.databaseTimeout * 1000))
+    router.add(middleware: RequestLogMiddleware())
     router.add(middleware: ErrorMiddleware())
     router.get("healthz") { _, _ -> Response in
         jsonResponse(["status": "ok"])
@@ -30,7 +31,14 @@ public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequest
         checks["status"] = ready ? "ready" : "not ready"
         return jsonResponse(checks, status: ready ? .ok : .serviceUnavailable)
     }
-    let v1 = router.group("v1").add(middleware: AuthMiddleware(keys: dependencies.keys, timeout: timeout))
+    router.get("openapi.json") { _, _ -> Response in
+        Response(
+            status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.data)))
+    }
+    let limiter = RateLimiter(rate: dependencies.settings.rateLimit, burst: dependencies.settings.rateBurst)
+    let v1 = router.group("v1").add(
+        middleware: AuthMiddleware(keys: dependencies.keys, timeout: timeout, limiter: limiter))
     JobsController(dependencies: dependencies).addRoutes(v1: v1, root: router)
     return router
 }
@@ -61,4 +69,15 @@ public func buildApplication(
         logger: logger)
     app.addServices(listener)
     return app
+}
+
+/// The OpenAPI 3.1 description of this API (`Sources/LectorAPI/Resources/openapi.json`), served at
+/// `/openapi.json`. A test fails when a route exists that it does not describe.
+public enum OpenAPIDocument {
+    public static let data: Data = {
+        guard let url = Bundle.module.url(forResource: "openapi", withExtension: "json"),
+            let data = try? Data(contentsOf: url)
+        else { return Data("{}".utf8) }
+        return data
+    }()
 }

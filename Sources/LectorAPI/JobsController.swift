@@ -54,6 +54,7 @@ struct JobsController {
 
     @Sendable func submit(_ request: Request, context: LectorRequestContext) async throws -> Response {
         let user = try context.requireUser()
+        let idempotencyKey = try Self.idempotencyKey(request)
         let parser = UploadParser(
             maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
             availableLanguages: dependencies.availableLanguages, defaultLanguage: dependencies.settings.defaultLanguage)
@@ -61,6 +62,9 @@ struct JobsController {
 
         let id = UUID()
         let digest = Array(SHA256.hash(data: upload.document))
+        if let key = idempotencyKey, let replay = try await replay(key: key, user: user, digest: digest) {
+            return replay
+        }
         let optionsJSON = String(decoding: try JSONEncoder.lector().encode(upload.options), as: UTF8.self)
         let job = NewJob(
             id: id, ownerID: user.id, documentName: upload.documentName, contentType: upload.type.mediaType,
@@ -85,7 +89,16 @@ struct JobsController {
             metadataJSON: Data(folderMetadata.utf8))
         let createdAt: Date
         do {
-            createdAt = try await database { [jobs = dependencies.jobs] in try await jobs.create(job) }
+            createdAt = try await database { [jobs = dependencies.jobs] in
+                try await jobs.create(job, idempotencyKey: idempotencyKey)
+            }
+        } catch is IdempotencyKeyTaken {
+            // A concurrent request with the same key won: answer with its job.
+            try? await dependencies.storage.removeJobFolder(id: id)
+            if let key = idempotencyKey, let replay = try await replay(key: key, user: user, digest: digest) {
+                return replay
+            }
+            throw APIError(.conflict, "idempotency_conflict", "a request with this Idempotency-Key is in progress; retry")
         } catch {
             // The commit may have succeeded before the connection broke: remove the folder only when the row
             // is certainly absent. An unknown outcome leaves the folder (an orphan costs disk, not a job).
@@ -102,6 +115,35 @@ struct JobsController {
         headers[.location] = JobLinks(id: id).`self`
         headers[.retryAfter] = "\(dependencies.settings.retryAfter)"
         return try json(body, status: .accepted, headers: headers)
+    }
+
+    /// The answer to a submit whose Idempotency-Key was used before: the original job (202, as the first
+    /// answer was, with `Idempotent-Replayed: true`), or 422 when it came with another document.
+    private func replay(key: String, user: AuthenticatedUser, digest: [UInt8]) async throws -> Response? {
+        let jobs = dependencies.jobs
+        guard let original = try await database({ try await jobs.idempotentJob(key: key, ownerID: user.id, sha256: digest) })
+        else { return nil }
+        guard original.sameDocument else {
+            throw APIError(.unprocessableContent, "idempotency_key_reused",
+                "this Idempotency-Key was used for another document in the last 24 hours")
+        }
+        var headers = HTTPFields()
+        headers[.location] = JobLinks(id: original.id).`self`
+        headers[.retryAfter] = "\(dependencies.settings.retryAfter)"
+        headers[HTTPField.Name("Idempotent-Replayed")!] = "true"
+        let body = SubmittedJob(
+            id: original.id.uuidString.lowercased(), status: original.status, createdAt: original.createdAt,
+            links: JobLinks(id: original.id))
+        return try json(body, status: .accepted, headers: headers)
+    }
+
+    /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+    static func idempotencyKey(_ request: Request) throws -> String? {
+        guard let value = request.headers[HTTPField.Name("Idempotency-Key")!] else { return nil }
+        guard (1...255).contains(value.utf8.count), value.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw APIError.badRequest("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
+        }
+        return value
     }
 
     // MARK: GET /v1/jobs/{id}

@@ -1,3 +1,4 @@
+import HTTPTypes
 import Hummingbird
 import LectorCore
 
@@ -18,10 +19,12 @@ public struct LectorRequestContext: RequestContext {
     }
 }
 
-/// Checks `Authorization: Bearer <key>` against the key table. Keys never reach the logs.
+/// Checks `Authorization: Bearer <key>` against the key table, then the key's rate limit (429 with
+/// `Retry-After`). Keys never reach the logs.
 struct AuthMiddleware: RouterMiddleware {
     let keys: KeyStore
     let timeout: Duration
+    let limiter: RateLimiter
 
     func handle(
         _ request: Request, context: LectorRequestContext,
@@ -33,9 +36,39 @@ struct AuthMiddleware: RouterMiddleware {
         let token = parts[1].trimmingCharacters(in: .whitespaces)
         let user = try await withDeadline(timeout, "key lookup") { [keys] in try await keys.authenticate(token: token) }
         guard let user else { throw APIError.unauthorized }
+        if let wait = limiter.acquire(user.keyID) {
+            var error = APIError(.tooManyRequests, "rate_limited", "too many requests for this API key; retry after \(wait) s")
+            error.headers[.retryAfter] = "\(wait)"
+            throw error
+        }
         var context = context
         context.user = user
         context.logger[metadataKey: "user"] = "\(user.name)"
         return try await next(request, context)
+    }
+}
+
+/// One log line per request: method, path, status and duration. Never the query string (it carries result
+/// link signatures) nor any header (`Authorization` carries the key).
+struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
+        var status = 500
+        defer {
+            let elapsed = ContinuousClock.now - started
+            let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+            context.logger.info("request", metadata: [
+                "method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "status": "\(status)",
+                "ms": "\(String(format: "%.1f", ms))",
+            ])
+        }
+        do {
+            let response = try await next(request, context)
+            status = Int(response.status.code)
+            return response
+        } catch let error as HTTPResponseError {
+            status = Int(error.status.code)
+            throw error
+        }
     }
 }

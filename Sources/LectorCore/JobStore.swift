@@ -99,6 +99,11 @@ public struct JobState: Sendable, Equatable {
     public let reason: String?
 }
 
+/// Thrown by `create` when the idempotency key is already held by a live earlier request.
+public struct IdempotencyKeyTaken: Error, CustomStringConvertible {
+    public var description: String { "the idempotency key is already in use" }
+}
+
 /// A transition that the database refused (an illegal move, or the job is not where the caller thought).
 public struct TransitionRefused: Error, CustomStringConvertible {
     public let jobID: UUID
@@ -122,8 +127,12 @@ public struct JobStore: Sendable {
     }
 
     /// Inserts the job and its `QUEUED` transition in one transaction; returns the job's creation time.
+    ///
+    /// With an idempotency key, the key is recorded in the same transaction; when the user already holds that
+    /// key (used less than 24 hours ago), nothing is created and `IdempotencyKeyTaken` is thrown: look the
+    /// original up with `idempotentJob`.
     @discardableResult
-    public func create(_ job: NewJob) async throws -> Date {
+    public func create(_ job: NewJob, idempotencyKey: String? = nil) async throws -> Date {
         try await transaction { connection -> Date in
             let created = try await connection.query(
                 """
@@ -140,6 +149,22 @@ public struct JobStore: Sendable {
                 "INSERT INTO job_transitions (job_id, status) VALUES (\(job.id), \(JobStatus.queued.rawValue))",
                 logger: logger
             )
+            if let key = idempotencyKey {
+                // Takes the key, or an expired use of it; a live use by a concurrent request wins.
+                let taken = try await connection.query(
+                    """
+                    INSERT INTO idempotency_keys (user_id, key, job_id, document_sha256)
+                    VALUES (\(job.ownerID), \(key), \(job.id), \(ByteBuffer(bytes: job.sha256)))
+                    ON CONFLICT (user_id, key) DO UPDATE
+                        SET job_id = EXCLUDED.job_id, document_sha256 = EXCLUDED.document_sha256, created_at = now()
+                        WHERE idempotency_keys.created_at < now() - interval '24 hours'
+                    RETURNING 1
+                    """,
+                    logger: logger)
+                var inserted = false
+                for try await _ in taken { inserted = true }
+                if !inserted { throw IdempotencyKeyTaken() }
+            }
             return createdAt
         }
     }
@@ -395,6 +420,24 @@ public struct JobStore: Sendable {
             if let inner = error.closureError { throw inner }
             throw error
         }
+    }
+
+    /// The job an idempotency key of `ownerID` points to, if used less than 24 hours ago: its id, status,
+    /// creation time, and whether its document had this digest.
+    public func idempotentJob(key: String, ownerID: Int64, sha256: [UInt8]) async throws
+        -> (id: UUID, status: JobStatus, createdAt: Date, sameDocument: Bool)?
+    {
+        let rows = try await client.query(
+            """
+            SELECT j.id, j.status, j.created_at, i.document_sha256 = \(ByteBuffer(bytes: sha256))
+            FROM idempotency_keys i JOIN jobs j ON j.id = i.job_id
+            WHERE i.user_id = \(ownerID) AND i.key = \(key) AND i.created_at >= now() - interval '24 hours'
+            """,
+            logger: logger)
+        for try await (id, status, createdAt, same) in rows.decode((UUID, String?, Date, Bool).self) {
+            return (id, status.flatMap(JobStatus.init(rawValue:)) ?? .queued, createdAt, same)
+        }
+        return nil
     }
 
     /// Whether a job row exists (whoever owns it).

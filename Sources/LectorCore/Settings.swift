@@ -50,6 +50,9 @@ public struct Settings: Sendable {
     public var shutdownGrace: Double
     /// `LECTOR_DATABASE_TIMEOUT`: seconds an API request waits for the database before answering 503.
     public var databaseTimeout: Double
+    /// `LECTOR_RATE_LIMIT` and `LECTOR_RATE_BURST`: requests per second per API key, and the burst allowed.
+    public var rateLimit: Double
+    public var rateBurst: Int
     /// `LECTOR_WORKER_ID`: the name a worker writes into its transitions (default: host:pid).
     public var workerID: String?
     /// `LECTOR_TESSDATA`: Tesseract's model folder (default: Tesseract's own).
@@ -69,7 +72,7 @@ public struct Settings: Sendable {
         "LECTOR_WORKER_CONCURRENCY", "LECTOR_WORKER_POLL_INTERVAL", "LECTOR_WORKER_ID", "LECTOR_TESSDATA",
         "LECTOR_LEASE_SECONDS", "LECTOR_HEARTBEAT_SECONDS", "LECTOR_MAX_ATTEMPTS", "LECTOR_RETRY_BASE_SECONDS",
         "LECTOR_RETRY_MAX_SECONDS", "LECTOR_RESCUE_INTERVAL", "LECTOR_SHUTDOWN_GRACE", "LECTOR_DATABASE_TIMEOUT",
-        "LECTOR_MAX_JOB_SECONDS",
+        "LECTOR_MAX_JOB_SECONDS", "LECTOR_RATE_LIMIT", "LECTOR_RATE_BURST",
         "LECTOR_DEFAULT_LANG", "LECTOR_LOG_LEVEL",
     ]
 
@@ -113,6 +116,8 @@ public struct Settings: Sendable {
         self.rescueInterval = seconds("LECTOR_RESCUE_INTERVAL", 5)
         self.shutdownGrace = seconds("LECTOR_SHUTDOWN_GRACE", 30, min: 0)
         self.databaseTimeout = seconds("LECTOR_DATABASE_TIMEOUT", 5, min: 0.1, max: 600)
+        self.rateLimit = seconds("LECTOR_RATE_LIMIT", 20, min: 0.001, max: 1_000_000)
+        self.rateBurst = int("LECTOR_RATE_BURST", 40, max: 1_000_000)
         self.workerID = env["LECTOR_WORKER_ID"].flatMap { $0.isEmpty ? nil : $0 }
         self.tessdata = env["LECTOR_TESSDATA"].flatMap { $0.isEmpty ? nil : $0 }
         self.defaultLanguage = string("LECTOR_DEFAULT_LANG", "eng")

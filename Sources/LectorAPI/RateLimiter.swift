@@ -1,0 +1,43 @@
+import Foundation
+import NIOConcurrencyHelpers
+
+/// A token bucket per API key: `rate` requests per second on average, bursts up to `burst`.
+///
+/// Kept in the memory of one API process, so with N processes behind a load balancer a key gets up to N
+/// times the rate; a shared limiter belongs with the scaling work.
+public final class RateLimiter: Sendable {
+    private struct Bucket {
+        var tokens: Double
+        var updated: ContinuousClock.Instant
+    }
+
+    private let rate: Double
+    private let burst: Double
+    private let buckets = NIOLockedValueBox([Int64: Bucket]())
+
+    public init(rate: Double, burst: Int) {
+        self.rate = max(rate, 0.001)
+        self.burst = Double(max(burst, 1))
+    }
+
+    /// Takes a token for `key`; nil when allowed, else the seconds until the next token.
+    public func acquire(_ key: Int64, now: ContinuousClock.Instant = .now) -> Int? {
+        buckets.withLockedValue { buckets in
+            var bucket = buckets[key] ?? Bucket(tokens: burst, updated: now)
+            let elapsed = now - bucket.updated
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            bucket.tokens = min(burst, bucket.tokens + seconds * rate)
+            bucket.updated = now
+            defer {
+                buckets[key] = bucket
+                // Full buckets carry no state worth keeping; drop them when the table grows.
+                if buckets.count > 10_000 { buckets = buckets.filter { $0.value.tokens < burst } }
+            }
+            if bucket.tokens >= 1 {
+                bucket.tokens -= 1
+                return nil
+            }
+            return Int(((1 - bucket.tokens) / rate).rounded(.up))
+        }
+    }
+}
