@@ -10,7 +10,7 @@ export OMP_THREAD_LIMIT ?= 1
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
 
-.PHONY: run test chaos deps db build migrate stop clean
+.PHONY: run test chaos fuzz corpus deps db build migrate stop clean
 
 deps:
 	@deploy/scripts/deps.sh
@@ -36,6 +36,15 @@ CHAOS_JOBS ?= 1000
 chaos: build
 	@deploy/scripts/pg.sh start >/dev/null
 	python3 Tests/chaos/chaos.py --jobs $(CHAOS_JOBS)
+
+# schemathesis against the live API, from our OpenAPI document (see BENCHMARKS.md, Hostile input).
+FUZZ_EXAMPLES ?= 100
+fuzz: build
+	Tests/fuzz/fuzz.sh $(FUZZ_EXAMPLES)
+
+# Hostile documents through a real API and worker: each refused or failed with a reason, the worker unharmed.
+corpus: build
+	python3 Tests/corpus/bad_documents.py
 
 stop:
 	@deploy/scripts/pg.sh stop

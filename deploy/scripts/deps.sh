@@ -11,7 +11,8 @@ packages=(
   imagemagick                # tests render their own images
   fonts-dejavu-core          # ...with this font
   curl                       # make run's health check and curl example
-  python3                    # the chaos run (standard library only)
+  python3                    # the chaos and corpus runs (standard library only)
+  python3-venv               # schemathesis, for the fuzz run, goes into .venv-fuzz
 )
 
 missing=()

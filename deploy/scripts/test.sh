@@ -21,5 +21,11 @@ export OMP_THREAD_LIMIT=1
 swift build --build-tests
 swift test --skip-build "$@"
 
+# Schemathesis against the live API (a short run; `make fuzz` is the long one).
+Tests/fuzz/fuzz.sh "${LECTOR_FUZZ_EXAMPLES:-20}"
+
+# The bad-document corpus through a real API and worker process.
+python3 Tests/corpus/bad_documents.py
+
 # A short chaos run: workers killed with SIGKILL and PostgreSQL restarted under 150 jobs; none may be lost.
 python3 Tests/chaos/chaos.py --jobs "${LECTOR_CHAOS_JOBS:-150}"
