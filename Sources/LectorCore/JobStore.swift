@@ -171,50 +171,27 @@ public struct JobStore: Sendable {
 
     /// Claims the oldest claimable queued job for `worker` and gives it a lease, or returns nil.
     ///
-    /// One short transaction: take the queue's table lock, pick the oldest `QUEUED` job whose retry time has
-    /// come through the partial index, append `IN_PROGRESS`, count the attempt, write the lease, commit.
-    /// Claimers are serialised by the lock, and each one's SELECT runs after the previous claimer committed,
-    /// so no job is claimed twice. Nothing else happens under the lock.
+    /// One short transaction, run by the server-side function `claim_job` (`db/004_claim_function.sql`) in a
+    /// single round trip: take the queue's table lock, pick the oldest `QUEUED` job whose retry time has come
+    /// through the partial index, append `IN_PROGRESS`, count the attempt, write the lease, commit. Claimers
+    /// are serialised by the lock, and each one's SELECT runs after the previous claimer committed, so no job
+    /// is claimed twice. Nothing else happens under the lock.
     ///
-    /// `now` is the database's clock unless a test passes one.
-    public func claimNext(worker: String, leaseDuration: Duration, now: Date? = nil) async throws -> ClaimedJob? {
-        let seconds = leaseDuration.secondsValue
-        return try await transaction { connection -> ClaimedJob? in
-            try await connection.query("LOCK TABLE job_claim_lock IN EXCLUSIVE MODE", logger: logger)
-            let picked = try await connection.query(
-                """
-                INSERT INTO job_transitions (job_id, status, worker)
-                SELECT id, \(JobStatus.inProgress.rawValue), \(worker) FROM jobs
-                WHERE status = 'QUEUED' AND (not_before IS NULL OR not_before <= coalesce(\(now)::timestamptz, now()))
-                ORDER BY created_at, id
-                LIMIT 1
-                RETURNING job_id
-                """,
-                logger: logger
-            )
-            var claimed: UUID?
-            for try await id in picked.decode(UUID.self) { claimed = id }
-            guard let id = claimed else { return nil }
-            let job = try await connection.query(
-                """
-                UPDATE jobs SET attempts = attempts + 1, not_before = NULL WHERE id = \(id)
-                RETURNING attempts, content_type, options::text
-                """,
-                logger: logger)
-            var row: (Int, String, String)?
-            for try await decoded in job.decode((Int, String, String).self) { row = decoded }
-            guard let (attempt, contentType, options) = row else {
-                throw TransitionRefused(jobID: id, status: .inProgress)  // rolls the claim back
-            }
-            try await connection.query(
-                """
-                INSERT INTO job_leases (job_id, worker, attempt, claimed_at, expires_at)
-                VALUES (\(id), \(worker), \(attempt), coalesce(\(now)::timestamptz, now()),
-                        coalesce(\(now)::timestamptz, now()) + make_interval(secs => \(seconds)))
-                """,
-                logger: logger)
+    /// `strategy: .skipLocked` replaces the table lock with `FOR UPDATE SKIP LOCKED` on the picked row, for
+    /// the side-by-side measurement in BENCHMARKS.md. `now` is the database's clock unless a test passes one.
+    public func claimNext(
+        worker: String, leaseDuration: Duration, strategy: ClaimStrategy = .tableLock, now: Date? = nil
+    ) async throws -> ClaimedJob? {
+        let rows = try await client.query(
+            """
+            SELECT job_id, attempt, content_type, options
+            FROM claim_job(\(worker), \(leaseDuration.secondsValue), \(now)::timestamptz, \(strategy == .skipLocked))
+            """,
+            logger: logger)
+        for try await (id, attempt, contentType, options) in rows.decode((UUID, Int, String, String).self) {
             return ClaimedJob(lease: Lease(jobID: id, worker: worker, attempt: attempt), contentType: contentType, optionsJSON: options)
         }
+        return nil
     }
 
     /// Extends a lease; false when it is no longer held (the job was rescued, or ended) or when the attempt has

@@ -53,6 +53,13 @@ public struct Settings: Sendable {
     /// `LECTOR_RATE_LIMIT` and `LECTOR_RATE_BURST`: requests per second per API key, and the burst allowed.
     public var rateLimit: Double
     public var rateBurst: Int
+    /// `LECTOR_ENGINE`: `tesseract` (default), or `noop` for benchmarks of the queue alone.
+    public var engine: String
+    /// `LECTOR_CLAIM`: `table-lock` (default; the claim of the design) or `skip-locked` (`FOR UPDATE SKIP
+    /// LOCKED`, measured against it in BENCHMARKS.md).
+    public var claimStrategy: ClaimStrategy
+    /// `LECTOR_WORKER_LISTEN`: whether workers wake on NOTIFY (default) or only poll (for measuring).
+    public var workerListen: Bool
     /// `LECTOR_WORKER_ID`: the name a worker writes into its transitions (default: host:pid).
     public var workerID: String?
     /// `LECTOR_TESSDATA`: Tesseract's model folder (default: Tesseract's own).
@@ -72,7 +79,8 @@ public struct Settings: Sendable {
         "LECTOR_WORKER_CONCURRENCY", "LECTOR_WORKER_POLL_INTERVAL", "LECTOR_WORKER_ID", "LECTOR_TESSDATA",
         "LECTOR_LEASE_SECONDS", "LECTOR_HEARTBEAT_SECONDS", "LECTOR_MAX_ATTEMPTS", "LECTOR_RETRY_BASE_SECONDS",
         "LECTOR_RETRY_MAX_SECONDS", "LECTOR_RESCUE_INTERVAL", "LECTOR_SHUTDOWN_GRACE", "LECTOR_DATABASE_TIMEOUT",
-        "LECTOR_MAX_JOB_SECONDS", "LECTOR_RATE_LIMIT", "LECTOR_RATE_BURST",
+        "LECTOR_MAX_JOB_SECONDS", "LECTOR_RATE_LIMIT", "LECTOR_RATE_BURST", "LECTOR_ENGINE", "LECTOR_CLAIM",
+        "LECTOR_WORKER_LISTEN",
         "LECTOR_DEFAULT_LANG", "LECTOR_LOG_LEVEL",
     ]
 
@@ -118,9 +126,20 @@ public struct Settings: Sendable {
         self.databaseTimeout = seconds("LECTOR_DATABASE_TIMEOUT", 5, min: 0.1, max: 600)
         self.rateLimit = seconds("LECTOR_RATE_LIMIT", 20, min: 0.001, max: 1_000_000)
         self.rateBurst = int("LECTOR_RATE_BURST", 40, max: 1_000_000)
+        self.engine = string("LECTOR_ENGINE", "tesseract")
+        self.claimStrategy = ClaimStrategy(rawValue: env["LECTOR_CLAIM"] ?? "") ?? .tableLock
+        self.workerListen = (env["LECTOR_WORKER_LISTEN"] ?? "true") != "false"
         self.workerID = env["LECTOR_WORKER_ID"].flatMap { $0.isEmpty ? nil : $0 }
         self.tessdata = env["LECTOR_TESSDATA"].flatMap { $0.isEmpty ? nil : $0 }
         self.defaultLanguage = string("LECTOR_DEFAULT_LANG", "eng")
         self.logLevel = string("LECTOR_LOG_LEVEL", "info")
     }
+}
+
+/// How a worker claims a job.
+public enum ClaimStrategy: String, Sendable, CaseIterable {
+    /// `LOCK TABLE job_claim_lock IN EXCLUSIVE MODE`, then the oldest queued job: claimers take turns.
+    case tableLock = "table-lock"
+    /// `SELECT … FOR UPDATE SKIP LOCKED` on the oldest queued job: claimers skip each other's rows.
+    case skipLocked = "skip-locked"
 }

@@ -18,6 +18,7 @@ public struct WorkerConfiguration: Sendable {
     public var shutdownGrace: Duration
     /// Longest one attempt may hold its lease (`LECTOR_MAX_JOB_SECONDS`).
     public var maxRuntime: Duration
+    public var claimStrategy: ClaimStrategy
 
     public init(settings: Settings, workerID: String) {
         self.workerID = workerID
@@ -30,6 +31,7 @@ public struct WorkerConfiguration: Sendable {
         self.retryMax = settings.retryMaxSeconds
         self.shutdownGrace = .milliseconds(Int64(settings.shutdownGrace * 1000))
         self.maxRuntime = .milliseconds(Int64(settings.maxJobSeconds * 1000))
+        self.claimStrategy = settings.claimStrategy
     }
 
     /// Exponential backoff with full jitter in [0.5, 1.5) of the step: base · 2^(attempt-1), capped.
@@ -124,7 +126,8 @@ public struct Worker: Service {
         while !stopping {
             let claimed: ClaimedJob?
             do {
-                claimed = try await jobs.claimNext(worker: slotID, leaseDuration: configuration.leaseDuration)
+                claimed = try await jobs.claimNext(
+                    worker: slotID, leaseDuration: configuration.leaseDuration, strategy: configuration.claimStrategy)
                 failures = 0
             } catch {
                 failures += 1

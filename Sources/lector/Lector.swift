@@ -88,6 +88,11 @@ enum Runtime {
         }
     }
 
+    /// The worker's engine: Tesseract, or the no-op engine for benchmarks (`LECTOR_ENGINE=noop`).
+    static func workerEngine(_ settings: Settings) -> any OCREngineFactory {
+        settings.engine == "noop" ? NoopEngineFactory() : engineFactory(settings)
+    }
+
     static func engineFactory(_ settings: Settings) -> TesseractEngineFactory {
         TesseractEngineFactory(
             dataPath: settings.tessdata,
@@ -140,14 +145,15 @@ struct Work: AsyncParsableCommand {
         let client = try Runtime.postgresClient(settings, logger: logger)
         let jobs = JobStore(client: client, logger: logger)
         let worker = Worker(
-            jobs: jobs, storage: try FileStorage(root: settings.storageRoot), engines: Runtime.engineFactory(settings),
+            jobs: jobs, storage: try FileStorage(root: settings.storageRoot), engines: Runtime.workerEngine(settings),
             configuration: WorkerConfiguration(settings: settings, workerID: Runtime.workerID(settings)), logger: logger)
         let rescuer = Rescuer(
             jobs: jobs, interval: .milliseconds(Int64(settings.rescueInterval * 1000)),
             maxAttempts: settings.maxAttempts, grace: .milliseconds(Int64(settings.heartbeatSeconds * 1000)), logger: logger)
+        let services: [any Service] = settings.workerListen
+            ? [client, worker.queuedListener(), rescuer, worker] : [client, rescuer, worker]
         let group = ServiceGroup(configuration: .init(
-            services: [client, worker.queuedListener(), rescuer, worker],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }

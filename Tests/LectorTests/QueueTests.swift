@@ -16,8 +16,8 @@ struct QueueTests {
         return try #require(try await harness.keys.authenticate(token: token)).id
     }
 
-    @Test("concurrent claimers over many jobs: none claimed twice, none skipped")
-    func claimAtomicity() async throws {
+    @Test("concurrent claimers over many jobs: none claimed twice, none skipped", arguments: ClaimStrategy.allCases)
+    func claimAtomicity(strategy: ClaimStrategy) async throws {
         try await TestHarness.run { harness in
             let owner = try await Self.owner(harness)
             var ids: Set<UUID> = []
@@ -30,8 +30,15 @@ struct QueueTests {
                 for claimer in 0..<8 {
                     group.addTask {
                         var mine: [UUID] = []
-                        while let job = try await harness.jobs.claimNext(worker: "claimer-\(claimer)", leaseDuration: .seconds(60)) {
-                            mine.append(job.id)
+                        // SKIP LOCKED may come back empty while others hold rows: stop only when the queue is empty.
+                        while true {
+                            if let job = try await harness.jobs.claimNext(
+                                worker: "claimer-\(claimer)", leaseDuration: .seconds(60), strategy: strategy)
+                            {
+                                mine.append(job.id)
+                            } else if try await harness.jobs.countsByStatus()[.queued, default: 0] == 0 {
+                                break
+                            }
                         }
                         return mine
                     }
@@ -125,8 +132,9 @@ struct QueueTests {
             let plan = try await harness.client.withConnection { connection in
                 let rows = try await connection.query(
                     """
-                    EXPLAIN INSERT INTO job_transitions (job_id, status, worker)
-                    SELECT id, 'IN_PROGRESS', 'w' FROM jobs WHERE status = 'QUEUED' ORDER BY created_at, id LIMIT 1
+                    EXPLAIN SELECT j.id FROM jobs j
+                    WHERE j.status = 'QUEUED' AND (j.not_before IS NULL OR j.not_before <= now())
+                    ORDER BY j.created_at, j.id LIMIT 1
                     """, logger: TestDatabase.logger)
                 var plan = ""
                 for try await line in rows.decode(String.self) { plan += line + "\n" }
