@@ -10,7 +10,7 @@ export OMP_THREAD_LIMIT ?= 1
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
 
-.PHONY: run test chaos fuzz corpus deps db build migrate stop clean
+.PHONY: run test chaos fuzz corpus openapi deps db build migrate stop clean
 
 deps:
 	@deploy/scripts/deps.sh
@@ -40,11 +40,15 @@ chaos: build
 # schemathesis against the live API, from our OpenAPI document (see BENCHMARKS.md, Hostile input).
 FUZZ_EXAMPLES ?= 100
 fuzz: build
-	Tests/fuzz/fuzz.sh $(FUZZ_EXAMPLES)
+	Tests/fuzz/fuzz.sh $(FUZZ_EXAMPLES) 1000
 
 # Hostile documents through a real API and worker: each refused or failed with a reason, the worker unharmed.
 corpus: build
 	python3 Tests/corpus/bad_documents.py
+
+# Embeds Sources/LectorAPI/openapi.json into the binary (run after editing it).
+openapi:
+	deploy/scripts/embed-openapi.sh
 
 stop:
 	@deploy/scripts/pg.sh stop

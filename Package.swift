@@ -57,7 +57,7 @@ let package = Package(
                 .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            resources: [.copy("Resources/openapi.json")]
+            exclude: ["openapi.json"]
         ),
         .target(
             name: "LectorWorker",

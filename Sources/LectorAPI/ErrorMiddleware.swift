@@ -26,22 +26,25 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             throw APIError.databaseUnavailable
         } catch let error as ConnectionPoolError {
             // Raised as is by the pool, e.g. once its circuit breaker opens during a long outage.
-            context.logger.error("database pool error", metadata: ["error": "\(String(reflecting: error))"])
+            context.logger.error("database pool error", metadata: ["error": "\(describeDatabaseError(error))"])
             throw APIError.databaseUnavailable
         } catch let error as PostgresTransactionError {
-            context.logger.error("database error", metadata: ["error": "\(String(reflecting: error))"])
+            context.logger.error("database error", metadata: ["error": "\(describeDatabaseError(error))"])
             throw APIError.databaseUnavailable
         } catch let error as PSQLError {
-            context.logger.error("database error", metadata: ["error": "\(String(reflecting: error))"])
+            context.logger.error("database error", metadata: ["error": "\(describeDatabaseError(error))"])
             throw APIError.databaseUnavailable
         } catch let error as PostgresDecodingError {
-            context.logger.error("database decoding error", metadata: ["error": "\(String(reflecting: error))"])
+            context.logger.error("database decoding error", metadata: ["error": "\(describeDatabaseError(error))"])
             throw APIError(.internalServerError, "internal_error", "internal error")
+        } catch let error as StorageError {
+            context.logger.error("storage error", metadata: ["error": "\(error.description)"])
+            throw APIError(.serviceUnavailable, "storage_unavailable", "the document storage is unavailable; try again shortly")
         } catch let error as HTTPResponseError {
             throw APIError(error.status, Self.code(for: error.status), Self.message(for: error.status))
         } catch {
             if error is CancellationError { throw error }
-            context.logger.error("unhandled error", metadata: ["error": "\(String(reflecting: error))"])
+            context.logger.error("unhandled error", metadata: ["error": "\(describeDatabaseError(error))"])
             throw APIError(.internalServerError, "internal_error", "internal error")
         }
     }

@@ -6,6 +6,7 @@ import NIOCore
 import LectorCore
 import LectorOCR
 import Logging
+import PostgresNIO
 
 /// Everything the API's routes need.
 public struct APIDependencies: Sendable {
@@ -62,10 +63,15 @@ struct JobsController {
 
         let id = UUID()
         let digest = Array(SHA256.hash(data: upload.document))
-        if let key = idempotencyKey, let replay = try await replay(key: key, user: user, digest: digest) {
+        let optionsJSON = String(decoding: try JSONEncoder.lector().encode(upload.options), as: UTF8.self)
+        // The request's fingerprint: document, options and metadata. A retry must repeat all three.
+        var hasher = SHA256()
+        hasher.update(data: digest)
+        hasher.update(data: Data([0]) + Data(optionsJSON.utf8) + Data([0]) + Data(upload.metadataJSON.utf8))
+        let fingerprint = Array(hasher.finalize())
+        if let key = idempotencyKey, let replay = try await replay(key: key, user: user, fingerprint: fingerprint) {
             return replay
         }
-        let optionsJSON = String(decoding: try JSONEncoder.lector().encode(upload.options), as: UTF8.self)
         let job = NewJob(
             id: id, ownerID: user.id, documentName: upload.documentName, contentType: upload.type.mediaType,
             sizeBytes: Int64(upload.document.count), sha256: digest, optionsJSON: optionsJSON,
@@ -90,19 +96,21 @@ struct JobsController {
         let createdAt: Date
         do {
             createdAt = try await database { [jobs = dependencies.jobs] in
-                try await jobs.create(job, idempotencyKey: idempotencyKey)
+                try await jobs.create(job, idempotencyKey: idempotencyKey.map { ($0, fingerprint) })
             }
         } catch is IdempotencyKeyTaken {
             // A concurrent request with the same key won: answer with its job.
             try? await dependencies.storage.removeJobFolder(id: id)
-            if let key = idempotencyKey, let replay = try await replay(key: key, user: user, digest: digest) {
+            if let key = idempotencyKey, let replay = try await replay(key: key, user: user, fingerprint: fingerprint) {
                 return replay
             }
             throw APIError(.conflict, "idempotency_conflict", "a request with this Idempotency-Key is in progress; retry")
         } catch {
-            // The commit may have succeeded before the connection broke: remove the folder only when the row
-            // is certainly absent. An unknown outcome leaves the folder (an orphan costs disk, not a job).
-            if (try? await database({ [jobs = dependencies.jobs] in try await jobs.exists(id) })) == false {
+            // Remove the folder only when the database certainly rolled the job back: it answered with an
+            // error of its own. A deadline, a broken connection or a failed COMMIT leave the outcome unknown
+            // (the transaction may still commit), so the folder stays: an orphan costs disk, a removed folder
+            // of a committed job would lose the job.
+            if let error = error as? PSQLError, error.serverInfo != nil {
                 try? await dependencies.storage.removeJobFolder(id: id)
             }
             throw error
@@ -119,13 +127,13 @@ struct JobsController {
 
     /// The answer to a submit whose Idempotency-Key was used before: the original job (202, as the first
     /// answer was, with `Idempotent-Replayed: true`), or 422 when it came with another document.
-    private func replay(key: String, user: AuthenticatedUser, digest: [UInt8]) async throws -> Response? {
+    private func replay(key: String, user: AuthenticatedUser, fingerprint: [UInt8]) async throws -> Response? {
         let jobs = dependencies.jobs
-        guard let original = try await database({ try await jobs.idempotentJob(key: key, ownerID: user.id, sha256: digest) })
+        guard let original = try await database({ try await jobs.idempotentJob(key: key, ownerID: user.id, fingerprint: fingerprint) })
         else { return nil }
         guard original.sameDocument else {
             throw APIError(.unprocessableContent, "idempotency_key_reused",
-                "this Idempotency-Key was used for another document in the last 24 hours")
+                "this Idempotency-Key was used for another request (document, options or metadata) in the last 24 hours")
         }
         var headers = HTTPFields()
         headers[.location] = JobLinks(id: original.id).`self`

@@ -30,8 +30,16 @@ public final class RateLimiter: Sendable {
             bucket.updated = now
             defer {
                 buckets[key] = bucket
-                // Full buckets carry no state worth keeping; drop them when the table grows.
-                if buckets.count > 10_000 { buckets = buckets.filter { $0.value.tokens < burst } }
+                // A bucket that has refilled carries no state worth keeping; drop those when the table grows.
+                // Rarely: each pass leaves the table at most half full, so it runs at most once per 5,000 keys.
+                if buckets.count > 10_000 {
+                    buckets = buckets.filter { _, other in
+                        let idle = now - other.updated
+                        let seconds = Double(idle.components.seconds) + Double(idle.components.attoseconds) / 1e18
+                        return other.tokens + seconds * rate < burst
+                    }
+                    if buckets.count > 5_000 { buckets = [key: bucket] }
+                }
             }
             if bucket.tokens >= 1 {
                 bucket.tokens -= 1

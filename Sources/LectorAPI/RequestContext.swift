@@ -53,7 +53,7 @@ struct AuthMiddleware: RouterMiddleware {
 struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
-        var status = 500
+        var status = "500"
         defer {
             let elapsed = ContinuousClock.now - started
             let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
@@ -64,11 +64,14 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         do {
             let response = try await next(request, context)
-            status = Int(response.status.code)
+            status = "\(response.status.code)"
             return response
         } catch let error as HTTPResponseError {
-            status = Int(error.status.code)
+            status = "\(error.status.code)"
             throw error
+        } catch is CancellationError {
+            status = "cancelled"  // the client went away (a long poll, typically); nothing was sent
+            throw CancellationError()
         }
     }
 }

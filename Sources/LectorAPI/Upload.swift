@@ -145,6 +145,14 @@ struct UploadParser {
         guard body.readableBytes <= Upload.maxMetadataBytes else {
             throw APIError.badRequest("invalid_metadata", "metadata is larger than \(Upload.maxMetadataBytes) bytes")
         }
+        // UTF-8 without a byte-order mark, an object from its first byte: Foundation's decoder also takes
+        // UTF-16 and BOMs, which PostgreSQL's jsonb would then refuse.
+        let bytes = Array(body.readableBytesView)
+        guard String(validating: bytes, as: UTF8.self) != nil, !bytes.contains(0),
+            bytes.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "{")
+        else {
+            throw APIError.badRequest("invalid_metadata", "metadata must be a JSON object in UTF-8")
+        }
         guard let value = JSONValue.parse(Data(buffer: body)) else {
             throw APIError.badRequest("invalid_metadata", "metadata is not valid JSON")
         }

@@ -123,7 +123,7 @@ public struct JobStore: Sendable {
 
     public init(client: PostgresClient, logger: Logger) {
         self.client = client
-        self.logger = logger
+        self.logger = logger.clampedForDatabase()
     }
 
     /// Inserts the job and its `QUEUED` transition in one transaction; returns the job's creation time.
@@ -132,8 +132,11 @@ public struct JobStore: Sendable {
     /// key (used less than 24 hours ago), nothing is created and `IdempotencyKeyTaken` is thrown: look the
     /// original up with `idempotentJob`.
     @discardableResult
-    public func create(_ job: NewJob, idempotencyKey: String? = nil) async throws -> Date {
+    public func create(_ job: NewJob, idempotencyKey: (key: String, fingerprint: [UInt8])? = nil) async throws -> Date {
         try await transaction { connection -> Date in
+            // Waiting on a concurrent request's key must end well before the API's deadline, with a clean
+            // rollback, not with an unknown outcome.
+            try await connection.query("SET LOCAL lock_timeout = '2s'", logger: logger)
             let created = try await connection.query(
                 """
                 INSERT INTO jobs (id, owner_id, document_name, content_type, size_bytes, sha256, options, metadata)
@@ -149,14 +152,14 @@ public struct JobStore: Sendable {
                 "INSERT INTO job_transitions (job_id, status) VALUES (\(job.id), \(JobStatus.queued.rawValue))",
                 logger: logger
             )
-            if let key = idempotencyKey {
+            if let (key, fingerprint) = idempotencyKey {
                 // Takes the key, or an expired use of it; a live use by a concurrent request wins.
                 let taken = try await connection.query(
                     """
-                    INSERT INTO idempotency_keys (user_id, key, job_id, document_sha256)
-                    VALUES (\(job.ownerID), \(key), \(job.id), \(ByteBuffer(bytes: job.sha256)))
+                    INSERT INTO idempotency_keys (user_id, key, job_id, request_sha256)
+                    VALUES (\(job.ownerID), \(key), \(job.id), \(ByteBuffer(bytes: fingerprint)))
                     ON CONFLICT (user_id, key) DO UPDATE
-                        SET job_id = EXCLUDED.job_id, document_sha256 = EXCLUDED.document_sha256, created_at = now()
+                        SET job_id = EXCLUDED.job_id, request_sha256 = EXCLUDED.request_sha256, created_at = now()
                         WHERE idempotency_keys.created_at < now() - interval '24 hours'
                     RETURNING 1
                     """,
@@ -400,13 +403,13 @@ public struct JobStore: Sendable {
     }
 
     /// The job an idempotency key of `ownerID` points to, if used less than 24 hours ago: its id, status,
-    /// creation time, and whether its document had this digest.
-    public func idempotentJob(key: String, ownerID: Int64, sha256: [UInt8]) async throws
+    /// creation time, and whether it was made by a request with this fingerprint.
+    public func idempotentJob(key: String, ownerID: Int64, fingerprint: [UInt8]) async throws
         -> (id: UUID, status: JobStatus, createdAt: Date, sameDocument: Bool)?
     {
         let rows = try await client.query(
             """
-            SELECT j.id, j.status, j.created_at, i.document_sha256 = \(ByteBuffer(bytes: sha256))
+            SELECT j.id, j.status, j.created_at, i.request_sha256 = \(ByteBuffer(bytes: fingerprint))
             FROM idempotency_keys i JOIN jobs j ON j.id = i.job_id
             WHERE i.user_id = \(ownerID) AND i.key = \(key) AND i.created_at >= now() - interval '24 hours'
             """,
@@ -415,6 +418,22 @@ public struct JobStore: Sendable {
             return (id, status.flatMap(JobStatus.init(rawValue:)) ?? .queued, createdAt, same)
         }
         return nil
+    }
+
+    /// Deletes idempotency keys older than 24 hours; returns how many.
+    @discardableResult
+    public func purgeIdempotencyKeys(now: Date? = nil) async throws -> Int {
+        let rows = try await client.query(
+            """
+            WITH old AS (SELECT user_id, key FROM idempotency_keys
+                         WHERE created_at < coalesce(\(now)::timestamptz, now()) - interval '24 hours' LIMIT 10000)
+            DELETE FROM idempotency_keys i USING old WHERE i.user_id = old.user_id AND i.key = old.key
+            RETURNING 1
+            """,
+            logger: logger)
+        var count = 0
+        for try await _ in rows { count += 1 }
+        return count
     }
 
     /// Whether a job row exists (whoever owns it).

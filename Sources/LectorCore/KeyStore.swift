@@ -25,7 +25,7 @@ public struct KeyStore: Sendable {
 
     public init(client: PostgresClient, logger: Logger) {
         self.client = client
-        self.logger = logger
+        self.logger = logger.clampedForDatabase()
     }
 
     /// Creates a key for `user` (creating the user when new) and returns it: the only time the secret exists
@@ -105,4 +105,30 @@ public struct KeyStore: Sendable {
 
 public struct KeyStoreError: Error, CustomStringConvertible {
     public let description: String
+}
+
+extension Logger {
+    /// A copy that logs at `.info` or above: PostgresNIO logs every backend message (rows included, such as
+    /// key digests) at `trace`, and those must never reach the logs whatever `LECTOR_LOG_LEVEL` says.
+    public func clampedForDatabase() -> Logger {
+        var copy = self
+        if copy.logLevel < .info { copy.logLevel = .info }
+        return copy
+    }
+}
+
+/// A database error for the logs: its SQLSTATE and the server's message, never the detail or context
+/// (which can quote row values) nor the query's bound values.
+public func describeDatabaseError(_ error: any Error) -> String {
+    if let error = error as? PSQLError {
+        let state = error.serverInfo?[.sqlState] ?? "-"
+        let message = error.serverInfo?[.message] ?? "\(error.code)"
+        return "PSQLError \(error.code) sqlstate=\(state): \(message)"
+    }
+    if let error = error as? PostgresTransactionError {
+        let inner = error.closureError ?? error.commitError ?? error.beginError ?? error.rollbackError
+        return "transaction failed: " + (inner.map(describeDatabaseError) ?? "unknown")
+    }
+    if error is PostgresDecodingError { return "PostgresDecodingError (row values withheld)" }
+    return String(describing: type(of: error)) + ": " + String(describing: error)
 }

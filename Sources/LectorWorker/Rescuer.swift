@@ -43,6 +43,7 @@ public struct Rescuer: Service {
                 total.failed += report.failed
                 if report.requeued + report.failed < 500 { break }
             }
+            try await jobs.purgeIdempotencyKeys(now: now)
             if total.requeued + total.failed > 0 {
                 logger.notice("rescued jobs of lost workers", metadata: ["requeued": "\(total.requeued)", "failed": "\(total.failed)"])
             }

@@ -43,6 +43,14 @@ struct BadInputTests {
             $0.add(name: "document", filename: "a.png", data: png)
             $0.add(name: "metadata", json: #"{"a": "x\u0000y"}"#)
         }
+        add("metadata behind a byte-order mark", .badRequest, "invalid_metadata") {
+            $0.add(name: "document", filename: "a.png", data: png)
+            $0.add(name: "metadata", contentType: "application/json", data: Data([0xEF, 0xBB, 0xBF]) + Data(#"{"a": 1}"#.utf8))
+        }
+        add("metadata in UTF-16", .badRequest, "invalid_metadata") {
+            $0.add(name: "document", filename: "a.png", data: png)
+            $0.add(name: "metadata", contentType: "application/json", data: #"{"a": 1}"#.data(using: .utf16LittleEndian)!)
+        }
         add("options that are not JSON", .badRequest, "invalid_options") {
             $0.add(name: "document", filename: "a.png", data: png)
             $0.add(name: "options", json: "lang=eng")

@@ -33,6 +33,10 @@ struct SecurityTests {
             for (path, method) in described {
                 #expect(routes.contains { $0 == (path, method) }, "openapi.json describes \(method) \(path), which is no route")
             }
+            // The binary's copy is the file's (`make openapi` regenerates it).
+            let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+                .deletingLastPathComponent().appendingPathComponent("Sources/LectorAPI/openapi.json")
+            #expect(try Data(contentsOf: file) == OpenAPIDocument.data, "run `make openapi`")
             try await harness.application().test(.router) { client in
                 let served = try await client.execute(uri: "/openapi.json", method: .get)
                 #expect(served.status == .ok)
@@ -105,6 +109,25 @@ struct SecurityTests {
                 #expect(bobs.status == .accepted)
                 #expect(bobs.json["id"] as? String != id)
 
+                // The same document with other metadata is another request.
+                var form = Multipart()
+                form.add(name: "document", filename: "a.png", data: first)
+                form.add(name: "metadata", json: #"{"batch": 2}"#)
+                let otherMetadata = try await client.execute(
+                    uri: "/v1/jobs", method: .post,
+                    headers: [.authorization: "Bearer \(alice.token)", .contentType: form.contentType,
+                              HTTPField.Name("Idempotency-Key")!: "order-17"],
+                    body: form.finished())
+                #expect(otherMetadata.status == .unprocessableContent)
+
+                // Past 24 hours the key is free again, and purged.
+                try await harness.client.query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = 'order-17'")
+                let later = try await submit(alice.token, second, key: "order-17")
+                #expect(later.status == .accepted)
+                #expect(later.json["id"] as? String != id)
+                try await harness.client.query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+                #expect(try await harness.jobs.purgeIdempotencyKeys() == 2)
+
                 let bad = try await submit(alice.token, first, key: String(repeating: "k", count: 256))
                 #expect(bad.status == .badRequest)
                 #expect(bad.errorCode == "invalid_idempotency_key")
@@ -120,9 +143,9 @@ struct SecurityTests {
                 }
                 #expect(Set(ids).count == 1)
                 #expect(ids.allSatisfy { $0 != nil })
-                #expect(try await harness.jobs.countsByStatus()[.queued] == 3)
+                #expect(try await harness.jobs.countsByStatus()[.queued] == 4)
                 let folders = try FileManager.default.contentsOfDirectory(atPath: harness.storage.root.path).filter { !$0.hasPrefix(".") }
-                #expect(folders.count == 3, "no folder is left behind by the losing requests: \(folders)")
+                #expect(folders.count == 4, "no folder is left behind by the losing requests: \(folders)")
             }
         }
     }

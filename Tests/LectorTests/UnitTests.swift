@@ -108,6 +108,10 @@ struct UnitTests {
         #expect(signer.verify(job: UUID(), file: "result.json", expires: expires, signature: signature) == .invalid)
         #expect(signer.verify(job: job, file: "result.json", expires: expires, signature: nil) == .invalid)
         #expect(signer.verify(job: job, file: "result.json", expires: "x", signature: signature) == .invalid)
+        // Only the exact spelling we write: no sign, no leading "+", no upper-case hex.
+        #expect(signer.verify(job: job, file: "result.json", expires: "+" + expires, signature: signature) == .invalid)
+        #expect(signer.verify(job: job, file: "result.json", expires: expires, signature: signature.uppercased()) == .invalid)
+        #expect(signer.verify(job: job, file: "result.json", expires: expires, signature: "+" + signature.dropFirst()) == .invalid)
         #expect(signer.verify(job: job, file: "result.json", expires: expires, signature: signature,
                               now: Date(timeIntervalSinceNow: 3600)) == .expired)
         let other = ResultLinkSigner(key: Array("other".utf8), ttl: 60)

@@ -109,7 +109,7 @@ def corpus(directory):
         ("PDF with 5000 pages", pdf_with_pages(5000), {"415", "FAILURE"}, None),
         ("encrypted PDF", encrypted_pdf(), {"415", "FAILURE"}, None),
         ("malformed PDF", b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R\n%%EOF garbage \x00\xff", {"415", "FAILURE"}, None),
-        ("text file named .png", b"this is plain text, not an image\n", {"415"}, None),
+        ("text file named .png", b"this is plain text, not an image\n", {"415"}, None),  # sent as notes.png, image/png
         ("GIF", b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00" * 20, {"415"}, None),
         ("polyglot PNG/HTML/ZIP/PDF", polyglot, {"FAILURE"}, "not a readable PNG"),
     ]
@@ -160,15 +160,50 @@ def main():
 
     problems = []
     rows = []
+    try:
+        run_corpus(base, key, database, storage, rows, problems)
+    finally:
+        alive = worker.poll() is None and api.poll() is None
+        peak = vm_hwm_mb(worker_pid) if worker.poll() is None else float("nan")
+        api.terminate()
+        worker.terminate()
+        api.wait(timeout=30)
+        worker.wait(timeout=60)
+
+    for name, outcome, reason in rows:
+        print(f"corpus: {name:40} {outcome:8} {reason}")
+    if not alive:
+        problems.append("the worker or the API process died during the corpus")
+    if not peak <= args.memory_cap_mb:
+        problems.append(f"worker peak memory {peak:.0f} MB is over the cap of {args.memory_cap_mb:.0f} MB")
+    print(f"corpus: documents={len(rows)} problems={len(problems)} worker_alive={alive} worker_peak_mb={peak:.0f} cap_mb={args.memory_cap_mb:.0f}")
+    for problem in problems:
+        print(f"corpus: PROBLEM {problem}", file=sys.stderr)
+    if problems:
+        print(f"corpus: logs in {storage}", file=sys.stderr)
+        return 1
+    shutil.rmtree(storage, ignore_errors=True)
+    psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    return 0
+
+
+def run_corpus(base, key, database, storage, rows, problems):
     for name, data, allowed, fragment in corpus(storage):
-        req = urllib.request.Request(f"{base}/v1/jobs", data=data, method="POST")
+        named = name.startswith("text file")
+        url = f"{base}/v1/jobs" + ("?filename=notes.png" if named else "")
+        req = urllib.request.Request(url, data=data, method="POST")
         req.add_header("Authorization", f"Bearer {key}")
-        req.add_header("Content-Type", "application/octet-stream")
+        req.add_header("Content-Type", "image/png" if named else "application/octet-stream")
         try:
             with urllib.request.urlopen(req, timeout=30) as response:
-                status, body = response.status, json.loads(response.read())
+                status, raw = response.status, response.read()
         except urllib.error.HTTPError as error:
-            status, body = error.code, json.loads(error.read() or b"{}")
+            status, raw = error.code, error.read()
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {}
+            problems.append(f"{name}: answered {status} with a body that is not JSON")
         if status != 202:
             outcome, reason = str(status), body.get("error", {}).get("message", "")
             if not (400 <= status < 500) or not reason:
@@ -189,28 +224,6 @@ def main():
         elif outcome == "FAILURE" and (not reason or (fragment and fragment not in reason)):
             problems.append(f"{name}: FAILURE reason {reason!r} does not say {fragment!r}")
 
-    alive = worker.poll() is None and worker.pid == worker_pid
-    peak = vm_hwm_mb(worker_pid) if alive else float("nan")
-    api.terminate()
-    worker.terminate()
-    api.wait(timeout=30)
-    worker.wait(timeout=60)
-
-    for name, outcome, reason in rows:
-        print(f"corpus: {name:40} {outcome:8} {reason}")
-    if not alive:
-        problems.append("the worker process died during the corpus")
-    if not peak <= args.memory_cap_mb:
-        problems.append(f"worker peak memory {peak:.0f} MB is over the cap of {args.memory_cap_mb:.0f} MB")
-    print(f"corpus: documents={len(rows)} problems={len(problems)} worker_alive={alive} worker_peak_mb={peak:.0f} cap_mb={args.memory_cap_mb:.0f}")
-    for problem in problems:
-        print(f"corpus: PROBLEM {problem}", file=sys.stderr)
-    if problems:
-        print(f"corpus: logs in {storage}", file=sys.stderr)
-        return 1
-    shutil.rmtree(storage, ignore_errors=True)
-    psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-    return 0
 
 
 if __name__ == "__main__":

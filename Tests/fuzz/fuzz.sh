@@ -2,13 +2,15 @@
 # Fuzzes the live API with schemathesis, driven by our own OpenAPI document: every generated request must get
 # a documented status, a body that matches its schema, and never a 5xx.
 #
-#   Tests/fuzz/fuzz.sh [EXAMPLES]     examples per operation (make fuzz: 100; make test: 20)
+#   Tests/fuzz/fuzz.sh [EXAMPLES [MIN_CASES]]   examples per operation, and the fewest test cases that count
+#                                                as a run (make fuzz: 100 and 1000; make test: 20 and 200)
 #
 # schemathesis comes from PyPI into the git-ignored .venv-fuzz; the server runs on its own database.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$root"
 examples=${1:-100}
+min_cases=${2:-1000}
 bin=${LECTOR_BIN:-$root/.build/debug/lector}
 venv=$root/.venv-fuzz
 port=${LECTOR_FUZZ_PORT:-18181}
@@ -31,9 +33,12 @@ key=$("$bin" keys create --user fuzz 2>/dev/null)
 
 "$bin" serve 2>"$storage/api.log" &
 api=$!
+# A worker with the no-op engine, so that submitted jobs finish and results, links and files get fuzzed too.
+LECTOR_ENGINE=noop LECTOR_WORKER_POLL_INTERVAL=0.2 "$bin" work 2>"$storage/worker.log" &
+worker=$!
 cleanup() {
-  kill -TERM "$api" 2>/dev/null || true
-  wait "$api" 2>/dev/null || true
+  kill -TERM "$api" "$worker" 2>/dev/null || true
+  wait "$api" "$worker" 2>/dev/null || true
   rm -rf "$storage"
   deploy/scripts/pg.sh psql -d postgres -c "DROP DATABASE IF EXISTS lector_fuzz WITH (FORCE)" >/dev/null 2>&1 || true
 }
@@ -48,10 +53,19 @@ set +e
   --report ndjson --report-dir "$storage/report" | tee "$storage/fuzz.out"
 status=${PIPESTATUS[0]}
 set -e
+cases=$(grep -oE '[0-9]+ generated' "$storage/fuzz.out" | tail -n 1 | grep -oE '[0-9]+' || echo 0)
+if [[ $cases -lt $min_cases ]]; then
+  echo "fuzz: only $cases test cases ran (at least $min_cases expected)" >&2
+  status=1
+fi
+if ! kill -0 "$api" 2>/dev/null; then
+  echo "fuzz: the API process died during the run" >&2
+  status=1
+fi
 if grep -q "unhandled error" "$storage/api.log" 2>/dev/null; then
   echo "fuzz: the API logged an unhandled error:" >&2
   grep "unhandled error" "$storage/api.log" | head -5 >&2
   status=1
 fi
-echo "fuzz: schemathesis exit status $status"
+echo "fuzz: schemathesis exit status $status, $cases test cases"
 exit "$status"

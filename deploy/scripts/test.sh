@@ -22,7 +22,7 @@ swift build --build-tests
 swift test --skip-build "$@"
 
 # Schemathesis against the live API (a short run; `make fuzz` is the long one).
-Tests/fuzz/fuzz.sh "${LECTOR_FUZZ_EXAMPLES:-20}"
+Tests/fuzz/fuzz.sh "${LECTOR_FUZZ_EXAMPLES:-20}" 200
 
 # The bad-document corpus through a real API and worker process.
 python3 Tests/corpus/bad_documents.py

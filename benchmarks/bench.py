@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Lector's benchmarks, side by side in one run (these machines are shared and noisy).
+
+    benchmarks/bench.py p1 [--files 39] [--rounds 3]   throughput: tesseract CLI vs engine loop vs service
+    benchmarks/bench.py p2 [--history 1000 1000000]     claim latency vs finished history
+    benchmarks/bench.py p3 [--seconds 5]                queue throughput, no-op engine, 1/2/4 workers, both claims
+    benchmarks/bench.py p4 [--jobs 40]                  wake-up latency: NOTIFY vs polling
+    benchmarks/bench.py p5 [--waiters 1000]             1,000 long-poll waiters: API RSS and answer delay
+    benchmarks/bench.py p7 [--noop 10000 --real 500]    worker RSS across many jobs
+    benchmarks/bench.py all --small                     every measure at a small size (make bench)
+
+Uses the project's private PostgreSQL cluster (a database per measure), the lector binaries in
+LECTOR_BIN_DIR (default .build/release, else .build/debug), wrk, hyperfine and the tesseract CLI from Debian.
+Receipts are read from ../shared/data (research use only, never copied).
+"""
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+PG = os.path.join(ROOT, "deploy", "scripts", "pg.sh")
+DATA = os.environ.get("LECTOR_BENCH_DATA", os.path.join(ROOT, "..", "shared", "data", "receipts-sroie", "images"))
+BIN_DIR = os.environ.get("LECTOR_BIN_DIR") or (
+    os.path.join(ROOT, ".build", "release") if os.path.exists(os.path.join(ROOT, ".build", "release", "lector"))
+    else os.path.join(ROOT, ".build", "debug"))
+LECTOR = os.path.join(BIN_DIR, "lector")
+BENCH = os.path.join(BIN_DIR, "lector-bench")
+PG_PORT = os.environ.get("LECTOR_PG_PORT", "54329")
+HTTP_PORT = int(os.environ.get("LECTOR_BENCH_PORT", "18383"))
+
+
+def log(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def psql(database, sql):
+    return subprocess.run([PG, "psql", "-d", database, "-tAc", sql], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def stats(values, fmt="%.3f"):
+    values = sorted(values)
+    return f"min {fmt % values[0]}  median {fmt % statistics.median(values)}  max {fmt % values[-1]}"
+
+
+def quantile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int((len(values) - 1) * q))]
+
+
+def rss_mb(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Service:
+    """A fresh database, a storage root, an API process and worker processes."""
+
+    def __init__(self, name, workers=1, concurrency=1, engine="tesseract", claim="table-lock", listen=True, extra=None):
+        self.database = f"lector_bench_{name}"
+        subprocess.run([PG, "start"], check=True, capture_output=True)
+        psql("postgres", f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+        psql("postgres", f"CREATE DATABASE {self.database}")
+        self.storage = tempfile.mkdtemp(prefix=f"lector-bench-{name}-")
+        self.env = dict(os.environ, LECTOR_DATABASE_URL=f"postgres://lector@127.0.0.1:{PG_PORT}/{self.database}",
+                        LECTOR_STORAGE_ROOT=self.storage, LECTOR_HTTP_PORT=str(HTTP_PORT), LECTOR_LOG_LEVEL="error",
+                        LECTOR_ENGINE=engine, LECTOR_CLAIM=claim, LECTOR_WORKER_LISTEN="true" if listen else "false",
+                        LECTOR_WORKER_CONCURRENCY=str(concurrency), LECTOR_RATE_LIMIT="1000000",
+                        LECTOR_RATE_BURST="1000000", LECTOR_DATABASE_POOL_SIZE="20", OMP_THREAD_LIMIT="1", **(extra or {}))
+        subprocess.run([LECTOR, "migrate", "--directory", os.path.join(ROOT, "db")], env=self.env, check=True, capture_output=True)
+        self.key = subprocess.run([LECTOR, "keys", "create", "--user", "bench"], env=self.env, check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        self.api = subprocess.Popen([LECTOR, "serve"], env=self.env, stderr=subprocess.DEVNULL)
+        self.workers = []
+        self.base = f"http://127.0.0.1:{HTTP_PORT}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{self.base}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        for _ in range(workers):
+            self.start_worker()
+
+    def start_worker(self):
+        self.workers.append(subprocess.Popen([LECTOR, "work"], env=self.env, stderr=subprocess.DEVNULL))
+
+    def submit(self, data):
+        req = urllib.request.Request(f"{self.base}/v1/jobs", data=data, method="POST")
+        req.add_header("Authorization", f"Bearer {self.key}")
+        req.add_header("Content-Type", "application/octet-stream")
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return __import__("json").loads(response.read())["id"]
+
+    def unfinished(self):
+        return int(psql(self.database, "SELECT count(*) FROM jobs WHERE status IS DISTINCT FROM 'FINISHED' AND status IS DISTINCT FROM 'FAILURE'"))
+
+    def wait_all(self, timeout=3600):
+        deadline = time.time() + timeout
+        while self.unfinished() and time.time() < deadline:
+            time.sleep(0.05)
+
+    def span(self):
+        """Seconds from the first job's creation to the last FINISHED transition, and the job count."""
+        row = psql(self.database, """SELECT extract(epoch FROM max(t.at) - min(j.created_at)), count(DISTINCT j.id)
+                                     FROM jobs j JOIN job_transitions t ON t.job_id = j.id AND t.status = 'FINISHED'""")
+        seconds, count = row.split("|")
+        return float(seconds), int(count)
+
+    def stop(self):
+        for process in [self.api, *self.workers]:
+            process.send_signal(signal.SIGTERM)
+        for process in [self.api, *self.workers]:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        psql("postgres", f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
+        shutil.rmtree(self.storage, ignore_errors=True)
+
+
+def receipts(count):
+    files = sorted(os.path.join(DATA, f) for f in os.listdir(DATA) if f.endswith(".jpg"))
+    return files[:count]
+
+
+def tiny_png():
+    path = os.path.join(tempfile.mkdtemp(), "tiny.png")
+    subprocess.run(["/usr/bin/convert", "-size", "32x16", "xc:white", "-depth", "8", path], check=True)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------- P1
+def p1(args):
+    files = receipts(args.files)
+    cli, engine, service = [], [], []
+    for round_ in range(args.rounds):
+        log(f"p1 round {round_ + 1}: tesseract CLI, 2 at a time")
+        started = time.time()
+        subprocess.run(["xargs", "-P", "2", "-I{}", "tesseract", "{}", "-"], input="\n".join(files), text=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_THREAD_LIMIT="1"), check=True)
+        cli.append(len(files) / (time.time() - started))
+        log(f"p1 round {round_ + 1}: the engine in a loop, 2 slots")
+        out = subprocess.run([BENCH, "engine", "--concurrency", "2", *files], capture_output=True, text=True, check=True,
+                             env=dict(os.environ, OMP_THREAD_LIMIT="1")).stdout
+        engine.append(float(out.split("docs_per_s=")[1]))
+        log(f"p1 round {round_ + 1}: the service, HTTP submit, 1 worker with 2 slots")
+        svc = Service("p1", workers=1, concurrency=2)
+        time.sleep(1)  # the worker loads its engines on the first job; leave it idle a moment
+        for path in files:
+            with open(path, "rb") as f:
+                svc.submit(f.read())
+        svc.wait_all()
+        seconds, count = svc.span()
+        service.append(count / seconds)
+        svc.stop()
+    print(f"P1 files={len(files)} rounds={args.rounds} documents/s")
+    print(f"  (a) tesseract CLI, 2 at a time: {stats(cli, '%.2f')}")
+    print(f"  (b) engine loop, 2 slots:       {stats(engine, '%.2f')}")
+    print(f"  (c) service, HTTP, 2 slots:     {stats(service, '%.2f')}")
+    print(f"  median ratios: (c)/(a) = {statistics.median(service) / statistics.median(cli):.2f}  "
+          f"(c)/(b) = {statistics.median(service) / statistics.median(engine):.2f}")
+
+
+# ---------------------------------------------------------------- P2
+def p2(args):
+    print("P2 claim latency (ms), one claimer, one job at a time")
+    for history in args.history:
+        database = "lector_bench_p2"
+        subprocess.run([PG, "start"], check=True, capture_output=True)
+        psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        psql("postgres", f"CREATE DATABASE {database}")
+        out = subprocess.run([BENCH, "claims", "--history", str(history), "--claims", str(args.claims),
+                              "--migrations", os.path.join(ROOT, "db")],
+                             env=dict(os.environ, LECTOR_DATABASE_URL=f"postgres://lector@127.0.0.1:{PG_PORT}/{database}"),
+                             capture_output=True, text=True, check=True).stdout.strip()
+        print("  " + out)
+        psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+# ---------------------------------------------------------------- P3
+def wrk_submit(svc, seconds, body_path):
+    script = os.path.join(svc.storage, "post.lua")
+    with open(script, "w") as f:
+        f.write('local f = io.open("%s", "rb")\nwrk.method = "POST"\nwrk.body = f:read("*a")\nf:close()\n'
+                'wrk.headers["Authorization"] = "Bearer %s"\nwrk.headers["Content-Type"] = "image/png"\n'
+                % (body_path, svc.key))
+    out = subprocess.run(["wrk", "-t", "2", "-c", "16", "-d", f"{seconds}s", "-s", script, f"{svc.base}/v1/jobs"],
+                         capture_output=True, text=True, check=True).stdout
+    return float(out.split("Requests/sec:")[1].split()[0])
+
+
+def p3(args):
+    body = os.path.join(tempfile.mkdtemp(), "tiny.png")
+    with open(body, "wb") as f:
+        f.write(tiny_png())
+    print(f"P3 queue throughput, no-op engine, wrk submits for {args.seconds} s (jobs/s)")
+    for claim in ("table-lock", "skip-locked"):
+        for workers in (1, 2, 4):
+            svc = Service(f"p3", workers=workers, concurrency=1, engine="noop", claim=claim)
+            submitted = wrk_submit(svc, args.seconds, body)
+            svc.wait_all()
+            seconds, count = svc.span()
+            svc.stop()
+            print(f"  claim={claim:11} workers={workers}: submit {submitted:7.0f}/s   submit→FINISHED {count / seconds:7.0f}/s  ({count} jobs)")
+
+
+# ---------------------------------------------------------------- P4
+def p4(args):
+    png = tiny_png()
+    print("P4 wake-up latency on an idle system: QUEUED → IN_PROGRESS (ms), database timestamps")
+    for listen in (True, False):
+        svc = Service("p4", workers=1, engine="noop", listen=listen)
+        time.sleep(1.5)
+        ids = []
+        for _ in range(args.jobs):
+            ids.append(svc.submit(png))
+            time.sleep(0.25 if listen else 0.6)
+        svc.wait_all()
+        rows = psql(svc.database, """SELECT extract(epoch FROM i.at - q.at) * 1000 FROM job_transitions q
+                                     JOIN job_transitions i ON i.job_id = q.job_id AND i.status = 'IN_PROGRESS'
+                                     WHERE q.status = 'QUEUED'""").split()
+        latencies = [float(x) for x in rows]
+        svc.stop()
+        mode = "NOTIFY " if listen else "polling"
+        print(f"  {mode}: n={len(latencies)} p50={quantile(latencies, .5):.1f} p99={quantile(latencies, .99):.1f} max={max(latencies):.1f}")
+
+
+# ---------------------------------------------------------------- P5
+async def waiter(host, port, job, key, results):
+    path = f"/v1/jobs/{job}/result?wait=60"
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n\r\n".encode())
+    await writer.drain()
+    results["connected"] += 1
+    status = await reader.readline()
+    results["answers"].append((time.time(), status.split()[1].decode(), job))
+    writer.close()
+
+
+async def p5_async(svc, ids, waiters):
+    results = {"connected": 0, "answers": []}
+    tasks = [asyncio.create_task(waiter("127.0.0.1", HTTP_PORT, ids[i % len(ids)], svc.key, results))
+             for i in range(waiters)]
+    while results["connected"] < waiters:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(2)
+    rss_waiting = rss_mb(svc.api.pid)
+    svc.start_worker()
+    await asyncio.gather(*tasks)
+    return results, rss_waiting
+
+
+def p5(args):
+    png = tiny_png()
+    svc = Service("p5", workers=0, engine="noop", extra={"LECTOR_LONG_POLL_MAX": "60"})
+    ids = [svc.submit(png) for _ in range(args.jobs)]
+    rss_idle = rss_mb(svc.api.pid)
+    results, rss_waiting = asyncio.run(p5_async(svc, ids, args.waiters))
+    finished = dict(line.split("|") for line in psql(
+        svc.database, "SELECT job_id, extract(epoch FROM at) FROM job_transitions WHERE status = 'FINISHED'").splitlines())
+    peak = rss_mb(svc.api.pid, "VmHWM")
+    codes = {}
+    delays = []
+    for answered, status, job in results["answers"]:
+        codes[status] = codes.get(status, 0) + 1
+        delays.append((answered - float(finished[job])) * 1000)
+    svc.stop()
+    print(f"P5 long poll: waiters={args.waiters} on {args.jobs} jobs, one API process")
+    print(f"  API RSS: idle {rss_idle:.0f} MB, {args.waiters} waiting {rss_waiting:.0f} MB, peak {peak:.0f} MB")
+    print(f"  statuses: {codes}")
+    print(f"  answer delay after the first FINISHED (ms): p50={quantile(delays, .5):.0f} p99={quantile(delays, .99):.0f} "
+          f"max={max(delays):.0f} (each waiter: its answer minus its job's FINISHED time)")
+
+
+# ---------------------------------------------------------------- P7
+def p7(args):
+    png = tiny_png()
+    print("P7 worker memory (RSS, MB)")
+    for kind, count in (("noop", args.noop), ("real", args.real)):
+        svc = Service("p7", workers=1, concurrency=2 if kind == "real" else 1, engine="noop" if kind == "noop" else "tesseract")
+        worker = svc.workers[0].pid
+        samples = []
+        documents = [png] if kind == "noop" else [open(p, "rb").read() for p in receipts(39)]
+        for index in range(count):
+            svc.submit(documents[index % len(documents)])
+            if index % max(1, count // 50) == 0:
+                samples.append(rss_mb(worker))
+        while svc.unfinished():
+            samples.append(rss_mb(worker))
+            time.sleep(0.2)
+        samples.append(rss_mb(worker))
+        svc.stop()
+        tenth = max(1, len(samples) // 10)
+        print(f"  {kind}: jobs={count} samples={len(samples)} after warm-up (first 10%) min={min(samples[tenth:]):.0f} "
+              f"max={max(samples[tenth:]):.0f} last={samples[-1]:.0f}; first sample {samples[0]:.0f}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="measure", required=True)
+    a = sub.add_parser("p1"); a.add_argument("--files", type=int, default=39); a.add_argument("--rounds", type=int, default=3)
+    a = sub.add_parser("p2"); a.add_argument("--history", type=int, nargs="+", default=[1000, 1000000]); a.add_argument("--claims", type=int, default=1000)
+    a = sub.add_parser("p3"); a.add_argument("--seconds", type=int, default=5)
+    a = sub.add_parser("p4"); a.add_argument("--jobs", type=int, default=40)
+    a = sub.add_parser("p5"); a.add_argument("--waiters", type=int, default=1000); a.add_argument("--jobs", type=int, default=10)
+    a = sub.add_parser("p7"); a.add_argument("--noop", type=int, default=10000); a.add_argument("--real", type=int, default=500)
+    a = sub.add_parser("all"); a.add_argument("--small", action="store_true")
+    args = parser.parse_args()
+    log(f"binaries from {BIN_DIR}")
+    if args.measure == "all":
+        small = args.small
+        p1(argparse.Namespace(files=8 if small else 39, rounds=1 if small else 3))
+        p2(argparse.Namespace(history=[1000, 20000] if small else [1000, 1000000], claims=200 if small else 1000))
+        p3(argparse.Namespace(seconds=2 if small else 5))
+        p4(argparse.Namespace(jobs=10 if small else 40))
+        p5(argparse.Namespace(waiters=100 if small else 1000, jobs=10))
+        p7(argparse.Namespace(noop=300 if small else 10000, real=10 if small else 500))
+    else:
+        {"p1": p1, "p2": p2, "p3": p3, "p4": p4, "p5": p5, "p7": p7}[args.measure](args)
+
+
+if __name__ == "__main__":
+    main()
