@@ -10,7 +10,7 @@ export OMP_THREAD_LIMIT ?= 1
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
 
-.PHONY: run test chaos fuzz corpus openapi deps db build migrate stop clean
+.PHONY: run test chaos fuzz corpus bench openapi deps db build migrate stop clean
 
 deps:
 	@deploy/scripts/deps.sh
@@ -45,6 +45,13 @@ fuzz: build
 # Hostile documents through a real API and worker: each refused or failed with a reason, the worker unharmed.
 corpus: build
 	python3 Tests/corpus/bad_documents.py
+
+# Every measure of BENCHMARKS.md at a small size, on a release build (full sizes: benchmarks/bench.py).
+bench: deps
+	swift build -c release --product lector
+	swift build -c release --product lector-bench
+	@deploy/scripts/pg.sh start >/dev/null
+	LECTOR_BIN_DIR=.build/release python3 benchmarks/bench.py all --small
 
 # Embeds Sources/LectorAPI/openapi.json into the binary (run after editing it).
 openapi:

@@ -25,10 +25,26 @@ let package = Package(
             pkgConfig: "tesseract",
             providers: [.apt(["libtesseract-dev", "libleptonica-dev"])]
         ),
+        // OpenCV 4.6 DNN text detection behind a small C API; C++ exceptions never cross into Swift.
+        // Built without opencv_imgcodecs (images are decoded by Leptonica): that library alone loads 139
+        // shared libraries.
+        .target(
+            name: "COpenCV",
+            path: "Sources/COpenCV",
+            cxxSettings: [
+                .define("LCV_NO_IMGCODECS"),
+                .unsafeFlags(["-I/usr/include/opencv4"]),
+            ],
+            linkerSettings: [
+                .linkedLibrary("opencv_dnn"), .linkedLibrary("opencv_imgproc"), .linkedLibrary("opencv_core"),
+                .linkedLibrary("stdc++"), .linkedLibrary("m"),
+            ]
+        ),
         .target(
             name: "LectorOCR",
             dependencies: [
                 "CTesseract",
+                "COpenCV",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -100,5 +116,6 @@ let package = Package(
             ]
         ),
     ],
-    swiftLanguageModes: [.v6]
+    swiftLanguageModes: [.v6],
+    cxxLanguageStandard: .cxx17
 )

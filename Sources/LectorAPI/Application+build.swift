@@ -58,8 +58,10 @@ public func buildApplication(
     let listener = NotificationListener(
         client: dependencies.jobs.client, channel: JobStore.endedChannel, logger: logger,
         onListening: { [waiters = dependencies.waiters] in waiters.signalAll() },
-        onNotification: { [waiters = dependencies.waiters] payload in
-            if let id = UUID(uuidString: payload) { waiters.signal(id) }
+        onNotification: { [waiters = dependencies.waiters, ended = dependencies.endedJobs] payload in
+            guard let (id, status) = EndedJobs.parse(payload) else { return }
+            if let status { ended.record(id, status) }
+            waiters.signal(id)
         })
     var app = Application(
         router: buildRouter(dependencies),

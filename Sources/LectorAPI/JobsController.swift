@@ -16,6 +16,8 @@ public struct APIDependencies: Sendable {
     public var signer: ResultLinkSigner
     /// Long-poll waiters, signalled with a job id by the LISTEN connection.
     public var waiters: WaitRegistry<UUID>
+    /// Jobs heard ending recently, so that woken waiters of finished jobs need no query.
+    let endedJobs = EndedJobs()
     public var settings: Settings
     public var supportedTypes: Set<DocumentType>
     public var availableLanguages: Set<String>
@@ -189,6 +191,10 @@ struct JobsController {
             while !state.status.isTerminal, ContinuousClock.now < deadline {
                 _ = await waiters.wait(ticket, timeout: deadline - ContinuousClock.now)
                 if Task.isCancelled { break }
+                if dependencies.endedJobs.status(of: id) == .finished {
+                    state = JobState(status: .finished, reason: nil)
+                    break
+                }
                 guard let fresh = try await database({ try await jobs.state(of: id, ownerID: user.id) }) else {
                     throw APIError.jobNotFound
                 }

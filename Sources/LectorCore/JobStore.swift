@@ -97,6 +97,11 @@ public struct NewJob: Sendable {
 public struct JobState: Sendable, Equatable {
     public let status: JobStatus
     public let reason: String?
+
+    public init(status: JobStatus, reason: String?) {
+        self.status = status
+        self.reason = reason
+    }
 }
 
 /// Thrown by `create` when the idempotency key is already held by a live earlier request.

@@ -33,6 +33,13 @@ public final class EngineSlot: @unchecked Sendable {
         }
     }
 
+    /// Creates the engine now (loading models takes a moment), so that the first job does not wait for it.
+    public func warmUp() async throws {
+        try await pool.runIfActive {
+            if self.engine == nil { self.engine = try self.factory.makeEngine() }
+        }
+    }
+
     /// Frees the engine on its thread and stops the thread.
     public func shutdown() async {
         _ = try? await pool.runIfActive { self.engine = nil }

@@ -120,6 +120,11 @@ public struct Worker: Service {
     func runSlot(_ index: Int) async {
         let slotID = "\(configuration.workerID)/\(index)"
         let slot = EngineSlot(factory: engines)
+        do {
+            try await slot.warmUp()
+        } catch {
+            logger.error("the engine could not start; jobs will fail or retry", metadata: ["error": "\(error)"])
+        }
         let ticket = doorbell.register(Self.queuedKey)
         defer { doorbell.unregister(ticket) }
         var failures = 0

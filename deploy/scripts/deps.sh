@@ -7,12 +7,18 @@ packages=(
   libtesseract-dev           # Tesseract 5 C API
   libleptonica-dev           # Leptonica, Tesseract's image library
   tesseract-ocr-eng          # the English model
+  libopencv-dnn-dev          # OpenCV 4.6 DNN for text detection (the COpenCV target); these four
+  libopencv-imgproc-dev      # per-module packages are enough, libopencv-dev is not needed
+  libopencv-core-dev
+  libopencv-imgcodecs-dev    # only the shim's C tests decode images with OpenCV
   pkg-config                 # SwiftPM finds tesseract through it
   imagemagick                # tests render their own images
   fonts-dejavu-core          # ...with this font
   curl                       # make run's health check and curl example
   python3                    # the chaos and corpus runs (standard library only)
   python3-venv               # schemathesis, for the fuzz run, goes into .venv-fuzz
+  wrk                        # benchmarks: HTTP load
+  tesseract-ocr              # benchmarks: the tesseract CLI, side by side with the service
 )
 
 missing=()

@@ -21,6 +21,9 @@ export OMP_THREAD_LIMIT=1
 swift build --build-tests
 swift test --skip-build "$@"
 
+# The OpenCV shim's own C tests (header is plain C99, EAST decoding, robustness, threads).
+make -s -C Tests/cvshim test
+
 # Schemathesis against the live API (a short run; `make fuzz` is the long one).
 Tests/fuzz/fuzz.sh "${LECTOR_FUZZ_EXAMPLES:-20}" 200
 

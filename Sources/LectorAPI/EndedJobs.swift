@@ -1,0 +1,48 @@
+import Foundation
+import LectorCore
+import NIOConcurrencyHelpers
+
+/// The jobs this API process heard end (from `NOTIFY lector_job_ended, '<id> <STATUS>'`) in the last minute.
+///
+/// A long-poll waiter woken for a `FINISHED` job answers from here, without a query: with a thousand waiters
+/// the re-query of each one queued behind the pool's connections (BENCHMARKS.md, P5). Ownership was checked
+/// by the waiter's first query. `FAILURE` still queries, for the reason.
+final class EndedJobs: Sendable {
+    private struct State {
+        var statuses: [UUID: JobStatus] = [:]
+        var order: [(UUID, ContinuousClock.Instant)] = []
+    }
+
+    private let state = NIOLockedValueBox(State())
+    private let keep: Duration
+
+    init(keep: Duration = .seconds(60)) {
+        self.keep = keep
+    }
+
+    func record(_ id: UUID, _ status: JobStatus, now: ContinuousClock.Instant = .now) {
+        state.withLockedValue { state in
+            state.statuses[id] = status
+            state.order.append((id, now))
+            // Forget what is older than `keep` (the list is in arrival order).
+            var expired = 0
+            while expired < state.order.count, now - state.order[expired].1 > keep {
+                let (old, _) = state.order[expired]
+                state.statuses[old] = nil
+                expired += 1
+            }
+            if expired > 0 { state.order.removeFirst(expired) }
+        }
+    }
+
+    func status(of id: UUID) -> JobStatus? {
+        state.withLockedValue { $0.statuses[id] }
+    }
+
+    /// Parses a `lector_job_ended` payload: "<id> <STATUS>" (or a bare id from before migration 005).
+    static func parse(_ payload: String) -> (UUID, JobStatus?)? {
+        let parts = payload.split(separator: " ", maxSplits: 1)
+        guard let first = parts.first, let id = UUID(uuidString: String(first)) else { return nil }
+        return (id, parts.count == 2 ? JobStatus(rawValue: String(parts[1])) : nil)
+    }
+}
