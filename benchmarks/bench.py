@@ -282,7 +282,7 @@ def p5(args):
     print(f"P5 long poll: waiters={args.waiters} on {args.jobs} jobs, one API process")
     print(f"  API RSS: idle {rss_idle:.0f} MB, {args.waiters} waiting {rss_waiting:.0f} MB, peak {peak:.0f} MB")
     print(f"  statuses: {codes}")
-    print(f"  answer delay after the first FINISHED (ms): p50={quantile(delays, .5):.0f} p99={quantile(delays, .99):.0f} "
+    print(f"  answer delay after the FINISHED of its job (ms): p50={quantile(delays, .5):.0f} p99={quantile(delays, .99):.0f} "
           f"max={max(delays):.0f} (each waiter: its answer minus its job's FINISHED time)")
 
 
@@ -305,8 +305,9 @@ def p7(args):
         samples.append(rss_mb(worker))
         svc.stop()
         tenth = max(1, len(samples) // 10)
+        deciles = " ".join(f"{samples[min(len(samples) - 1, i * len(samples) // 10)]:.0f}" for i in range(11))
         print(f"  {kind}: jobs={count} samples={len(samples)} after warm-up (first 10%) min={min(samples[tenth:]):.0f} "
-              f"max={max(samples[tenth:]):.0f} last={samples[-1]:.0f}; first sample {samples[0]:.0f}")
+              f"max={max(samples[tenth:]):.0f} last={samples[-1]:.0f}; first sample {samples[0]:.0f}; by tenths: {deciles}")
 
 
 def main():
