@@ -26,7 +26,9 @@ FROM jobs j
 JOIN LATERAL (SELECT worker, at FROM job_transitions WHERE job_id = j.id ORDER BY id DESC LIMIT 1) t ON true
 WHERE j.status = 'IN_PROGRESS';
 
--- The transition trigger now also drops the lease when a job leaves IN_PROGRESS, in the same transaction.
+-- The transition trigger now also drops the lease when a job leaves IN_PROGRESS, in the same transaction,
+-- and the lector_job_ended notification carries the status ('<job id> FINISHED' or '<job id> FAILURE'), so
+-- that an API process can answer long-poll waiters of a finished job without a query each (BENCHMARKS.md, P5).
 CREATE OR REPLACE FUNCTION job_transition_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     current text;
@@ -50,7 +52,7 @@ BEGIN
     IF NEW.status = 'QUEUED' THEN
         PERFORM pg_notify('lector_job_queued', '');
     ELSIF NEW.status IN ('FINISHED', 'FAILURE') THEN
-        PERFORM pg_notify('lector_job_ended', NEW.job_id::text);
+        PERFORM pg_notify('lector_job_ended', NEW.job_id::text || ' ' || NEW.status);
     END IF;
     RETURN NEW;
 END;

@@ -39,7 +39,7 @@ final class EndedJobs: Sendable {
         state.withLockedValue { $0.statuses[id] }
     }
 
-    /// Parses a `lector_job_ended` payload: "<id> <STATUS>" (or a bare id from before migration 005).
+    /// Parses a `lector_job_ended` payload: "<id> <STATUS>" (or a bare id, as migration 001 sent it).
     static func parse(_ payload: String) -> (UUID, JobStatus?)? {
         let parts = payload.split(separator: " ", maxSplits: 1)
         guard let first = parts.first, let id = UUID(uuidString: String(first)) else { return nil }
