@@ -7,6 +7,8 @@ export LECTOR_PG_PORT
 export LECTOR_DATABASE_URL ?= postgres://lector@127.0.0.1:$(LECTOR_PG_PORT)/lector
 # Debian's Tesseract is 2-10x slower on 2 cores without this (see BENCHMARKS.md).
 export OMP_THREAD_LIMIT ?= 1
+# glibc's default arenas let a long-running worker's memory creep up (see BENCHMARKS.md, P7).
+export MALLOC_ARENA_MAX ?= 2
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
 

@@ -51,11 +51,17 @@ enum Runtime {
         return logger
     }
 
-    /// Debian's Tesseract starts 4 OpenMP threads per page, which makes it ~10x slower on 2 cores, and libgomp
-    /// reads OMP_THREAD_LIMIT only when it loads. So when the variable is missing, re-exec once with it set.
+    /// Two settings that only work from the environment a process starts with:
+    /// - OMP_THREAD_LIMIT=1: Debian's Tesseract starts 4 OpenMP threads per page, 2-10x slower on 2 cores, and
+    ///   libgomp reads the variable only when it loads;
+    /// - MALLOC_ARENA_MAX=2: with glibc's default (8 arenas per core) the worker's RSS kept growing with the
+    ///   number of jobs, from fragmentation across the many threads of NIO and the engines (BENCHMARKS.md, P7).
+    /// When either is missing, re-exec once with it set (a value the user set is kept).
     static func ensureSingleThreadedOpenMP() {
-        guard ProcessInfo.processInfo.environment["OMP_THREAD_LIMIT"] == nil else { return }
-        setenv("OMP_THREAD_LIMIT", "1", 1)
+        let environment = ProcessInfo.processInfo.environment
+        guard environment["OMP_THREAD_LIMIT"] == nil || environment["MALLOC_ARENA_MAX"] == nil else { return }
+        setenv("OMP_THREAD_LIMIT", "1", 0)
+        setenv("MALLOC_ARENA_MAX", "2", 0)
         let arguments = CommandLine.arguments
         var cArguments = arguments.map { strdup($0) }
         cArguments.append(nil)
