@@ -208,8 +208,8 @@ def p3(args):
     with open(body, "wb") as f:
         f.write(tiny_png())
     print(f"P3 queue throughput, no-op engine, wrk submits for {args.seconds} s (jobs/s)")
-    for claim in ("table-lock", "skip-locked"):
-        for workers in (1, 2, 4):
+    for claim in args.claims:
+        for workers in args.workers:
             svc = Service(f"p3", workers=workers, concurrency=1, engine="noop", claim=claim)
             submitted = wrk_submit(svc, args.seconds, body)
             svc.wait_all()
@@ -316,6 +316,8 @@ def main():
     a = sub.add_parser("p1"); a.add_argument("--files", type=int, default=39); a.add_argument("--rounds", type=int, default=3)
     a = sub.add_parser("p2"); a.add_argument("--history", type=int, nargs="+", default=[1000, 1000000]); a.add_argument("--claims", type=int, default=1000)
     a = sub.add_parser("p3"); a.add_argument("--seconds", type=int, default=5)
+    a.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    a.add_argument("--claims", nargs="+", default=["table-lock", "skip-locked"])
     a = sub.add_parser("p4"); a.add_argument("--jobs", type=int, default=40)
     a = sub.add_parser("p5"); a.add_argument("--waiters", type=int, default=1000); a.add_argument("--jobs", type=int, default=10)
     a = sub.add_parser("p7"); a.add_argument("--noop", type=int, default=10000); a.add_argument("--real", type=int, default=500)
@@ -326,7 +328,7 @@ def main():
         small = args.small
         p1(argparse.Namespace(files=8 if small else 39, rounds=1 if small else 3))
         p2(argparse.Namespace(history=[1000, 20000] if small else [1000, 1000000], claims=200 if small else 1000))
-        p3(argparse.Namespace(seconds=2 if small else 5))
+        p3(argparse.Namespace(seconds=2 if small else 5, workers=[1, 2, 4], claims=["table-lock", "skip-locked"]))
         p4(argparse.Namespace(jobs=10 if small else 40))
         p5(argparse.Namespace(waiters=100 if small else 1000, jobs=10))
         p7(argparse.Namespace(noop=300 if small else 10000, real=10 if small else 500))
