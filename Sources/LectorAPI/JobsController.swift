@@ -48,6 +48,7 @@ struct JobsController {
 
     func addRoutes(v1: RouterGroup<LectorRequestContext>, root: Router<LectorRequestContext>) {
         v1.post("jobs", use: submit)
+        v1.get("languages", use: languages)
         v1.get("jobs/:id", use: status)
         v1.get("jobs/:id/result", use: result)
         root.get("files/:id/:file", use: file)
@@ -154,6 +155,20 @@ struct JobsController {
             throw APIError.badRequest("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
         }
         return value
+    }
+
+    // MARK: GET /v1/languages
+
+    /// The languages a job's `lang` may name: the Tesseract models installed on this server.
+    @Sendable func languages(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        _ = try context.requireUser()
+        struct Languages: Encodable {
+            let languages: [String]
+            let `default`: String
+        }
+        return try json(
+            Languages(languages: dependencies.availableLanguages.sorted(), default: dependencies.settings.defaultLanguage),
+            status: .ok)
     }
 
     // MARK: GET /v1/jobs/{id}
