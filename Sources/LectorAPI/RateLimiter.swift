@@ -1,4 +1,5 @@
 import Foundation
+import LectorCore
 import NIOConcurrencyHelpers
 
 /// A token bucket per API key: `rate` requests per second on average, bursts up to `burst`.
@@ -24,20 +25,14 @@ public final class RateLimiter: Sendable {
     public func acquire(_ key: Int64, now: ContinuousClock.Instant = .now) -> Int? {
         buckets.withLockedValue { buckets in
             var bucket = buckets[key] ?? Bucket(tokens: burst, updated: now)
-            let elapsed = now - bucket.updated
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            bucket.tokens = min(burst, bucket.tokens + seconds * rate)
+            bucket.tokens = min(burst, bucket.tokens + (now - bucket.updated).secondsValue * rate)
             bucket.updated = now
             defer {
                 buckets[key] = bucket
                 // A bucket that has refilled carries no state worth keeping; drop those when the table grows.
                 // Rarely: each pass leaves the table at most half full, so it runs at most once per 5,000 keys.
                 if buckets.count > 10_000 {
-                    buckets = buckets.filter { _, other in
-                        let idle = now - other.updated
-                        let seconds = Double(idle.components.seconds) + Double(idle.components.attoseconds) / 1e18
-                        return other.tokens + seconds * rate < burst
-                    }
+                    buckets = buckets.filter { _, other in other.tokens + (now - other.updated).secondsValue * rate < burst }
                     if buckets.count > 5_000 { buckets = [key: bucket] }
                 }
             }

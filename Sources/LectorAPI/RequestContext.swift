@@ -55,8 +55,7 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
         let started = ContinuousClock.now
         var status = "500"
         defer {
-            let elapsed = ContinuousClock.now - started
-            let ms = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+            let ms = (ContinuousClock.now - started).secondsValue * 1000
             context.logger.info("request", metadata: [
                 "method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "status": "\(status)",
                 "ms": "\(String(format: "%.1f", ms))",

@@ -441,13 +441,6 @@ public struct JobStore: Sendable {
         return count
     }
 
-    /// Whether a job row exists (whoever owns it).
-    public func exists(_ id: UUID) async throws -> Bool {
-        let rows = try await client.query("SELECT 1 FROM jobs WHERE id = \(id)", logger: logger)
-        for try await _ in rows { return true }
-        return false
-    }
-
     /// Counts of jobs by current status.
     public func countsByStatus() async throws -> [JobStatus: Int] {
         let rows = try await client.query(
@@ -457,13 +450,5 @@ public struct JobStore: Sendable {
             if let status = JobStatus(rawValue: status) { counts[status] = count }
         }
         return counts
-    }
-}
-
-extension Duration {
-    /// Seconds as a Double.
-    public var secondsValue: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) + Double(attoseconds) / 1e18
     }
 }

@@ -71,19 +71,6 @@ public struct Settings: Sendable {
 
     public static let defaults = Settings(environment: [:])
 
-    /// Every variable this type reads, with its default, for `--help` and the README.
-    public static let variables: [String] = [
-        "LECTOR_DATABASE_URL", "LECTOR_DATABASE_POOL_SIZE", "LECTOR_HTTP_HOST", "LECTOR_HTTP_PORT",
-        "LECTOR_STORAGE_ROOT", "LECTOR_MAX_UPLOAD_BYTES", "LECTOR_MAX_PAGE_PIXELS", "LECTOR_MAX_PAGES",
-        "LECTOR_SIGNING_KEY", "LECTOR_RESULT_LINK_TTL", "LECTOR_LONG_POLL_MAX", "LECTOR_RETRY_AFTER",
-        "LECTOR_WORKER_CONCURRENCY", "LECTOR_WORKER_POLL_INTERVAL", "LECTOR_WORKER_ID", "LECTOR_TESSDATA",
-        "LECTOR_LEASE_SECONDS", "LECTOR_HEARTBEAT_SECONDS", "LECTOR_MAX_ATTEMPTS", "LECTOR_RETRY_BASE_SECONDS",
-        "LECTOR_RETRY_MAX_SECONDS", "LECTOR_RESCUE_INTERVAL", "LECTOR_SHUTDOWN_GRACE", "LECTOR_DATABASE_TIMEOUT",
-        "LECTOR_MAX_JOB_SECONDS", "LECTOR_RATE_LIMIT", "LECTOR_RATE_BURST", "LECTOR_ENGINE", "LECTOR_CLAIM",
-        "LECTOR_WORKER_LISTEN",
-        "LECTOR_DEFAULT_LANG", "LECTOR_LOG_LEVEL",
-    ]
-
     public init(environment env: [String: String]) {
         func string(_ name: String, _ fallback: String) -> String {
             guard let value = env[name], !value.isEmpty else { return fallback }

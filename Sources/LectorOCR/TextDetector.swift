@@ -1,5 +1,4 @@
 import COpenCV
-import CTesseract
 import Foundation
 
 /// A text region found by a detector: a rotated quadrilateral in image pixels, corners clockwise from the
@@ -56,16 +55,6 @@ public final class TextDetector {
 
     deinit { lcv_net_free(net) }
 
-    /// Detects text in a Leptonica image.
-    func detect(_ pix: UnsafeMutablePointer<PIX>) throws(OCRError) -> [TextQuad] {
-        let (bgr, width, height) = Self.bgrBytes(pix)
-        return try bgr.withUnsafeBufferPointer { buffer throws(OCRError) -> [TextQuad] in
-            var image = lcv_image(width: Int32(width), height: Int32(height), channels: 3,
-                                  data: UnsafeMutablePointer(mutating: buffer.baseAddress))
-            return try detect(&image)
-        }
-    }
-
     /// Detects text in a tightly packed 8-bit BGR image.
     public func detect(bgr: [UInt8], width: Int, height: Int) throws(OCRError) -> [TextQuad] {
         guard bgr.count == width * height * 3 else { throw OCRError(.unreadableDocument, "image buffer size mismatch") }
@@ -108,26 +97,6 @@ public final class TextDetector {
         return (0..<Int(count)).map { TextQuad(quads![$0]) }
     }
 
-    /// Leptonica's 32-bit RGBA words to packed BGR bytes.
-    static func bgrBytes(_ pix: UnsafeMutablePointer<PIX>) -> ([UInt8], Int, Int) {
-        guard let rgb = pixConvertTo32(pix) else { return ([], 0, 0) }
-        var owned: UnsafeMutablePointer<PIX>? = rgb
-        defer { pixDestroy(&owned) }
-        let width = Int(pixGetWidth(rgb)), height = Int(pixGetHeight(rgb)), wpl = Int(pixGetWpl(rgb))
-        guard let data = pixGetData(rgb) else { return ([], 0, 0) }
-        var out = [UInt8](repeating: 0, count: width * height * 3)
-        for y in 0..<height {
-            let row = data + y * wpl
-            for x in 0..<width {
-                let word = row[x]  // 0xRRGGBBAA
-                let o = (y * width + x) * 3
-                out[o] = UInt8((word >> 8) & 0xFF)
-                out[o + 1] = UInt8((word >> 16) & 0xFF)
-                out[o + 2] = UInt8((word >> 24) & 0xFF)
-            }
-        }
-        return (out, width, height)
-    }
 }
 
 /// A NUL-terminated message written by the C library into `buffer`.

@@ -21,7 +21,7 @@ func summary(_ values: [Double]) -> String {
 }
 
 func milliseconds(_ d: Duration) -> Double {
-    Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+    d.secondsValue * 1000
 }
 
 /// P2: claim latency with a given amount of finished history in the tables.
