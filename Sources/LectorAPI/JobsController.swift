@@ -21,11 +21,15 @@ public struct APIDependencies: Sendable {
     public var settings: Settings
     public var supportedTypes: Set<DocumentType>
     public var availableLanguages: Set<String>
+    /// Detectors whose model is installed (EAST only after `lector models fetch east`).
+    public var availableDetectors: Set<DetectorKind>
 
     public init(
         jobs: JobStore, keys: KeyStore, storage: any JobStorage, signer: ResultLinkSigner, waiters: WaitRegistry<UUID>,
-        settings: Settings, supportedTypes: Set<DocumentType>, availableLanguages: Set<String>
+        settings: Settings, supportedTypes: Set<DocumentType>, availableLanguages: Set<String>,
+        availableDetectors: Set<DetectorKind> = [.db]
     ) {
+        self.availableDetectors = availableDetectors
         self.jobs = jobs
         self.keys = keys
         self.storage = storage
@@ -44,6 +48,8 @@ struct JobsController {
     static let resultFormats: [String: (file: String, contentType: String)] = [
         "json": ("result.json", "application/json; charset=utf-8"),
         "txt": ("result.txt", "text/plain; charset=utf-8"),
+        "hocr": ("result.hocr", "text/vnd.hocr+html; charset=utf-8"),
+        "pdf": ("result.pdf", "application/pdf"),
     ]
 
     func addRoutes(v1: RouterGroup<LectorRequestContext>, root: Router<LectorRequestContext>) {
@@ -61,7 +67,8 @@ struct JobsController {
         let idempotencyKey = try Self.idempotencyKey(request)
         let parser = UploadParser(
             maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
-            availableLanguages: dependencies.availableLanguages, defaultLanguage: dependencies.settings.defaultLanguage)
+            availableLanguages: dependencies.availableLanguages, availableDetectors: dependencies.availableDetectors,
+            defaultLanguage: dependencies.settings.defaultLanguage)
         let upload = try await parser.parse(request)
 
         let id = UUID()
@@ -87,7 +94,7 @@ struct JobsController {
             "contentType": .string(upload.type.mediaType),
             "size": .integer(Int64(upload.document.count)),
             "sha256": .string(digest.hexString),
-            "options": .object(["lang": .string(upload.options.lang)]),
+            "options": JSONValue.parse(Data(optionsJSON.utf8)) ?? .object([:]),
         ])
         // The client's metadata goes in as sent; it was checked to be one JSON object.
         let folderMetadata = #"{"job":"# + jobDescription.jsonString() + #","metadata":"# + upload.metadataJSON + "}\n"
@@ -221,6 +228,12 @@ struct JobsController {
         if let wait { headers[HTTPField.Name("Preference-Applied")!] = "wait=\(wait)" }
         switch state.status {
         case .finished:
+            // Every finished job has json, txt and hocr; the searchable PDF only when every page went through
+            // the document pipeline.
+            if format.file == "result.pdf", try await !dependencies.storage.hasResult(id: id, fileName: format.file) {
+                throw APIError(.notFound, "format_unavailable",
+                    "this job has no searchable PDF: it is made only when every page is read by the document pipeline (submit with options {\"mode\": \"document\"}); json, txt and hocr are available")
+            }
             headers[.location] = dependencies.signer.link(job: id, file: format.file)
             headers[.cacheControl] = "no-store"
             return Response(status: .found, headers: headers)

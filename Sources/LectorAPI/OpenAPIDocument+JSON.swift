@@ -97,6 +97,40 @@ extension OpenAPIDocument {
             }
           },
           {
+            "name": "mode",
+            "in": "query",
+            "description": "Raw body only: auto, document or scene.",
+            "schema": {
+              "type": "string",
+              "enum": [
+                "auto",
+                "document",
+                "scene"
+              ]
+            }
+          },
+          {
+            "name": "detector",
+            "in": "query",
+            "description": "Raw body only: db or east.",
+            "schema": {
+              "type": "string",
+              "enum": [
+                "db",
+                "east"
+              ]
+            }
+          },
+          {
+            "name": "operations",
+            "in": "query",
+            "description": "Raw body only: preprocessing steps, comma-separated, e.g. deskew,binarize:adaptive.",
+            "schema": {
+              "type": "string",
+              "maxLength": 1100
+            }
+          },
+          {
             "name": "filename",
             "in": "query",
             "description": "Raw body only: the document's name, recorded as given.",
@@ -167,6 +201,12 @@ extension OpenAPIDocument {
               }
             },
             "application/octet-stream": {
+              "schema": {
+                "type": "string",
+                "format": "binary"
+              }
+            },
+            "application/pdf": {
               "schema": {
                 "type": "string",
                 "format": "binary"
@@ -461,10 +501,13 @@ extension OpenAPIDocument {
               "type": "string",
               "enum": [
                 "json",
-                "txt"
+                "txt",
+                "hocr",
+                "pdf"
               ],
               "default": "json"
-            }
+            },
+            "description": "json (pages, lines, words with polygons and confidences), txt, hocr, or pdf (searchable PDF; only when every page was read by the document pipeline)."
           },
           {
             "name": "wait",
@@ -519,7 +562,7 @@ extension OpenAPIDocument {
             }
           },
           "404": {
-            "description": "No such job for this key (unknown, or another user's), or no such route.",
+            "description": "No such job for this key (unknown, or another user's), no such route, or (format_unavailable) no searchable PDF for this job.",
             "content": {
               "application/json": {
                 "schema": {
@@ -600,7 +643,9 @@ extension OpenAPIDocument {
               "type": "string",
               "enum": [
                 "result.json",
-                "result.txt"
+                "result.txt",
+                "result.hocr",
+                "result.pdf"
               ]
             }
           },
@@ -631,6 +676,17 @@ extension OpenAPIDocument {
               "text/plain": {
                 "schema": {
                   "type": "string"
+                }
+              },
+              "text/vnd.hocr+html": {
+                "schema": {
+                  "type": "string"
+                }
+              },
+              "application/pdf": {
+                "schema": {
+                  "type": "string",
+                  "format": "binary"
                 }
               }
             }
@@ -751,7 +807,36 @@ extension OpenAPIDocument {
         "properties": {
           "lang": {
             "type": "string",
-            "description": "Languages joined by '+', e.g. eng+deu."
+            "description": "Languages joined by '+', e.g. eng+deu (GET /v1/languages lists them)."
+          },
+          "mode": {
+            "type": "string",
+            "enum": [
+              "auto",
+              "document",
+              "scene"
+            ],
+            "default": "auto",
+            "description": "auto: classify each page before OCR; document: Tesseract's page layout (scans); scene: text detection, then each region read as a line (photos)."
+          },
+          "detector": {
+            "type": "string",
+            "enum": [
+              "db",
+              "east"
+            ],
+            "default": "db",
+            "description": "The scene pipeline's text detector; east only where its model was installed (`lector models fetch east`)."
+          },
+          "operations": {
+            "type": "array",
+            "maxItems": 16,
+            "items": {
+              "type": "string",
+              "maxLength": 64,
+              "pattern": "^(deskew|orient|grayscale|denoise|binarize(:(otsu|adaptive))?|scale(:[0-9.]+)?)$"
+            },
+            "description": "Preprocessing applied in order to every page: deskew, orient, grayscale, binarize[:otsu|adaptive], denoise, scale[:factor 0.25-4, default 2]."
           }
         }
       },
@@ -912,7 +997,7 @@ extension OpenAPIDocument {
           "pages",
           "text"
         ],
-        "description": "result.json, schema version 1.",
+        "description": "result.json, schema version 1 (fields may be added within a version; a change of meaning or a removal raises it).",
         "properties": {
           "schemaVersion": {
             "type": "integer",
@@ -946,7 +1031,8 @@ extension OpenAPIDocument {
                   "type": "integer"
                 },
                 "width": {
-                  "type": "integer"
+                  "type": "integer",
+                  "description": "After preprocessing: boxes and polygons are in these pixels."
                 },
                 "height": {
                   "type": "integer"
@@ -962,7 +1048,8 @@ extension OpenAPIDocument {
                       "text",
                       "box",
                       "confidence",
-                      "words"
+                      "words",
+                      "polygon"
                     ],
                     "properties": {
                       "text": {
@@ -981,7 +1068,8 @@ extension OpenAPIDocument {
                           "required": [
                             "text",
                             "box",
-                            "confidence"
+                            "confidence",
+                            "polygon"
                           ],
                           "properties": {
                             "text": {
@@ -992,12 +1080,34 @@ extension OpenAPIDocument {
                             },
                             "confidence": {
                               "type": "number"
+                            },
+                            "polygon": {
+                              "type": "array",
+                              "items": {
+                                "$ref": "#/components/schemas/Point"
+                              },
+                              "description": "Four corners clockwise from the top left of the text as read: the detected (possibly rotated) region for scene text, the box's corners for document text."
                             }
                           }
                         }
+                      },
+                      "polygon": {
+                        "type": "array",
+                        "items": {
+                          "$ref": "#/components/schemas/Point"
+                        },
+                        "description": "Four corners clockwise from the top left of the text as read: the detected (possibly rotated) region for scene text, the box's corners for document text."
                       }
                     }
                   }
+                },
+                "mode": {
+                  "type": "string",
+                  "enum": [
+                    "document",
+                    "scene"
+                  ],
+                  "description": "The pipeline that read the page."
                 }
               }
             }
@@ -1051,6 +1161,15 @@ extension OpenAPIDocument {
             "type": "string"
           }
         }
+      },
+      "Point": {
+        "type": "array",
+        "items": {
+          "type": "integer"
+        },
+        "minItems": 2,
+        "maxItems": 2,
+        "description": "[x, y] in page pixels."
       }
     }
   }

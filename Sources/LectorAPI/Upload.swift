@@ -26,7 +26,10 @@ struct UploadParser {
     let maxDocumentBytes: Int
     let supportedTypes: Set<DocumentType>
     let availableLanguages: Set<String>
+    let availableDetectors: Set<DetectorKind>
     let defaultLanguage: String
+
+    static let optionNames = ["lang", "mode", "operations", "detector"]
 
     func parse(_ request: Request) async throws -> Upload {
         if let length = request.headers[.contentLength].flatMap(Int.init),
@@ -49,10 +52,13 @@ struct UploadParser {
         }
         let body = try await collect(request, limit: maxDocumentBytes)
         let query = request.uri.queryParameters
-        for (key, _) in query where !["lang", "filename"].contains(String(key)) {
-            throw APIError.badRequest("invalid_option", "unknown query parameter '\(String(key).prefix(64))'; allowed: lang, filename")
+        for (key, _) in query where !(Self.optionNames + ["filename"]).contains(String(key)) {
+            throw APIError.badRequest("invalid_option",
+                "unknown query parameter '\(String(key).prefix(64))'; allowed: \((Self.optionNames + ["filename"]).joined(separator: ", "))")
         }
-        let options = try makeOptions(lang: query.get("lang"))
+        // In a query, operations are comma-separated: ?operations=deskew,binarize:adaptive
+        let operations = query.get("operations").map { $0.isEmpty ? [] : $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        let options = try makeOptions(lang: query.get("lang"), mode: query.get("mode"), operations: operations, detector: query.get("detector"))
         let name = sanitizeFileName(query.get("filename"))
         return try makeUpload(document: Data(buffer: body), name: name, options: options, metadataJSON: "{}")
     }
@@ -177,22 +183,60 @@ struct UploadParser {
         else {
             throw APIError.badRequest("invalid_options", "options must be a JSON object, e.g. {\"lang\": \"eng\"}")
         }
-        var lang: String?
+        var lang: String?, mode: String?, detector: String?, operations: [String]?
         for (key, value) in members {
             switch (key, value) {
             case ("lang", .string(let string)): lang = string
             case ("lang", _): throw APIError.badRequest("invalid_options", "options.lang must be a string, e.g. \"eng+deu\"")
-            default: throw APIError.badRequest("invalid_options", "unknown option '\(key.prefix(64))'; allowed: lang")
+            case ("mode", .string(let string)): mode = string
+            case ("mode", _): throw APIError.badRequest("invalid_options", "options.mode must be a string: auto, document or scene")
+            case ("detector", .string(let string)): detector = string
+            case ("detector", _): throw APIError.badRequest("invalid_options", "options.detector must be a string: db or east")
+            case ("operations", .array(let items)):
+                guard items.count <= OCROptions.maxOperations else {
+                    throw APIError.badRequest("invalid_options", "options.operations may list at most \(OCROptions.maxOperations) steps")
+                }
+                operations = try items.map { item in
+                    guard case .string(let name) = item else {
+                        throw APIError.badRequest("invalid_options", "options.operations must be an array of strings, e.g. [\"deskew\", \"binarize:adaptive\"]")
+                    }
+                    return name
+                }
+            case ("operations", _):
+                throw APIError.badRequest("invalid_options", "options.operations must be an array of strings, e.g. [\"deskew\", \"binarize:adaptive\"]")
+            default:
+                throw APIError.badRequest("invalid_options", "unknown option '\(key.prefix(64))'; allowed: \(Self.optionNames.joined(separator: ", "))")
             }
         }
-        return try makeOptions(lang: lang)
+        return try makeOptions(lang: lang, mode: mode, operations: operations, detector: detector)
     }
 
-    private func makeOptions(lang: String?) throws -> OCROptions {
-        let options = OCROptions(lang: lang ?? defaultLanguage)
+    private func makeOptions(lang: String?, mode: String? = nil, operations: [String]? = nil, detector: String? = nil) throws -> OCROptions {
+        var options = OCROptions(lang: lang ?? defaultLanguage)
+        if let mode {
+            guard let parsed = PipelineMode(rawValue: mode) else {
+                throw APIError.badRequest("invalid_options", "mode must be one of: auto, document, scene")
+            }
+            options.mode = parsed
+        }
+        if let detector {
+            guard let parsed = DetectorKind(rawValue: detector) else {
+                throw APIError.badRequest("invalid_options", "detector must be one of: db, east")
+            }
+            options.detector = parsed
+        }
         do {
-            try options.validate(availableLanguages: availableLanguages)
-        } catch {
+            if let operations {
+                guard operations.count <= OCROptions.maxOperations else {
+                    throw OCRError(.unsupportedOption, "operations may list at most \(OCROptions.maxOperations) steps")
+                }
+                options.operations = try operations.map { (text) throws(OCRError) in
+                    guard text.count <= 64 else { throw OCRError(.unsupportedOption, "an operation is longer than 64 characters") }
+                    return try PreprocessingOperation(parsing: text)
+                }
+            }
+            try options.validate(availableLanguages: availableLanguages, availableDetectors: availableDetectors)
+        } catch let error as OCRError {
             throw APIError.badRequest("invalid_options", error.message)
         }
         return options

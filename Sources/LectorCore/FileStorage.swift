@@ -21,6 +21,8 @@ public protocol JobStorage: Sendable {
     func discardResults(id: UUID, fileNames: [String], attempt: Int) async
     /// A result file's bytes, or nil when it does not exist.
     func readResult(id: UUID, fileName: String) async throws -> Data?
+    /// Whether a finished job has this result file (not every job has every format).
+    func hasResult(id: UUID, fileName: String) async throws -> Bool
     /// Whether the storage accepts writes now.
     func checkWritable() async throws
 }
@@ -46,7 +48,7 @@ public struct FileStorage: JobStorage {
     private let threadPool: NIOThreadPool
 
     /// Files a job folder may contain; anything else is refused.
-    public static let resultFileNames: Set<String> = ["result.json", "result.txt"]
+    public static let resultFileNames: Set<String> = ["result.json", "result.txt", "result.hocr", "result.pdf"]
 
     public init(root: String, threadPool: NIOThreadPool = .singleton) throws {
         let url = URL(fileURLWithPath: root, isDirectory: true).standardizedFileURL
@@ -183,6 +185,12 @@ public struct FileStorage: JobStorage {
         return try await threadPool.runIfActive {
             FileManager.default.fileExists(atPath: url.path) ? try Data(contentsOf: url) : nil
         }
+    }
+
+    public func hasResult(id: UUID, fileName: String) async throws -> Bool {
+        guard Self.resultFileNames.contains(fileName) else { return false }
+        let path = folder(of: id).appendingPathComponent(fileName).path
+        return try await threadPool.runIfActive { FileManager.default.fileExists(atPath: path) }
     }
 
     public func checkWritable() async throws {

@@ -66,6 +66,12 @@ public struct Settings: Sendable {
     public var tessdata: String?
     /// `LECTOR_DEFAULT_LANG`: language when a job names none.
     public var defaultLanguage: String
+    /// `LECTOR_PDF_DPI`: resolution PDF pages are rasterised at (72 to 600; default 300).
+    public var pdfDPI: Int
+    /// `LECTOR_DB_MODEL`: the DB detector's ONNX file (default: the shipped one under deploy/models).
+    public var dbModel: String?
+    /// `LECTOR_EAST_MODEL`: EAST's frozen TensorFlow graph (default: where `lector models fetch east` puts it).
+    public var eastModel: String?
     /// `LECTOR_LOG_LEVEL`: trace, debug, info, notice, warning, error, critical.
     public var logLevel: String
 
@@ -119,6 +125,9 @@ public struct Settings: Sendable {
         self.workerID = env["LECTOR_WORKER_ID"].flatMap { $0.isEmpty ? nil : $0 }
         self.tessdata = env["LECTOR_TESSDATA"].flatMap { $0.isEmpty ? nil : $0 }
         self.defaultLanguage = string("LECTOR_DEFAULT_LANG", "eng")
+        self.pdfDPI = max(72, int("LECTOR_PDF_DPI", 300, max: 600))
+        self.dbModel = env["LECTOR_DB_MODEL"].flatMap { $0.isEmpty ? nil : $0 }
+        self.eastModel = env["LECTOR_EAST_MODEL"].flatMap { $0.isEmpty ? nil : $0 }
         self.logLevel = string("LECTOR_LOG_LEVEL", "info")
     }
 }

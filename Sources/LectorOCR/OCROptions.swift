@@ -1,17 +1,55 @@
+/// How a page is read.
+public enum PipelineMode: String, Sendable, Codable, CaseIterable {
+    /// Classify each page before OCR and pick `document` or `scene` (`PageClassifier`).
+    case auto
+    /// Tesseract's own page layout analysis: scans, forms, receipts, book pages.
+    case document
+    /// Text detection (DB or EAST) → each region cropped upright → Tesseract single-line: photos, signs, labels.
+    case scene
+}
+
+/// The text detector of the scene pipeline.
+public enum DetectorKind: String, Sendable, Codable, CaseIterable {
+    /// PP-OCRv4 DB, shipped with Lector (the default).
+    case db
+    /// EAST; its model is fetched separately (`lector models fetch east`).
+    case east
+}
+
 /// What a job asks of the engine. Parsed and checked at submit, stored with the job as JSON.
+///
+/// Old jobs stored only `lang`; the other fields decode to their defaults when absent.
 public struct OCROptions: Sendable, Codable, Equatable {
     /// Tesseract languages joined by "+", e.g. "eng" or "eng+deu".
     public var lang: String
+    public var mode: PipelineMode
+    /// Applied in order to every page before OCR.
+    public var operations: [PreprocessingOperation]
+    public var detector: DetectorKind
 
-    public init(lang: String) {
+    public init(lang: String, mode: PipelineMode = .auto, operations: [PreprocessingOperation] = [], detector: DetectorKind = .db) {
         self.lang = lang
+        self.mode = mode
+        self.operations = operations
+        self.detector = detector
     }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        lang = try container.decode(String.self, forKey: .lang)
+        mode = try container.decodeIfPresent(PipelineMode.self, forKey: .mode) ?? .auto
+        operations = try container.decodeIfPresent([PreprocessingOperation].self, forKey: .operations) ?? []
+        detector = try container.decodeIfPresent(DetectorKind.self, forKey: .detector) ?? .db
+    }
+
+    /// The most operations one job may ask for.
+    public static let maxOperations = 16
 
     /// The language codes, in order.
     public var languages: [String] { lang.split(separator: "+", omittingEmptySubsequences: false).map(String.init) }
 
     /// Checks the options against what the engine has installed.
-    public func validate(availableLanguages: Set<String>) throws(OCRError) {
+    public func validate(availableLanguages: Set<String>, availableDetectors: Set<DetectorKind> = Set(DetectorKind.allCases)) throws(OCRError) {
         let codes = languages
         guard !codes.isEmpty, codes.count <= 8 else {
             throw OCRError(.unsupportedOption, "lang must name 1 to 8 languages joined by '+', e.g. \"eng+deu\"")
@@ -28,5 +66,89 @@ public struct OCROptions: Sendable, Codable, Equatable {
                 throw OCRError(.unsupportedOption, "language \"\(code)\" is not installed (installed: \(known))")
             }
         }
+        guard operations.count <= Self.maxOperations else {
+            throw OCRError(.unsupportedOption, "operations may list at most \(Self.maxOperations) steps")
+        }
+        if mode != .document, !availableDetectors.contains(detector) {
+            throw OCRError(.unsupportedOption, detector == .east
+                ? "the EAST model is not installed on this server: run `lector models fetch east` (or `make models`), or use detector \"db\""
+                : "the \(detector.rawValue) detector's model is not installed on this server")
+        }
+    }
+}
+
+/// One preprocessing step, written `name` or `name:argument` (e.g. `binarize:adaptive`, `scale:1.5`).
+public enum PreprocessingOperation: Sendable, Equatable, Codable, CustomStringConvertible {
+    /// Straighten a page scanned at a small angle (Leptonica's skew search, up to about 7°).
+    case deskew
+    /// Turn a page scanned sideways or upside down upright (Tesseract's orientation detection, `osd`).
+    case orient
+    case grayscale
+    /// Black and white: Otsu's global threshold, or Sauvola's local one for uneven lighting.
+    case binarize(BinarizeMethod)
+    /// Remove specks: a 3×3 median on grey or colour pages, small-component removal on black-and-white ones.
+    case denoise
+    /// Resize by a factor (0.25 to 4; default 2): upsampling small text helps Tesseract.
+    case scale(Double)
+
+    public enum BinarizeMethod: String, Sendable, Equatable, CaseIterable {
+        case otsu, adaptive
+    }
+
+    public static let names = ["deskew", "orient", "grayscale", "binarize", "denoise", "scale"]
+
+    /// Parses `name` or `name:argument`; the error says what is wrong.
+    public init(parsing text: String) throws(OCRError) {
+        let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let name = parts[0], argument = parts.count > 1 ? parts[1] : nil
+        func noArgument(_ operation: PreprocessingOperation) throws(OCRError) -> PreprocessingOperation {
+            guard argument == nil else { throw OCRError(.unsupportedOption, "operation \(name) takes no argument") }
+            return operation
+        }
+        switch name {
+        case "deskew": self = try noArgument(.deskew)
+        case "orient": self = try noArgument(.orient)
+        case "grayscale": self = try noArgument(.grayscale)
+        case "denoise": self = try noArgument(.denoise)
+        case "binarize":
+            guard let method = BinarizeMethod(rawValue: argument ?? "otsu") else {
+                throw OCRError(.unsupportedOption, "binarize takes otsu or adaptive, e.g. \"binarize:adaptive\"")
+            }
+            self = .binarize(method)
+        case "scale":
+            let factor = argument.flatMap(Double.init) ?? (argument == nil ? 2 : .nan)
+            guard factor.isFinite, factor >= 0.25, factor <= 4 else {
+                throw OCRError(.unsupportedOption, "scale takes a factor from 0.25 to 4, e.g. \"scale:2\"")
+            }
+            self = .scale(factor)
+        default:
+            throw OCRError(.unsupportedOption,
+                "unknown operation \"\(name.prefix(40))\"; allowed: \(Self.names.joined(separator: ", "))")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .deskew: "deskew"
+        case .orient: "orient"
+        case .grayscale: "grayscale"
+        case .denoise: "denoise"
+        case .binarize(let method): "binarize:\(method.rawValue)"
+        case .scale(let factor): "scale:\(factor)"
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        do {
+            try self.init(parsing: text)
+        } catch {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: error.message))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+
 /// An axis-aligned box in page pixels, origin at the top left.
 public struct BoundingBox: Sendable, Codable, Equatable {
     public var x: Int
@@ -13,16 +15,58 @@ public struct BoundingBox: Sendable, Codable, Equatable {
     }
 }
 
+extension BoundingBox {
+    /// Its four corners, clockwise from the top left.
+    public var corners: [Point] {
+        [Point(x: x, y: y), Point(x: x + width, y: y), Point(x: x + width, y: y + height), Point(x: x, y: y + height)]
+    }
+
+    /// The box around some points.
+    public init(around points: [Point]) {
+        let xs = points.map(\.x), ys = points.map(\.y)
+        let x = xs.min() ?? 0, y = ys.min() ?? 0
+        self.init(x: x, y: y, width: (xs.max() ?? 0) - x, height: (ys.max() ?? 0) - y)
+    }
+}
+
+/// A point in page pixels, written `[x, y]` in JSON.
+public struct Point: Sendable, Codable, Equatable {
+    public var x: Int
+    public var y: Int
+
+    public init(x: Int, y: Int) {
+        self.x = x
+        self.y = y
+    }
+
+    public init(from decoder: any Decoder) throws {
+        var container = try decoder.unkeyedContainer()
+        x = try container.decode(Int.self)
+        y = try container.decode(Int.self)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.unkeyedContainer()
+        try container.encode(x)
+        try container.encode(y)
+    }
+}
+
 /// One recognised word.
 public struct OCRWord: Sendable, Codable, Equatable {
     public var text: String
+    /// The axis-aligned box around `polygon`.
     public var box: BoundingBox
+    /// Four corners clockwise from the top left of the word as read: rotated for scene text, the box's corners
+    /// for the document pipeline.
+    public var polygon: [Point]
     /// 0 to 100.
     public var confidence: Double
 
-    public init(text: String, box: BoundingBox, confidence: Double) {
+    public init(text: String, box: BoundingBox, confidence: Double, polygon: [Point]? = nil) {
         self.text = text
         self.box = box
+        self.polygon = polygon ?? box.corners
         self.confidence = confidence
     }
 }
@@ -31,12 +75,15 @@ public struct OCRWord: Sendable, Codable, Equatable {
 public struct OCRLine: Sendable, Codable, Equatable {
     public var text: String
     public var box: BoundingBox
+    /// As for words: the detected region for scene text, the box's corners otherwise.
+    public var polygon: [Point]
     public var confidence: Double
     public var words: [OCRWord]
 
-    public init(text: String, box: BoundingBox, confidence: Double, words: [OCRWord]) {
+    public init(text: String, box: BoundingBox, confidence: Double, words: [OCRWord], polygon: [Point]? = nil) {
         self.text = text
         self.box = box
+        self.polygon = polygon ?? box.corners
         self.confidence = confidence
         self.words = words
     }
@@ -46,15 +93,19 @@ public struct OCRLine: Sendable, Codable, Equatable {
 public struct OCRPage: Sendable, Codable, Equatable {
     /// 1-based.
     public var number: Int
+    /// The page's size after preprocessing: every box and polygon is in these pixels.
     public var width: Int
     public var height: Int
+    /// The pipeline that read the page: "document" or "scene" (with `auto`, what the classifier chose).
+    public var mode: PipelineMode?
     public var lines: [OCRLine]
     public var text: String
 
-    public init(number: Int, width: Int, height: Int, lines: [OCRLine], text: String) {
+    public init(number: Int, width: Int, height: Int, mode: PipelineMode? = nil, lines: [OCRLine], text: String) {
         self.number = number
         self.width = width
         self.height = height
+        self.mode = mode
         self.lines = lines
         self.text = text
     }
@@ -75,12 +126,45 @@ public struct OCRResult: Sendable, Codable, Equatable {
     public var pages: [OCRPage]
     /// The text of every page, pages separated by a form feed.
     public var text: String
+    /// The other output formats, written next to `result.json`; not part of the JSON.
+    public var renderings: Renderings
 
-    public init(engine: String, language: String, pages: [OCRPage]) {
+    public init(engine: String, language: String, pages: [OCRPage], renderings: Renderings = Renderings()) {
         self.schemaVersion = Self.currentSchemaVersion
         self.engine = engine
         self.language = language
         self.pages = pages
         self.text = pages.map(\.text).joined(separator: "\u{0C}")
+        self.renderings = renderings
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case schemaVersion, engine, language, attempt, pages, text
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        schemaVersion = try container.decode(Int.self, forKey: .schemaVersion)
+        engine = try container.decode(String.self, forKey: .engine)
+        language = try container.decode(String.self, forKey: .language)
+        attempt = try container.decodeIfPresent(Int.self, forKey: .attempt)
+        pages = try container.decode([OCRPage].self, forKey: .pages)
+        text = try container.decode(String.self, forKey: .text)
+        renderings = Renderings()
+    }
+}
+
+/// A result in the formats other than JSON and text.
+public struct Renderings: Sendable, Equatable {
+    /// hOCR (XHTML with boxes and confidences) of every page.
+    public var hocr: Data?
+    /// A searchable PDF from Tesseract's PDF renderer: the page images with an invisible text layer. Made only
+    /// when every page went through the document pipeline (the renderer lays out what Tesseract's own page
+    /// analysis found); nil otherwise.
+    public var pdf: Data?
+
+    public init(hocr: Data? = nil, pdf: Data? = nil) {
+        self.hocr = hocr
+        self.pdf = pdf
     }
 }

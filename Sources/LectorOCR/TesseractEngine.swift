@@ -1,21 +1,72 @@
 import CTesseract
 import Foundation
 
+/// Where the text detectors' models are. A missing file means that detector is unavailable.
+public struct DetectorModels: Sendable, Equatable {
+    public var db: String?
+    public var east: String?
+
+    public init(db: String?, east: String?) {
+        self.db = db
+        self.east = east
+    }
+
+    /// The shipped DB model and a fetched EAST model, looked up under the working directory and under the
+    /// folder two levels above the executable (the repository root for `.build/release/lector`).
+    public static func discover(db: String? = nil, east: String? = nil) -> DetectorModels {
+        func find(_ explicit: String?, _ relative: String) -> String? {
+            if let explicit, !explicit.isEmpty { return explicit }
+            let executable = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
+            let candidates = [
+                FileManager.default.currentDirectoryPath + "/" + relative,
+                executable.deletingLastPathComponent().appendingPathComponent("../../\(relative)").standardized.path,
+                executable.deletingLastPathComponent().appendingPathComponent("../../../\(relative)").standardized.path,
+            ]
+            return candidates.first { FileManager.default.isReadableFile(atPath: $0) } ?? candidates[0]
+        }
+        return DetectorModels(db: find(db, Self.dbRelativePath), east: find(east, Self.eastRelativePath))
+    }
+
+    public static let dbRelativePath = "deploy/models/ppocr-v4-det/ch_PP-OCRv4_det_infer.opencv46.onnx"
+    public static let eastRelativePath = "deploy/models/east/frozen_east_text_detection.pb"
+
+    func path(for kind: DetectorKind) -> String? {
+        switch kind {
+        case .db: db
+        case .east: east
+        }
+    }
+
+    /// The detectors whose model file is readable.
+    public var available: Set<DetectorKind> {
+        Set(DetectorKind.allCases.filter { kind in path(for: kind).map { FileManager.default.isReadableFile(atPath: $0) } ?? false })
+    }
+}
+
 /// Builds `TesseractEngine`s.
 public struct TesseractEngineFactory: OCREngineFactory {
     /// Tesseract's model folder; nil for the one Tesseract was built with.
     public let dataPath: String?
     public let limits: OCRLimits
+    public let models: DetectorModels
+    /// PDF pages are rasterised at this resolution (dots per inch).
+    public let pdfDPI: Int
 
-    public init(dataPath: String?, limits: OCRLimits) {
+    public init(dataPath: String?, limits: OCRLimits, models: DetectorModels = .discover(), pdfDPI: Int = 300) {
         self.dataPath = dataPath
         self.limits = limits
+        self.models = models
+        self.pdfDPI = pdfDPI
     }
 
-    /// Leptonica decodes these. PDF needs a rasteriser and is refused for now. GIF is refused because
-    /// Leptonica's header reader decodes every frame before it reports a size, so the pixel limit could not be
-    /// checked before the memory is spent.
-    public var supportedTypes: Set<DocumentType> { [.png, .jpeg, .tiff, .bmp, .webp, .pnm] }
+    /// Leptonica decodes the images, poppler's `pdftoppm` rasterises PDFs (when installed). GIF is refused
+    /// because Leptonica's header reader decodes every frame before it reports a size, so the pixel limit could
+    /// not be checked before the memory is spent.
+    public var supportedTypes: Set<DocumentType> {
+        var types: Set<DocumentType> = [.png, .jpeg, .tiff, .bmp, .webp, .pnm]
+        if PDFRasterizer.isInstalled { types.insert(.pdf) }
+        return types
+    }
 
     public func availableLanguages() throws(OCRError) -> Set<String> {
         let handle = try TesseractHandle(dataPath: dataPath, language: nil)
@@ -23,25 +74,32 @@ public struct TesseractEngineFactory: OCREngineFactory {
     }
 
     public func makeEngine() throws(OCRError) -> any OCREngine {
-        TesseractEngine(dataPath: dataPath, limits: limits)
+        TesseractEngine(dataPath: dataPath, limits: limits, models: models, pdfDPI: pdfDPI)
     }
 
     /// "tesseract 5.3.0".
     public static var version: String { "tesseract \(String(cString: TessVersion()))" }
 }
 
-/// Full-page recognition with Tesseract 5's LSTM engine and its own page layout analysis.
+/// Lector's engine: per page, preprocessing, then the document pipeline (Tesseract's own page layout) or the
+/// scene pipeline (text detection, then Tesseract on each region), chosen by the job or by `PageClassifier`.
 ///
-/// Holds one `TessBaseAPI` handle, re-initialised only when a job asks for other languages. Not thread-safe:
-/// one per worker slot, used from that slot's thread only.
+/// Holds one `TessBaseAPI` handle (re-initialised only when a job asks for other languages), an `osd` handle and
+/// the detectors, each created on first use. Not thread-safe: one per worker slot, used from that slot's thread.
 public final class TesseractEngine: OCREngine {
     private let dataPath: String?
     private let limits: OCRLimits
+    private let models: DetectorModels
+    private let pdfDPI: Int
     private var handle: TesseractHandle?
+    private var osd: TesseractHandle?
+    private var detectors: [DetectorKey: TextDetector] = [:]
 
-    public init(dataPath: String?, limits: OCRLimits) {
+    public init(dataPath: String?, limits: OCRLimits, models: DetectorModels = .discover(), pdfDPI: Int = 300) {
         self.dataPath = dataPath
         self.limits = limits
+        self.models = models
+        self.pdfDPI = pdfDPI
         // Leptonica writes decoding errors to stderr; we report them through OCRError instead.
         _ = setMsgSeverity(Int32(L_SEVERITY_NONE))
     }
@@ -50,15 +108,36 @@ public final class TesseractEngine: OCREngine {
         _ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation
     ) throws(OCRError) -> OCRResult {
         let handle = try handle(for: options.lang)
-        let images = try PageImages(document: document, limits: limits)
+        let images = try PageImages(document: document, limits: limits, pdfDPI: pdfDPI)
+        let preprocessor = Preprocessor(limits: limits) { () throws(OCRError) -> TesseractHandle in
+            try self.orientationHandle()
+        }
         var pages: [OCRPage] = []
+        var hocrPages: [String] = []
+        var pdf: PDFRendering? = try PDFRendering(dataPath: handle.dataPath, title: "")
         for index in 0..<images.count {
             if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
-            let pix = try images.page(index)
-            defer { var p: UnsafeMutablePointer<PIX>? = pix; pixDestroy(&p) }
-            pages.append(try handle.recognize(pix, pageNumber: index + 1, cancellation: cancellation))
+            let pix = try preprocessor.apply(options.operations, to: try images.page(index))
+            let mode = options.mode == .auto ? PageClassifier.classify(pix).mode : options.mode
+            switch mode {
+            case .auto, .document:
+                let page = try handle.recognize(pix.pointer, pageNumber: index + 1, cancellation: cancellation) { api in
+                    hocrPages.append(TesseractHandle.hocr(api, pageIndex: index))
+                    if let renderer = pdf, !renderer.add(api) { pdf = nil }
+                }
+                pages.append(page)
+            case .scene:
+                let reader = SceneReader(detector: try detector(options.detector, for: pix), tesseract: handle)
+                let page = try reader.read(pix, pageNumber: index + 1, cancellation: cancellation)
+                pages.append(page)
+                hocrPages.append(HOCR.page(page))
+                // Tesseract's PDF renderer lays out only what its own page analysis recognised.
+                pdf = nil
+            }
         }
-        return OCRResult(engine: TesseractEngineFactory.version, language: options.lang, pages: pages)
+        let hocr = HOCR.document(pages: hocrPages, engine: TesseractEngineFactory.version, language: options.lang)
+        return OCRResult(engine: TesseractEngineFactory.version, language: options.lang, pages: pages,
+                         renderings: Renderings(hocr: Data(hocr.utf8), pdf: pdf?.finish()))
     }
 
     private func handle(for language: String) throws(OCRError) -> TesseractHandle {
@@ -67,6 +146,41 @@ public final class TesseractEngine: OCREngine {
         let fresh = try TesseractHandle(dataPath: dataPath, language: language)
         handle = fresh
         return fresh
+    }
+
+    private func orientationHandle() throws(OCRError) -> TesseractHandle {
+        if let osd { return osd }
+        do {
+            let fresh = try TesseractHandle(dataPath: dataPath, language: "osd")
+            TessBaseAPISetPageSegMode(fresh.pointer, PSM_OSD_ONLY)
+            osd = fresh
+            return fresh
+        } catch {
+            throw OCRError(.unsupportedOption, "orient needs Tesseract's orientation model (osd.traineddata, Debian package tesseract-ocr-osd), which is not installed")
+        }
+    }
+
+    private struct DetectorKey: Hashable {
+        let kind: DetectorKind
+        let width: Int
+        let height: Int
+    }
+
+    /// A detector whose fixed input suits the page's shape: 960 × 960, or 960 × 544 for landscape pages (and
+    /// the reverse for portrait ones), which costs about half as much for the same resolution of the page.
+    private func detector(_ kind: DetectorKind, for pix: Pix) throws(OCRError) -> TextDetector {
+        let aspect = Double(pix.width) / Double(max(1, pix.height))
+        let (width, height) = aspect >= 1.5 ? (960, 544) : aspect <= 1 / 1.5 ? (544, 960) : (960, 960)
+        let key = DetectorKey(kind: kind, width: width, height: height)
+        if let detector = detectors[key] { return detector }
+        guard let path = models.path(for: kind), FileManager.default.isReadableFile(atPath: path) else {
+            throw OCRError(.unsupportedOption, kind == .east
+                ? "the EAST model is not installed: run `lector models fetch east` (or `make models`), or use detector \"db\""
+                : "the DB detector's model is missing (\(models.db ?? DetectorModels.dbRelativePath))")
+        }
+        let detector = try TextDetector(modelPath: path, kind: kind == .db ? .db : .east, inputWidth: width, inputHeight: height)
+        detectors[key] = detector
+        return detector
     }
 }
 
@@ -92,6 +206,9 @@ final class TesseractHandle {
         TessBaseAPISetPageSegMode(pointer, PSM_AUTO)
     }
 
+    /// The folder Tesseract loaded its models from (also holds `pdf.ttf` for the PDF renderer).
+    var dataPath: String { TessBaseAPIGetDatapath(pointer).map { String(cString: $0) } ?? "" }
+
     deinit {
         TessBaseAPIEnd(pointer)
         TessBaseAPIDelete(pointer)
@@ -110,15 +227,43 @@ final class TesseractHandle {
         return languages
     }
 
+    /// Reads a page with Tesseract's own layout analysis. `inspect` sees the handle while the page's results are
+    /// still in it (for the hOCR and PDF renderers).
     func recognize(
-        _ pix: UnsafeMutablePointer<PIX>, pageNumber: Int, cancellation: OCRCancellation
+        _ pix: UnsafeMutablePointer<PIX>, pageNumber: Int, cancellation: OCRCancellation,
+        inspect: (OpaquePointer) -> Void = { _ in }
     ) throws(OCRError) -> OCRPage {
         let width = Int(pixGetWidth(pix))
         let height = Int(pixGetHeight(pix))
+        TessBaseAPISetPageSegMode(pointer, PSM_AUTO)
         TessBaseAPISetImage2(pointer, pix)
         // Scans often carry no resolution; Tesseract then guesses and logs. 300 dpi is the common case.
         if pixGetXRes(pix) < 70 { TessBaseAPISetSourceResolution(pointer, 300) }
         defer { TessBaseAPIClear(pointer) }
+        try run(cancellation: cancellation, failure: "Tesseract could not recognise page \(pageNumber)")
+        let lines = collectLines()
+        inspect(pointer)
+        return OCRPage(
+            number: pageNumber, width: width, height: height, mode: .document, lines: lines,
+            text: lines.map(\.text).joined(separator: "\n"))
+    }
+
+    /// Reads one upright line of text (page segmentation mode 7); boxes are in the line image's pixels.
+    func recognizeLine(_ pix: UnsafeMutablePointer<PIX>, cancellation: OCRCancellation) throws(OCRError) -> OCRLine? {
+        TessBaseAPISetPageSegMode(pointer, PSM_SINGLE_LINE)
+        TessBaseAPISetImage2(pointer, pix)
+        TessBaseAPISetSourceResolution(pointer, 300)
+        defer { TessBaseAPIClear(pointer) }
+        try run(cancellation: cancellation, failure: "Tesseract could not recognise a text region")
+        let lines = collectLines()
+        guard !lines.isEmpty else { return nil }
+        // One line by construction; join in case Tesseract split it.
+        let words = lines.flatMap(\.words)
+        return OCRLine(text: lines.map(\.text).joined(separator: " "), box: lines[0].box,
+                       confidence: lines.map(\.confidence).reduce(0, +) / Double(lines.count), words: words)
+    }
+
+    private func run(cancellation: OCRCancellation, failure: @autoclosure () -> String) throws(OCRError) {
         // Tesseract calls the monitor's cancel function as it goes; it reads our flag.
         let monitor = TessMonitorCreate()
         defer { TessMonitorDelete(monitor) }
@@ -130,9 +275,10 @@ final class TesseractHandle {
         }
         let status = withExtendedLifetime(cancellation) { TessBaseAPIRecognize(pointer, monitor) }
         if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
-        guard status == 0 else {
-            throw OCRError(.unreadableDocument, "Tesseract could not recognise page \(pageNumber)")
-        }
+        guard status == 0 else { throw OCRError(.unreadableDocument, failure()) }
+    }
+
+    private func collectLines() -> [OCRLine] {
         var lines: [OCRLine] = []
         if let iterator = TessBaseAPIGetIterator(pointer) {
             defer { TessResultIteratorDelete(iterator) }
@@ -152,9 +298,14 @@ final class TesseractHandle {
             } while TessResultIteratorNext(iterator, RIL_WORD) != 0
         }
         lines.removeAll { $0.words.isEmpty && $0.text.isEmpty }
-        return OCRPage(
-            number: pageNumber, width: width, height: height, lines: lines,
-            text: lines.map(\.text).joined(separator: "\n"))
+        return lines
+    }
+
+    /// The hOCR `ocr_page` element of the page whose results are in the handle.
+    static func hocr(_ api: OpaquePointer, pageIndex: Int) -> String {
+        guard let raw = TessBaseAPIGetHOCRText(api, Int32(pageIndex)) else { return "" }
+        defer { TessDeleteText(raw) }
+        return String(cString: raw)
     }
 
     private static func text(_ iterator: OpaquePointer, _ level: TessPageIteratorLevel) -> String {
@@ -174,17 +325,31 @@ final class TesseractHandle {
     }
 }
 
-/// Decodes the pages of a document with Leptonica, checking page count and pixel limits from the headers
-/// before any pixel buffer is allocated.
+/// Decodes the pages of a document with Leptonica (PDF: rasterised by poppler), checking page count and pixel
+/// limits from the headers before any pixel buffer is allocated.
 struct PageImages {
     let document: OCRDocument
     let count: Int
+    private let pdf: PDFRasterizer?
 
-    init(document: OCRDocument, limits: OCRLimits) throws(OCRError) {
+    init(document: OCRDocument, limits: OCRLimits, pdfDPI: Int = 300) throws(OCRError) {
         self.document = document
         guard !document.data.isEmpty else { throw OCRError(.unreadableDocument, "the document is empty") }
         var pages = 1
-        if document.type == .tiff {
+        var pdf: PDFRasterizer?
+        if document.type == .pdf {
+            let rasterizer = try PDFRasterizer(document.data, dpi: pdfDPI)
+            pdf = rasterizer
+            let sizes = try rasterizer.pageSizes(maxPages: limits.maxPages)
+            guard !sizes.isEmpty else { throw OCRError(.unreadableDocument, "the PDF has no pages") }
+            guard sizes.count <= limits.maxPages else {
+                throw OCRError(.limitExceeded, "the document has more than \(limits.maxPages) pages")
+            }
+            for (index, size) in sizes.enumerated() {
+                try Self.checkPixels(size.width, size.height, page: index + 1, limits: limits)
+            }
+            pages = sizes.count
+        } else if document.type == .tiff {
             pages = 0
             // Count pages by reading headers; stop one past the limit.
             while pages <= limits.maxPages, Self.tiffHeader(document.data, page: pages) != nil { pages += 1 }
@@ -216,6 +381,7 @@ struct PageImages {
             try Self.checkHeader(document, limits: limits)
         }
         self.count = pages
+        self.pdf = pdf
     }
 
     private static func checkHeader(_ document: OCRDocument, limits: OCRLimits) throws(OCRError) {
@@ -232,7 +398,8 @@ struct PageImages {
         }
     }
 
-    func page(_ index: Int) throws(OCRError) -> UnsafeMutablePointer<PIX> {
+    func page(_ index: Int) throws(OCRError) -> Pix {
+        if let pdf { return try pdf.render(page: index + 1) }
         let pix = document.data.withUnsafeBytes { raw -> UnsafeMutablePointer<PIX>? in
             let base = raw.bindMemory(to: UInt8.self).baseAddress
             return document.type == .tiff ? pixReadMemTiff(base, raw.count, Int32(index)) : pixReadMem(base, raw.count)
@@ -241,7 +408,7 @@ struct PageImages {
             throw OCRError(.unreadableDocument,
                 "not a readable \(document.type.rawValue.uppercased()) image: page \(index + 1) could not be decoded (truncated or corrupt)")
         }
-        return pix
+        return try Pix(owning: pix, failure: "")
     }
 
     private static func tiffHeader(_ data: Data, page: Int) -> (Int, Int)? {

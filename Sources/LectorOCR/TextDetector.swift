@@ -65,7 +65,7 @@ public final class TextDetector {
         }
     }
 
-    private func detect(_ image: inout lcv_image) throws(OCRError) -> [TextQuad] {
+    func detect(_ image: inout lcv_image) throws(OCRError) -> [TextQuad] {
         var quads: UnsafeMutablePointer<lcv_quad>?
         var count: Int32 = 0
         var error = [CChar](repeating: 0, count: 512)

@@ -65,7 +65,8 @@ public struct Worker: Service {
     public static let queuedKey = 0
     /// The doorbell key in-flight jobs wait on for the end of the shutdown grace period.
     static let deadlineKey = 1
-    static let resultFiles = ["result.json", "result.txt"]
+    /// Every result file an attempt may stage (`result.pdf` only when the renderer made one).
+    static let resultFiles = ["result.json", "result.txt", "result.hocr", "result.pdf"]
 
     public init(
         jobs: JobStore, storage: any JobStorage, engines: any OCREngineFactory,
@@ -154,7 +155,8 @@ public struct Worker: Service {
 
     /// What became of one attempt.
     enum Outcome: Equatable, CustomStringConvertible {
-        case finished
+        /// With the result files staged.
+        case finished([String])
         case failed(String)
         case retry(String)
         case handBack
@@ -254,10 +256,16 @@ public struct Worker: Service {
             let data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
             var result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
             result.attempt = job.lease.attempt
-            let json = try JSONEncoder.lector(pretty: true).encode(result)
-            try await storage.stageResult(id: job.id, fileName: "result.json", attempt: job.lease.attempt, contents: json)
-            try await storage.stageResult(id: job.id, fileName: "result.txt", attempt: job.lease.attempt, contents: Data(result.text.utf8))
-            return .finished
+            var files: [(String, Data)] = [
+                ("result.json", try JSONEncoder.lector(pretty: true).encode(result)),
+                ("result.txt", Data(result.text.utf8)),
+            ]
+            if let hocr = result.renderings.hocr { files.append(("result.hocr", hocr)) }
+            if let pdf = result.renderings.pdf { files.append(("result.pdf", pdf)) }
+            for (name, contents) in files {
+                try await storage.stageResult(id: job.id, fileName: name, attempt: job.lease.attempt, contents: contents)
+            }
+            return .finished(files.map(\.0))
         } catch let error as OCRError {
             if error.kind == .cancelled { return Task.isShuttingDownGracefully ? .handBack : .leaseLost }
             return error.isTransient ? .retry(error.message) : .failed(error.message)
@@ -280,9 +288,9 @@ public struct Worker: Service {
         recording: while true {
             do {
                 switch outcome {
-                case .finished:
+                case .finished(let files):
                     try await jobs.end(lease, as: .finished) {
-                        try await storage.commitResults(id: lease.jobID, fileNames: Self.resultFiles, attempt: lease.attempt)
+                        try await storage.commitResults(id: lease.jobID, fileNames: files, attempt: lease.attempt)
                     }
                 case .failed(let reason):
                     try await jobs.end(lease, as: .failure, reason: reason)

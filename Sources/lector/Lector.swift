@@ -15,7 +15,7 @@ struct Lector: AsyncParsableCommand {
         commandName: "lector",
         abstract: "Lector: an OCR job service.",
         discussion: "Every setting comes from a LECTOR_* environment variable; see README.md.",
-        subcommands: [Serve.self, Work.self, Migrate.self, Keys.self, Jobs.self, OCR.self]
+        subcommands: [Serve.self, Work.self, Migrate.self, Keys.self, Jobs.self, OCR.self, Models.self]
     )
 
     static func main() async {
@@ -102,7 +102,9 @@ enum Runtime {
     static func engineFactory(_ settings: Settings) -> TesseractEngineFactory {
         TesseractEngineFactory(
             dataPath: settings.tessdata,
-            limits: OCRLimits(maxPagePixels: settings.maxPagePixels, maxPages: settings.maxPages))
+            limits: OCRLimits(maxPagePixels: settings.maxPagePixels, maxPages: settings.maxPages),
+            models: DetectorModels.discover(db: settings.dbModel, east: settings.eastModel),
+            pdfDPI: settings.pdfDPI)
     }
 
     static func workerID(_ settings: Settings) -> String {
@@ -131,7 +133,7 @@ struct Serve: AsyncParsableCommand {
             jobs: JobStore(client: client, logger: logger), keys: KeyStore(client: client, logger: logger),
             storage: storage, signer: ResultLinkSigner(key: signingKey, ttl: settings.resultLinkTTL),
             waiters: WaitRegistry(), settings: settings, supportedTypes: engines.supportedTypes,
-            availableLanguages: try engines.availableLanguages())
+            availableLanguages: try engines.availableLanguages(), availableDetectors: engines.models.available)
         let app = buildApplication(dependencies: dependencies, logger: logger)
         let group = ServiceGroup(configuration: .init(
             services: [client, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -268,44 +270,125 @@ struct Jobs: AsyncParsableCommand {
 
 struct OCR: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "ocr", abstract: "Run the engine on a local file (no database) and print the result.")
+        commandName: "ocr", abstract: "Run the engine on local files (no database, no server) and print or write the results.")
 
-    enum Format: String, ExpressibleByArgument { case text, json }
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case text, json, hocr, pdf
+        var fileExtension: String { self == .text ? "txt" : rawValue }
+    }
 
-    @Argument(help: "Image file: PNG, JPEG, TIFF (all pages), BMP, WebP, GIF, PNM.") var file: String
-    @Option(help: "Languages joined by '+'.") var lang: String?
-    @Option(help: "text or json.") var format: Format = .text
+    @Argument(help: "Documents: PNG, JPEG, TIFF (all pages), PDF, BMP, WebP, PNM.") var files: [String]
+    @Option(help: "Languages joined by '+' (see `tesseract --list-langs`).") var lang: String?
+    @Option(help: "auto, document or scene.") var mode: PipelineMode = .auto
+    @Option(help: "text, json, hocr or pdf (pdf: document pages only).") var format: Format = .text
+    @Option(help: "Text detector of the scene pipeline: db or east.") var detector: DetectorKind = .db
+    @Option(help: "Preprocessing, comma-separated, in order: deskew, orient, grayscale, binarize[:otsu|adaptive], denoise, scale[:factor].")
+    var operations: String?
+    @Option(help: "Write <name>.<format> for each file into this folder instead of printing (required for several files).")
+    var output: String?
+
+    func validate() throws {
+        if files.count > 1, output == nil { throw ValidationError("with several files, name a folder with --output") }
+        if format == .pdf, output == nil, isatty(STDOUT_FILENO) != 0 { throw ValidationError("--format pdf: redirect stdout or use --output") }
+    }
 
     func run() async throws {
         let settings = Runtime.settings()
         let engines = Runtime.engineFactory(settings)
-        let data: Data
+        var options = OCROptions(lang: lang ?? settings.defaultLanguage, mode: mode, detector: detector)
         do {
-            data = try Data(contentsOf: URL(fileURLWithPath: file))
-        } catch {
-            throw ValidationError("cannot read \(file)")
-        }
-        guard let type = DocumentType.detect(data), engines.supportedTypes.contains(type) else {
-            throw ValidationError("\(file) is not an image this engine reads")
-        }
-        let options = OCROptions(lang: lang ?? settings.defaultLanguage)
-        do {
-            try options.validate(availableLanguages: try engines.availableLanguages())
-        } catch {
+            options.operations = try (operations ?? "").split(separator: ",").map {
+                try PreprocessingOperation(parsing: $0.trimmingCharacters(in: .whitespaces))
+            }
+            try options.validate(availableLanguages: try engines.availableLanguages(), availableDetectors: engines.models.available)
+        } catch let error as OCRError {
             throw ValidationError(error.message)
         }
+        if let output { try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true) }
         let slot = EngineSlot(factory: engines)
-        let result: OCRResult
-        do {
-            result = try await slot.recognize(OCRDocument(data: data, type: type), options: options)
-        } catch {
-            await slot.shutdown()
-            throw CommandFailure(description: "\(file): \(error)")
+        var failures = 0
+        for file in files {
+            do {
+                try await recognize(file, options: options, engines: engines, slot: slot)
+            } catch {
+                failures += 1
+                FileHandle.standardError.write(Data("\(file): \(error)\n".utf8))
+            }
         }
         await slot.shutdown()
+        if failures > 0 { throw CommandFailure(description: "\(failures) of \(files.count) files failed") }
+    }
+
+    private func recognize(_ file: String, options: OCROptions, engines: TesseractEngineFactory, slot: EngineSlot) async throws {
+        guard let data = FileManager.default.contents(atPath: file) else { throw CommandFailure(description: "cannot read the file") }
+        guard let type = DocumentType.detect(data), engines.supportedTypes.contains(type) else {
+            throw CommandFailure(description: "not a document this engine reads")
+        }
+        let started = ContinuousClock.now
+        let result = try await slot.recognize(OCRDocument(data: data, type: type), options: options)
+        let seconds = (ContinuousClock.now - started).secondsValue
+        let bytes: Data
         switch format {
-        case .text: print(result.text)
-        case .json: print(String(decoding: try JSONEncoder.lector(pretty: true).encode(result), as: UTF8.self))
+        case .text: bytes = Data((result.text + "\n").utf8)
+        case .json: bytes = try JSONEncoder.lector(pretty: true).encode(result) + Data("\n".utf8)
+        case .hocr: bytes = result.renderings.hocr ?? Data()
+        case .pdf:
+            guard let pdf = result.renderings.pdf else {
+                throw CommandFailure(description: "no searchable PDF: Tesseract's PDF renderer covers pages read by the document pipeline (use --mode document)")
+            }
+            bytes = pdf
+        }
+        if let output {
+            let name = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent + "." + format.fileExtension
+            try bytes.write(to: URL(fileURLWithPath: output).appendingPathComponent(name))
+        } else {
+            FileHandle.standardOutput.write(bytes)
+        }
+        let modes = result.pages.compactMap { $0.mode?.rawValue }.joined(separator: ",")
+        FileHandle.standardError.write(Data(String(format: "%@: %d page(s), mode %@, %.3f s\n", file, result.pages.count, modes, seconds).utf8))
+    }
+}
+
+extension PipelineMode: ExpressibleByArgument {}
+extension DetectorKind: ExpressibleByArgument {}
+
+struct Models: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Models that are not shipped with Lector.", subcommands: [Fetch.self, List.self])
+
+    struct Fetch: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Download a model, check its published SHA-1, install it.",
+            discussion: "east: OpenCV's EAST text detector (~96 MB) into deploy/models/east/ (or LECTOR_EAST_MODEL).")
+
+        @Argument(help: "The model: east.") var name: String
+        @Option(help: "Install from an archive downloaded by hand instead of downloading it.") var archive: String?
+
+        func run() async throws {
+            guard name == "east" else { throw ValidationError("unknown model \"\(name)\"; known: east") }
+            let settings = Runtime.settings()
+            let destination = settings.eastModel ?? DetectorModels.eastRelativePath
+            let installer = ModelInstaller(model: ModelInstaller.east)
+            do {
+                try installer.install(to: destination, archive: archive)
+            } catch {
+                throw CommandFailure(description: "\(error)\nDownload \(ModelInstaller.east.url) by hand and run: lector models fetch east --archive FILE")
+            }
+            print("installed \(destination) (archive SHA-1 \(ModelInstaller.east.archiveSHA1) checked)")
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show where each detector's model is and whether it is installed.")
+
+        func run() async throws {
+            let settings = Runtime.settings()
+            let models = DetectorModels.discover(db: settings.dbModel, east: settings.eastModel)
+            let available = models.available
+            for kind in DetectorKind.allCases {
+                let path = kind == .db ? models.db : models.east
+                print("\(kind.rawValue)\t\(available.contains(kind) ? "installed" : "missing")\t\(path ?? "-")")
+            }
         }
     }
 }

@@ -1,0 +1,133 @@
+import CTesseract
+import Foundation
+
+/// Rasterises PDF pages with poppler's command-line tools (`pdfinfo`, `pdftoppm`), one page at a time.
+///
+/// PDFs are hostile input with a large attack surface, so poppler runs in its own process: a crash or a hang
+/// costs that process, not the worker. Each run is limited in time and address space; the page count and the
+/// page sizes come from `pdfinfo` first, so that the pixel limit is checked before anything is rendered.
+final class PDFRasterizer {
+    /// The folder (private to this document) holding the PDF and the rendered page.
+    private let folder: URL
+    private let file: URL
+    let dpi: Int
+
+    static let timeLimitSeconds = 120
+    static let memoryLimitBytes = 2 << 30
+
+    static var isInstalled: Bool { tool("pdftoppm") != nil && tool("pdfinfo") != nil }
+
+    init(_ data: Data, dpi: Int) throws(OCRError) {
+        guard Self.isInstalled else {
+            throw OCRError(.unsupportedOption, "PDF input needs poppler's pdftoppm and pdfinfo (Debian package poppler-utils)")
+        }
+        self.dpi = dpi
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("lector-pdf-\(UUID().uuidString)")
+        file = folder.appendingPathComponent("document.pdf")
+        do {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: false,
+                                                    attributes: [.posixPermissions: 0o700])
+            try data.write(to: file)
+        } catch {
+            throw OCRError(.engineFailure, "could not write the PDF to a temporary folder: \(error.localizedDescription)")
+        }
+    }
+
+    deinit { try? FileManager.default.removeItem(at: folder) }
+
+    /// The pages' sizes in pixels at `dpi`, at most `maxPages + 1` of them (one more than allowed tells that
+    /// the limit is exceeded without listing a million pages).
+    func pageSizes(maxPages: Int) throws(OCRError) -> [(width: Int, height: Int)] {
+        let output = try run("pdfinfo", ["-f", "1", "-l", String(maxPages + 1), file.path])
+        var declared = 0
+        var sizes: [(width: Int, height: Int)] = []
+        for line in output.split(separator: "\n") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            if fields.first == "Pages:", fields.count == 2, let count = Int(fields[1]) { declared = count }
+            // "Page    1 size: 612 x 792 pts (letter)"; with /Rotate, "Page    1 rot:  90" follows separately.
+            if fields.count >= 6, fields[0] == "Page", fields[2] == "size:", let w = Double(fields[3]), let h = Double(fields[5]) {
+                guard w.isFinite, h.isFinite, w > 0, h > 0, w < 1e6, h < 1e6 else {
+                    throw OCRError(.unreadableDocument, "PDF page \(fields[1]) has an invalid size")
+                }
+                sizes.append((Int((w / 72 * Double(dpi)).rounded(.up)), Int((h / 72 * Double(dpi)).rounded(.up))))
+            }
+            if fields.count >= 4, fields[0] == "Page", fields[2] == "rot:", let rotation = Int(fields[3]),
+                rotation % 180 != 0, let last = sizes.popLast()
+            {
+                sizes.append((last.height, last.width))
+            }
+        }
+        if declared > sizes.count { sizes += Array(repeating: sizes.last ?? (1, 1), count: min(declared, maxPages + 1) - sizes.count) }
+        return sizes
+    }
+
+    /// Renders one page (1-based) as an image.
+    func render(page: Int) throws(OCRError) -> Pix {
+        let prefix = folder.appendingPathComponent("page")
+        let png = folder.appendingPathComponent("page.png")
+        defer { try? FileManager.default.removeItem(at: png) }
+        _ = try run("pdftoppm", ["-r", String(dpi), "-f", String(page), "-l", String(page), "-png", "-singlefile",
+                                 file.path, prefix.path])
+        let pix = try Pix(owning: pixRead(png.path), failure: "PDF page \(page) could not be rasterised")
+        _ = pixSetResolution(pix.pointer, Int32(dpi), Int32(dpi))
+        return pix
+    }
+
+    /// Runs a poppler tool under `timeout` and `prlimit`; returns its standard output.
+    private func run(_ tool: String, _ arguments: [String]) throws(OCRError) -> String {
+        guard let executable = Self.tool(tool) else { throw OCRError(.unsupportedOption, "\(tool) is not installed") }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments = ["-s", "KILL", String(Self.timeLimitSeconds), "/usr/bin/prlimit",
+                             "--as=\(Self.memoryLimitBytes)", "--", executable] + arguments
+        let output = Pipe(), errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        process.standardInput = FileHandle.nullDevice
+        do {
+            try process.run()
+        } catch {
+            throw OCRError(.engineFailure, "could not start \(tool): \(error.localizedDescription)")
+        }
+        // Read both pipes to the end before waiting, so a chatty tool cannot block on a full pipe.
+        let errorData = PipeDrain(errors)
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        errorData.done.wait()
+        process.waitUntilExit()
+        let status = process.terminationStatus
+        guard status == 0 else {
+            if status == 137 || status == 124 {
+                throw OCRError(.unreadableDocument, "the PDF took more than \(Self.timeLimitSeconds) s or too much memory to \(tool == "pdfinfo" ? "read" : "rasterise")")
+            }
+            let message = String(decoding: errorData.value.prefix(2000), as: UTF8.self)
+                .split(separator: "\n").last.map(String.init) ?? "exit status \(status)"
+            throw OCRError(.unreadableDocument, "not a readable PDF: \(message.prefix(200))")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// The tool's path on the PATH, or in /usr/bin.
+    static func tool(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for folder in path.split(separator: ":") + ["/usr/bin"] {
+            let candidate = "\(folder)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+}
+
+/// Drains a pipe on a background thread while the caller drains another; `done` is signalled at its end.
+private final class PipeDrain: @unchecked Sendable {
+    // Written once by the thread before `done` is signalled, read only after waiting on `done`.
+    var value = Data()
+    let done = DispatchSemaphore(value: 0)
+
+    init(_ pipe: Pipe) {
+        let handle = pipe.fileHandleForReading
+        Thread.detachNewThread { [self] in
+            value = handle.readDataToEndOfFile()
+            done.signal()
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import CTesseract
+import Foundation
+
+/// Chooses the pipeline for a page before OCR, from cheap pixel statistics of a thumbnail (a few milliseconds):
+/// a scanned or rendered document is mostly flat, bright, colourless paper; a photo of a scene is not.
+///
+/// The rule and how often it is right on real documents and photos are in ARCHITECTURE.md and BENCHMARKS.md.
+enum PageClassifier {
+    struct Features: Equatable {
+        /// Share of thumbnail pixels within 30 grey levels of the page's 90th-percentile luminance ("paper").
+        var paper: Double
+        /// Mean of max(r, g, b) − min(r, g, b) over the thumbnail, 0 to 255.
+        var chroma: Double
+    }
+
+    struct Decision {
+        var mode: PipelineMode
+        var features: Features
+    }
+
+    static let thumbnailSide = 256
+
+    static func classify(_ pix: Pix) -> Decision {
+        guard let features = features(pix) else { return Decision(mode: .document, features: Features(paper: 1, chroma: 0)) }
+        return Decision(mode: rule(features), features: features)
+    }
+
+    static func rule(_ f: Features) -> PipelineMode {
+        f.paper >= 0.5 && f.chroma < 40 ? .document : .scene
+    }
+
+    static func features(_ pix: Pix) -> Features? {
+        guard let colour = try? Pix(owning: pixConvertTo32(pix.pointer), failure: "") else { return nil }
+        let factor = min(1, Float(thumbnailSide) / Float(max(colour.width, colour.height)))
+        let thumbnail = factor < 1 ? try? Pix(owning: pixScaleAreaMap(colour.pointer, factor, factor), failure: "") : colour
+        guard let thumbnail, let data = pixGetData(thumbnail.pointer) else { return nil }
+        let width = thumbnail.width, height = thumbnail.height, wordsPerLine = Int(pixGetWpl(thumbnail.pointer))
+        guard width > 0, height > 0 else { return nil }
+        var histogram = [Int](repeating: 0, count: 256)
+        var chromaSum = 0
+        for y in 0..<height {
+            let row = data + y * wordsPerLine
+            for x in 0..<width {
+                let word = row[x]
+                let r = Int((word >> 24) & 0xFF), g = Int((word >> 16) & 0xFF), b = Int((word >> 8) & 0xFF)
+                chromaSum += max(r, g, b) - min(r, g, b)
+                histogram[(299 * r + 587 * g + 114 * b) / 1000] += 1
+            }
+        }
+        let total = width * height
+        var cumulative = 0, p90 = 255
+        for level in 0..<256 {
+            cumulative += histogram[level]
+            if cumulative * 10 >= total * 9 { p90 = level; break }
+        }
+        let paperPixels = histogram[max(0, p90 - 30)...min(255, p90 + 30)].reduce(0, +)
+        return Features(paper: Double(paperPixels) / Double(total), chroma: Double(chromaSum) / Double(total))
+    }
+}
