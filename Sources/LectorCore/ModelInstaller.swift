@@ -12,6 +12,13 @@ public struct ModelInstaller: Sendable {
         public var archiveSHA1: String
         /// The file to take out of the archive.
         public var member: String
+
+        public init(name: String, url: String, archiveSHA1: String, member: String) {
+            self.name = name
+            self.url = url
+            self.archiveSHA1 = archiveSHA1
+            self.member = member
+        }
     }
 
     /// EAST (Zhou et al. 2017), the frozen TensorFlow graph from OpenCV's sample data; the SHA-1 is the one in

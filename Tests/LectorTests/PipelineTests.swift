@@ -1,0 +1,260 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import LectorCore
+import LectorOCR
+import Testing
+
+/// The engine's pipelines, preprocessing, PDF input and output formats, driven through `TesseractEngine` with
+/// images rendered here.
+@Suite("Pipelines, preprocessing and formats")
+struct PipelineTests {
+    static let lines = ["The quick brown fox jumps", "over the lazy dog again", "Invoice number 4217 total"]
+
+    static func engine(maxPagePixels: Int = 20_000_000, maxPages: Int = 10, pdfDPI: Int = 150) throws -> any OCREngine {
+        try TesseractEngineFactory(dataPath: nil, limits: OCRLimits(maxPagePixels: maxPagePixels, maxPages: maxPages),
+                                   pdfDPI: pdfDPI).makeEngine()
+    }
+
+    static func recognize(_ engine: any OCREngine, _ data: Data, _ options: OCROptions) throws -> OCRResult {
+        let type = try #require(DocumentType.detect(data))
+        return try engine.recognize(OCRDocument(data: data, type: type), options: options, cancellation: OCRCancellation())
+    }
+
+    /// Converts an image with ImageMagick, e.g. `["-rotate", "180"]`.
+    static func transform(_ image: Data, _ arguments: [String], format: String = "png") throws -> Data {
+        let folder = FileManager.default.temporaryDirectory
+        let input = folder.appendingPathComponent("lector-\(UUID().uuidString).png")
+        let output = folder.appendingPathComponent("lector-\(UUID().uuidString).\(format)")
+        defer {
+            try? FileManager.default.removeItem(at: input)
+            try? FileManager.default.removeItem(at: output)
+        }
+        try image.write(to: input)
+        try TestImages.runTool(TestImages.convert, [input.path] + arguments + ["-depth", "8", "\(format):\(output.path)"])
+        return try Data(contentsOf: output)
+    }
+
+    /// A colourful "photo" (a seeded plasma texture) with one rotated line of outlined text.
+    static func scenePhoto() throws -> Data {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("lector-\(UUID().uuidString).jpg")
+        defer { try? FileManager.default.removeItem(at: output) }
+        try TestImages.runTool(TestImages.convert, [
+            "-seed", "7", "-size", "900x600", "plasma:red-blue", "-font", "DejaVu-Sans-Bold", "-pointsize", "60",
+            "-fill", "yellow", "-stroke", "black", "-draw", "rotate 12 text 200,250 'OPEN DAILY'", output.path,
+        ])
+        return try Data(contentsOf: output)
+    }
+
+    static func words(_ result: OCRResult) -> [String] {
+        result.pages.flatMap { $0.lines.flatMap { $0.words.map(\.text) } }
+    }
+
+    // MARK: options
+
+    @Test("operations parse from name[:argument]; bad names and arguments are refused with a reason")
+    func operationParsing() throws {
+        #expect(try PreprocessingOperation(parsing: "binarize") == .binarize(.otsu))
+        #expect(try PreprocessingOperation(parsing: "binarize:adaptive") == .binarize(.adaptive))
+        #expect(try PreprocessingOperation(parsing: "scale") == .scale(2))
+        #expect(try PreprocessingOperation(parsing: "scale:1.5") == .scale(1.5))
+        for bad in ["sharpen", "scale:9", "scale:0", "scale:nan", "scale:", "binarize:magic", "deskew:3", "", "orient:"] {
+            #expect(throws: OCRError.self, "\(bad)") { try PreprocessingOperation(parsing: bad) }
+        }
+        do {
+            _ = try PreprocessingOperation(parsing: "sharpen")
+        } catch {
+            #expect(error.message.contains("allowed: deskew, orient, grayscale, binarize, denoise, scale"))
+        }
+    }
+
+    @Test("options round-trip through the stored JSON; old jobs (lang only) get the defaults")
+    func optionsCoding() throws {
+        let options = OCROptions(lang: "eng", mode: .scene, operations: [.deskew, .binarize(.adaptive), .scale(1.5)], detector: .db)
+        let json = try JSONEncoder().encode(options)
+        #expect(String(decoding: json, as: UTF8.self).contains(#""binarize:adaptive""#))
+        #expect(try JSONDecoder().decode(OCROptions.self, from: json) == options)
+        let old = try JSONDecoder().decode(OCROptions.self, from: Data(#"{"lang":"eng"}"#.utf8))
+        #expect(old == OCROptions(lang: "eng", mode: .auto, operations: [], detector: .db))
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(OCROptions.self, from: Data(#"{"lang":"eng","operations":["melt"]}"#.utf8))
+        }
+        // EAST is refused up front when its model is not installed, unless the page layout pipeline is forced.
+        #expect(throws: OCRError.self) {
+            try OCROptions(lang: "eng", mode: .scene, detector: .east).validate(availableLanguages: ["eng"], availableDetectors: [.db])
+        }
+        try OCROptions(lang: "eng", mode: .document, detector: .east).validate(availableLanguages: ["eng"], availableDetectors: [.db])
+    }
+
+    // MARK: preprocessing
+
+    @Test("orient turns an upside-down page back; without it Tesseract reads nonsense")
+    func orient() throws {
+        let engine = try Self.engine()
+        let upsideDown = try Self.transform(try TestImages.render(Self.lines), ["-rotate", "180"])
+        let plain = try Self.recognize(engine, upsideDown, OCROptions(lang: "eng", mode: .document))
+        #expect(!plain.text.contains("quick brown fox"), "\(plain.text)")
+        let oriented = try Self.recognize(engine, upsideDown, OCROptions(lang: "eng", mode: .document, operations: [.orient]))
+        for line in Self.lines { #expect(oriented.text.contains(line), "\(oriented.text)") }
+    }
+
+    @Test("deskew, binarize, denoise and grayscale keep the text; scale changes the page's pixels and its boxes")
+    func operations() throws {
+        let engine = try Self.engine()
+        let page = try TestImages.render(Self.lines)
+        let skewed = try Self.transform(page, ["-background", "white", "-rotate", "4"])
+        let cleaned = try Self.recognize(engine, skewed, OCROptions(
+            lang: "eng", mode: .document, operations: [.deskew, .grayscale, .binarize(.adaptive), .denoise]))
+        for line in Self.lines { #expect(cleaned.text.contains(line), "\(cleaned.text)") }
+        // After deskewing, the words of one line sit level: their tops differ by a few pixels, not by the
+        // ~60 px a 4° slope puts across a 900 px line.
+        let firstLine = try #require(cleaned.pages.first?.lines.first)
+        let tops = firstLine.words.map(\.box.y)
+        #expect((tops.max() ?? 0) - (tops.min() ?? 0) < 15, "\(tops)")
+
+        let plain = try Self.recognize(engine, page, OCROptions(lang: "eng", mode: .document))
+        let scaled = try Self.recognize(engine, page, OCROptions(lang: "eng", mode: .document, operations: [.scale(2), .binarize(.otsu)]))
+        #expect(scaled.pages[0].width == plain.pages[0].width * 2)
+        #expect(scaled.pages[0].height == plain.pages[0].height * 2)
+        let before = try #require(plain.pages[0].lines.first?.words.first?.box)
+        let after = try #require(scaled.pages[0].lines.first?.words.first?.box)
+        #expect(abs(after.x - 2 * before.x) <= 6 && abs(after.width - 2 * before.width) <= 8, "\(before) \(after)")
+        // (Otsu on a 2× page sometimes reads "Jumps" for "jumps": compare case-insensitively.)
+        for line in Self.lines { #expect(scaled.text.lowercased().contains(line.lowercased()), "\(scaled.text)") }
+
+        // Scaling past the pixel limit fails the job with a reason instead of allocating.
+        let small = try Self.engine(maxPagePixels: 1_000_000)
+        do {
+            _ = try Self.recognize(small, page, OCROptions(lang: "eng", operations: [.scale(4)]))
+            Issue.record("scaled past the pixel limit")
+        } catch let error as OCRError {
+            #expect(error.kind == .limitExceeded)
+        }
+    }
+
+    // MARK: pipelines
+
+    @Test("scene: a rotated line on a textured photo is read, with a rotated polygon in the photo's pixels")
+    func scene() throws {
+        let engine = try Self.engine()
+        let photo = try Self.scenePhoto()
+        let result = try Self.recognize(engine, photo, OCROptions(lang: "eng", mode: .scene))
+        let page = try #require(result.pages.first)
+        #expect(page.mode == .scene)
+        #expect(page.width == 900 && page.height == 600)
+        let line = try #require(page.lines.first { $0.text.contains("OPEN") })
+        #expect(line.text == "OPEN DAILY", "\(page.lines.map(\.text))")
+        // The text was drawn from (200, 250) rotated 12° clockwise: the polygon's top edge slopes down to the
+        // right by about tan(12°) and starts near the drawing origin.
+        let p = line.polygon
+        #expect(p.count == 4)
+        let slope = Double(p[1].y - p[0].y) / Double(p[1].x - p[0].x)
+        #expect(abs(slope - tan(12 * Double.pi / 180)) < 0.08, "\(p)")
+        #expect(abs(p[3].x - 190) < 60 && abs(p[3].y - 290) < 60, "\(p)")
+        // Words are mapped back too, inside the line's box.
+        for word in line.words {
+            #expect(word.box.x >= line.box.x - 3 && word.box.x + word.box.width <= line.box.x + line.box.width + 3, "\(word)")
+        }
+        // Tesseract's own layout on the same photo finds nothing of it: this is why the pipeline exists.
+        let document = try Self.recognize(engine, photo, OCROptions(lang: "eng", mode: .document))
+        #expect(!document.text.contains("OPEN DAILY"), "\(document.text)")
+    }
+
+    @Test("auto sends a rendered page to the document pipeline and a photo to the scene pipeline")
+    func auto() throws {
+        let engine = try Self.engine()
+        let page = try Self.recognize(engine, try TestImages.render(Self.lines), OCROptions(lang: "eng"))
+        #expect(page.pages[0].mode == .document)
+        for line in Self.lines { #expect(page.text.contains(line)) }
+        let photo = try Self.recognize(engine, try Self.scenePhoto(), OCROptions(lang: "eng"))
+        #expect(photo.pages[0].mode == .scene)
+        #expect(photo.text.contains("OPEN DAILY"))
+        // A grey scan of a page (no colour, mostly paper) is still a document.
+        let grey = try Self.transform(try TestImages.render(Self.lines), ["-fill", "gray85", "-opaque", "white", "-attenuate", "0.3", "+noise", "Gaussian", "-colorspace", "Gray"])
+        #expect(try Self.recognize(engine, grey, OCROptions(lang: "eng")).pages[0].mode == .document)
+    }
+
+    // MARK: formats
+
+    @Test("a document's searchable PDF holds its text; read back as input, it gives the same text (poppler)")
+    func pdfRoundTrip() throws {
+        let engine = try Self.engine()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lector-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let first = folder.appendingPathComponent("1.png"), second = folder.appendingPathComponent("2.png")
+        try TestImages.render(["first page of the letter"]).write(to: first)
+        try TestImages.render(["second page signed here"]).write(to: second)
+        let tiff = folder.appendingPathComponent("both.tiff")
+        try TestImages.runTool(TestImages.convert, [first.path, second.path, tiff.path])
+
+        let result = try Self.recognize(engine, try Data(contentsOf: tiff), OCROptions(lang: "eng", mode: .document))
+        let pdf = try #require(result.renderings.pdf)
+        #expect(pdf.starts(with: Data("%PDF-".utf8)))
+        let hocr = String(decoding: try #require(result.renderings.hocr), as: UTF8.self)
+        #expect(hocr.contains("class='ocrx_word'") && hocr.contains(">letter</span>") && hocr.contains("id='page_2'"), "\(hocr.prefix(400))")
+
+        // The PDF goes back in as a document: two pages, rasterised by pdftoppm, the same words.
+        let again = try Self.recognize(engine, pdf, OCROptions(lang: "eng", mode: .document))
+        #expect(again.pages.count == 2)
+        #expect(again.pages[0].text.contains("first page of the letter"), "\(again.pages[0].text)")
+        #expect(again.pages[1].text.contains("second page signed here"), "\(again.pages[1].text)")
+
+        // Limits hold for PDFs too, from pdfinfo before anything is rendered.
+        do {
+            _ = try Self.recognize(try Self.engine(maxPages: 1), pdf, OCROptions(lang: "eng"))
+            Issue.record("two pages passed a one-page limit")
+        } catch let error as OCRError {
+            #expect(error.kind == .limitExceeded && error.message.contains("more than 1 pages"), "\(error)")
+        }
+        do {
+            _ = try Self.recognize(try Self.engine(maxPagePixels: 100_000, pdfDPI: 600), pdf, OCROptions(lang: "eng"))
+            Issue.record("a page over the pixel limit was rendered")
+        } catch let error as OCRError {
+            #expect(error.kind == .limitExceeded, "\(error)")
+        }
+        // A broken PDF fails with a reason, not a crash.
+        do {
+            _ = try Self.recognize(engine, Data("%PDF-1.7\n1 0 obj << /Type /Catalog >> garbage".utf8), OCROptions(lang: "eng"))
+            Issue.record("a broken PDF was read")
+        } catch let error as OCRError {
+            #expect(error.kind == .unreadableDocument && error.message.contains("PDF"), "\(error)")
+        }
+    }
+
+    @Test("scene pages get Lector's hOCR (escaped) and no PDF: the renderer lays out only document pages")
+    func sceneRenderings() throws {
+        let engine = try Self.engine()
+        let result = try Self.recognize(engine, try Self.scenePhoto(), OCROptions(lang: "eng", mode: .scene))
+        #expect(result.renderings.pdf == nil)
+        let hocr = String(decoding: try #require(result.renderings.hocr), as: UTF8.self)
+        #expect(hocr.contains("<span class='ocrx_word'") && hocr.contains(">OPEN</span>"), "\(hocr)")
+        #expect(hocr.contains("title='bbox 0 0 900 600; ppageno 0'"))
+        #expect(try XMLDocument(data: Data(hocr.utf8)).rootElement()?.name == "html")
+    }
+}
+
+@Suite("Model installation")
+struct ModelInstallerTests {
+    @Test("an archive with the wrong SHA-1 installs nothing; the right one installs the member atomically")
+    func checksum() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lector-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        try Data("not really a network".utf8).write(to: folder.appendingPathComponent("model.pb"))
+        let archive = folder.appendingPathComponent("model.tar.gz").path
+        try TestImages.runTool("/usr/bin/tar", ["-czf", archive, "-C", folder.path, "model.pb"])
+        let destination = folder.appendingPathComponent("installed/model.pb").path
+
+        // The real EAST entry: this archive is not EAST, so its checksum does not match.
+        let east = ModelInstaller(model: ModelInstaller.east)
+        #expect(throws: ModelInstaller.Failure.self) { try east.install(to: destination, archive: archive) }
+        #expect(!FileManager.default.fileExists(atPath: destination))
+
+        let sha1 = try TestImages.output("/usr/bin/sha1sum", [archive]).prefix(40)
+        let model = ModelInstaller.Model(name: "test", url: "file:///nowhere", archiveSHA1: String(sha1), member: "model.pb")
+        try ModelInstaller(model: model).install(to: destination, archive: archive)
+        #expect(FileManager.default.contents(atPath: destination) == Data("not really a network".utf8))
+    }
+}
