@@ -1,0 +1,104 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import LectorAPI
+import LectorCore
+import Testing
+
+@Suite("Pipeline options and result formats through HTTP")
+struct FormatFlowTests {
+    @Test("bad options are 400 at submit, naming the problem; nothing is queued")
+    func badOptions() async throws {
+        try await TestHarness.run { harness in
+            let user = try await harness.newUser()
+            let image = try TestImages.render(["options"])
+            try await harness.application().test(.router) { client in
+                let cases: [(String, String)] = [
+                    (#"{"mode": "poster"}"#, "mode must be one of"),
+                    (#"{"mode": 3}"#, "options.mode must be a string"),
+                    (#"{"operations": ["deskew", "sharpen"]}"#, "unknown operation \"sharpen\""),
+                    (#"{"operations": ["scale:40"]}"#, "scale takes a factor"),
+                    (#"{"operations": "deskew"}"#, "must be an array of strings"),
+                    (#"{"operations": [1]}"#, "must be an array of strings"),
+                    (#"{"operations": ["deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew"]}"#, "at most 16"),
+                    (#"{"detector": "yolo"}"#, "detector must be one of"),
+                    (#"{"mode": "scene", "detector": "east"}"#, "lector models fetch east"),
+                ]
+                for (options, message) in cases {
+                    var form = Multipart()
+                    form.add(name: "document", filename: "a.png", contentType: "image/png", data: image)
+                    form.add(name: "options", json: options)
+                    let response = try await client.execute(
+                        uri: "/v1/jobs", method: .post,
+                        headers: [.authorization: "Bearer \(user.token)", .contentType: form.contentType], body: form.finished())
+                    #expect(response.status == .badRequest, "\(options)")
+                    #expect(response.errorCode == "invalid_options", "\(options)")
+                    let text = (response.json["error"] as? [String: Any])?["message"] as? String ?? ""
+                    #expect(text.contains(message), "\(options): \(text)")
+                }
+                let raw = try await client.execute(
+                    uri: "/v1/jobs?operations=deskew,melt", method: .post,
+                    headers: [.authorization: "Bearer \(user.token)", .contentType: "image/png"], body: ByteBuffer(bytes: image))
+                #expect(raw.status == .badRequest && raw.errorCode == "invalid_options")
+                #expect(try await harness.jobs.stats().counts.values.reduce(0, +) == 0)
+            }
+        }
+    }
+
+    @Test("a document job has json, txt, hocr and a searchable pdf; a scene job has no pdf (404 format_unavailable)")
+    func formats() async throws {
+        try await TestHarness.run { harness in
+            let user = try await harness.newUser()
+            let page = try TestImages.render(["Searchable output works"])
+            let photo = try PipelineTests.scenePhoto()
+            try await harness.application().test(.router) { client in
+                func submit(_ data: Data, _ contentType: String, _ options: String) async throws -> String {
+                    var form = Multipart()
+                    form.add(name: "document", filename: "doc", contentType: contentType, data: data)
+                    form.add(name: "options", json: options)
+                    let response = try await client.execute(
+                        uri: "/v1/jobs", method: .post,
+                        headers: [.authorization: "Bearer \(user.token)", .contentType: form.contentType], body: form.finished())
+                    #expect(response.status == .accepted)
+                    return try #require(response.json["id"] as? String)
+                }
+                @Sendable func fetch(_ id: String, _ format: String) async throws -> (HTTPResponse.Status, String?, Data) {
+                    let answer = try await client.execute(
+                        uri: "/v1/jobs/\(id)/result?format=\(format)&wait=60", method: .get,
+                        headers: [.authorization: "Bearer \(user.token)"])
+                    guard answer.status == .found, let location = answer.headers[.location] else {
+                        return (answer.status, answer.errorCode, Data(buffer: answer.body))
+                    }
+                    let file = try await client.execute(uri: location, method: .get)
+                    return (file.status, file.headers[.contentType], Data(buffer: file.body))
+                }
+                let document = try await submit(page, "image/png", #"{"mode": "document", "operations": ["grayscale", "binarize:adaptive"]}"#)
+                let scene = try await submit(photo, "image/jpeg", #"{"operations": ["denoise"]}"#)
+                try await harness.withWorker {
+                    let hocr = try await fetch(document, "hocr")
+                    #expect(hocr.0 == .ok && hocr.1?.hasPrefix("text/vnd.hocr+html") == true)
+                    #expect(String(decoding: hocr.2, as: UTF8.self).contains(">Searchable</span>"))
+                    let pdf = try await fetch(document, "pdf")
+                    #expect(pdf.0 == .ok && pdf.1 == "application/pdf")
+                    #expect(pdf.2.starts(with: Data("%PDF-".utf8)))
+
+                    let json = try await fetch(scene, "json")
+                    #expect(json.0 == .ok)
+                    let result = try JSONSerialization.jsonObject(with: json.2) as? [String: Any]
+                    let pages = result?["pages"] as? [[String: Any]]
+                    #expect(pages?.first?["mode"] as? String == "scene", "auto chose the scene pipeline for a photo")
+                    #expect((result?["text"] as? String)?.contains("OPEN DAILY") == true)
+                    let missing = try await fetch(scene, "pdf")
+                    #expect(missing.0 == .notFound && missing.1 == "format_unavailable")
+                    let sceneHOCR = try await fetch(scene, "hocr")
+                    #expect(sceneHOCR.0 == .ok && String(decoding: sceneHOCR.2, as: UTF8.self).contains(">OPEN</span>"))
+                }
+                // The job's folder records the options as stored.
+                let metadata = try String(contentsOf: harness.storage.folder(of: try #require(UUID(uuidString: document)))
+                    .appendingPathComponent("metadata.json"), encoding: .utf8)
+                #expect(metadata.contains(#""operations":["grayscale","binarize:adaptive"]"#), "\(metadata)")
+            }
+        }
+    }
+}
