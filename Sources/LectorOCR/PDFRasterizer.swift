@@ -101,6 +101,7 @@ final class PDFRasterizer {
             }
             let message = String(decoding: errorData.value.prefix(2000), as: UTF8.self)
                 .split(separator: "\n").last.map(String.init) ?? "exit status \(status)"
+            if message.contains("password") { throw OCRError(.unreadableDocument, "the PDF is encrypted (password-protected)") }
             throw OCRError(.unreadableDocument, "not a readable PDF: \(message.prefix(200))")
         }
         return String(decoding: data, as: UTF8.self)

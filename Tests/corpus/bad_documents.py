@@ -71,11 +71,11 @@ def pdf(objects, trailer_extra=""):
     return bytes(out)
 
 
-def pdf_with_pages(pages):
+def pdf_with_pages(pages, size=(612, 792)):
     kids = " ".join(f"{4 + i} 0 R" for i in range(pages))
     objects = ["<< /Type /Catalog /Pages 2 0 R >>", f"<< /Type /Pages /Kids [{kids}] /Count {pages} >>",
                "<< /Length 0 >>\nstream\n\nendstream"]
-    objects += ["<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R >>"] * pages
+    objects += [f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {size[0]} {size[1]}] /Contents 3 0 R >>"] * pages
     return pdf(objects)
 
 
@@ -106,9 +106,10 @@ def corpus(directory):
         ("PNG declaring 100000 x 100000 pixels", png_declaring(100_000, 100_000), {"FAILURE"}, "over the limit"),
         ("BMP declaring 60000 x 60000 pixels", bmp_declaring(60_000, 60_000), {"FAILURE"}, "over the limit"),
         ("TIFF with 5000 pages", tiff_with_pages(5000), {"FAILURE"}, "more than"),
-        ("PDF with 5000 pages", pdf_with_pages(5000), {"415", "FAILURE"}, None),
-        ("encrypted PDF", encrypted_pdf(), {"415", "FAILURE"}, None),
-        ("malformed PDF", b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R\n%%EOF garbage \x00\xff", {"415", "FAILURE"}, None),
+        ("PDF with 5000 pages", pdf_with_pages(5000), {"FAILURE"}, "more than"),
+        ("PDF page of 200 x 200 inches", pdf_with_pages(1, (14400, 14400)), {"FAILURE"}, "over the limit"),
+        ("encrypted PDF", encrypted_pdf(), {"FAILURE"}, "PDF"),
+        ("malformed PDF", b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R\n%%EOF garbage \x00\xff", {"FAILURE"}, "PDF"),
         ("text file named .png", b"this is plain text, not an image\n", {"415"}, None),  # sent as notes.png, image/png
         ("GIF", b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00" * 20, {"415"}, None),
         ("polyglot PNG/HTML/ZIP/PDF", polyglot, {"FAILURE"}, "not a readable PNG"),

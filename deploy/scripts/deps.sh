@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Lector needs, only those missing. Safe to run again.
+# `deps.sh bench` adds what only the benchmarks and `make eval` need (the Python comparison baseline).
 set -euo pipefail
 
 packages=(
@@ -19,7 +20,14 @@ packages=(
   python3-venv               # schemathesis, for the fuzz run, goes into .venv-fuzz
   wrk                        # benchmarks: HTTP load
   tesseract-ocr              # benchmarks: the tesseract CLI, side by side with the service
+  tesseract-ocr-osd          # orientation detection, for the `orient` preprocessing operation
+  poppler-utils              # pdfinfo and pdftoppm: PDF input is rasterised in their own processes
 )
+if [[ "${1:-}" == bench ]]; then
+  packages+=(
+    python3-opencv           # benchmark P6: the common Python approach (OpenCV DNN + pytesseract)
+  )
+fi
 
 missing=()
 for package in "${packages[@]}"; do
