@@ -12,7 +12,7 @@ export MALLOC_ARENA_MAX ?= 2
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
 
-.PHONY: run test chaos fuzz corpus bench openapi deps db build migrate stop clean
+.PHONY: run test chaos fuzz corpus bench eval models openapi deps db build migrate stop clean
 
 deps:
 	@deploy/scripts/deps.sh
@@ -54,6 +54,17 @@ bench: deps
 	swift build -c release --product lector-bench
 	@deploy/scripts/pg.sh start >/dev/null
 	LECTOR_BIN_DIR=.build/release python3 benchmarks/bench.py all --small
+
+# OCR quality against the tesseract CLI on ../shared/data (receipts: bag of words; scenes: end-to-end words).
+# EVAL_ARGS: e.g. --limit 5, --python-baseline (run benchmarks/setup-bench-venv.sh first), --detector east.
+EVAL_ARGS ?=
+eval: deps
+	swift build -c release --product lector
+	python3 benchmarks/eval.py --lector .build/release/lector $(EVAL_ARGS)
+
+# Downloads the EAST text detector (~96 MB) and checks its published SHA-1 (needs the internet; see README).
+models: build
+	$(BIN) models fetch east
 
 # Embeds Sources/LectorAPI/openapi.json into the binary (run after editing it).
 openapi:

@@ -71,7 +71,7 @@ public struct OCROptions: Sendable, Codable, Equatable {
         }
         if mode != .document, !availableDetectors.contains(detector) {
             throw OCRError(.unsupportedOption, detector == .east
-                ? "the EAST model is not installed on this server: run `lector models fetch east` (or `make models`), or use detector \"db\""
+                ? "the EAST model is not installed: run `lector models fetch east` (or `make models`), or use detector \"db\""
                 : "the \(detector.rawValue) detector's model is not installed on this server")
         }
     }
