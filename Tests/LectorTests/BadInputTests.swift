@@ -84,8 +84,9 @@ struct BadInputTests {
         add("a text file named .png", .unsupportedMediaType, "unsupported_document_type") {
             $0.add(name: "document", filename: "a.png", contentType: "image/png", data: Data("hello, I am text".utf8))
         }
-        add("a PDF (no rasteriser in this engine yet)", .unsupportedMediaType, "unsupported_document_type") {
-            $0.add(name: "document", filename: "a.pdf", data: Data("%PDF-1.4\n%âãÏÓ\n".utf8))
+        add("options naming an unknown operation", .badRequest, "invalid_options") {
+            $0.add(name: "document", filename: "a.png", contentType: "image/png", data: png)
+            $0.add(name: "options", json: #"{"operations": ["sharpen"]}"#)
         }
         add("a GIF (its header reader decodes every frame: refused)", .unsupportedMediaType, "unsupported_document_type") {
             $0.add(name: "document", filename: "a.gif", data: Data("GIF89a".utf8) + Data(repeating: 0, count: 20))
