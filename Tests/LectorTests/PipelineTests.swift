@@ -173,6 +173,11 @@ struct PipelineTests {
         // A grey scan of a page (no colour, mostly paper) is still a document.
         let grey = try Self.transform(try TestImages.render(Self.lines), ["-fill", "gray85", "-opaque", "white", "-attenuate", "0.3", "+noise", "Gaussian", "-colorspace", "Gray"])
         #expect(try Self.recognize(engine, grey, OCROptions(lang: "eng")).pages[0].mode == .document)
+        // Tinted paper is still paper; a photo taken at dusk is still a photo.
+        let yellow = try Self.transform(try TestImages.render(Self.lines), ["-fill", "#f5eec0", "-opaque", "white"])
+        #expect(try Self.recognize(engine, yellow, OCROptions(lang: "eng")).pages[0].mode == .document)
+        let dusk = try Self.transform(try Self.scenePhoto(), ["-modulate", "40"])
+        #expect(try Self.recognize(engine, dusk, OCROptions(lang: "eng")).pages[0].mode == .scene)
     }
 
     // MARK: formats
