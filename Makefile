@@ -50,6 +50,8 @@ corpus: build
 
 # Every measure of BENCHMARKS.md at a small size, on a release build (full sizes: benchmarks/bench.py).
 bench: deps
+	deploy/scripts/deps.sh bench
+	benchmarks/setup-bench-venv.sh
 	swift build -c release --product lector
 	swift build -c release --product lector-bench
 	@deploy/scripts/pg.sh start >/dev/null

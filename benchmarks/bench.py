@@ -6,12 +6,15 @@
     benchmarks/bench.py p3 [--seconds 5]                queue throughput, no-op engine, 1/2/4 workers, both claims
     benchmarks/bench.py p4 [--jobs 40]                  wake-up latency: NOTIFY vs polling
     benchmarks/bench.py p5 [--waiters 1000]             1,000 long-poll waiters: API RSS and answer delay
+    benchmarks/bench.py p6 [--photos 50] [--rounds 3]   scene pipeline: lector ocr --mode scene vs OpenCV+pytesseract
     benchmarks/bench.py p7 [--noop 10000 --real 500]    worker RSS across many jobs
     benchmarks/bench.py all --small                     every measure at a small size (make bench)
 
 Uses the project's private PostgreSQL cluster (a database per measure), the lector binaries in
 LECTOR_BIN_DIR (default .build/release, else .build/debug), wrk, hyperfine and the tesseract CLI from Debian.
-Receipts are read from ../shared/data (research use only, never copied).
+Receipts and scene photos are read from ../shared/data (research use only, never copied). P6 needs
+.venv-bench (benchmarks/setup-bench-venv.sh; Debian's python3-opencv via deploy/scripts/deps.sh bench) and
+is skipped with a message without it.
 """
 import argparse
 import asyncio
@@ -175,6 +178,39 @@ def p1(args):
           f"(c)/(b) = {statistics.median(service) / statistics.median(engine):.2f}")
 
 
+# ---------------------------------------------------------------- P6
+SCENES = os.environ.get("LECTOR_BENCH_SCENES", os.path.join(ROOT, "..", "shared", "data", "scene-icdar2015", "images"))
+VENV_PYTHON = os.path.join(ROOT, ".venv-bench", "bin", "python")
+
+
+def p6(args):
+    """Seconds per photo of the scene pipeline, both sides loading the same DB model once per run and reading
+    every region with Tesseract in single-line mode; rounds alternate the two so that noise hits both."""
+    if not os.path.exists(VENV_PYTHON):
+        print("P6 skipped: no .venv-bench (run deploy/scripts/deps.sh bench && benchmarks/setup-bench-venv.sh)")
+        return
+    photos = sorted(os.path.join(SCENES, f) for f in os.listdir(SCENES) if f.endswith(".jpg"))[:args.photos]
+    lector, python = [], []
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    for round_ in range(args.rounds):
+        out = tempfile.mkdtemp()
+        log(f"p6 round {round_ + 1}: lector ocr --mode scene, {len(photos)} photos")
+        started = time.time()
+        subprocess.run([LECTOR, "ocr", "--mode", "scene", "--format", "json", "--output", out, *photos], env=env,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        lector.append((time.time() - started) / len(photos))
+        log(f"p6 round {round_ + 1}: python (OpenCV DNN + pytesseract), {len(photos)} photos")
+        started = time.time()
+        subprocess.run([VENV_PYTHON, os.path.join(ROOT, "benchmarks", "scene_python.py"), "--output", out, *photos],
+                       env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        python.append((time.time() - started) / len(photos))
+        shutil.rmtree(out, ignore_errors=True)
+    print(f"P6 photos={len(photos)} rounds={args.rounds} seconds per photo (process start and model load included)")
+    print(f"  lector ocr --mode scene:          {stats(lector)}")
+    print(f"  python OpenCV DNN + pytesseract:  {stats(python)}")
+    print(f"  median ratio python/lector = {statistics.median(python) / statistics.median(lector):.2f}x")
+
+
 # ---------------------------------------------------------------- P2
 def p2(args):
     print("P2 claim latency (ms), one claimer, one job at a time")
@@ -320,6 +356,7 @@ def main():
     a.add_argument("--claims", nargs="+", default=["table-lock", "skip-locked"])
     a = sub.add_parser("p4"); a.add_argument("--jobs", type=int, default=40)
     a = sub.add_parser("p5"); a.add_argument("--waiters", type=int, default=1000); a.add_argument("--jobs", type=int, default=10)
+    a = sub.add_parser("p6"); a.add_argument("--photos", type=int, default=50); a.add_argument("--rounds", type=int, default=3)
     a = sub.add_parser("p7"); a.add_argument("--noop", type=int, default=10000); a.add_argument("--real", type=int, default=500)
     a = sub.add_parser("all"); a.add_argument("--small", action="store_true")
     args = parser.parse_args()
@@ -331,9 +368,10 @@ def main():
         p3(argparse.Namespace(seconds=2 if small else 5, workers=[1, 2, 4], claims=["table-lock", "skip-locked"]))
         p4(argparse.Namespace(jobs=10 if small else 40))
         p5(argparse.Namespace(waiters=100 if small else 1000, jobs=10))
+        p6(argparse.Namespace(photos=5 if small else 50, rounds=1 if small else 3))
         p7(argparse.Namespace(noop=300 if small else 10000, real=10 if small else 500))
     else:
-        {"p1": p1, "p2": p2, "p3": p3, "p4": p4, "p5": p5, "p7": p7}[args.measure](args)
+        {"p1": p1, "p2": p2, "p3": p3, "p4": p4, "p5": p5, "p6": p6, "p7": p7}[args.measure](args)
 
 
 if __name__ == "__main__":
