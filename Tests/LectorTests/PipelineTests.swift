@@ -180,6 +180,21 @@ struct PipelineTests {
         #expect(try Self.recognize(engine, dusk, OCROptions(lang: "eng")).pages[0].mode == .scene)
     }
 
+    @Test("asking for EAST without its model fails the job with the way to install it")
+    func eastMissing() throws {
+        let models = DetectorModels.discover(east: "/nonexistent/frozen_east_text_detection.pb")
+        #expect(models.available == [.db])
+        let engine = try TesseractEngineFactory(dataPath: nil, limits: OCRLimits(maxPagePixels: 20_000_000, maxPages: 2),
+                                                models: models).makeEngine()
+        do {
+            _ = try Self.recognize(engine, try Self.scenePhoto(), OCROptions(lang: "eng", mode: .scene, detector: .east))
+            Issue.record("EAST ran without a model")
+        } catch let error as OCRError {
+            #expect(error.kind == .unsupportedOption && error.message.contains("lector models fetch east"), "\(error)")
+            #expect(!error.isTransient)
+        }
+    }
+
     // MARK: formats
 
     @Test("a document's searchable PDF holds its text; read back as input, it gives the same text (poppler)")
