@@ -122,6 +122,15 @@ class Service:
         seconds, count = row.split("|")
         return float(seconds), int(count)
 
+    def drain_span(self):
+        """Seconds from the first claim to the last FINISHED transition, and the job count (the workers alone)."""
+        row = psql(self.database, """SELECT extract(epoch FROM max(t.at) FILTER (WHERE t.status = 'FINISHED')
+                                                      - min(t.at) FILTER (WHERE t.status = 'IN_PROGRESS')),
+                                            count(*) FILTER (WHERE t.status = 'FINISHED')
+                                     FROM job_transitions t""")
+        seconds, count = row.split("|")
+        return float(seconds), int(count)
+
     def stop(self):
         for process in [self.api, *self.workers]:
             process.send_signal(signal.SIGTERM)
@@ -252,6 +261,17 @@ def p3(args):
             seconds, count = svc.span()
             svc.stop()
             print(f"  claim={claim:11} workers={workers}: submit {submitted:7.0f}/s   submit→FINISHED {count / seconds:7.0f}/s  ({count} jobs)")
+    # The two halves apart: submits with no worker running, then workers draining that backlog with no API load.
+    print("P3 stages apart (table lock): HTTP submit alone, then the workers alone draining the backlog")
+    for workers in args.workers:
+        svc = Service("p3", workers=0, concurrency=1, engine="noop")
+        submitted = wrk_submit(svc, args.seconds, body)
+        for _ in range(workers):
+            svc.start_worker()
+        svc.wait_all()
+        seconds, count = svc.drain_span()
+        svc.stop()
+        print(f"  workers={workers}: submit alone {submitted:7.0f}/s   drain alone {count / seconds:7.0f}/s  ({count} jobs)")
 
 
 # ---------------------------------------------------------------- P4
