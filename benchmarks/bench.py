@@ -74,7 +74,7 @@ class Service:
         subprocess.run([PG, "start"], check=True, capture_output=True)
         psql("postgres", f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
         psql("postgres", f"CREATE DATABASE {self.database}")
-        self.storage = tempfile.mkdtemp(prefix=f"lector-bench-{name}-")
+        self.storage = tempfile.mkdtemp(prefix=f"lector-bench-{name}-", dir=os.environ.get("LECTOR_BENCH_STORAGE_DIR"))
         self.env = dict(os.environ, LECTOR_DATABASE_URL=f"postgres://lector@127.0.0.1:{PG_PORT}/{self.database}",
                         LECTOR_STORAGE_ROOT=self.storage, LECTOR_HTTP_PORT=str(HTTP_PORT), LECTOR_LOG_LEVEL="error",
                         LECTOR_ENGINE=engine, LECTOR_CLAIM=claim, LECTOR_WORKER_LISTEN="true" if listen else "false",
