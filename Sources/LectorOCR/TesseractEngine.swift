@@ -168,11 +168,15 @@ public final class TesseractEngine: OCREngine {
 
     /// A detector whose fixed input suits the page's shape: 960 × 960, or 960 × 544 for landscape pages (and
     /// the reverse for portrait ones), which costs about half as much for the same resolution of the page.
+    /// Only the last one used is kept.
     private func detector(_ kind: DetectorKind, for pix: Pix) throws(OCRError) -> TextDetector {
         let aspect = Double(pix.width) / Double(max(1, pix.height))
         let (width, height) = aspect >= 1.5 ? (960, 544) : aspect <= 1 / 1.5 ? (544, 960) : (960, 960)
         let key = DetectorKey(kind: kind, width: width, height: height)
         if let detector = detectors[key] { return detector }
+        // One network per slot at a time: each holds 150-250 MB of buffers for its input size, so a slot that
+        // sees landscape and portrait pages swaps (a load is ~0.3 s) rather than keeping both.
+        detectors.removeAll()
         guard let path = models.path(for: kind), FileManager.default.isReadableFile(atPath: path) else {
             throw OCRError(.unsupportedOption, kind == .east
                 ? "the EAST model is not installed: run `lector models fetch east` (or `make models`), or use detector \"db\""
