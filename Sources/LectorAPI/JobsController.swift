@@ -228,11 +228,14 @@ struct JobsController {
         if let wait { headers[HTTPField.Name("Preference-Applied")!] = "wait=\(wait)" }
         switch state.status {
         case .finished:
-            // Every finished job has json, txt and hocr; the searchable PDF only when every page went through
-            // the document pipeline.
-            if format.file == "result.pdf", try await !dependencies.storage.hasResult(id: id, fileName: format.file) {
-                throw APIError(.notFound, "format_unavailable",
-                    "this job has no searchable PDF: it is made only when every page is read by the document pipeline (submit with options {\"mode\": \"document\"}); json, txt and hocr are available")
+            // Every finished job has json and txt; hocr and pdf depend on the engine and the pipelines used (the
+            // searchable PDF only when every page went through the document pipeline).
+            if format.file != "result.json", format.file != "result.txt",
+                try await !dependencies.storage.hasResult(id: id, fileName: format.file)
+            {
+                throw APIError(.notFound, "format_unavailable", format.file == "result.pdf"
+                    ? "this job has no searchable PDF: it is made when every page is read by the document pipeline (submit with options {\"mode\": \"document\"}); json and txt are available"
+                    : "this job has no \(formatName) result; json and txt are available")
             }
             headers[.location] = dependencies.signer.link(job: id, file: format.file)
             headers[.cacheControl] = "no-store"

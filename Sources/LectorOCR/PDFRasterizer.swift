@@ -11,13 +11,24 @@ final class PDFRasterizer {
     private let folder: URL
     private let file: URL
     let dpi: Int
+    private let maxPagePixels: Int
+    /// One time budget for the whole document, shared by every poppler run on it.
+    private let deadline: ContinuousClock.Instant
 
-    static let timeLimitSeconds = 120
+    static let timeLimitSeconds = 300
     static let memoryLimitBytes = 2 << 30
+    /// The most of a tool's error output kept (its end): a hostile PDF can make poppler print gigabytes.
+    static let maxErrorBytes = 8 * 1024
 
-    static var isInstalled: Bool { tool("pdftoppm") != nil && tool("pdfinfo") != nil }
+    static var isInstalled: Bool {
+        tool("pdftoppm") != nil && tool("pdfinfo") != nil
+            && FileManager.default.isExecutableFile(atPath: "/usr/bin/timeout")
+            && FileManager.default.isExecutableFile(atPath: "/usr/bin/prlimit")
+    }
 
-    init(_ data: Data, dpi: Int) throws(OCRError) {
+    init(_ data: Data, dpi: Int, maxPagePixels: Int = Int.max) throws(OCRError) {
+        self.maxPagePixels = maxPagePixels
+        deadline = .now + .seconds(Self.timeLimitSeconds)
         guard Self.isInstalled else {
             throw OCRError(.unsupportedOption, "PDF input needs poppler's pdftoppm and pdfinfo (Debian package poppler-utils)")
         }
@@ -61,24 +72,37 @@ final class PDFRasterizer {
         return sizes
     }
 
-    /// Renders one page (1-based) as an image.
-    func render(page: Int) throws(OCRError) -> Pix {
+    /// Renders one page (1-based) as an image. The crop box is rendered: the size `pdfinfo` reported.
+    func render(page: Int, cancellation: OCRCancellation = OCRCancellation()) throws(OCRError) -> Pix {
         let prefix = folder.appendingPathComponent("page")
         let png = folder.appendingPathComponent("page.png")
         defer { try? FileManager.default.removeItem(at: png) }
-        _ = try run("pdftoppm", ["-r", String(dpi), "-f", String(page), "-l", String(page), "-png", "-singlefile",
-                                 file.path, prefix.path])
+        _ = try run("pdftoppm", ["-q", "-cropbox", "-r", String(dpi), "-f", String(page), "-l", String(page), "-png",
+                                 "-singlefile", file.path, prefix.path], cancellation: cancellation)
+        // The rendered size again, from the PNG's header, before its pixels are decoded.
+        var format: Int32 = 0, w: Int32 = 0, h: Int32 = 0, bps: Int32 = 0, spp: Int32 = 0, cmap: Int32 = 0
+        guard pixReadHeader(png.path, &format, &w, &h, &bps, &spp, &cmap) == 0 else {
+            throw OCRError(.unreadableDocument, "PDF page \(page) could not be rasterised")
+        }
+        guard Int(w) * Int(h) <= maxPagePixels else {
+            throw OCRError(.limitExceeded, "PDF page \(page) renders to \(w) × \(h) pixels, over the limit of \(maxPagePixels) pixels per page")
+        }
         let pix = try Pix(owning: pixRead(png.path), failure: "PDF page \(page) could not be rasterised")
         _ = pixSetResolution(pix.pointer, Int32(dpi), Int32(dpi))
         return pix
     }
 
     /// Runs a poppler tool under `timeout` and `prlimit`; returns its standard output.
-    private func run(_ tool: String, _ arguments: [String]) throws(OCRError) -> String {
+    private func run(_ tool: String, _ arguments: [String], cancellation: OCRCancellation = OCRCancellation()) throws(OCRError) -> String {
         guard let executable = Self.tool(tool) else { throw OCRError(.unsupportedOption, "\(tool) is not installed") }
+        let left = (deadline - .now).components
+        let remaining = Int(left.seconds) + (left.attoseconds > 0 ? 1 : 0)
+        guard remaining > 0 else {
+            throw OCRError(.unreadableDocument, "the PDF took more than \(Self.timeLimitSeconds) s to rasterise")
+        }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        process.arguments = ["-s", "KILL", String(Self.timeLimitSeconds), "/usr/bin/prlimit",
+        process.arguments = ["-s", "KILL", String(remaining), "/usr/bin/prlimit",
                              "--as=\(Self.memoryLimitBytes)", "--", executable] + arguments
         let output = Pipe(), errors = Pipe()
         process.standardOutput = output
@@ -89,22 +113,28 @@ final class PDFRasterizer {
         } catch {
             throw OCRError(.engineFailure, "could not start \(tool): \(error.localizedDescription)")
         }
-        // Read both pipes to the end before waiting, so a chatty tool cannot block on a full pipe.
-        let errorData = PipeDrain(errors)
-        let data = output.fileHandleForReading.readDataToEndOfFile()
+        // Drain both pipes (keeping only the end of each) before waiting, so a chatty tool can neither block on
+        // a full pipe nor fill the worker's memory; stop the tool when the job is cancelled.
+        let errorData = PipeDrain(errors, keep: Self.maxErrorBytes)
+        let outputData = PipeDrain(output, keep: 1 << 20)
+        while outputData.done.wait(timeout: .now() + .milliseconds(200)) == .timedOut {
+            if cancellation.isCancelled, process.isRunning { process.terminate() }
+        }
         errorData.done.wait()
         process.waitUntilExit()
+        if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
         let status = process.terminationStatus
-        guard status == 0 else {
-            if status == 137 || status == 124 {
+        guard process.terminationReason == .exit, status == 0 else {
+            // `timeout -s KILL` kills its own process group, and the memory limit ends the tool with a signal.
+            if process.terminationReason == .uncaughtSignal || status == 124 || status == 137 {
                 throw OCRError(.unreadableDocument, "the PDF took more than \(Self.timeLimitSeconds) s or too much memory to \(tool == "pdfinfo" ? "read" : "rasterise")")
             }
-            let message = String(decoding: errorData.value.prefix(2000), as: UTF8.self)
+            let message = String(decoding: errorData.value, as: UTF8.self)
                 .split(separator: "\n").last.map(String.init) ?? "exit status \(status)"
             if message.contains("password") { throw OCRError(.unreadableDocument, "the PDF is encrypted (password-protected)") }
             throw OCRError(.unreadableDocument, "not a readable PDF: \(message.prefix(200))")
         }
-        return String(decoding: data, as: UTF8.self)
+        return String(decoding: outputData.value, as: UTF8.self)
     }
 
     /// The tool's path on the PATH, or in /usr/bin.
@@ -118,16 +148,20 @@ final class PDFRasterizer {
     }
 }
 
-/// Drains a pipe on a background thread while the caller drains another; `done` is signalled at its end.
+/// Drains a pipe on a background thread, keeping at most its last `keep` bytes; `done` is signalled at its end.
 private final class PipeDrain: @unchecked Sendable {
-    // Written once by the thread before `done` is signalled, read only after waiting on `done`.
+    // Written only by the thread before `done` is signalled, read only after waiting on `done`.
     var value = Data()
     let done = DispatchSemaphore(value: 0)
 
-    init(_ pipe: Pipe) {
+    init(_ pipe: Pipe, keep: Int) {
         let handle = pipe.fileHandleForReading
         Thread.detachNewThread { [self] in
-            value = handle.readDataToEndOfFile()
+            while let chunk = try? handle.read(upToCount: 64 * 1024), !chunk.isEmpty {
+                value.append(chunk)
+                if value.count > 2 * keep { value = value.suffix(keep) }
+            }
+            if value.count > keep { value = value.suffix(keep) }
             done.signal()
         }
     }

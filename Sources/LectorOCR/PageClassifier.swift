@@ -34,10 +34,17 @@ enum PageClassifier {
     }
 
     static func features(_ pix: Pix) -> Features? {
-        guard let colour = try? Pix(owning: pixConvertTo32(pix.pointer), failure: "") else { return nil }
-        let factor = min(1, Float(thumbnailSide) / Float(max(colour.width, colour.height)))
-        let thumbnail = factor < 1 ? try? Pix(owning: pixScaleAreaMap(colour.pointer, factor, factor), failure: "") : colour
-        guard let thumbnail, let data = pixGetData(thumbnail.pointer) else { return nil }
+        // Shrink first (8- and 32-bit pages directly), then make the small copy 32-bit: no full-size copy.
+        let factor = min(1, Float(thumbnailSide) / Float(max(1, max(pix.width, pix.height))))
+        let direct = (pix.depth == 8 || pix.depth == 32) && pixGetColormap(pix.pointer) == nil
+        guard let source = direct ? pix : try? Pix(owning: pixConvertTo8(pix.pointer, 0), failure: "") else { return nil }
+        let small = factor < 1 ? try? Pix(owning: pixScaleAreaMap(source.pointer, factor, factor), failure: "") : source
+        guard let small, let thumbnail = try? Pix(owning: pixConvertTo32(small.pointer), failure: "") else { return nil }
+        return withExtendedLifetime(thumbnail) { measure(thumbnail) }
+    }
+
+    private static func measure(_ thumbnail: Pix) -> Features? {
+        guard let data = pixGetData(thumbnail.pointer) else { return nil }
         let width = thumbnail.width, height = thumbnail.height, wordsPerLine = Int(pixGetWpl(thumbnail.pointer))
         guard width > 0, height > 0 else { return nil }
         var histogram = [Int](repeating: 0, count: 256)

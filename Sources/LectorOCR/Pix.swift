@@ -25,25 +25,27 @@ final class Pix {
     /// The image as tightly packed 8-bit BGR, for OpenCV.
     func bgr() throws(OCRError) -> [UInt8] {
         let rgb = try Pix(owning: pixConvertTo32(pointer), failure: "the page could not be converted to colour")
-        let width = rgb.width, height = rgb.height
-        let wordsPerLine = Int(pixGetWpl(rgb.pointer))
-        guard let data = pixGetData(rgb.pointer) else { throw OCRError(.unreadableDocument, "the page has no pixels") }
-        var out = [UInt8](repeating: 0, count: width * height * 3)
-        out.withUnsafeMutableBufferPointer { buffer in
-            for y in 0..<height {
-                let row = data + y * wordsPerLine
-                var o = y * width * 3
-                for x in 0..<width {
-                    // Leptonica's 32-bit pixel is one word: red in the top byte, then green, blue, alpha.
-                    let word = row[x]
-                    buffer[o] = UInt8(truncatingIfNeeded: word >> 8)
-                    buffer[o + 1] = UInt8(truncatingIfNeeded: word >> 16)
-                    buffer[o + 2] = UInt8(truncatingIfNeeded: word >> 24)
-                    o += 3
+        return try withExtendedLifetime(rgb) { () throws(OCRError) -> [UInt8] in
+            let width = rgb.width, height = rgb.height
+            let wordsPerLine = Int(pixGetWpl(rgb.pointer))
+            guard let data = pixGetData(rgb.pointer) else { throw OCRError(.unreadableDocument, "the page has no pixels") }
+            var out = [UInt8](repeating: 0, count: width * height * 3)
+            out.withUnsafeMutableBufferPointer { buffer in
+                for y in 0..<height {
+                    let row = data + y * wordsPerLine
+                    var o = y * width * 3
+                    for x in 0..<width {
+                        // Leptonica's 32-bit pixel is one word: red in the top byte, then green, blue, alpha.
+                        let word = row[x]
+                        buffer[o] = UInt8(truncatingIfNeeded: word >> 8)
+                        buffer[o + 1] = UInt8(truncatingIfNeeded: word >> 16)
+                        buffer[o + 2] = UInt8(truncatingIfNeeded: word >> 24)
+                        o += 3
+                    }
                 }
             }
+            return out
         }
-        return out
     }
 
     /// An image from packed 8-bit pixels with 1 (grey) or 3 (BGR) channels.

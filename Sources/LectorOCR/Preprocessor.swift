@@ -35,15 +35,25 @@ struct Preprocessor {
                 guard status == 0 else { throw OCRError(.unreadableDocument, failure) }
             case .adaptive:
                 // Sauvola over a 51-pixel window (smaller on tiny pages): follows uneven lighting and shadows.
+                // Its buffers take ~19 bytes per pixel, so large pages are done in tiles of about 4 Mpx.
                 let half = min(25, (min(gray.width, gray.height) - 3) / 2)
                 guard half >= 2 else { return try Pix(owning: pixConvertTo1(gray.pointer, 128), failure: failure) }
-                guard pixSauvolaBinarize(gray.pointer, Int32(half), 0.34, 1, nil, nil, nil, &binary) == 0 else {
+                let tiles = max(1, Int((Double(gray.pixelCount) / 4_000_000).squareRoot().rounded(.up)))
+                let nx = min(tiles, max(1, gray.width / (2 * half + 3))), ny = min(tiles, max(1, gray.height / (2 * half + 3)))
+                guard pixSauvolaBinarizeTiled(gray.pointer, Int32(half), 0.34, Int32(nx), Int32(ny), nil, &binary) == 0 else {
                     throw OCRError(.unreadableDocument, failure)
                 }
             }
             return try Pix(owning: binary, failure: failure)
         case .denoise:
             if pix.depth == 1 {
+                // Leptonica keeps an image and a box per component: count them first, so that a page of a
+                // few million dots cannot take gigabytes.
+                var components: Int32 = 0
+                guard pixCountConnComp(pix.pointer, 8, &components) == 0 else { throw OCRError(.unreadableDocument, failure) }
+                guard components <= Self.maxComponents else {
+                    throw OCRError(.limitExceeded, "denoise: the page has \(components) separate marks, over the limit of \(Self.maxComponents)")
+                }
                 // Drop connected specks smaller than 3 × 3 pixels.
                 return try Pix(owning: pixSelectBySize(pix.pointer, 3, 3, 8, Int32(L_SELECT_IF_EITHER),
                                                        Int32(L_SELECT_IF_GTE), nil), failure: failure)
@@ -78,6 +88,9 @@ struct Preprocessor {
         let quarters = (4 - Int32(degrees / 90) % 4) % 4
         return try Pix(owning: pixRotateOrth(pix.pointer, quarters), failure: "preprocessing failed at orient")
     }
+
+    /// Most connected components `denoise` handles on a black-and-white page (a dense page of text has ~100,000).
+    static let maxComponents: Int32 = 2_000_000
 
     /// Below this OSD confidence a page is left as it is (OCRmyPDF's default threshold is in the same range).
     static let minimumOrientationConfidence: Float = 2

@@ -26,11 +26,8 @@ final class PDFRendering {
             return nil
         }
         self.renderer = renderer
-        guard TessResultRendererBeginDocument(renderer, title) != 0 else {
-            TessDeleteResultRenderer(renderer)
-            try? FileManager.default.removeItem(at: folder)
-            return nil
-        }
+        // Every stored property is set: returning nil runs deinit, which deletes the renderer and the folder.
+        guard TessResultRendererBeginDocument(renderer, title) != 0 else { return nil }
     }
 
     deinit {

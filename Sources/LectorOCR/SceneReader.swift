@@ -65,7 +65,8 @@ struct SceneReader {
             return OCRWord(text: word.text, box: BoundingBox(around: polygon), confidence: word.confidence, polygon: polygon)
         }
         guard !words.isEmpty else { return nil }
-        let polygon = quad.points.map { Point(x: Int($0.x.rounded()), y: Int($0.y.rounded())) }
+        // Corners in reading order (top-left of the text as read first), as for the words.
+        let polygon = corners.map { Point(x: Int($0.x.rounded()), y: Int($0.y.rounded())) }
         return OCRLine(text: words.map(\.text).joined(separator: " "), box: BoundingBox(around: polygon),
                        confidence: Self.mean(words.map(\.confidence)), words: words, polygon: polygon)
     }

@@ -117,7 +117,7 @@ public final class TesseractEngine: OCREngine {
         var pdf: PDFRendering? = try PDFRendering(dataPath: handle.dataPath, title: "")
         for index in 0..<images.count {
             if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
-            let pix = try preprocessor.apply(options.operations, to: try images.page(index))
+            let pix = try preprocessor.apply(options.operations, to: try images.page(index, cancellation: cancellation))
             let mode = options.mode == .auto ? PageClassifier.classify(pix).mode : options.mode
             switch mode {
             case .auto, .document:
@@ -342,7 +342,7 @@ struct PageImages {
         var pages = 1
         var pdf: PDFRasterizer?
         if document.type == .pdf {
-            let rasterizer = try PDFRasterizer(document.data, dpi: pdfDPI)
+            let rasterizer = try PDFRasterizer(document.data, dpi: pdfDPI, maxPagePixels: limits.maxPagePixels)
             pdf = rasterizer
             let sizes = try rasterizer.pageSizes(maxPages: limits.maxPages)
             guard !sizes.isEmpty else { throw OCRError(.unreadableDocument, "the PDF has no pages") }
@@ -402,8 +402,8 @@ struct PageImages {
         }
     }
 
-    func page(_ index: Int) throws(OCRError) -> Pix {
-        if let pdf { return try pdf.render(page: index + 1) }
+    func page(_ index: Int, cancellation: OCRCancellation = OCRCancellation()) throws(OCRError) -> Pix {
+        if let pdf { return try pdf.render(page: index + 1, cancellation: cancellation) }
         let pix = document.data.withUnsafeBytes { raw -> UnsafeMutablePointer<PIX>? in
             let base = raw.bindMemory(to: UInt8.self).baseAddress
             return document.type == .tiff ? pixReadMemTiff(base, raw.count, Int32(index)) : pixReadMem(base, raw.count)

@@ -243,6 +243,34 @@ struct PipelineTests {
         }
     }
 
+    /// A PDF with the given objects (1 is the catalog), xref and trailer written out.
+    static func pdf(_ objects: [String]) -> Data {
+        var out = "%PDF-1.7\n"
+        var offsets: [Int] = []
+        for (index, body) in objects.enumerated() {
+            offsets.append(out.utf8.count)
+            out += "\(index + 1) 0 obj\n\(body)\nendobj\n"
+        }
+        let xref = out.utf8.count
+        out += "xref\n0 \(objects.count + 1)\n0000000000 65535 f \n"
+        for offset in offsets { out += String(format: "%010d 00000 n \n", offset) }
+        out += "trailer\n<< /Size \(objects.count + 1) /Root 1 0 R >>\nstartxref\n\(xref)\n%%EOF\n"
+        return Data(out.utf8)
+    }
+
+    @Test("a PDF page is rendered at its crop box, the size that was checked against the pixel limit")
+    func pdfCropBox() throws {
+        // MediaBox 4000 pt square (16 Mpx at 72 dpi), CropBox 100 pt: only the crop box may be rendered.
+        let document = Self.pdf([
+            "<< /Type /Catalog /Pages 2 0 R >>", "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 4000 4000] /CropBox [0 0 100 100] >>",
+        ])
+        let engine = try Self.engine(maxPagePixels: 200_000, pdfDPI: 72)
+        let result = try Self.recognize(engine, document, OCROptions(lang: "eng", mode: .document))
+        #expect(result.pages.count == 1)
+        #expect(result.pages[0].width == 100 && result.pages[0].height == 100, "\(result.pages[0].width) × \(result.pages[0].height)")
+    }
+
     @Test("scene pages get Lector's hOCR (escaped) and no PDF: the renderer lays out only document pages")
     func sceneRenderings() throws {
         let engine = try Self.engine()

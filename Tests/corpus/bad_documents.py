@@ -79,6 +79,20 @@ def pdf_with_pages(pages, size=(612, 792)):
     return pdf(objects)
 
 
+def chatty_pdf():
+    """A few KB that make poppler report ~2 million syntax errors (unknown operators in a compressed stream):
+    the worker must not buffer them."""
+    import zlib
+    content = zlib.compress(b"q " + b"zz " * 2_000_000 + b"Q", 9)
+    objects = ["<< /Type /Catalog /Pages 2 0 R >>", "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] /Contents 4 0 R >>",
+               f"<< /Length {len(content)} /Filter /FlateDecode >>\nstream\n" + content.decode("latin-1") + "\nendstream"]
+    out = pdf([o for o in objects[:3]] + ["<<>>"])
+    # pdf() writes text objects; rebuild with the binary stream in place of the placeholder.
+    body = objects[3].encode("latin-1")
+    return out.replace(b"4 0 obj\n<<>>\nendobj", b"4 0 obj\n" + body + b"\nendobj")
+
+
 def encrypted_pdf():
     objects = ["<< /Type /Catalog /Pages 2 0 R >>", "<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>",
@@ -109,6 +123,7 @@ def corpus(directory):
         ("PDF with 5000 pages", pdf_with_pages(5000), {"FAILURE"}, "more than"),
         ("PDF page of 200 x 200 inches", pdf_with_pages(1, (14400, 14400)), {"FAILURE"}, "over the limit"),
         ("encrypted PDF", encrypted_pdf(), {"FAILURE"}, "PDF"),
+        ("PDF making poppler print 2M errors", chatty_pdf(), {"FINISHED", "FAILURE"}, None),
         ("malformed PDF", b"%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R\n%%EOF garbage \x00\xff", {"FAILURE"}, "PDF"),
         ("text file named .png", b"this is plain text, not an image\n", {"415"}, None),  # sent as notes.png, image/png
         ("GIF", b"GIF89a" + struct.pack("<HH", 65535, 65535) + b"\x00" * 20, {"415"}, None),
