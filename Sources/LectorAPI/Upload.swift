@@ -193,9 +193,6 @@ struct UploadParser {
             case ("detector", .string(let string)): detector = string
             case ("detector", _): throw APIError.badRequest("invalid_options", "options.detector must be a string: db or east")
             case ("operations", .array(let items)):
-                guard items.count <= OCROptions.maxOperations else {
-                    throw APIError.badRequest("invalid_options", "options.operations may list at most \(OCROptions.maxOperations) steps")
-                }
                 operations = try items.map { item in
                     guard case .string(let name) = item else {
                         throw APIError.badRequest("invalid_options", "options.operations must be an array of strings, e.g. [\"deskew\", \"binarize:adaptive\"]")
@@ -225,18 +222,18 @@ struct UploadParser {
             }
             options.detector = parsed
         }
-        do {
+        do throws(OCRError) {
             if let operations {
-                guard operations.count <= OCROptions.maxOperations else {
-                    throw OCRError(.unsupportedOption, "operations may list at most \(OCROptions.maxOperations) steps")
-                }
-                options.operations = try operations.map { (text) throws(OCRError) in
+                var parsed: [PreprocessingOperation] = []
+                for text in operations {
                     guard text.count <= 64 else { throw OCRError(.unsupportedOption, "an operation is longer than 64 characters") }
-                    return try PreprocessingOperation(parsing: text)
+                    parsed.append(try PreprocessingOperation(parsing: text))
                 }
+                options.operations = parsed
             }
+            // Counts, languages and detectors: the one check shared with the worker and `lector ocr`.
             try options.validate(availableLanguages: availableLanguages, availableDetectors: availableDetectors)
-        } catch let error as OCRError {
+        } catch {
             throw APIError.badRequest("invalid_options", error.message)
         }
         return options

@@ -14,6 +14,13 @@ public enum DetectorKind: String, Sendable, Codable, CaseIterable {
     case db
     /// EAST; its model is fetched separately (`lector models fetch east`).
     case east
+
+    /// The error when this detector's model file is absent, saying how to get it.
+    public var modelMissing: OCRError {
+        OCRError(.unsupportedOption, self == .east
+            ? "the EAST model is not installed: run `lector models fetch east` (or `make models`), or use detector \"db\""
+            : "the DB detector's model is missing (it ships in \(DetectorModels.dbRelativePath); set LECTOR_DB_MODEL)")
+    }
 }
 
 /// What a job asks of the engine. Parsed and checked at submit, stored with the job as JSON.
@@ -70,9 +77,7 @@ public struct OCROptions: Sendable, Codable, Equatable {
             throw OCRError(.unsupportedOption, "operations may list at most \(Self.maxOperations) steps")
         }
         if mode != .document, !availableDetectors.contains(detector) {
-            throw OCRError(.unsupportedOption, detector == .east
-                ? "the EAST model is not installed: run `lector models fetch east` (or `make models`), or use detector \"db\""
-                : "the \(detector.rawValue) detector's model is not installed on this server")
+            throw detector.modelMissing
         }
     }
 }

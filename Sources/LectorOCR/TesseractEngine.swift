@@ -114,16 +114,23 @@ public final class TesseractEngine: OCREngine {
         }
         var pages: [OCRPage] = []
         var hocrPages: [String] = []
-        var pdf: PDFRendering? = try PDFRendering(dataPath: handle.dataPath, title: "")
+        // The searchable PDF: started at the first page read by the document pipeline, given up at the first
+        // scene page (Tesseract's renderer lays out only its own page analysis).
+        var pdf: PDFRendering?
+        var pdfPossible = true
         for index in 0..<images.count {
             if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
             let pix = try preprocessor.apply(options.operations, to: try images.page(index, cancellation: cancellation))
             let mode = options.mode == .auto ? PageClassifier.classify(pix).mode : options.mode
             switch mode {
             case .auto, .document:
+                if pdfPossible, pdf == nil {
+                    pdf = try PDFRendering(dataPath: handle.dataPath, title: "")
+                    pdfPossible = pdf != nil
+                }
                 let page = try handle.recognize(pix.pointer, pageNumber: index + 1, cancellation: cancellation) { api in
                     hocrPages.append(TesseractHandle.hocr(api, pageIndex: index))
-                    if let renderer = pdf, !renderer.add(api) { pdf = nil }
+                    if let renderer = pdf, !renderer.add(api) { pdf = nil; pdfPossible = false }
                 }
                 pages.append(page)
             case .scene:
@@ -131,8 +138,8 @@ public final class TesseractEngine: OCREngine {
                 let page = try reader.read(pix, pageNumber: index + 1, cancellation: cancellation)
                 pages.append(page)
                 hocrPages.append(HOCR.page(page))
-                // Tesseract's PDF renderer lays out only what its own page analysis recognised.
                 pdf = nil
+                pdfPossible = false
             }
         }
         let hocr = HOCR.document(pages: hocrPages, engine: TesseractEngineFactory.version, language: options.lang)
@@ -178,9 +185,7 @@ public final class TesseractEngine: OCREngine {
         // sees landscape and portrait pages swaps (a load is ~0.3 s) rather than keeping both.
         detectors.removeAll()
         guard let path = models.path(for: kind), FileManager.default.isReadableFile(atPath: path) else {
-            throw OCRError(.unsupportedOption, kind == .east
-                ? "the EAST model is not installed: run `lector models fetch east` (or `make models`), or use detector \"db\""
-                : "the DB detector's model is missing (\(models.db ?? DetectorModels.dbRelativePath))")
+            throw kind.modelMissing
         }
         let detector = try TextDetector(modelPath: path, kind: kind == .db ? .db : .east, inputWidth: width, inputHeight: height)
         detectors[key] = detector
