@@ -143,6 +143,49 @@ class Service:
         shutil.rmtree(self.storage, ignore_errors=True)
 
 
+def process_cpu(pid):
+    """CPU seconds (user + system) a process has used so far, or 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
+
+
+def postgres_pids():
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() == "postgres":
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+class CPUMeter:
+    """CPU seconds used by the API, the workers and PostgreSQL between start() and stop() (/proc/PID/stat)."""
+
+    def __init__(self, svc):
+        self.svc = svc
+
+    def snapshot(self):
+        return {"api": {self.svc.api.pid: process_cpu(self.svc.api.pid)},
+                "workers": {w.pid: process_cpu(w.pid) for w in self.svc.workers},
+                "postgres": {pid: process_cpu(pid) for pid in postgres_pids()}}
+
+    def start(self):
+        self.before = self.snapshot()
+
+    def stop(self):
+        after = self.snapshot()
+        return {part: sum(seconds - self.before[part].get(pid, 0.0) for pid, seconds in pids.items())
+                for part, pids in after.items()}
+
+
 def receipts(count):
     files = sorted(os.path.join(DATA, f) for f in os.listdir(DATA) if f.endswith(".jpg"))
     return files[:count]
@@ -263,15 +306,24 @@ def p3(args):
             print(f"  claim={claim:11} workers={workers}: submit {submitted:7.0f}/s   submit→FINISHED {count / seconds:7.0f}/s  ({count} jobs)")
     # The two halves apart: submits with no worker running, then workers draining that backlog with no API load.
     print("P3 stages apart (table lock): HTTP submit alone, then the workers alone draining the backlog")
+    # CPU per job (ms) of each process kind, from /proc: a cost that the machine's noise hardly moves.
     for workers in args.workers:
         svc = Service("p3", workers=0, concurrency=1, engine="noop")
+        meter = CPUMeter(svc)
+        meter.start()
         submitted = wrk_submit(svc, args.seconds, body)
+        submit_cpu = meter.stop()
+        submitted_jobs = int(psql(svc.database, "SELECT count(*) FROM jobs"))
         for _ in range(workers):
             svc.start_worker()
+        meter.start()
         svc.wait_all()
+        drain_cpu = meter.stop()
         seconds, count = svc.drain_span()
         svc.stop()
-        print(f"  workers={workers}: submit alone {submitted:7.0f}/s   drain alone {count / seconds:7.0f}/s  ({count} jobs)")
+        per_job = lambda cpu, jobs: " ".join(f"{part} {cpu[part] * 1000 / max(jobs, 1):.2f}" for part in ("api", "postgres", "workers"))
+        print(f"  workers={workers}: submit alone {submitted:7.0f}/s   drain alone {count / seconds:7.0f}/s  ({count} jobs)"
+              f"   CPU ms/job: submit [{per_job(submit_cpu, submitted_jobs)}]  drain [{per_job(drain_cpu, count)}]")
 
 
 # ---------------------------------------------------------------- P4
@@ -373,7 +425,7 @@ def main():
     a = sub.add_parser("p2"); a.add_argument("--history", type=int, nargs="+", default=[1000, 1000000]); a.add_argument("--claims", type=int, default=1000)
     a = sub.add_parser("p3"); a.add_argument("--seconds", type=int, default=5)
     a.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    a.add_argument("--claims", nargs="+", default=["table-lock", "skip-locked"])
+    a.add_argument("--claims", nargs="*", default=["table-lock", "skip-locked"])
     a = sub.add_parser("p4"); a.add_argument("--jobs", type=int, default=40)
     a = sub.add_parser("p5"); a.add_argument("--waiters", type=int, default=1000); a.add_argument("--jobs", type=int, default=10)
     a = sub.add_parser("p6"); a.add_argument("--photos", type=int, default=50); a.add_argument("--rounds", type=int, default=3)
