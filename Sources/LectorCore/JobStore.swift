@@ -138,44 +138,20 @@ public struct JobStore: Sendable {
     /// original up with `idempotentJob`.
     @discardableResult
     public func create(_ job: NewJob, idempotencyKey: (key: String, fingerprint: [UInt8])? = nil) async throws -> Date {
-        try await transaction { connection -> Date in
-            // Waiting on a concurrent request's key must end well before the API's deadline, with a clean
-            // rollback, not with an unknown outcome.
-            try await connection.query("SET LOCAL lock_timeout = '2s'", logger: logger)
-            let created = try await connection.query(
-                """
-                INSERT INTO jobs (id, owner_id, document_name, content_type, size_bytes, sha256, options, metadata)
-                VALUES (\(job.id), \(job.ownerID), \(job.documentName), \(job.contentType), \(job.sizeBytes),
-                        \(ByteBuffer(bytes: job.sha256)), \(job.optionsJSON)::jsonb, \(job.metadataJSON)::jsonb)
-                RETURNING created_at
-                """,
-                logger: logger
-            )
-            var createdAt = Date()
-            for try await date in created.decode(Date.self) { createdAt = date }
-            try await connection.query(
-                "INSERT INTO job_transitions (job_id, status) VALUES (\(job.id), \(JobStatus.queued.rawValue))",
-                logger: logger
-            )
-            if let (key, fingerprint) = idempotencyKey {
-                // Takes the key, or an expired use of it; a live use by a concurrent request wins.
-                let taken = try await connection.query(
-                    """
-                    INSERT INTO idempotency_keys (user_id, key, job_id, request_sha256)
-                    VALUES (\(job.ownerID), \(key), \(job.id), \(ByteBuffer(bytes: fingerprint)))
-                    ON CONFLICT (user_id, key) DO UPDATE
-                        SET job_id = EXCLUDED.job_id, request_sha256 = EXCLUDED.request_sha256, created_at = now()
-                        WHERE idempotency_keys.created_at < now() - interval '24 hours'
-                    RETURNING 1
-                    """,
-                    logger: logger)
-                var inserted = false
-                for try await _ in taken { inserted = true }
-                if !inserted { throw IdempotencyKeyTaken() }
-            }
-            return createdAt
+        // One statement: `create_job` (db/005_job_functions.sql) inserts the job, its QUEUED transition and the
+        // key in one transaction, waiting at most 2 s for a concurrent request's key.
+        let statement = CreateJobStatement(
+            job: job, idempotencyKey: idempotencyKey?.key, fingerprint: idempotencyKey?.fingerprint)
+        do {
+            for try await createdAt in try await client.execute(statement, logger: logger) { return createdAt }
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.idempotencyKeyTakenState {
+            throw IdempotencyKeyTaken()
         }
+        throw TransitionRefused(jobID: job.id, status: .queued)
     }
+
+    /// The SQLSTATE `create_job` raises when a live request holds the idempotency key.
+    static let idempotencyKeyTakenState = "LK001"
 
     /// Claims the oldest claimable queued job for `worker` and gives it a lease, or returns nil.
     ///
@@ -190,13 +166,9 @@ public struct JobStore: Sendable {
     public func claimNext(
         worker: String, leaseDuration: Duration, strategy: ClaimStrategy = .tableLock, now: Date? = nil
     ) async throws -> ClaimedJob? {
-        let rows = try await client.query(
-            """
-            SELECT job_id, attempt, content_type, options
-            FROM claim_job(\(worker), \(leaseDuration.secondsValue), \(now)::timestamptz, \(strategy == .skipLocked))
-            """,
-            logger: logger)
-        for try await (id, attempt, contentType, options) in rows.decode((UUID, Int, String, String).self) {
+        let statement = ClaimJobStatement(
+            worker: worker, leaseSeconds: leaseDuration.secondsValue, now: now, skipLocked: strategy == .skipLocked)
+        for try await (id, attempt, contentType, options) in try await client.execute(statement, logger: logger) {
             return ClaimedJob(lease: Lease(jobID: id, worker: worker, attempt: attempt), contentType: contentType, optionsJSON: options)
         }
         return nil
@@ -218,25 +190,30 @@ public struct JobStore: Sendable {
         return false
     }
 
-    /// Appends `FINISHED` or `FAILURE` for the job `lease` holds.
+    /// Appends `FINISHED` or `FAILURE` for the job `lease` holds; `TransitionRefused` when this attempt no longer
+    /// holds the lease (it expired and the job was rescued, or the job ended).
     ///
-    /// In one transaction: lock the lease row (refused with `TransitionRefused` when it is not this attempt's
-    /// any more), run `beforeCommit` (the worker moves its result files into place there, so a stale attempt
-    /// can never overwrite a newer one's), append the transition, commit. The trigger drops the lease.
+    /// `end_job` (db/005_job_functions.sql) locks the lease row and appends the transition; the trigger drops the
+    /// lease. With `beforeCommit` (the worker moves its result files into place there) that runs in a transaction
+    /// which holds the lease row until `beforeCommit` has returned, so a stale attempt can never overwrite a newer
+    /// one's files, and a `beforeCommit` that throws rolls the transition back. Without it, one statement.
     public func end(
         _ lease: Lease, as status: JobStatus, reason: String? = nil,
-        beforeCommit: @Sendable () async throws -> Void = {}
+        beforeCommit: (@Sendable () async throws -> Void)? = nil
     ) async throws {
         precondition(status.isTerminal, "end(_:as:) takes FINISHED or FAILURE")
+        let statement = EndJobStatement(lease: lease, status: status, reason: reason)
+        guard let beforeCommit else {
+            var ended = false
+            for try await row in try await client.execute(statement, logger: logger) { ended = row }
+            if !ended { throw TransitionRefused(jobID: lease.jobID, status: status) }
+            return
+        }
         try await transaction { connection in
-            try await Self.lockLease(lease, status: status, connection: connection, logger: logger)
+            var ended = false
+            for try await row in try await connection.execute(statement, logger: logger) { ended = row }
+            if !ended { throw TransitionRefused(jobID: lease.jobID, status: status) }
             try await beforeCommit()
-            try await connection.query(
-                """
-                INSERT INTO job_transitions (job_id, status, worker, reason)
-                VALUES (\(lease.jobID), \(status.rawValue), \(lease.worker), \(reason))
-                """,
-                logger: logger)
         }
     }
 

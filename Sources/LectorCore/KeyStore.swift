@@ -62,15 +62,9 @@ public struct KeyStore: Sendable {
     /// The digest comparison runs in constant time.
     public func authenticate(token: String) async throws -> AuthenticatedUser? {
         guard let key = APIKey(token: token) else { return nil }
-        let rows = try await client.query(
-            """
-            SELECT k.id, k.secret_hash, u.id, u.name FROM api_keys k JOIN users u ON u.id = k.user_id
-            WHERE k.prefix = \(key.prefix) AND k.revoked_at IS NULL
-            """,
-            logger: logger
-        )
+        let rows = try await client.execute(AuthenticateStatement(prefix: key.prefix), logger: logger)
         let digest = key.secretDigest
-        for try await (keyID, stored, userID, name) in rows.decode((Int64, ByteBuffer, Int64, String).self) {
+        for try await (keyID, stored, userID, name) in rows {
             guard constantTimeEquals(stored.readableBytesView, digest) else { return nil }
             return AuthenticatedUser(id: userID, name: name, keyID: keyID)
         }

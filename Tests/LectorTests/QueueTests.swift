@@ -79,6 +79,52 @@ struct QueueTests {
         }
     }
 
+    @Test("create with a live idempotency key creates nothing; an expired one is taken over")
+    func createWithKey() async throws {
+        try await TestHarness.run { harness in
+            let owner = try await Self.owner(harness)
+            let first = Self.makeJob(owner: owner, index: 1)
+            let fingerprint = [UInt8](repeating: 7, count: 32)
+            try await harness.jobs.create(first, idempotencyKey: ("key-1", fingerprint))
+            let second = Self.makeJob(owner: owner, index: 2)
+            await #expect(throws: IdempotencyKeyTaken.self) {
+                try await harness.jobs.create(second, idempotencyKey: ("key-1", fingerprint))
+            }
+            // The refused create left no job and no transition behind.
+            #expect(try await harness.jobs.history(of: second.id).isEmpty)
+            #expect(try await harness.jobs.countsByStatus() == [.queued: 1])
+            let original = try #require(try await harness.jobs.idempotentJob(key: "key-1", ownerID: owner, fingerprint: fingerprint))
+            #expect(original.id == first.id && original.sameDocument)
+            // A use older than 24 hours no longer holds the key.
+            try await harness.client.query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+            try await harness.jobs.create(second, idempotencyKey: ("key-1", fingerprint))
+            #expect(try await harness.jobs.idempotentJob(key: "key-1", ownerID: owner, fingerprint: fingerprint)?.id == second.id)
+        }
+    }
+
+    @Test("an end whose beforeCommit throws is rolled back and keeps the lease; end_job takes only an end")
+    func endRollsBack() async throws {
+        struct PublishFailed: Error {}
+        try await TestHarness.run { harness in
+            let owner = try await Self.owner(harness)
+            let job = Self.makeJob(owner: owner)
+            try await harness.jobs.create(job)
+            let claimed = try #require(try await harness.jobs.claimNext(worker: "w1", leaseDuration: .seconds(60)))
+            await #expect(throws: PublishFailed.self) {
+                try await harness.jobs.end(claimed.lease, as: .finished) { throw PublishFailed() }
+            }
+            #expect(try await harness.jobs.history(of: job.id).map(\.status) == [.queued, .inProgress])
+            // The lease survived the rollback: renewing works and the same attempt can still end the job.
+            #expect(try await harness.jobs.renew(claimed.lease, duration: .seconds(60)))
+            await #expect(throws: PSQLError.self) {
+                let rows = try await harness.client.query("SELECT end_job(\(job.id), 'w1', 1, 'QUEUED', NULL)")
+                for try await _ in rows {}
+            }
+            try await harness.jobs.end(claimed.lease, as: .finished) {}
+            #expect(try await harness.jobs.history(of: job.id).map(\.status) == [.queued, .inProgress, .finished])
+        }
+    }
+
     @Test("history is append-only and illegal transitions are refused")
     func appendOnly() async throws {
         try await TestHarness.run { harness in

@@ -1,0 +1,110 @@
+import Foundation
+import PostgresNIO
+
+// The statements every job runs, as named prepared statements: PostgresNIO prepares each one on a connection the
+// first time that connection runs it and afterwards sends only its name and values, so PostgreSQL neither parses
+// nor plans them again (BENCHMARKS.md, P3). Everything else the product asks stays an ordinary query.
+//
+// Parameter types are spelled out, so that a NULL (no idempotency key, no test clock) needs no inference.
+// A connection pooler in transaction mode (PgBouncer < 1.21) cannot carry named statements across
+// transactions: point Lector at PostgreSQL itself, or at a pooler that tracks prepared statements.
+
+/// `KeyStore.authenticate`: the key row and its user, by the key's public prefix.
+struct AuthenticateStatement: PostgresPreparedStatement {
+    static let name = "lector_authenticate_v1"
+    static let sql = """
+        SELECT k.id, k.secret_hash, u.id, u.name FROM api_keys k JOIN users u ON u.id = k.user_id
+        WHERE k.prefix = $1 AND k.revoked_at IS NULL
+        """
+    static let bindingDataTypes: [PostgresDataType] = [.text]
+    typealias Row = (Int64, ByteBuffer, Int64, String)
+
+    var prefix: String
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 1)
+        bindings.append(prefix)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+/// `JobStore.create`: `create_job` (db/005_job_functions.sql).
+struct CreateJobStatement: PostgresPreparedStatement {
+    static let name = "lector_create_job_v1"
+    static let sql = "SELECT create_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    static let bindingDataTypes: [PostgresDataType] = [
+        .uuid, .int8, .text, .text, .int8, .bytea, .text, .text, .text, .bytea,
+    ]
+    typealias Row = Date
+
+    var job: NewJob
+    var idempotencyKey: String?
+    var fingerprint: [UInt8]?
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 10)
+        bindings.append(job.id)
+        bindings.append(job.ownerID)
+        bindings.append(job.documentName)
+        bindings.append(job.contentType)
+        bindings.append(job.sizeBytes)
+        bindings.append(ByteBuffer(bytes: job.sha256))
+        bindings.append(job.optionsJSON)
+        bindings.append(job.metadataJSON)
+        bindings.append(idempotencyKey)
+        bindings.append(fingerprint.map { ByteBuffer(bytes: $0) })
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Date.self) }
+}
+
+/// `JobStore.claimNext`: `claim_job` (db/004_claim_function.sql).
+struct ClaimJobStatement: PostgresPreparedStatement {
+    static let name = "lector_claim_job_v1"
+    static let sql = "SELECT job_id, attempt, content_type, options FROM claim_job($1, $2, $3, $4)"
+    static let bindingDataTypes: [PostgresDataType] = [.text, .float8, .timestamptz, .bool]
+    typealias Row = (UUID, Int, String, String)
+
+    var worker: String
+    var leaseSeconds: Double
+    var now: Date?
+    var skipLocked: Bool
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 4)
+        bindings.append(worker)
+        bindings.append(leaseSeconds)
+        bindings.append(now)
+        bindings.append(skipLocked)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
+/// `JobStore.end`: `end_job` (db/005_job_functions.sql).
+struct EndJobStatement: PostgresPreparedStatement {
+    static let name = "lector_end_job_v1"
+    static let sql = "SELECT end_job($1, $2, $3, $4, $5)"
+    static let bindingDataTypes: [PostgresDataType] = [.uuid, .text, .int4, .text, .text]
+    typealias Row = Bool
+
+    var lease: Lease
+    var status: JobStatus
+    var reason: String?
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 5)
+        bindings.append(lease.jobID)
+        bindings.append(lease.worker)
+        bindings.append(Int32(clamping: lease.attempt))
+        bindings.append(status.rawValue)
+        bindings.append(reason)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Bool.self) }
+}
