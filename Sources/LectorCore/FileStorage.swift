@@ -12,8 +12,8 @@ public protocol JobStorage: Sendable {
     func readDocument(id: UUID, fileName: String) async throws -> Data
     /// Writes one result file atomically (temporary name, then rename).
     func writeResult(id: UUID, fileName: String, contents: Data) async throws
-    /// Writes a result file of one attempt under a hidden name, synced; `commitResults` moves it into place.
-    func stageResult(id: UUID, fileName: String, attempt: Int, contents: Data) async throws
+    /// Writes the result files of one attempt under hidden names, synced; `commitResults` moves them into place.
+    func stageResults(id: UUID, attempt: Int, files: [(name: String, contents: Data)]) async throws
     /// Puts an attempt's staged result files in place (called while the attempt's lease row is locked).
     /// Idempotent: the staged files stay until `discardResults`, so a retry after a failed commit redoes it.
     func commitResults(id: UUID, fileNames: [String], attempt: Int) async throws
@@ -69,8 +69,8 @@ public struct FileStorage: JobStorage {
             let fm = FileManager.default
             do {
                 try fm.createDirectory(at: staging, withIntermediateDirectories: false)
-                try Self.writeSynced(document, to: staging.appendingPathComponent(documentFileName))
-                try Self.writeSynced(metadataJSON, to: staging.appendingPathComponent("metadata.json"))
+                try Self.writeSynced(document, to: staging.appendingPathComponent(documentFileName, isDirectory: false))
+                try Self.writeSynced(metadataJSON, to: staging.appendingPathComponent("metadata.json", isDirectory: false))
                 try Self.syncDirectory(staging)
                 // rename(2) of a directory is atomic: the job folder appears whole or not at all. The root is
                 // synced after it, so the folder survives a power loss before the QUEUED row commits.
@@ -96,7 +96,7 @@ public struct FileStorage: JobStorage {
 
     public func readDocument(id: UUID, fileName: String) async throws -> Data {
         try Self.checkName(fileName)
-        let url = folder(of: id).appendingPathComponent(fileName)
+        let url = folder(of: id).appendingPathComponent(fileName, isDirectory: false)
         return try await threadPool.runIfActive {
             // Only "no such file" is permanent; any other failure (EIO, ESTALE, EACCES) may pass.
             var info = stat()
@@ -118,8 +118,8 @@ public struct FileStorage: JobStorage {
 
     public func writeResult(id: UUID, fileName: String, contents: Data) async throws {
         try Self.checkName(fileName)
-        let target = folder(of: id).appendingPathComponent(fileName)
-        let temporary = folder(of: id).appendingPathComponent(".\(fileName).\(UUID().uuidString.lowercased()).tmp")
+        let target = folder(of: id).appendingPathComponent(fileName, isDirectory: false)
+        let temporary = folder(of: id).appendingPathComponent(".\(fileName).\(UUID().uuidString.lowercased()).tmp", isDirectory: false)
         try await threadPool.runIfActive {
             do {
                 try Self.writeSynced(contents, to: temporary)
@@ -135,27 +135,31 @@ public struct FileStorage: JobStorage {
     }
 
     private func stagedURL(_ id: UUID, _ fileName: String, attempt: Int) -> URL {
-        folder(of: id).appendingPathComponent(".\(fileName).attempt-\(attempt)")
+        folder(of: id).appendingPathComponent(".\(fileName).attempt-\(attempt)", isDirectory: false)
     }
 
-    public func stageResult(id: UUID, fileName: String, attempt: Int, contents: Data) async throws {
-        try Self.checkName(fileName)
-        let staged = stagedURL(id, fileName, attempt: attempt)
+    public func stageResults(id: UUID, attempt: Int, files: [(name: String, contents: Data)]) async throws {
+        for file in files { try Self.checkName(file.name) }
+        let staged = files.map { (stagedURL(id, $0.name, attempt: attempt), $0.contents) }
+        // One trip to the thread pool for all of them: these calls are the worker's whole per-job cost with the
+        // no-op engine (BENCHMARKS.md, P3).
         try await threadPool.runIfActive {
-            try? FileManager.default.removeItem(at: staged)
-            try Self.writeSynced(contents, to: staged)
+            for (url, contents) in staged {
+                unlink(url.path)  // a leftover of this attempt from a failed try
+                try Self.writeSynced(contents, to: url)
+            }
         }
     }
 
     public func commitResults(id: UUID, fileNames: [String], attempt: Int) async throws {
         for name in fileNames { try Self.checkName(name) }
         let folder = folder(of: id)
-        let moves = fileNames.map { (stagedURL(id, $0, attempt: attempt), folder.appendingPathComponent($0)) }
+        let moves = fileNames.map { (stagedURL(id, $0, attempt: attempt), folder.appendingPathComponent($0, isDirectory: false)) }
         try await threadPool.runIfActive {
             for (staged, target) in moves {
                 // A hard link, renamed over the target: the staged file survives for a retry, and readers
                 // see the old file or the new one, never a partial one.
-                let temporary = folder.appendingPathComponent(".\(target.lastPathComponent).\(UUID().uuidString.lowercased()).tmp")
+                let temporary = folder.appendingPathComponent(".\(target.lastPathComponent).\(UUID().uuidString.lowercased()).tmp", isDirectory: false)
                 guard link(staged.path, temporary.path) == 0 else {
                     throw StorageError(description: "staged \(target.lastPathComponent) is missing: errno \(errno)")
                 }
@@ -175,13 +179,13 @@ public struct FileStorage: JobStorage {
     public func discardResults(id: UUID, fileNames: [String], attempt: Int) async {
         let staged = fileNames.map { stagedURL(id, $0, attempt: attempt) }
         _ = try? await threadPool.runIfActive {
-            for url in staged { try? FileManager.default.removeItem(at: url) }
+            for url in staged { unlink(url.path) }
         }
     }
 
     public func readResult(id: UUID, fileName: String) async throws -> Data? {
         guard Self.resultFileNames.contains(fileName) else { return nil }
-        let url = folder(of: id).appendingPathComponent(fileName)
+        let url = folder(of: id).appendingPathComponent(fileName, isDirectory: false)
         return try await threadPool.runIfActive {
             FileManager.default.fileExists(atPath: url.path) ? try Data(contentsOf: url) : nil
         }
@@ -189,12 +193,12 @@ public struct FileStorage: JobStorage {
 
     public func hasResult(id: UUID, fileName: String) async throws -> Bool {
         guard Self.resultFileNames.contains(fileName) else { return false }
-        let path = folder(of: id).appendingPathComponent(fileName).path
+        let path = folder(of: id).appendingPathComponent(fileName, isDirectory: false).path
         return try await threadPool.runIfActive { FileManager.default.fileExists(atPath: path) }
     }
 
     public func checkWritable() async throws {
-        let probe = root.appendingPathComponent(".probe-\(UUID().uuidString.lowercased())")
+        let probe = root.appendingPathComponent(".probe-\(UUID().uuidString.lowercased())", isDirectory: false)
         try await threadPool.runIfActive {
             try Data("ok".utf8).write(to: probe)
             try FileManager.default.removeItem(at: probe)
@@ -204,11 +208,11 @@ public struct FileStorage: JobStorage {
     /// Reads `<root>/.signing-key`, creating it with 32 random bytes (mode 0600) when missing, so that every
     /// process sharing this storage signs result links with the same secret.
     public func sharedSigningKey() throws -> [UInt8] {
-        let url = root.appendingPathComponent(".signing-key")
+        let url = root.appendingPathComponent(".signing-key", isDirectory: false)
         if let data = try? Data(contentsOf: url), data.count >= 32 { return Array(data) }
         var rng = SystemRandomNumberGenerator()
         let key = (0..<32).map { _ in UInt8.random(in: .min ... .max, using: &rng) }
-        let temporary = root.appendingPathComponent(".signing-key.\(UUID().uuidString).tmp")
+        let temporary = root.appendingPathComponent(".signing-key.\(UUID().uuidString).tmp", isDirectory: false)
         try Self.writeSynced(Data(key), to: temporary, mode: 0o600)
         // link(2) fails if another process created the key first; then use theirs.
         if link(temporary.path, url.path) != 0 {

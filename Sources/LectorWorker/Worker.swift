@@ -58,13 +58,11 @@ public struct Worker: Service {
     public let configuration: WorkerConfiguration
     public let doorbell: WaitRegistry<Int>
     public let logger: Logger
-    /// Set when the shutdown grace period has ended.
-    private let shutdownDeadline = NIOLockedValueBox(false)
+    /// The attempts running now, for the lease keeper and the shutdown deadline.
+    private let inFlight = NIOLockedValueBox(InFlight())
 
     /// The doorbell key every slot waits on.
     public static let queuedKey = 0
-    /// The doorbell key in-flight jobs wait on for the end of the shutdown grace period.
-    static let deadlineKey = 1
     /// Every result file an attempt may stage (`result.pdf` only when the renderer made one).
     static let resultFiles = ["result.json", "result.txt", "result.hocr", "result.pdf"]
 
@@ -99,9 +97,11 @@ public struct Worker: Service {
                     try? await gracefulShutdown()
                     guard Task.isShuttingDownGracefully, !Task.isCancelled else { return }
                     guard (try? await Task.sleep(for: configuration.shutdownGrace)) != nil else { return }
-                    shutdownDeadline.withLockedValue { $0 = true }
-                    doorbell.signal(Self.deadlineKey)
+                    for attempt in inFlight.withLockedValue({ $0.passDeadline() }) { attempt.cancellation.cancel() }
                 }
+                // One lease keeper for all the slots, running until every slot has returned (so also while an
+                // outcome waits for the database to come back).
+                outer.addTask { await keepLeases() }
                 await withDiscardingTaskGroup { group in
                     for index in 1...configuration.concurrency {
                         group.addTask { await runSlot(index) }
@@ -173,12 +173,12 @@ public struct Worker: Service {
         }
     }
 
-    /// Runs one claimed job to its end, a retry, or a hand-back.
+    /// Runs one claimed job to its end, a retry, or a hand-back: read, recognise, stage, then record the outcome.
     ///
-    /// Three children: the attempt (read, recognise, stage, then record the outcome), the heartbeat (renews the
-    /// lease until the outcome is recorded; cancels the OCR when the lease is gone), and the shutdown deadline
-    /// (cancels the OCR when the grace period ends). The heartbeat runs through the recording too, so a job
-    /// whose outcome waits for the database to come back keeps its lease.
+    /// While it runs, the attempt is in `inFlight`: the lease keeper renews its lease until the outcome is recorded
+    /// (and cancels the OCR when the lease is gone), and the end of the shutdown grace period cancels the OCR. A
+    /// hard stop (the slot's task cancelled) cancels the OCR too. No task or timer is made per job: with a fast
+    /// engine these were most of the worker's cost per job (BENCHMARKS.md, P3).
     func process(_ job: ClaimedJob, slot: EngineSlot) async {
         var jobLogger = self.logger
         jobLogger[metadataKey: "job"] = "\(job.id.uuidString.lowercased())"
@@ -186,62 +186,45 @@ public struct Worker: Service {
         jobLogger[metadataKey: "attempt"] = "\(job.lease.attempt)"
         let logger = jobLogger
         let started = ContinuousClock.now
-        let cancellation = OCRCancellation()
-        let deadline = doorbell.register(Self.deadlineKey)
-        defer { doorbell.unregister(deadline) }
+        let running = RunningAttempt(lease: job.lease, logger: logger)
         // A job claimed after the grace period ended is handed back at once.
-        if shutdownDeadline.withLockedValue({ $0 }) { cancellation.cancel() }
+        if !inFlight.withLockedValue({ $0.add(running) }) { running.cancellation.cancel() }
+        defer { inFlight.withLockedValue { $0.remove(running) } }
 
-        let outcome = await withTaskGroup(of: Outcome?.self) { group -> Outcome in
-            group.addTask {
-                let outcome = await attempt(job, slot: slot, cancellation: cancellation, logger: logger)
-                await record(outcome, job: job, logger: logger)
-                return outcome
-            }
-            group.addTask {
-                while !Task.isCancelled {
-                    guard (try? await Task.sleep(for: configuration.heartbeatInterval)) != nil else { return nil }
-                    do {
-                        let held = try await jobs.renew(
-                            job.lease, duration: configuration.leaseDuration, maxRuntime: configuration.maxRuntime)
-                        if !held {
-                            logger.warning("lease lost: the job was rescued, ended elsewhere, or ran past its time limit")
-                            cancellation.cancel()
-                            return nil
-                        }
-                    } catch {
-                        logger.warning("heartbeat failed", metadata: ["error": "\(String(reflecting: error))"])
-                    }
-                }
-                return nil
-            }
-            group.addTask {
-                await withTaskCancellationHandler {
-                    while !Task.isCancelled {
-                        if await doorbell.wait(deadline, timeout: .seconds(3600)) {
-                            cancellation.cancel()
-                            return
-                        }
-                    }
-                } onCancel: {
-                    // The slot itself is cancelled (a hard stop): stop the OCR too.
-                    if !Task.isShuttingDownGracefully { cancellation.cancel() }
-                }
-                return nil
-            }
-            var result: Outcome = .leaseLost
-            for await outcome in group {
-                if let outcome {
-                    result = outcome
-                    group.cancelAll()
-                }
-            }
-            return result
+        let outcome = await withTaskCancellationHandler {
+            let outcome = await attempt(job, slot: slot, cancellation: running.cancellation, logger: logger)
+            await record(outcome, job: job, logger: logger)
+            return outcome
+        } onCancel: {
+            // The slot itself is cancelled (a hard stop): stop the OCR too.
+            if !Task.isShuttingDownGracefully { running.cancellation.cancel() }
         }
 
         logger.info("job attempt ended", metadata: [
             "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - started).secondsValue)",
         ])
+    }
+
+    /// Every `heartbeatInterval`, renews the lease of every attempt in flight. An attempt whose lease is gone (the
+    /// job was rescued or ended elsewhere, or it ran past `maxRuntime`) has its OCR cancelled and is not renewed
+    /// again; a renewal that fails (the database is away) is tried again at the next beat.
+    func keepLeases() async {
+        while !Task.isCancelled {
+            guard (try? await Task.sleep(for: configuration.heartbeatInterval)) != nil else { return }
+            for running in inFlight.withLockedValue({ $0.renewable }) {
+                do {
+                    let held = try await jobs.renew(
+                        running.lease, duration: configuration.leaseDuration, maxRuntime: configuration.maxRuntime)
+                    if !held {
+                        running.logger.warning("lease lost: the job was rescued, ended elsewhere, or ran past its time limit")
+                        running.cancellation.cancel()
+                        inFlight.withLockedValue { $0.leaseLost(running) }
+                    }
+                } catch {
+                    running.logger.warning("heartbeat failed", metadata: ["error": "\(String(reflecting: error))"])
+                }
+            }
+        }
     }
 
     /// Reads, recognises and stages the results; returns what should happen next.
@@ -256,16 +239,14 @@ public struct Worker: Service {
             let data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
             var result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
             result.attempt = job.lease.attempt
-            var files: [(String, Data)] = [
+            var files: [(name: String, contents: Data)] = [
                 ("result.json", try JSONEncoder.lector(pretty: true).encode(result)),
                 ("result.txt", Data(result.text.utf8)),
             ]
             if let hocr = result.renderings.hocr { files.append(("result.hocr", hocr)) }
             if let pdf = result.renderings.pdf { files.append(("result.pdf", pdf)) }
-            for (name, contents) in files {
-                try await storage.stageResult(id: job.id, fileName: name, attempt: job.lease.attempt, contents: contents)
-            }
-            return .finished(files.map(\.0))
+            try await storage.stageResults(id: job.id, attempt: job.lease.attempt, files: files)
+            return .finished(files.map(\.name))
         } catch let error as OCRError {
             if error.kind == .cancelled { return Task.isShuttingDownGracefully ? .handBack : .leaseLost }
             return error.isTransient ? .retry(error.message) : .failed(error.message)
@@ -322,5 +303,46 @@ public struct Worker: Service {
             }
         }
         await storage.discardResults(id: lease.jobID, fileNames: Self.resultFiles, attempt: lease.attempt)
+    }
+}
+
+/// One attempt in flight: its lease, the switch that stops its OCR, and its logger.
+final class RunningAttempt: Sendable {
+    let lease: Lease
+    let cancellation = OCRCancellation()
+    let logger: Logger
+
+    init(lease: Lease, logger: Logger) {
+        self.lease = lease
+        self.logger = logger
+    }
+}
+
+/// The attempts a worker runs now. Kept under one lock; every operation is a few dictionary steps.
+struct InFlight {
+    private var attempts: [ObjectIdentifier: (attempt: RunningAttempt, renew: Bool)] = [:]
+    private var deadlinePassed = false
+
+    /// Adds an attempt; false when the shutdown grace period has already ended (it must stop at once).
+    mutating func add(_ attempt: RunningAttempt) -> Bool {
+        attempts[ObjectIdentifier(attempt)] = (attempt, true)
+        return !deadlinePassed
+    }
+
+    mutating func remove(_ attempt: RunningAttempt) {
+        attempts[ObjectIdentifier(attempt)] = nil
+    }
+
+    /// The attempts whose lease should be renewed.
+    var renewable: [RunningAttempt] { attempts.values.filter(\.renew).map(\.attempt) }
+
+    mutating func leaseLost(_ attempt: RunningAttempt) {
+        attempts[ObjectIdentifier(attempt)]?.renew = false
+    }
+
+    /// Marks the end of the shutdown grace period; returns the attempts to stop.
+    mutating func passDeadline() -> [RunningAttempt] {
+        deadlinePassed = true
+        return attempts.values.map(\.attempt)
     }
 }

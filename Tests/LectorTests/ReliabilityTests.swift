@@ -83,8 +83,8 @@ struct ReliabilityTests {
             let current = try #require(try await harness.jobs.claimNext(worker: "current", leaseDuration: .seconds(10), now: Self.t0 + 12))
             #expect(current.lease.attempt == 2)
 
-            try await harness.storage.stageResult(id: id, fileName: "result.txt", attempt: 1, contents: Data("stale".utf8))
-            try await harness.storage.stageResult(id: id, fileName: "result.txt", attempt: 2, contents: Data("current".utf8))
+            try await harness.storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data("stale".utf8))])
+            try await harness.storage.stageResults(id: id, attempt: 2, files: [("result.txt", Data("current".utf8))])
             let staleMoved = NIOLockedBool()
             await #expect(throws: TransitionRefused.self) {
                 try await harness.jobs.end(stale.lease, as: .finished) {
@@ -206,6 +206,44 @@ struct ReliabilityTests {
             let history = try await harness.jobs.history(of: id)
             #expect(history.map(\.status) == [.queued, .inProgress, .queued, .inProgress, .failure])
             #expect(history.last?.reason == "gave up after 2 attempts: engine crashed")
+        }
+    }
+
+    @Test("the worker keeps the lease of a job that runs longer than the lease; a lost lease stops its OCR")
+    func workerHeartbeat() async throws {
+        try await TestHarness.run(environment: ["LECTOR_LEASE_SECONDS": "1"]) { harness in
+            let owner = try await QueueTests.owner(harness)
+            // 2.5 s of work under a 1 s lease, with the rescuer passing every 100 ms: only renewals keep it.
+            let slow = try await Self.submit(harness, owner: owner)
+            let engine = ScriptedEngineFactory(steps: [.slow(.milliseconds(2500), "kept"), .slow(.seconds(60), "never"), .succeed("again")])
+            try await Self.runWorker(harness, engine: engine) {
+                let deadline = ContinuousClock.now + .seconds(20)
+                while try await harness.jobs.history(of: slow).last?.status.isTerminal != true {
+                    guard ContinuousClock.now < deadline else { throw TestFailure("the slow job did not end") }
+                    _ = try await harness.jobs.rescueExpired(maxAttempts: 3)
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+            #expect(try await harness.jobs.history(of: slow).map(\.status) == [.queued, .inProgress, .finished])
+            #expect(try await harness.storage.readResult(id: slow, fileName: "result.txt") == Data("kept".utf8))
+
+            // The lease of a running job is taken away (as after a network partition): the next beat finds it
+            // gone and stops the OCR at once instead of after its 60 s; the job runs again as attempt 2.
+            let lost = try await Self.submit(harness, owner: owner)
+            let started = ContinuousClock.now
+            try await Self.runWorker(harness, engine: engine) {
+                while try await harness.jobs.history(of: lost).last?.status != .inProgress {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                // A rescuer pass with its clock an hour ahead finds the lease expired.
+                #expect(try await harness.jobs.rescueExpired(maxAttempts: 3, now: Date() + 3600) == RescueReport(requeued: 1))
+                try await Self.waitForEnd(harness, lost)
+            }
+            #expect(ContinuousClock.now - started < .seconds(30))
+            let history = try await harness.jobs.history(of: lost)
+            #expect(history.map(\.status) == [.queued, .inProgress, .queued, .inProgress, .finished])
+            #expect(try await harness.storage.readResult(id: lost, fileName: "result.txt") == Data("again".utf8))
+            #expect(engine.calls.withLockedValue { $0 } == 3)
         }
     }
 
