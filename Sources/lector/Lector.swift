@@ -69,9 +69,20 @@ enum Runtime {
         // execv returned: carry on without the re-exec rather than fail.
     }
 
-    static func postgresClient(_ settings: Settings, logger: Logger) throws -> PostgresClient {
+    /// The process's connection pool. With `steady`, exactly that many connections, opened at start and never
+    /// timed out, and no keep-alive queries: the pool then schedules no timer when a connection goes back to it.
+    /// Each such timer is a `Task.sleep` that Swift's runtime keeps allocated until its deadline even after the
+    /// pool cancels it (30 s keep-alive, 60 s idle timeout), so a worker's memory grew with its job rate
+    /// (BENCHMARKS.md, P7). Without keep-alive a dead connection is found by the next query on it, which fails
+    /// and is retried like any other database error; an idle worker's poll uses its connections anyway.
+    static func postgresClient(_ settings: Settings, logger: Logger, steady: Int? = nil) throws -> PostgresClient {
         var configuration = try DatabaseURL.configuration(from: settings.databaseURL)
         configuration.options.maximumConnections = settings.databasePoolSize
+        if let steady {
+            configuration.options.maximumConnections = steady
+            configuration.options.minimumConnections = steady
+            configuration.options.keepAliveBehavior = nil
+        }
         configuration.options.connectTimeout = .seconds(5)
         return PostgresClient(configuration: configuration, backgroundLogger: logger)
     }
@@ -150,7 +161,9 @@ struct Work: AsyncParsableCommand {
         var settings = Runtime.settings()
         if let concurrency { settings.workerConcurrency = max(1, concurrency) }
         let logger = Runtime.logger("lector.worker", settings: settings)
-        let client = try Runtime.postgresClient(settings, logger: logger)
+        // One connection per slot, plus the listener, the rescuer and the lease keeper.
+        let connections = max(2, min(settings.databasePoolSize, settings.workerConcurrency + 3))
+        let client = try Runtime.postgresClient(settings, logger: logger, steady: connections)
         let jobs = JobStore(client: client, logger: logger)
         let worker = Worker(
             jobs: jobs, storage: try FileStorage(root: settings.storageRoot), engines: Runtime.workerEngine(settings),
