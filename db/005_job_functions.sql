@@ -10,12 +10,14 @@ CREATE FUNCTION create_job(
     p_id uuid, p_owner bigint, p_document_name text, p_content_type text, p_size bigint, p_sha256 bytea,
     p_options text, p_metadata text, p_idempotency_key text, p_fingerprint bytea
 ) RETURNS timestamptz
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Waiting on a concurrent request's key must end well before the API's deadline, with a clean rollback. A
+-- setting of the function, so it holds for this call only, whatever transaction the call runs in.
+SET lock_timeout = '2s'
+AS $$
 DECLARE
     v_created timestamptz;
 BEGIN
-    -- Waiting on a concurrent request's key must end well before the API's deadline, with a clean rollback.
-    SET LOCAL lock_timeout = '2s';
     INSERT INTO jobs (id, owner_id, document_name, content_type, size_bytes, sha256, options, metadata)
     VALUES (p_id, p_owner, p_document_name, p_content_type, p_size, p_sha256, p_options::jsonb, p_metadata::jsonb)
     RETURNING created_at INTO v_created;

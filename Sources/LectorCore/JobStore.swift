@@ -142,12 +142,15 @@ public struct JobStore: Sendable {
         // key in one transaction, waiting at most 2 s for a concurrent request's key.
         let statement = CreateJobStatement(
             job: job, idempotencyKey: idempotencyKey?.key, fingerprint: idempotencyKey?.fingerprint)
+        var createdAt: Date?
         do {
-            for try await createdAt in try await client.execute(statement, logger: logger) { return createdAt }
+            // Read to the end: an error at the implicit COMMIT arrives after the row.
+            for try await date in try await client.execute(statement, logger: logger) { createdAt = date }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.idempotencyKeyTakenState {
             throw IdempotencyKeyTaken()
         }
-        throw TransitionRefused(jobID: job.id, status: .queued)
+        guard let createdAt else { throw TransitionRefused(jobID: job.id, status: .queued) }
+        return createdAt
     }
 
     /// The SQLSTATE `create_job` raises when a live request holds the idempotency key.
@@ -168,26 +171,41 @@ public struct JobStore: Sendable {
     ) async throws -> ClaimedJob? {
         let statement = ClaimJobStatement(
             worker: worker, leaseSeconds: leaseDuration.secondsValue, now: now, skipLocked: strategy == .skipLocked)
+        var claimed: ClaimedJob?
+        // Read to the end: an error at the implicit COMMIT arrives after the row.
         for try await (id, attempt, contentType, options) in try await client.execute(statement, logger: logger) {
-            return ClaimedJob(lease: Lease(jobID: id, worker: worker, attempt: attempt), contentType: contentType, optionsJSON: options)
+            claimed = ClaimedJob(lease: Lease(jobID: id, worker: worker, attempt: attempt), contentType: contentType, optionsJSON: options)
         }
-        return nil
+        return claimed
     }
 
     /// Extends a lease; false when it is no longer held (the job was rescued, or ended) or when the attempt has
     /// run longer than `maxRuntime` (a hung read or a runaway engine must not hold a job forever: the lease is
     /// then left to expire and the rescuer requeues the job).
+    ///
+    /// Never waits for the lease row's lock: one worker renews all its leases in turn, so one renewal stuck
+    /// behind a lock would let the others expire. A locked row is being ended (by this attempt) or rescued; it
+    /// counts as held, unrenewed, and the next beat finds out which.
     public func renew(_ lease: Lease, duration: Duration, maxRuntime: Duration = .seconds(86_400), now: Date? = nil) async throws -> Bool {
         let rows = try await client.query(
             """
-            UPDATE job_leases SET expires_at = coalesce(\(now)::timestamptz, now()) + make_interval(secs => \(duration.secondsValue))
-            WHERE job_id = \(lease.jobID) AND worker = \(lease.worker) AND attempt = \(lease.attempt)
-              AND claimed_at + make_interval(secs => \(maxRuntime.secondsValue)) > coalesce(\(now)::timestamptz, now())
-            RETURNING 1
+            WITH mine AS (
+                SELECT job_id FROM job_leases
+                WHERE job_id = \(lease.jobID) AND worker = \(lease.worker) AND attempt = \(lease.attempt)
+                  AND claimed_at + make_interval(secs => \(maxRuntime.secondsValue)) > coalesce(\(now)::timestamptz, now())
+            ), unlocked AS (
+                SELECT l.job_id FROM job_leases l JOIN mine USING (job_id) FOR UPDATE OF l SKIP LOCKED
+            ), renewed AS (
+                UPDATE job_leases l SET expires_at = coalesce(\(now)::timestamptz, now()) + make_interval(secs => \(duration.secondsValue))
+                FROM unlocked WHERE l.job_id = unlocked.job_id
+                RETURNING 1
+            )
+            SELECT EXISTS (SELECT 1 FROM mine)
             """,
             logger: logger)
-        for try await _ in rows { return true }
-        return false
+        var held = false
+        for try await exists in rows.decode(Bool.self) { held = exists }
+        return held
     }
 
     /// Appends `FINISHED` or `FAILURE` for the job `lease` holds; `TransitionRefused` when this attempt no longer

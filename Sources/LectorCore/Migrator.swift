@@ -20,6 +20,22 @@ public struct Migrator: Sendable {
 
     private static let advisoryLockKey: Int64 = 0x4C45_4354_4F52  // "LECTOR"
 
+    /// The newest migration this build's SQL relies on. `serve` and `work` refuse to start on an older schema:
+    /// a prepared statement whose function is missing would fail on that connection for good.
+    public static let requiredVersion = 5
+
+    /// The newest migration applied to the database, or 0 when none is.
+    public static func appliedVersion(client: PostgresClient, logger: Logger) async throws -> Int {
+        do {
+            let rows = try await client.query("SELECT coalesce(max(version), 0) FROM schema_migrations", logger: logger)
+            var version = 0
+            for try await applied in rows.decode(Int.self) { version = applied }
+            return version
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == "42P01" {
+            return 0  // no schema_migrations table: nothing was ever migrated
+        }
+    }
+
     public let migrations: [Migration]
 
     public init(migrations: [Migration]) {

@@ -215,10 +215,10 @@ public struct Worker: Service {
                 do {
                     let held = try await jobs.renew(
                         running.lease, duration: configuration.leaseDuration, maxRuntime: configuration.maxRuntime)
-                    if !held {
+                    // An attempt that ended during this pass has left `inFlight`: its lease is gone, not lost.
+                    if !held, inFlight.withLockedValue({ $0.leaseLost(running) }) {
                         running.logger.warning("lease lost: the job was rescued, ended elsewhere, or ran past its time limit")
                         running.cancellation.cancel()
-                        inFlight.withLockedValue { $0.leaseLost(running) }
                     }
                 } catch {
                     running.logger.warning("heartbeat failed", metadata: ["error": "\(String(reflecting: error))"])
@@ -336,8 +336,11 @@ struct InFlight {
     /// The attempts whose lease should be renewed.
     var renewable: [RunningAttempt] { attempts.values.filter(\.renew).map(\.attempt) }
 
-    mutating func leaseLost(_ attempt: RunningAttempt) {
+    /// Stops renewing an attempt whose lease is gone; false when the attempt is no longer in flight.
+    mutating func leaseLost(_ attempt: RunningAttempt) -> Bool {
+        guard attempts[ObjectIdentifier(attempt)] != nil else { return false }
         attempts[ObjectIdentifier(attempt)]?.renew = false
+        return true
     }
 
     /// Marks the end of the shutdown grace period; returns the attempts to stop.

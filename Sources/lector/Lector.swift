@@ -105,6 +105,26 @@ enum Runtime {
         }
     }
 
+    /// Refuses to start on a schema older than this build needs (run `lector migrate` first). A database that
+    /// cannot be reached now is not a reason to refuse: the services retry until it comes back.
+    static func checkSchema(_ settings: Settings, logger: Logger) async throws {
+        let applied: Int
+        do {
+            applied = try await withClient(settings, logger: logger) { client in
+                try await Migrator.appliedVersion(client: client, logger: logger)
+            }
+        } catch {
+            logger.warning("could not check the database schema; starting anyway", metadata: [
+                "error": "\(describeDatabaseError(error))",
+            ])
+            return
+        }
+        guard applied >= Migrator.requiredVersion else {
+            throw ValidationError(
+                "the database schema is at migration \(applied); this build needs \(Migrator.requiredVersion): run `lector migrate` first")
+        }
+    }
+
     /// The worker's engine: Tesseract, or the no-op engine for benchmarks (`LECTOR_ENGINE=noop`).
     static func workerEngine(_ settings: Settings) -> any OCREngineFactory {
         settings.engine == "noop" ? NoopEngineFactory() : engineFactory(settings)
@@ -136,6 +156,7 @@ struct Serve: AsyncParsableCommand {
         if let host { settings.httpHost = host }
         if let port { settings.httpPort = port }
         let logger = Runtime.logger("lector.api", settings: settings)
+        try await Runtime.checkSchema(settings, logger: logger)
         let client = try Runtime.postgresClient(settings, logger: logger)
         let storage = try FileStorage(root: settings.storageRoot)
         let signingKey = settings.signingKey.isEmpty ? try storage.sharedSigningKey() : Array(settings.signingKey.utf8)
@@ -161,8 +182,15 @@ struct Work: AsyncParsableCommand {
         var settings = Runtime.settings()
         if let concurrency { settings.workerConcurrency = max(1, concurrency) }
         let logger = Runtime.logger("lector.worker", settings: settings)
-        // One connection per slot, plus the listener, the rescuer and the lease keeper.
+        try await Runtime.checkSchema(settings, logger: logger)
+        // One connection per slot, plus the listener, the rescuer and the lease keeper. Fewer (a smaller
+        // LECTOR_DATABASE_POOL_SIZE) works, with the keeper and the rescuer queueing behind the slots.
         let connections = max(2, min(settings.databasePoolSize, settings.workerConcurrency + 3))
+        if connections < settings.workerConcurrency + 3 {
+            logger.warning("LECTOR_DATABASE_POOL_SIZE is below the worker's slots + 3; lease renewals may wait", metadata: [
+                "connections": "\(connections)", "slots": "\(settings.workerConcurrency)",
+            ])
+        }
         let client = try Runtime.postgresClient(settings, logger: logger, steady: connections)
         let jobs = JobStore(client: client, logger: logger)
         let worker = Worker(

@@ -79,6 +79,19 @@ struct QueueTests {
         }
     }
 
+    @Test("the schema version the binaries require is the newest migration, and a migrated database has it")
+    func requiredSchemaVersion() async throws {
+        let newest = try #require(try Migrator(directory: TestDatabase.migrationsDirectory).migrations.last?.version)
+        #expect(Migrator.requiredVersion == newest)
+        try await TestHarness.run { harness in
+            #expect(try await Migrator.appliedVersion(client: harness.client, logger: TestDatabase.logger) == newest)
+            try await harness.client.query("DELETE FROM schema_migrations WHERE version = \(newest)")
+            #expect(try await Migrator.appliedVersion(client: harness.client, logger: TestDatabase.logger) == newest - 1)
+            try await harness.client.query("DROP TABLE schema_migrations")
+            #expect(try await Migrator.appliedVersion(client: harness.client, logger: TestDatabase.logger) == 0)
+        }
+    }
+
     @Test("create with a live idempotency key creates nothing; an expired one is taken over")
     func createWithKey() async throws {
         try await TestHarness.run { harness in

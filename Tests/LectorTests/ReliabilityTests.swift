@@ -129,6 +129,27 @@ struct ReliabilityTests {
         }
     }
 
+    @Test("a renewal never waits for a locked lease row: the row counts as held")
+    func renewSkipsLockedLease() async throws {
+        try await TestHarness.run { harness in
+            _ = try await Self.queue(harness)
+            let job = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(10)))
+            // Another transaction holds the lease row, as an end moving its files into place does.
+            let held = try await harness.client.withTransaction(logger: TestDatabase.logger) { connection in
+                try await connection.query(
+                    "SELECT 1 FROM job_leases WHERE job_id = \(job.id) FOR UPDATE", logger: TestDatabase.logger)
+                // Waiting for the lock here would wait for this very transaction: the deadline turns that into a failure.
+                return try await withDeadline(.seconds(5), "renew") { [jobs = harness.jobs] in
+                    try await jobs.renew(job.lease, duration: .seconds(10))
+                }
+            }
+            #expect(held)
+            // Without the lock, the same call renews; a lease that is gone is reported gone.
+            #expect(try await harness.jobs.renew(job.lease, duration: .seconds(10)))
+            #expect(try await harness.jobs.renew(Lease(jobID: job.id, worker: "other", attempt: 1), duration: .seconds(10)) == false)
+        }
+    }
+
     @Test("after an outage, the rescuer gives live workers one heartbeat before it takes their jobs")
     func rescueGrace() async throws {
         try await TestHarness.run { harness in
