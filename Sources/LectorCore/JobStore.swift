@@ -212,9 +212,10 @@ public struct JobStore: Sendable {
     /// holds the lease (it expired and the job was rescued, or the job ended).
     ///
     /// `end_job` (db/005_job_functions.sql) locks the lease row and appends the transition; the trigger drops the
-    /// lease. With `beforeCommit` (the worker moves its result files into place there) that runs in a transaction
-    /// which holds the lease row until `beforeCommit` has returned, so a stale attempt can never overwrite a newer
-    /// one's files, and a `beforeCommit` that throws rolls the transition back. Without it, one statement.
+    /// lease. Without `beforeCommit`, that is the whole end, one statement. With it (the worker moves its result
+    /// files into place there), one transaction: lock the lease row, run `beforeCommit`, `end_job`, commit; so a
+    /// stale attempt can never overwrite a newer one's files, and the transition's time is taken after the files
+    /// are in place (a folder's fsync can take tens of milliseconds on a busy disk).
     public func end(
         _ lease: Lease, as status: JobStatus, reason: String? = nil,
         beforeCommit: (@Sendable () async throws -> Void)? = nil
@@ -228,10 +229,11 @@ public struct JobStore: Sendable {
             return
         }
         try await transaction { connection in
+            try await Self.lockLease(lease, status: status, connection: connection, logger: logger)
+            try await beforeCommit()
             var ended = false
             for try await row in try await connection.execute(statement, logger: logger) { ended = row }
             if !ended { throw TransitionRefused(jobID: lease.jobID, status: status) }
-            try await beforeCommit()
         }
     }
 
@@ -259,16 +261,10 @@ public struct JobStore: Sendable {
         }
     }
 
+    /// Locks the attempt's lease row for the rest of the transaction; `TransitionRefused` when it is gone.
     private static func lockLease(_ lease: Lease, status: JobStatus, connection: PostgresConnection, logger: Logger) async throws {
-        let held = try await connection.query(
-            """
-            SELECT 1 FROM job_leases
-            WHERE job_id = \(lease.jobID) AND worker = \(lease.worker) AND attempt = \(lease.attempt)
-            FOR UPDATE
-            """,
-            logger: logger)
         var found = false
-        for try await _ in held { found = true }
+        for try await _ in try await connection.execute(LockLeaseStatement(lease: lease), logger: logger) { found = true }
         if !found { throw TransitionRefused(jobID: lease.jobID, status: status) }
     }
 

@@ -85,6 +85,26 @@ struct ClaimJobStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
+/// `JobStore.end`: takes the attempt's lease row lock before its result files are moved into place.
+struct LockLeaseStatement: PostgresPreparedStatement {
+    static let name = "lector_lock_lease_v1"
+    static let sql = "SELECT 1 FROM job_leases WHERE job_id = $1 AND worker = $2 AND attempt = $3 FOR UPDATE"
+    static let bindingDataTypes: [PostgresDataType] = [.uuid, .text, .int4]
+    typealias Row = Int32
+
+    var lease: Lease
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 3)
+        bindings.append(lease.jobID)
+        bindings.append(lease.worker)
+        bindings.append(Int32(clamping: lease.attempt))
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Int32.self) }
+}
+
 /// `JobStore.end`: `end_job` (db/005_job_functions.sql).
 struct EndJobStatement: PostgresPreparedStatement {
     static let name = "lector_end_job_v1"
