@@ -106,12 +106,15 @@ enum Runtime {
     }
 
     /// Refuses to start on a schema older than this build needs (run `lector migrate` first). A database that
-    /// cannot be reached now is not a reason to refuse: the services retry until it comes back.
+    /// cannot be reached within `LECTOR_DATABASE_TIMEOUT` is not a reason to refuse (PostgresNIO would wait for
+    /// it indefinitely): the services start and retry until it comes back.
     static func checkSchema(_ settings: Settings, logger: Logger) async throws {
         let applied: Int
         do {
-            applied = try await withClient(settings, logger: logger) { client in
-                try await Migrator.appliedVersion(client: client, logger: logger)
+            applied = try await withDeadline(.milliseconds(Int64(settings.databaseTimeout * 1000)), "schema check") {
+                try await withClient(settings, logger: logger) { client in
+                    try await Migrator.appliedVersion(client: client, logger: logger)
+                }
             }
         } catch {
             logger.warning("could not check the database schema; starting anyway", metadata: [
@@ -120,8 +123,8 @@ enum Runtime {
             return
         }
         guard applied >= Migrator.requiredVersion else {
-            throw ValidationError(
-                "the database schema is at migration \(applied); this build needs \(Migrator.requiredVersion): run `lector migrate` first")
+            throw CommandFailure(
+                description: "the database schema is at migration \(applied); this build needs \(Migrator.requiredVersion): run `lector migrate` first")
         }
     }
 
