@@ -10,6 +10,7 @@ public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequest
     let timeout = Duration.milliseconds(Int64(dependencies.settings.databaseTimeout * 1000))
     router.add(middleware: RequestLogMiddleware())
     router.add(middleware: ErrorMiddleware())
+    router.add(middleware: SingleQueryValuesMiddleware())
     router.get("healthz") { _, _ -> Response in
         jsonResponse(["status": "ok"])
     }
@@ -22,8 +23,10 @@ public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequest
             checks["database"] = "unreachable"
         }
         do {
-            try await dependencies.storage.checkWritable()
+            try await dependencies.storageHealth.check()
             checks["storage"] = "ok"
+        } catch let error as StorageError {
+            checks["storage"] = error.kind == .full ? "full" : "not writable"
         } catch {
             checks["storage"] = "not writable"
         }
@@ -63,8 +66,14 @@ public func buildApplication(
             if let status { ended.record(id, status) }
             waiters.signal(id)
         })
+    let settings = dependencies.settings
+    let limits = ConnectionLimits(
+        headerTimeout: .milliseconds(Int64(settings.httpHeaderTimeout * 1000)),
+        bodyTimeout: .milliseconds(Int64(settings.httpBodyTimeout * 1000)),
+        minBodyRate: settings.httpMinBodyRate, rateWindow: .milliseconds(Int64(settings.httpRateWindow * 1000)))
     var app = Application(
         router: buildRouter(dependencies),
+        server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits)])),
         configuration: .init(
             address: .hostname(dependencies.settings.httpHost, port: dependencies.settings.httpPort),
             serverName: "lector"),

@@ -29,17 +29,14 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             context.logger.error("database pool error", metadata: ["error": "\(describeDatabaseError(error))"])
             throw APIError.databaseUnavailable
         } catch let error as PostgresTransactionError {
-            context.logger.error("database error", metadata: ["error": "\(describeDatabaseError(error))"])
-            throw APIError.databaseUnavailable
+            throw Self.databaseError(error.closureError ?? error.commitError ?? error.beginError ?? error, logger: context.logger)
         } catch let error as PSQLError {
-            context.logger.error("database error", metadata: ["error": "\(describeDatabaseError(error))"])
-            throw APIError.databaseUnavailable
+            throw Self.databaseError(error, logger: context.logger)
         } catch let error as PostgresDecodingError {
             context.logger.error("database decoding error", metadata: ["error": "\(describeDatabaseError(error))"])
             throw APIError(.internalServerError, "internal_error", "internal error")
         } catch let error as StorageError {
-            context.logger.error("storage error", metadata: ["error": "\(error.description)"])
-            throw APIError(.serviceUnavailable, "storage_unavailable", "the document storage is unavailable; try again shortly")
+            throw Self.storageError(error, logger: context.logger)
         } catch let error as HTTPResponseError {
             throw APIError(error.status, Self.code(for: error.status), Self.message(for: error.status))
         } catch {
@@ -47,6 +44,46 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             context.logger.error("unhandled error", metadata: ["error": "\(describeDatabaseError(error))"])
             throw APIError(.internalServerError, "internal_error", "internal error")
         }
+    }
+
+    /// Only the database's unavailability is a 503: a refused connection, a server shutting down or out of
+    /// resources, a lock or statement timeout, a serialization failure. Data errors (SQLSTATE class 22, e.g. a
+    /// number `jsonb` cannot hold) come from the request and are a 400; anything else is our bug, a 500.
+    static func databaseError(_ error: any Error, logger: Logger) -> APIError {
+        guard let error = error as? PSQLError else {
+            logger.error("database error", metadata: ["error": "\(describeDatabaseError(error))"])
+            return APIError.databaseUnavailable
+        }
+        guard let state = error.serverInfo?[.sqlState] else {
+            // No answer from the server: the connection failed or broke.
+            logger.error("database unreachable", metadata: ["error": "\(describeDatabaseError(error))"])
+            return APIError.databaseUnavailable
+        }
+        let transient = ["08", "53", "57", "58", "40"].contains(where: state.hasPrefix) || state == "55P03" || state == "57014"
+        if transient {
+            logger.error("database unavailable", metadata: ["error": "\(describeDatabaseError(error))"])
+            return APIError.databaseUnavailable
+        }
+        if state.hasPrefix("22") {
+            logger.notice("the database refused a value of the request", metadata: ["sqlstate": "\(state)"])
+            return APIError.badRequest("invalid_value", "a value in the request is outside what Lector can store (SQLSTATE \(state))")
+        }
+        logger.error("database error", metadata: ["error": "\(describeDatabaseError(error))"])
+        return APIError(.internalServerError, "internal_error", "internal error")
+    }
+
+    /// A full disk is 507 (the request may succeed once space is freed); any other storage failure is a 503.
+    /// Never a 500: storage trouble is the system's condition, not a bug.
+    static func storageError(_ error: StorageError, logger: Logger) -> APIError {
+        logger.error("storage error", metadata: ["error": "\(error.description)"])
+        var answer: APIError
+        if error.kind == .full {
+            answer = APIError(HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), "storage_full", "the server's storage is full; try again later")
+        } else {
+            answer = APIError(.serviceUnavailable, "storage_unavailable", "the document storage is unavailable; try again shortly")
+        }
+        answer.headers[.retryAfter] = "5"
+        return answer
     }
 
     static func code(for status: HTTPResponse.Status) -> String {

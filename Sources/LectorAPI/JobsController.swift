@@ -23,6 +23,10 @@ public struct APIDependencies: Sendable {
     public var availableLanguages: Set<String>
     /// Detectors whose model is installed (EAST only after `lector models fetch east`).
     public var availableDetectors: Set<DetectorKind>
+    /// The server-wide cap on uploads in flight (`LECTOR_MAX_UPLOADS_IN_FLIGHT`).
+    let uploads: UploadGate
+    /// Storage's free space and inodes against the reserve, read at most once a second.
+    let storageHealth: StorageHealth
 
     public init(
         jobs: JobStore, keys: KeyStore, storage: any JobStorage, signer: ResultLinkSigner, waiters: WaitRegistry<UUID>,
@@ -38,6 +42,8 @@ public struct APIDependencies: Sendable {
         self.settings = settings
         self.supportedTypes = supportedTypes
         self.availableLanguages = availableLanguages
+        self.uploads = UploadGate(limit: settings.maxUploadsInFlight)
+        self.storageHealth = StorageHealth(storage: storage)
     }
 }
 
@@ -65,14 +71,23 @@ struct JobsController {
     @Sendable func submit(_ request: Request, context: LectorRequestContext) async throws -> Response {
         let user = try context.requireUser()
         let idempotencyKey = try Self.idempotencyKey(request)
+        // Refused before the body is read: too many uploads in flight, or storage below its reserve.
+        guard let pass = dependencies.uploads.enter() else {
+            var error = APIError(.serviceUnavailable, "too_many_uploads",
+                "the server is receiving \(dependencies.uploads.limit) uploads already; try again shortly")
+            error.headers[.retryAfter] = "1"
+            throw error
+        }
+        defer { pass.leave() }
+        try await dependencies.storageHealth.check()
         let parser = UploadParser(
             maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
             availableLanguages: dependencies.availableLanguages, availableDetectors: dependencies.availableDetectors,
-            defaultLanguage: dependencies.settings.defaultLanguage)
+            defaultLanguage: dependencies.settings.defaultLanguage, spoolDirectory: dependencies.storage.spoolDirectory)
         let upload = try await parser.parse(request)
 
         let id = UUID()
-        let digest = Array(SHA256.hash(data: upload.document))
+        let digest = upload.document.sha256
         let optionsJSON = String(decoding: try JSONEncoder.lector().encode(upload.options), as: UTF8.self)
         // The request's fingerprint: document, options and metadata. A retry must repeat all three.
         var hasher = SHA256()
@@ -84,7 +99,7 @@ struct JobsController {
         }
         let job = NewJob(
             id: id, ownerID: user.id, documentName: upload.documentName, contentType: upload.type.mediaType,
-            sizeBytes: Int64(upload.document.count), sha256: digest, optionsJSON: optionsJSON,
+            sizeBytes: upload.document.size, sha256: digest, optionsJSON: optionsJSON,
             metadataJSON: upload.metadataJSON)
         let jobDescription: JSONValue = .object([
             "id": .string(id.uuidString.lowercased()),
@@ -92,7 +107,7 @@ struct JobsController {
             "documentName": .string(upload.documentName),
             "documentFile": .string(upload.type.storedFileName),
             "contentType": .string(upload.type.mediaType),
-            "size": .integer(Int64(upload.document.count)),
+            "size": .integer(upload.document.size),
             "sha256": .string(digest.hexString),
             "options": JSONValue.parse(Data(optionsJSON.utf8)) ?? .object([:]),
         ])
@@ -119,14 +134,14 @@ struct JobsController {
             // Remove the folder only when the database certainly rolled the job back: it answered with an
             // error of its own. A deadline, a broken connection or a failed COMMIT leave the outcome unknown
             // (the transaction may still commit), so the folder stays: an orphan costs disk, a removed folder
-            // of a committed job would lose the job.
+            // of a committed job would lose the job. (`StorageSweeper` removes orphans once they are old.)
             if let error = error as? PSQLError, error.serverInfo != nil {
                 try? await dependencies.storage.removeJobFolder(id: id)
             }
             throw error
         }
         context.logger.info("job queued", metadata: [
-            "job": "\(id.uuidString.lowercased())", "type": "\(upload.type.rawValue)", "bytes": "\(upload.document.count)",
+            "job": "\(id.uuidString.lowercased())", "type": "\(upload.type.rawValue)", "bytes": "\(upload.document.size)",
         ])
         let body = SubmittedJob(id: id.uuidString.lowercased(), status: .queued, createdAt: createdAt, links: JobLinks(id: id))
         var headers = HTTPFields()
@@ -260,6 +275,10 @@ struct JobsController {
         let fileName = context.parameters.get("file") ?? ""
         guard let format = Self.resultFormats.values.first(where: { $0.file == fileName }) else {
             throw APIError(.notFound, "not_found", "no such file")
+        }
+        // A link is valid in exactly the spelling the signer wrote: lower-case id, no doubled or trailing slash.
+        guard request.uri.path == "/files/\(id.uuidString.lowercased())/\(fileName)" else {
+            throw APIError(.forbidden, "invalid_signature", "this result link is not valid")
         }
         let query = request.uri.queryParameters
         switch dependencies.signer.verify(job: id, file: fileName, expires: query.get("expires"), signature: query.get("signature")) {

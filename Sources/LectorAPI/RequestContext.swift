@@ -74,3 +74,15 @@ struct RequestLogMiddleware<Context: RequestContext>: RouterMiddleware {
         }
     }
 }
+
+/// Refuses a request that repeats a query parameter (400 `repeated_parameter`): with two values, which one a
+/// route reads would depend on the order, and a signed link must have one spelling only.
+struct SingleQueryValuesMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        var seen: Set<Substring> = []
+        for (key, _) in request.uri.queryParameters where !seen.insert(key).inserted {
+            throw APIError.badRequest("repeated_parameter", "the query parameter '\(key.prefix(64))' is given more than once")
+        }
+        return try await next(request, context)
+    }
+}

@@ -24,8 +24,10 @@ public struct ResultLinkSigner: Sendable {
     }
 
     public func verify(job: UUID, file: String, expires: String?, signature: String?, now: Date = Date()) -> Verdict {
-        // Exactly the form we write: digits only, lower-case hex; no sign, no upper case, no other spelling.
+        // Exactly the form we write: digits only without leading zeros, lower-case hex; no sign, no upper case,
+        // no other spelling.
         guard let expires, (1...12).contains(expires.utf8.count), expires.utf8.allSatisfy({ (48...57).contains($0) }),
+            expires.utf8.first != UInt8(ascii: "0"),
             let expiry = Int(expires), let signature,
             signature.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }),
             let mac = Self.bytes(fromHex: signature)

@@ -2,13 +2,13 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import NIOPosix
 import LectorCore
 import LectorOCR
-import MultipartKit
 
-/// A checked upload: the document, its detected type, options and metadata, ready to become a job.
+/// A checked upload: the spooled document, its detected type, options and metadata, ready to become a job.
 struct Upload {
-    var document: Data
+    var document: SpooledDocument
     var type: DocumentType
     var documentName: String
     var options: OCROptions
@@ -17,19 +17,29 @@ struct Upload {
 
     /// Largest metadata accepted, in bytes of JSON text.
     static let maxMetadataBytes = 64 * 1024
+    /// Largest options part accepted.
+    static let maxOptionsBytes = 16 * 1024
     /// Most bytes a multipart envelope (boundaries, headers, metadata, options) may add to the document.
     static let multipartOverhead = 256 * 1024
 }
 
 /// Reads and checks a `POST /v1/jobs` body. Every failure is an `APIError` naming the problem.
+///
+/// The body is streamed: each chunk is parsed (multipart) and the document's bytes are written to a spool
+/// file and hashed on a thread pool, so an upload costs a bounded buffer in memory whatever its size, and
+/// never blocks Swift's cooperative threads (BENCHMARKS.md, Hostile input).
 struct UploadParser {
     let maxDocumentBytes: Int
     let supportedTypes: Set<DocumentType>
     let availableLanguages: Set<String>
     let availableDetectors: Set<DetectorKind>
     let defaultLanguage: String
+    let spoolDirectory: String
+    var threadPool: NIOThreadPool = .singleton
 
     static let optionNames = ["lang", "mode", "operations", "detector"]
+    /// Chunks are gathered up to this size before one trip to the thread pool.
+    static let batchBytes = 64 * 1024
 
     func parse(_ request: Request) async throws -> Upload {
         if let length = request.headers[.contentLength].flatMap(Int.init),
@@ -43,14 +53,26 @@ struct UploadParser {
                 throw APIError.badRequest("invalid_option",
                     "unknown query parameter '\(String(key).prefix(64))': with multipart/form-data, send options in the 'options' part")
             }
-            let body = try await collect(request, limit: maxDocumentBytes + Upload.multipartOverhead)
-            return try parseMultipart(body, contentType: contentType)
+            guard let boundary = Self.boundary(from: contentType) else {
+                throw APIError.badRequest("invalid_multipart", "multipart/form-data without a boundary parameter")
+            }
+            let receiver = MultipartReceiver(boundary: boundary, spoolDirectory: spoolDirectory, maxDocumentBytes: maxDocumentBytes)
+            try await stream(request.body, limit: maxDocumentBytes + Upload.multipartOverhead) { chunk in
+                try receiver.feed(chunk)
+            }
+            let parts = try await threadPool.runIfActive { try receiver.finish() }
+            guard let document = parts.document else {
+                throw APIError.badRequest("missing_document", "the multipart body has no 'document' part")
+            }
+            let metadata = try parts.metadata.map(parseMetadata)
+            let options = try parts.options.map(parseOptions) ?? makeOptions(lang: nil)
+            return try makeUpload(document: document, name: parts.documentName, options: options, metadataJSON: metadata ?? "{}")
         }
         if contentType.lowercased().hasPrefix("application/json") || contentType.lowercased().hasPrefix("application/x-www-form-urlencoded") {
             throw APIError(.unsupportedMediaType, "unsupported_media_type",
                 "send the document as multipart/form-data with a 'document' part, or as the raw request body with the document's own Content-Type")
         }
-        let body = try await collect(request, limit: maxDocumentBytes)
+        // Options come from the query: checked before the body is read.
         let query = request.uri.queryParameters
         for (key, _) in query where !(Self.optionNames + ["filename"]).contains(String(key)) {
             throw APIError.badRequest("invalid_option",
@@ -59,15 +81,40 @@ struct UploadParser {
         // In a query, operations are comma-separated: ?operations=deskew,binarize:adaptive
         let operations = query.get("operations").map { $0.isEmpty ? [] : $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
         let options = try makeOptions(lang: query.get("lang"), mode: query.get("mode"), operations: operations, detector: query.get("detector"))
-        let name = sanitizeFileName(query.get("filename"))
-        return try makeUpload(document: Data(buffer: body), name: name, options: options, metadataJSON: "{}")
+        let name = Self.sanitizeFileName(query.get("filename"))
+        let writer = try await threadPool.runIfActive { [spoolDirectory] in try DocumentSpoolWriter(directory: spoolDirectory) }
+        try await stream(request.body, limit: maxDocumentBytes) { chunk in
+            try chunk.withUnsafeReadableBytes { bytes in try writer.write(bytes) }
+        }
+        let document = try await threadPool.runIfActive { try writer.finish() }
+        return try makeUpload(document: document, name: name, options: options, metadataJSON: "{}")
     }
 
-    private func collect(_ request: Request, limit: Int) async throws -> ByteBuffer {
-        do {
-            return try await request.body.collect(upTo: limit)
-        } catch is NIOTooManyBytesError {
-            throw tooLarge()
+    /// Hands the body to `consume` on the thread pool, in batches of about `batchBytes`, refusing more than
+    /// `limit` bytes (413).
+    private func stream(
+        _ body: RequestBody, limit: Int, _ consume: @escaping @Sendable (ByteBuffer) throws -> Void
+    ) async throws {
+        var received = 0
+        var batch = ByteBuffer()
+        for try await chunk in body {
+            received += chunk.readableBytes
+            guard received <= limit else { throw tooLarge() }
+            if batch.readableBytes == 0, chunk.readableBytes >= Self.batchBytes {
+                try await threadPool.runIfActive { try consume(chunk) }
+                continue
+            }
+            var chunk = chunk
+            batch.writeBuffer(&chunk)
+            if batch.readableBytes >= Self.batchBytes {
+                let full = batch
+                batch = ByteBuffer()
+                try await threadPool.runIfActive { try consume(full) }
+            }
+        }
+        if batch.readableBytes > 0 {
+            let last = batch
+            try await threadPool.runIfActive { try consume(last) }
         }
     }
 
@@ -75,66 +122,10 @@ struct UploadParser {
         APIError(.contentTooLarge, "document_too_large", "the document is larger than the limit of \(maxDocumentBytes) bytes")
     }
 
-    private func parseMultipart(_ body: ByteBuffer, contentType: String) throws -> Upload {
-        guard let boundary = Self.boundary(from: contentType) else {
-            throw APIError.badRequest("invalid_multipart", "multipart/form-data without a boundary parameter")
-        }
-        var parts: [(headers: [String: String], body: ByteBuffer)] = []
-        var headers: [String: String] = [:]
-        var current = ByteBuffer()
-        let parser = MultipartParser(boundary: boundary)
-        parser.onHeader = { name, value in headers[name.lowercased()] = value }
-        parser.onBody = { chunk in current.writeBuffer(&chunk) }
-        parser.onPartComplete = {
-            parts.append((headers, current))
-            headers = [:]
-            current = ByteBuffer()
-        }
-        do {
-            try parser.execute(body)
-        } catch {
-            throw APIError.badRequest("invalid_multipart", "the multipart body is malformed")
-        }
-        guard !parts.isEmpty, Self.hasClosingDelimiter(body, boundary: boundary) else {
-            throw APIError.badRequest("invalid_multipart", "the multipart body is incomplete: its closing boundary is missing")
-        }
-
-        var document: (data: Data, name: String)?
-        var metadata: String?
-        var options: OCROptions?
-        for part in parts {
-            let disposition = Self.dispositionParameters(part.headers["content-disposition"] ?? "")
-            guard let name = disposition["name"] else {
-                throw APIError.badRequest("invalid_multipart", "a part has no Content-Disposition name")
-            }
-            switch name {
-            case "document":
-                guard document == nil else { throw APIError.badRequest("invalid_multipart", "more than one 'document' part") }
-                guard part.body.readableBytes <= maxDocumentBytes else { throw tooLarge() }
-                document = (Data(buffer: part.body), sanitizeFileName(disposition["filename"]))
-            case "metadata":
-                guard metadata == nil else { throw APIError.badRequest("invalid_metadata", "more than one 'metadata' part") }
-                metadata = try parseMetadata(part.body)
-            case "options":
-                guard options == nil else { throw APIError.badRequest("invalid_options", "more than one 'options' part") }
-                options = try parseOptions(part.body)
-            default:
-                throw APIError.badRequest("invalid_multipart",
-                    "unknown part '\(name.prefix(64))'; allowed: document, metadata, options")
-            }
-        }
-        guard let document else {
-            throw APIError.badRequest("missing_document", "the multipart body has no 'document' part")
-        }
-        return try makeUpload(
-            document: document.data, name: document.name,
-            options: options ?? makeOptions(lang: nil), metadataJSON: metadata ?? "{}")
-    }
-
-    private func makeUpload(document: Data, name: String, options: OCROptions, metadataJSON: String) throws -> Upload {
-        guard !document.isEmpty else { throw APIError.badRequest("empty_document", "the document is empty (0 bytes)") }
-        guard document.count <= maxDocumentBytes else { throw tooLarge() }
-        guard let type = DocumentType.detect(document) else {
+    private func makeUpload(document: SpooledDocument, name: String, options: OCROptions, metadataJSON: String) throws -> Upload {
+        guard document.size > 0 else { throw APIError.badRequest("empty_document", "the document is empty (0 bytes)") }
+        guard document.size <= maxDocumentBytes else { throw tooLarge() }
+        guard let type = DocumentType.detect(document.head) else {
             let accepted = supportedTypes.map(\.mediaType).sorted().joined(separator: ", ")
             throw APIError(.unsupportedMediaType, "unsupported_document_type",
                 "the document's bytes are not a format Lector reads (accepted: \(accepted))")
@@ -171,6 +162,10 @@ struct UploadParser {
         guard value.depth <= 32 else {
             throw APIError.badRequest("invalid_metadata", "metadata is nested deeper than 32 levels")
         }
+        if let number = JSONValue.firstNumberBeyondPostgres(in: bytes) {
+            throw APIError.badRequest("invalid_metadata",
+                "metadata holds a number that cannot be stored exactly (at most 131072 digits before the decimal point and 16383 after): \(number)")
+        }
         guard let text = body.getString(at: body.readerIndex, length: body.readableBytes) else {
             throw APIError.badRequest("invalid_metadata", "metadata is not UTF-8")
         }
@@ -178,7 +173,7 @@ struct UploadParser {
     }
 
     private func parseOptions(_ body: ByteBuffer) throws -> OCROptions {
-        guard body.readableBytes <= 16 * 1024, let value = JSONValue.parse(Data(buffer: body)),
+        guard body.readableBytes <= Upload.maxOptionsBytes, let value = JSONValue.parse(Data(buffer: body)),
             case .object(let members) = value
         else {
             throw APIError.badRequest("invalid_options", "options must be a JSON object, e.g. {\"lang\": \"eng\"}")
@@ -241,7 +236,7 @@ struct UploadParser {
 
     /// Keeps the last path component, drops control characters, caps the length. The name is only recorded;
     /// the stored file is always `document.<type>`.
-    func sanitizeFileName(_ raw: String?) -> String {
+    static func sanitizeFileName(_ raw: String?) -> String {
         guard let raw else { return "document" }
         let last = raw.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map(String.init) ?? ""
         let clean = String(last.unicodeScalars.filter { !CharacterSet.controlCharacters.contains($0) }.map(Character.init))
@@ -252,21 +247,6 @@ struct UploadParser {
             capped.unicodeScalars.append(scalar)
         }
         return capped.isEmpty || capped == "." || capped == ".." ? "document" : capped
-    }
-
-    /// Whether `--boundary--` appears near the end of the body (only whitespace or a short epilogue after it):
-    /// MultipartKit's parser accepts a body that stops early and drops the unfinished part silently.
-    static func hasClosingDelimiter(_ body: ByteBuffer, boundary: String) -> Bool {
-        let delimiter = Array("--\(boundary)--".utf8)
-        let window = min(body.readableBytes, delimiter.count + 1024)
-        guard let tail = body.getBytes(at: body.readerIndex + body.readableBytes - window, length: window),
-            tail.count >= delimiter.count
-        else { return false }
-        for start in stride(from: tail.count - delimiter.count, through: 0, by: -1)
-        where tail[start] == delimiter[0] && Array(tail[start..<start + delimiter.count]) == delimiter {
-            return true
-        }
-        return false
     }
 
     static func boundary(from contentType: String) -> String? {
@@ -292,5 +272,120 @@ struct UploadParser {
             result[key] = value
         }
         return result
+    }
+}
+
+/// Receives a multipart body chunk by chunk: the document part goes to a spool file, metadata and options
+/// into small bounded buffers; an unknown or repeated part is refused as soon as its headers arrive.
+///
+/// Not thread-safe: `UploadParser` feeds it one batch at a time on the thread pool, each awaited before the
+/// next, which is why it can be `@unchecked Sendable`.
+final class MultipartReceiver: MultipartPartConsumer, @unchecked Sendable {
+    struct Parts {
+        var document: SpooledDocument?
+        var documentName = "document"
+        var metadata: ByteBuffer?
+        var options: ByteBuffer?
+    }
+
+    private enum Sink {
+        case document(DocumentSpoolWriter)
+        case metadata(ByteBuffer)
+        case options(ByteBuffer)
+    }
+
+    private var parser: MultipartStreamParser
+    private let spoolDirectory: String
+    private let maxDocumentBytes: Int
+    private var sink: Sink?
+    private var parts = Parts()
+    private var seenDocument = false
+
+    init(boundary: String, spoolDirectory: String, maxDocumentBytes: Int) {
+        self.parser = MultipartStreamParser(boundary: boundary)
+        self.spoolDirectory = spoolDirectory
+        self.maxDocumentBytes = maxDocumentBytes
+    }
+
+    func feed(_ chunk: ByteBuffer) throws {
+        do {
+            try chunk.withUnsafeReadableBytes { bytes in try parser.feed(bytes, into: self) }
+        } catch let failure as MultipartStreamParser.Failure {
+            throw Self.apiError(failure)
+        }
+    }
+
+    func finish() throws -> Parts {
+        do {
+            try parser.finish()
+        } catch let failure as MultipartStreamParser.Failure {
+            throw Self.apiError(failure)
+        }
+        return parts
+    }
+
+    private static func apiError(_ failure: MultipartStreamParser.Failure) -> APIError {
+        switch failure {
+        case .incomplete:
+            APIError.badRequest("invalid_multipart", "the multipart body is incomplete: its closing boundary is missing")
+        case .malformed(let reason):
+            APIError.badRequest("invalid_multipart", "the multipart body is malformed: \(reason)")
+        }
+    }
+
+    func beginPart(headers: [String: String]) throws {
+        let disposition = UploadParser.dispositionParameters(headers["content-disposition"] ?? "")
+        guard let name = disposition["name"] else {
+            throw APIError.badRequest("invalid_multipart", "a part has no Content-Disposition name")
+        }
+        switch name {
+        case "document":
+            guard !seenDocument else { throw APIError.badRequest("invalid_multipart", "more than one 'document' part") }
+            seenDocument = true
+            parts.documentName = UploadParser.sanitizeFileName(disposition["filename"])
+            sink = .document(try DocumentSpoolWriter(directory: spoolDirectory))
+        case "metadata":
+            guard parts.metadata == nil else { throw APIError.badRequest("invalid_metadata", "more than one 'metadata' part") }
+            sink = .metadata(ByteBuffer())
+        case "options":
+            guard parts.options == nil else { throw APIError.badRequest("invalid_options", "more than one 'options' part") }
+            sink = .options(ByteBuffer())
+        default:
+            throw APIError.badRequest("invalid_multipart", "unknown part '\(name.prefix(64))'; allowed: document, metadata, options")
+        }
+    }
+
+    func partData(_ bytes: UnsafeRawBufferPointer) throws {
+        switch sink {
+        case .document(let writer):
+            guard writer.size + Int64(bytes.count) <= maxDocumentBytes else {
+                throw APIError(.contentTooLarge, "document_too_large", "the document is larger than the limit of \(maxDocumentBytes) bytes")
+            }
+            try writer.write(bytes)
+        case .metadata(var buffer):
+            guard buffer.readableBytes + bytes.count <= Upload.maxMetadataBytes else {
+                throw APIError.badRequest("invalid_metadata", "metadata is larger than \(Upload.maxMetadataBytes) bytes")
+            }
+            buffer.writeBytes(bytes)
+            sink = .metadata(buffer)
+        case .options(var buffer):
+            guard buffer.readableBytes + bytes.count <= Upload.maxOptionsBytes else {
+                throw APIError.badRequest("invalid_options", "options must be a JSON object of at most \(Upload.maxOptionsBytes) bytes")
+            }
+            buffer.writeBytes(bytes)
+            sink = .options(buffer)
+        case nil:
+            break
+        }
+    }
+
+    func endPart() throws {
+        switch sink {
+        case .document(let writer): parts.document = try writer.finish()
+        case .metadata(let buffer): parts.metadata = buffer
+        case .options(let buffer): parts.options = buffer
+        case nil: break
+        }
+        sink = nil
     }
 }

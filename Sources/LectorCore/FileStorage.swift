@@ -4,8 +4,12 @@ import NIOPosix
 /// Where job folders live. The local filesystem implementation is `FileStorage`; object storage comes later
 /// behind the same protocol.
 public protocol JobStorage: Sendable {
-    /// Creates the job's folder holding the document and `metadata.json`, complete or not at all.
-    func createJobFolder(id: UUID, documentFileName: String, document: Data, metadataJSON: Data) async throws
+    /// Where uploads are received before they become jobs (on the same filesystem as the job folders, so that
+    /// `createJobFolder` renames rather than copies).
+    var spoolDirectory: String { get }
+    /// Creates the job's folder holding the spooled document and `metadata.json`, complete or not at all. The
+    /// folder takes the spool file over.
+    func createJobFolder(id: UUID, documentFileName: String, document: SpooledDocument, metadataJSON: Data) async throws
     /// Removes a job's folder and everything in it (used when the database refuses a job).
     func removeJobFolder(id: UUID) async throws
     /// The document's bytes.
@@ -23,18 +27,76 @@ public protocol JobStorage: Sendable {
     func readResult(id: UUID, fileName: String) async throws -> Data?
     /// Whether a finished job has this result file (not every job has every format).
     func hasResult(id: UUID, fileName: String) async throws -> Bool
-    /// Whether the storage accepts writes now.
+    /// Whether the storage accepts writes now: a write probe, and free space and inodes above the minimum.
+    /// Throws a `StorageError` of kind `.full` when either is below it.
     func checkWritable() async throws
 }
 
-public struct StorageError: Error, CustomStringConvertible {
-    public let description: String
-    /// Whether trying again later may succeed (an I/O error) rather than not (a missing file).
-    public var isTransient: Bool = true
+extension JobStorage {
+    /// Spools `document` and creates the job folder from it (for tests and tools; the API streams uploads).
+    public func createJobFolder(id: UUID, documentFileName: String, document: Data, metadataJSON: Data) async throws {
+        let writer = try DocumentSpoolWriter(directory: spoolDirectory)
+        try document.withUnsafeBytes { bytes in try writer.write(bytes) }
+        try await createJobFolder(id: id, documentFileName: documentFileName, document: try writer.finish(), metadataJSON: metadataJSON)
+    }
+}
 
-    public init(description: String, isTransient: Bool = true) {
+/// The least free space and free inodes under which storage counts as full: submits answer 507, `/readyz`
+/// says so, and workers stop claiming (a job must not fail for the system's condition).
+public struct StorageReserve: Sendable, Equatable {
+    public var bytes: Int64
+    public var inodes: Int64
+
+    public init(bytes: Int64, inodes: Int64) {
+        self.bytes = bytes
+        self.inodes = inodes
+    }
+
+    public static let none = StorageReserve(bytes: 0, inodes: 0)
+}
+
+public struct StorageError: Error, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// Out of space or inodes (ENOSPC, EDQUOT): the system's condition, not the job's.
+        case full
+        /// The object is missing: trying again cannot help.
+        case missing
+        /// Anything else (EIO, ESTALE, EACCES, an unreachable store): it may pass.
+        case unavailable
+    }
+
+    public let description: String
+    public let kind: Kind
+    /// Whether trying again later may succeed (an I/O error, a full disk) rather than not (a missing file).
+    public var isTransient: Bool { kind != .missing }
+
+    public init(description: String, kind: Kind = .unavailable) {
         self.description = description
-        self.isTransient = isTransient
+        self.kind = kind
+    }
+
+    public init(description: String, isTransient: Bool) {
+        self.init(description: description, kind: isTransient ? .unavailable : .missing)
+    }
+
+    /// From a failed system call: `errno` decides the kind.
+    public init(errno code: Int32, doing what: String) {
+        let kind: Kind =
+            switch code {
+            case ENOSPC, EDQUOT: .full
+            case ENOENT: .missing
+            default: .unavailable
+            }
+        self.init(description: "could not \(what): \(String(cString: strerror(code))) (errno \(code))", kind: kind)
+    }
+
+    /// Any error of a storage call as a `StorageError` (Foundation's file errors carry the errno underneath).
+    public static func from(_ error: any Error, doing what: String) -> StorageError {
+        if let error = error as? StorageError { return error }
+        let underlying = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError
+        if let posix = underlying, posix.domain == NSPOSIXErrorDomain { return StorageError(errno: Int32(posix.code), doing: what) }
+        if (error as NSError).domain == NSPOSIXErrorDomain { return StorageError(errno: Int32((error as NSError).code), doing: what) }
+        return StorageError(description: "could not \(what): \(error.localizedDescription)")
     }
 }
 
@@ -45,42 +107,63 @@ public struct StorageError: Error, CustomStringConvertible {
 /// thread pool, off Swift's cooperative threads.
 public struct FileStorage: JobStorage {
     public let root: URL
+    public let reserve: StorageReserve
     private let threadPool: NIOThreadPool
 
     /// Files a job folder may contain; anything else is refused.
     public static let resultFileNames: Set<String> = ["result.json", "result.txt", "result.hocr", "result.pdf"]
+    /// The folder of uploads in progress, under the root.
+    public static let spoolFolderName = ".uploads"
 
-    public init(root: String, threadPool: NIOThreadPool = .singleton) throws {
+    public init(root: String, reserve: StorageReserve = .none, threadPool: NIOThreadPool = .singleton) throws {
         let url = URL(fileURLWithPath: root, isDirectory: true).standardizedFileURL
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        do {
+            try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        } catch {
+            throw StorageError.from(error, doing: "create the storage folder")
+        }
         self.root = url
+        self.reserve = reserve
         self.threadPool = threadPool
     }
+
+    /// The storage `settings` name: `LECTOR_STORAGE_ROOT`, with its reserve.
+    public init(settings: Settings) throws {
+        try self.init(
+            root: settings.storageRoot,
+            reserve: StorageReserve(bytes: settings.storageReserveBytes, inodes: settings.storageReserveInodes))
+    }
+
+    public var spoolDirectory: String { root.appendingPathComponent(Self.spoolFolderName, isDirectory: true).path }
 
     public func folder(of id: UUID) -> URL {
         root.appendingPathComponent(id.uuidString.lowercased(), isDirectory: true)
     }
 
-    public func createJobFolder(id: UUID, documentFileName: String, document: Data, metadataJSON: Data) async throws {
+    public func createJobFolder(id: UUID, documentFileName: String, document: SpooledDocument, metadataJSON: Data) async throws {
         try Self.checkName(documentFileName)
         let final = folder(of: id)
         let staging = root.appendingPathComponent(".staging-\(id.uuidString.lowercased())", isDirectory: true)
+        guard document.take() else { throw StorageError(description: "the upload was already stored") }
         try await threadPool.runIfActive {
-            let fm = FileManager.default
             do {
-                try fm.createDirectory(at: staging, withIntermediateDirectories: false)
-                try Self.writeSynced(document, to: staging.appendingPathComponent(documentFileName, isDirectory: false))
+                guard mkdir(staging.path, 0o755) == 0 else { throw StorageError(errno: errno, doing: "create a job folder") }
+                // The spool file is on this filesystem and already synced: a rename moves it in.
+                guard rename(document.path, staging.appendingPathComponent(documentFileName, isDirectory: false).path) == 0 else {
+                    throw StorageError(errno: errno, doing: "move the upload into its job folder")
+                }
                 try Self.writeSynced(metadataJSON, to: staging.appendingPathComponent("metadata.json", isDirectory: false))
                 try Self.syncDirectory(staging)
                 // rename(2) of a directory is atomic: the job folder appears whole or not at all. The root is
                 // synced after it, so the folder survives a power loss before the QUEUED row commits.
                 guard rename(staging.path, final.path) == 0 else {
-                    throw StorageError(description: "rename to \(final.lastPathComponent) failed: errno \(errno)")
+                    throw StorageError(errno: errno, doing: "publish a job folder")
                 }
                 try Self.syncDirectory(self.root)
             } catch {
-                try? fm.removeItem(at: staging)
-                throw error
+                unlink(document.path)
+                try? FileManager.default.removeItem(at: staging)
+                throw StorageError.from(error, doing: "create a job folder")
             }
         }
     }
@@ -88,8 +171,12 @@ public struct FileStorage: JobStorage {
     public func removeJobFolder(id: UUID) async throws {
         let folder = folder(of: id)
         try await threadPool.runIfActive {
-            if FileManager.default.fileExists(atPath: folder.path) {
-                try FileManager.default.removeItem(at: folder)
+            do {
+                if FileManager.default.fileExists(atPath: folder.path) {
+                    try FileManager.default.removeItem(at: folder)
+                }
+            } catch {
+                throw StorageError.from(error, doing: "remove a job folder")
             }
         }
     }
@@ -124,7 +211,7 @@ public struct FileStorage: JobStorage {
             do {
                 try Self.writeSynced(contents, to: temporary)
                 guard rename(temporary.path, target.path) == 0 else {
-                    throw StorageError(description: "rename to \(fileName) failed: errno \(errno)")
+                    throw StorageError(errno: errno, doing: "rename \(fileName) into place")
                 }
                 try Self.syncDirectory(target.deletingLastPathComponent())
             } catch {
@@ -169,7 +256,7 @@ public struct FileStorage: JobStorage {
                 // temporary name in every case.
                 unlink(temporary.path)
                 guard renamed else {
-                    throw StorageError(description: "rename to \(target.lastPathComponent) failed: errno \(code)")
+                    throw StorageError(errno: code, doing: "rename \(target.lastPathComponent) into place")
                 }
             }
             try Self.syncDirectory(folder)
@@ -187,7 +274,12 @@ public struct FileStorage: JobStorage {
         guard Self.resultFileNames.contains(fileName) else { return nil }
         let url = folder(of: id).appendingPathComponent(fileName, isDirectory: false)
         return try await threadPool.runIfActive {
-            FileManager.default.fileExists(atPath: url.path) ? try Data(contentsOf: url) : nil
+            guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+            do {
+                return try Data(contentsOf: url)
+            } catch {
+                throw StorageError.from(error, doing: "read \(fileName)")
+            }
         }
     }
 
@@ -199,9 +291,22 @@ public struct FileStorage: JobStorage {
 
     public func checkWritable() async throws {
         let probe = root.appendingPathComponent(".probe-\(UUID().uuidString.lowercased())", isDirectory: false)
+        let root = self.root
+        let reserve = self.reserve
         try await threadPool.runIfActive {
-            try Data("ok".utf8).write(to: probe)
-            try FileManager.default.removeItem(at: probe)
+            var info = statvfs()
+            guard statvfs(root.path, &info) == 0 else { throw StorageError(errno: errno, doing: "read the storage's free space") }
+            let freeBytes = Int64(info.f_bavail) * Int64(info.f_frsize)
+            // Filesystems without an inode limit (f_files == 0) report no free inodes: nothing to check there.
+            let freeInodes = info.f_files == 0 ? Int64.max : Int64(info.f_favail)
+            if freeBytes < reserve.bytes {
+                throw StorageError(description: "storage is full: \(freeBytes) bytes free, below the reserve of \(reserve.bytes)", kind: .full)
+            }
+            if freeInodes < reserve.inodes {
+                throw StorageError(description: "storage is full: \(freeInodes) inodes free, below the reserve of \(reserve.inodes)", kind: .full)
+            }
+            try Self.writeSynced(Data("ok".utf8), to: probe)
+            unlink(probe.path)
         }
     }
 
@@ -234,14 +339,14 @@ public struct FileStorage: JobStorage {
 
     private static func syncDirectory(_ url: URL) throws {
         let fd = open(url.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw StorageError(description: "cannot open folder \(url.lastPathComponent): errno \(errno)") }
+        guard fd >= 0 else { throw StorageError(errno: errno, doing: "open folder \(url.lastPathComponent)") }
         defer { close(fd) }
-        guard fsync(fd) == 0 else { throw StorageError(description: "fsync of a folder failed: errno \(errno)") }
+        guard fsync(fd) == 0 else { throw StorageError(errno: errno, doing: "sync a folder") }
     }
 
     private static func writeSynced(_ data: Data, to url: URL, mode: mode_t = 0o644) throws {
         let fd = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw StorageError(description: "cannot create \(url.lastPathComponent): errno \(errno)") }
+        guard fd >= 0 else { throw StorageError(errno: errno, doing: "create \(url.lastPathComponent)") }
         defer { close(fd) }
         try data.withUnsafeBytes { raw in
             var offset = 0
@@ -249,11 +354,11 @@ public struct FileStorage: JobStorage {
                 let written = write(fd, raw.baseAddress! + offset, raw.count - offset)
                 if written < 0 {
                     if errno == EINTR { continue }
-                    throw StorageError(description: "write to \(url.lastPathComponent) failed: errno \(errno)")
+                    throw StorageError(errno: errno, doing: "write \(url.lastPathComponent)")
                 }
                 offset += written
             }
         }
-        guard fsync(fd) == 0 else { throw StorageError(description: "fsync failed: errno \(errno)") }
+        guard fsync(fd) == 0 else { throw StorageError(errno: errno, doing: "sync \(url.lastPathComponent)") }
     }
 }

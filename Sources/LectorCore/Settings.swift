@@ -74,6 +74,30 @@ public struct Settings: Sendable {
     public var eastModel: String?
     /// `LECTOR_LOG_LEVEL`: trace, debug, info, notice, warning, error, critical.
     public var logLevel: String
+    /// `LECTOR_MAX_UPLOADS_IN_FLIGHT`: uploads one API process receives at once; beyond, 503 with Retry-After.
+    public var maxUploadsInFlight: Int
+    /// `LECTOR_STORAGE_RESERVE_BYTES` and `LECTOR_STORAGE_RESERVE_INODES`: below this much free space or free
+    /// inodes, storage counts as full (submits 507, `/readyz` 503, workers stop claiming).
+    public var storageReserveBytes: Int64
+    public var storageReserveInodes: Int64
+    /// `LECTOR_HTTP_HEADER_TIMEOUT`: seconds a connection may take to send a request's head (and the longest
+    /// an idle keep-alive connection stays open).
+    public var httpHeaderTimeout: Double
+    /// `LECTOR_HTTP_BODY_TIMEOUT`: seconds a request body may take in all.
+    public var httpBodyTimeout: Double
+    /// `LECTOR_HTTP_MIN_BODY_RATE`: bytes per second a body must average over each `LECTOR_HTTP_RATE_WINDOW`
+    /// (10 s) while the server waits for it.
+    public var httpMinBodyRate: Int
+    public var httpRateWindow: Double
+    /// `LECTOR_MAX_DOCUMENT_SECONDS`: the longest the engine may spend on one document (all its pages).
+    public var maxDocumentSeconds: Double
+    /// `LECTOR_MAX_DOCUMENT_PIXELS`: the most pixels all pages of one document may have together.
+    public var maxDocumentPixels: Int
+    /// `LECTOR_SWEEP_INTERVAL`: seconds between two passes of the storage sweeper.
+    public var sweepInterval: Double
+    /// `LECTOR_ABANDONED_AGE`: seconds after which an unfinished upload, staging folder or job folder without a
+    /// job is removed by the sweeper.
+    public var abandonedAge: Double
 
     public static let defaults = Settings(environment: [:])
 
@@ -129,6 +153,18 @@ public struct Settings: Sendable {
         self.dbModel = env["LECTOR_DB_MODEL"].flatMap { $0.isEmpty ? nil : $0 }
         self.eastModel = env["LECTOR_EAST_MODEL"].flatMap { $0.isEmpty ? nil : $0 }
         self.logLevel = string("LECTOR_LOG_LEVEL", "info")
+        self.maxUploadsInFlight = int("LECTOR_MAX_UPLOADS_IN_FLIGHT", 64, max: 100_000)
+        self.storageReserveBytes = Int64(int("LECTOR_STORAGE_RESERVE_BYTES", 256 << 20))
+        self.storageReserveInodes = Int64(int("LECTOR_STORAGE_RESERVE_INODES", 1000))
+        self.httpHeaderTimeout = seconds("LECTOR_HTTP_HEADER_TIMEOUT", 30, min: 0.1, max: 3600)
+        self.httpBodyTimeout = seconds("LECTOR_HTTP_BODY_TIMEOUT", 600, min: 0.1, max: 86_400)
+        self.httpMinBodyRate = int("LECTOR_HTTP_MIN_BODY_RATE", 1024, max: 1 << 30)
+        self.httpRateWindow = seconds("LECTOR_HTTP_RATE_WINDOW", 10, min: 0.5, max: 3600)
+        self.maxDocumentSeconds = seconds("LECTOR_MAX_DOCUMENT_SECONDS", 600, min: 1)
+        self.maxDocumentPixels = int("LECTOR_MAX_DOCUMENT_PIXELS", 1_000_000_000)
+        self.sweepInterval = seconds("LECTOR_SWEEP_INTERVAL", 600, min: 1)
+        // Never below the longest a body may take, or a slow upload could be swept from under its request.
+        self.abandonedAge = max(seconds("LECTOR_ABANDONED_AGE", 3600, min: 60), httpBodyTimeout + 60)
     }
 }
 

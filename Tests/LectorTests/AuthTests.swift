@@ -101,6 +101,19 @@ struct AuthTests {
                 #expect(expired.status == .forbidden)
                 #expect(expired.errorCode == "link_expired")
 
+                // One spelling only: an upper-case id, a zero-padded expiry, a doubled slash, a repeated parameter.
+                let upper = link.replacingOccurrences(of: job.uuidString.lowercased(), with: job.uuidString.uppercased())
+                #expect(try await client.execute(uri: upper, method: .get).status == .forbidden)
+                let padded = link.replacingOccurrences(of: "expires=", with: "expires=0")
+                #expect(try await client.execute(uri: padded, method: .get).status == .forbidden)
+                let doubled = link.replacingOccurrences(of: "/files/", with: "/files//")
+                #expect(try await client.execute(uri: doubled, method: .get).status != .ok)
+                let doubledInside = link.replacingOccurrences(of: "/result.txt", with: "//result.txt")
+                #expect(try await client.execute(uri: doubledInside, method: .get).status != .ok)
+                let repeated = try await client.execute(uri: link + "&expires=\(expires)", method: .get)
+                #expect(repeated.status == .badRequest)
+                #expect(repeated.errorCode == "repeated_parameter")
+
                 let unsigned = try await client.execute(uri: "/files/\(job.uuidString.lowercased())/result.txt", method: .get)
                 #expect(unsigned.status == .forbidden)
 

@@ -30,13 +30,13 @@ struct TestHarness: Sendable {
         defer { try? FileManager.default.removeItem(at: root) }
         return try await TestDatabase.withFreshDatabase { client, _ in
             var env = environment
-            env["LECTOR_STORAGE_ROOT"] = root.path
+            env["LECTOR_STORAGE_ROOT"] = env["LECTOR_STORAGE_ROOT"] ?? root.path
             env["LECTOR_WORKER_POLL_INTERVAL"] = env["LECTOR_WORKER_POLL_INTERVAL"] ?? "0.2"
             let settings = Settings(environment: env)
             let logger = TestDatabase.logger
-            let storage = try FileStorage(root: settings.storageRoot)
+            let storage = try FileStorage(settings: settings)
             let engines = TesseractEngineFactory(
-                dataPath: nil, limits: OCRLimits(maxPagePixels: settings.maxPagePixels, maxPages: settings.maxPages))
+                dataPath: nil, limits: OCRLimits(maxPagePixels: settings.maxPagePixels, maxPages: settings.maxPages, maxDocumentPixels: settings.maxDocumentPixels, maxDocumentTime: .milliseconds(Int64(settings.maxDocumentSeconds * 1000))))
             let jobs = JobStore(client: client, logger: logger)
             let keys = KeyStore(client: client, logger: logger)
             let dependencies = APIDependencies(
