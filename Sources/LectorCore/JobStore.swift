@@ -383,6 +383,15 @@ public struct JobStore: Sendable {
     }
 
     /// Answers when the database does (for `/readyz`).
+    /// Which of `ids` have a job row (for the sweeper: a folder without one is an orphan).
+    public func existingJobIDs(_ ids: [UUID]) async throws -> Set<UUID> {
+        guard !ids.isEmpty else { return [] }
+        let rows = try await client.query("SELECT id FROM jobs WHERE id = ANY(\(ids))", logger: logger)
+        var found: Set<UUID> = []
+        for try await id in rows.decode(UUID.self) { found.insert(id) }
+        return found
+    }
+
     public func ping() async throws {
         try await client.query("SELECT 1", logger: logger)
     }

@@ -33,11 +33,9 @@ final class PDFRasterizer {
             throw OCRError(.unsupportedOption, "PDF input needs poppler's pdftoppm and pdfinfo (Debian package poppler-utils)")
         }
         self.dpi = dpi
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("lector-pdf-\(UUID().uuidString)")
-        file = folder.appendingPathComponent("document.pdf")
         do {
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: false,
-                                                    attributes: [.posixPermissions: 0o700])
+            folder = try ScratchFolder.create(kind: "pdf")
+            file = folder.appendingPathComponent("document.pdf")
             try data.write(to: file)
         } catch {
             throw OCRError(.engineFailure, "could not write the PDF to a temporary folder: \(error.localizedDescription)")
@@ -118,11 +116,11 @@ final class PDFRasterizer {
         let errorData = PipeDrain(errors, keep: Self.maxErrorBytes)
         let outputData = PipeDrain(output, keep: 1 << 20)
         while outputData.done.wait(timeout: .now() + .milliseconds(200)) == .timedOut {
-            if cancellation.isCancelled, process.isRunning { process.terminate() }
+            if cancellation.shouldStop, process.isRunning { process.terminate() }
         }
         errorData.done.wait()
         process.waitUntilExit()
-        if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
+        try cancellation.check()
         let status = process.terminationStatus
         guard process.terminationReason == .exit, status == 0 else {
             // `timeout -s KILL` kills its own process group, and the memory limit ends the tool with a signal.

@@ -12,10 +12,8 @@ final class PDFRendering {
 
     /// Nil when the renderer cannot start (no `pdf.ttf` in Tesseract's data folder): the result then has no PDF.
     init?(dataPath: String, title: String) throws(OCRError) {
-        folder = FileManager.default.temporaryDirectory.appendingPathComponent("lector-render-\(UUID().uuidString)")
         do {
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: false,
-                                                    attributes: [.posixPermissions: 0o700])
+            folder = try ScratchFolder.create(kind: "render")
         } catch {
             throw OCRError(.engineFailure, "could not create a temporary folder: \(error.localizedDescription)")
         }

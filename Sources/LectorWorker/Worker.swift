@@ -60,6 +60,8 @@ public struct Worker: Service {
     public let logger: Logger
     /// The attempts running now, for the lease keeper and the shutdown deadline.
     private let inFlight = NIOLockedValueBox(InFlight())
+    /// Whether storage takes writes: slots claim only while it does.
+    let storageHealth: StorageHealth
 
     /// The doorbell key every slot waits on.
     public static let queuedKey = 0
@@ -76,6 +78,7 @@ public struct Worker: Service {
         self.configuration = configuration
         self.doorbell = doorbell
         self.logger = logger
+        self.storageHealth = StorageHealth(storage: storage)
     }
 
     /// The listener that rings `doorbell` when a job is queued; run it beside the worker.
@@ -129,7 +132,24 @@ public struct Worker: Service {
         let ticket = doorbell.register(Self.queuedKey)
         defer { doorbell.unregister(ticket) }
         var failures = 0
+        var storageWasDown = false
         while !stopping {
+            // Storage that cannot take results (full, or failing) is the system's condition: wait for it rather
+            // than claim jobs that would spend their attempts on it.
+            do {
+                try await storageHealth.check()
+                if storageWasDown { logger.notice("storage takes writes again; claiming", metadata: ["worker": "\(slotID)"]) }
+                storageWasDown = false
+            } catch {
+                if !storageWasDown {
+                    logger.error("storage cannot take writes; not claiming until it can", metadata: [
+                        "worker": "\(slotID)", "error": "\(error.description)",
+                    ])
+                }
+                storageWasDown = true
+                _ = await doorbell.wait(ticket, timeout: max(configuration.pollInterval, .seconds(1)))
+                continue
+            }
             let claimed: ClaimedJob?
             do {
                 claimed = try await jobs.claimNext(
@@ -159,6 +179,8 @@ public struct Worker: Service {
         case finished([String])
         case failed(String)
         case retry(String)
+        /// Storage is full: the job goes back without spending an attempt.
+        case storageFull(String)
         case handBack
         case leaseLost
 
@@ -167,6 +189,7 @@ public struct Worker: Service {
             case .finished: "finished"
             case .failed: "failed"
             case .retry: "retry"
+            case .storageFull: "storage full"
             case .handBack: "handed back"
             case .leaseLost: "lease lost"
             }
@@ -252,7 +275,13 @@ public struct Worker: Service {
             return error.isTransient ? .retry(error.message) : .failed(error.message)
         } catch let error as StorageError {
             logger.error("storage error", metadata: ["error": "\(error)"])
-            return error.isTransient ? .retry("storage error: \(error.description)") : .failed(error.description)
+            switch error.kind {
+            case .full:
+                storageHealth.invalidate()
+                return .storageFull(error.description)
+            case .unavailable: return .retry("storage error: \(error.description)")
+            case .missing: return .failed(error.description)
+            }
         } catch {
             logger.error("unexpected error", metadata: ["error": "\(String(reflecting: error))"])
             return .retry("internal error while processing the document")
@@ -282,6 +311,10 @@ public struct Worker: Service {
                     try await jobs.requeue(
                         lease, reason: "retrying in \(Int(seconds.rounded(.up))) s: \(reason)",
                         delay: .milliseconds(Int64(seconds * 1000)))
+                case .storageFull(let reason):
+                    try await jobs.requeue(
+                        lease, reason: "waiting for storage: \(reason)",
+                        delay: .milliseconds(Int64(configuration.retryBase * 1000)), countAttempt: false)
                 case .handBack:
                     try await jobs.requeue(lease, reason: "worker shutdown", countAttempt: false)
                 case .leaseLost:

@@ -51,6 +51,14 @@ enum Runtime {
         return logger
     }
 
+    static func sweeper(
+        storage: FileStorage, jobs: JobStore, settings: Settings, logger: Logger, extra: @escaping @Sendable () -> Void = {}
+    ) -> StorageSweeper {
+        StorageSweeper(
+            storage: storage, jobs: jobs, interval: .milliseconds(Int64(settings.sweepInterval * 1000)),
+            abandonedAge: settings.abandonedAge, orphanAge: settings.abandonedAge, extra: extra, logger: logger)
+    }
+
     /// Two settings that only work from the environment a process starts with:
     /// - OMP_THREAD_LIMIT=1: Debian's Tesseract starts 4 OpenMP threads per page, 2-10x slower on 2 cores, and
     ///   libgomp reads the variable only when it loads;
@@ -136,7 +144,7 @@ enum Runtime {
     static func engineFactory(_ settings: Settings) -> TesseractEngineFactory {
         TesseractEngineFactory(
             dataPath: settings.tessdata,
-            limits: OCRLimits(maxPagePixels: settings.maxPagePixels, maxPages: settings.maxPages),
+            limits: OCRLimits(maxPagePixels: settings.maxPagePixels, maxPages: settings.maxPages, maxDocumentPixels: settings.maxDocumentPixels, maxDocumentTime: .milliseconds(Int64(settings.maxDocumentSeconds * 1000))),
             models: DetectorModels.discover(db: settings.dbModel, east: settings.eastModel),
             pdfDPI: settings.pdfDPI)
     }
@@ -161,7 +169,7 @@ struct Serve: AsyncParsableCommand {
         let logger = Runtime.logger("lector.api", settings: settings)
         try await Runtime.checkSchema(settings, logger: logger)
         let client = try Runtime.postgresClient(settings, logger: logger)
-        let storage = try FileStorage(root: settings.storageRoot)
+        let storage = try FileStorage(settings: settings)
         let signingKey = settings.signingKey.isEmpty ? try storage.sharedSigningKey() : Array(settings.signingKey.utf8)
         let engines = Runtime.engineFactory(settings)
         let dependencies = APIDependencies(
@@ -170,8 +178,9 @@ struct Serve: AsyncParsableCommand {
             waiters: WaitRegistry(), settings: settings, supportedTypes: engines.supportedTypes,
             availableLanguages: try engines.availableLanguages(), availableDetectors: engines.models.available)
         let app = buildApplication(dependencies: dependencies, logger: logger)
+        let sweeper = Runtime.sweeper(storage: storage, jobs: dependencies.jobs, settings: settings, logger: logger)
         let group = ServiceGroup(configuration: .init(
-            services: [client, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            services: [client, app, sweeper], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
 }
@@ -196,14 +205,19 @@ struct Work: AsyncParsableCommand {
         }
         let client = try Runtime.postgresClient(settings, logger: logger, steady: connections)
         let jobs = JobStore(client: client, logger: logger)
+        let storage = try FileStorage(settings: settings)
         let worker = Worker(
-            jobs: jobs, storage: try FileStorage(root: settings.storageRoot), engines: Runtime.workerEngine(settings),
+            jobs: jobs, storage: storage, engines: Runtime.workerEngine(settings),
             configuration: WorkerConfiguration(settings: settings, workerID: Runtime.workerID(settings)), logger: logger)
         let rescuer = Rescuer(
             jobs: jobs, interval: .milliseconds(Int64(settings.rescueInterval * 1000)),
             maxAttempts: settings.maxAttempts, grace: .milliseconds(Int64(settings.heartbeatSeconds * 1000)), logger: logger)
+        // The worker's sweeper also removes scratch folders of workers that died on this host.
+        let sweeper = Runtime.sweeper(storage: storage, jobs: jobs, settings: settings, logger: logger) {
+            ScratchFolder.sweep(olderThan: 300)
+        }
         let services: [any Service] = settings.workerListen
-            ? [client, worker.queuedListener(), rescuer, worker] : [client, rescuer, worker]
+            ? [client, worker.queuedListener(), rescuer, sweeper, worker] : [client, rescuer, sweeper, worker]
         let group = ServiceGroup(configuration: .init(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
