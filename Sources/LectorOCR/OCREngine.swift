@@ -12,25 +12,62 @@ public struct OCRDocument: Sendable {
     }
 }
 
-/// Asks a running recognition to stop (shutdown deadline, lost lease). Checked between pages and, inside
-/// Tesseract, after every word through its progress monitor.
+/// Asks a running recognition to stop (shutdown deadline, lost lease), and holds the document's time budget.
+/// Checked between pages and, inside Tesseract, after every word through its progress monitor.
 public final class OCRCancellation: Sendable {
-    private let flag = NIOLockedValueBox(false)
+    private struct State {
+        var cancelled = false
+        var deadline: ContinuousClock.Instant?
+        var budget: Duration = .zero
+    }
+
+    private let state = NIOLockedValueBox(State())
 
     public init() {}
 
-    public func cancel() { flag.withLockedValue { $0 = true } }
-    public var isCancelled: Bool { flag.withLockedValue { $0 } }
+    public func cancel() { state.withLockedValue { $0.cancelled = true } }
+    public var isCancelled: Bool { state.withLockedValue { $0.cancelled } }
+
+    /// Starts the document's time budget: past it, `check()` throws `limitExceeded`.
+    public func startBudget(_ budget: Duration, now: ContinuousClock.Instant = .now) {
+        state.withLockedValue {
+            $0.deadline = now + budget
+            $0.budget = budget
+        }
+    }
+
+    /// Whether the work should stop now: cancelled, or past the document's time budget.
+    public var shouldStop: Bool {
+        let state = state.withLockedValue { $0 }
+        return state.cancelled || state.deadline.map { ContinuousClock.now >= $0 } ?? false
+    }
+
+    /// Throws `cancelled` when cancelled, `limitExceeded` when past the document's time budget.
+    public func check() throws(OCRError) {
+        let state = state.withLockedValue { $0 }
+        if state.cancelled { throw OCRError(.cancelled, "recognition was cancelled") }
+        if let deadline = state.deadline, ContinuousClock.now >= deadline {
+            throw OCRError(.limitExceeded,
+                "the document took longer than the limit of \(Int(state.budget.components.seconds)) s (LECTOR_MAX_DOCUMENT_SECONDS)")
+        }
+    }
 }
 
 /// Limits that protect a worker from hostile documents.
 public struct OCRLimits: Sendable {
     public var maxPagePixels: Int
     public var maxPages: Int
+    /// The most pixels all pages of one document may have together (checked before decoding where the
+    /// format gives the sizes first: TIFF, PDF).
+    public var maxDocumentPixels: Int
+    /// The longest the engine may spend on one document.
+    public var maxDocumentTime: Duration
 
-    public init(maxPagePixels: Int, maxPages: Int) {
+    public init(maxPagePixels: Int, maxPages: Int, maxDocumentPixels: Int = 1_000_000_000, maxDocumentTime: Duration = .seconds(600)) {
         self.maxPagePixels = maxPagePixels
         self.maxPages = maxPages
+        self.maxDocumentPixels = maxDocumentPixels
+        self.maxDocumentTime = maxDocumentTime
     }
 }
 

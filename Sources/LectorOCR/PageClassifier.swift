@@ -11,6 +11,9 @@ enum PageClassifier {
         var bright: Double
         /// Share of thumbnail pixels within 30 grey levels of the page's 90th-percentile luminance ("paper").
         var paper: Double
+        /// Darkest and brightest thumbnail luminance: a page whose range is tiny holds no text.
+        var darkest: Int = 0
+        var brightest: Int = 255
     }
 
     struct Decision {
@@ -31,6 +34,18 @@ enum PageClassifier {
     /// (`benchmarks/classify_study.py`). White text on black is taken for a scene, which reads it too.
     static func rule(_ f: Features) -> PipelineMode {
         f.bright >= 0.5 && f.paper >= 0.4 ? .document : .scene
+    }
+
+    /// Pages smaller than this on either side cannot hold legible text.
+    static let minTextSide = 16
+
+    /// Whether the page certainly holds no text: too small, or of one even tone (the darkest and brightest
+    /// points of its thumbnail within 24 grey levels). Conservative: speckle or a single word keeps a page in.
+    /// The scene pipeline skips such pages: its detector costs the same for an empty page as for a full one.
+    static func holdsNoText(_ pix: Pix) -> Bool {
+        if pix.width < minTextSide || pix.height < minTextSide { return true }
+        guard let features = features(pix) else { return false }
+        return features.brightest - features.darkest < 24
     }
 
     static func features(_ pix: Pix) -> Features? {
@@ -64,6 +79,8 @@ enum PageClassifier {
         }
         let paperPixels = histogram[max(0, p90 - 30)...min(255, p90 + 30)].reduce(0, +)
         let brightPixels = histogram[150...].reduce(0, +)
-        return Features(bright: Double(brightPixels) / Double(total), paper: Double(paperPixels) / Double(total))
+        return Features(
+            bright: Double(brightPixels) / Double(total), paper: Double(paperPixels) / Double(total),
+            darkest: histogram.firstIndex { $0 > 0 } ?? 0, brightest: histogram.lastIndex { $0 > 0 } ?? 255)
     }
 }

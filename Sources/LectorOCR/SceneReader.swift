@@ -22,7 +22,7 @@ struct SceneReader {
             var image = lcv_image(width: Int32(width), height: Int32(height), channels: 3, data: buffer.baseAddress)
             let quads = try detector.detect(&image)
             for quad in quads {
-                if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
+                try cancellation.check()
                 if let line = try readRegion(quad, in: &image, cancellation: cancellation) { lines.append(line) }
             }
         }

@@ -94,6 +94,8 @@ public final class TesseractEngine: OCREngine {
     private var handle: TesseractHandle?
     private var osd: TesseractHandle?
     private var detectors: [DetectorKey: TextDetector] = [:]
+    /// How many detector networks are loaded now (tests check that empty pages load none).
+    var loadedDetectors: Int { detectors.count }
 
     public init(dataPath: String?, limits: OCRLimits, models: DetectorModels = .discover(), pdfDPI: Int = 300) {
         self.dataPath = dataPath
@@ -107,8 +109,10 @@ public final class TesseractEngine: OCREngine {
     public func recognize(
         _ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation
     ) throws(OCRError) -> OCRResult {
+        cancellation.startBudget(limits.maxDocumentTime)
         let handle = try handle(for: options.lang)
         let images = try PageImages(document: document, limits: limits, pdfDPI: pdfDPI)
+        var decodedPixels = 0
         let preprocessor = Preprocessor(limits: limits) { () throws(OCRError) -> TesseractHandle in
             try self.orientationHandle()
         }
@@ -119,8 +123,11 @@ public final class TesseractEngine: OCREngine {
         var pdf: PDFRendering?
         var pdfPossible = true
         for index in 0..<images.count {
-            if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
-            let pix = try preprocessor.apply(options.operations, to: try images.page(index, cancellation: cancellation))
+            try cancellation.check()
+            let decoded = try images.page(index, cancellation: cancellation)
+            decodedPixels += decoded.width * decoded.height
+            guard decodedPixels <= limits.maxDocumentPixels else { throw PageImages.documentPixelsExceeded(limits) }
+            let pix = try preprocessor.apply(options.operations, to: decoded)
             let mode = options.mode == .auto ? PageClassifier.classify(pix).mode : options.mode
             switch mode {
             case .auto, .document:
@@ -134,12 +141,19 @@ public final class TesseractEngine: OCREngine {
                 }
                 pages.append(page)
             case .scene:
+                pdf = nil
+                pdfPossible = false
+                // An empty or tiny page costs the detector as much as a full one: skip it.
+                if PageClassifier.holdsNoText(pix) {
+                    let page = OCRPage(number: index + 1, width: pix.width, height: pix.height, mode: .scene, lines: [], text: "")
+                    pages.append(page)
+                    hocrPages.append(HOCR.page(page))
+                    continue
+                }
                 let reader = SceneReader(detector: try detector(options.detector, for: pix), tesseract: handle)
                 let page = try reader.read(pix, pageNumber: index + 1, cancellation: cancellation)
                 pages.append(page)
                 hocrPages.append(HOCR.page(page))
-                pdf = nil
-                pdfPossible = false
             }
         }
         let hocr = HOCR.document(pages: hocrPages, engine: TesseractEngineFactory.version, language: options.lang)
@@ -280,10 +294,10 @@ final class TesseractHandle {
         TessMonitorSetCancelThis(monitor, context)
         TessMonitorSetCancelFunc(monitor) { context, _ in
             guard let context else { return false }
-            return Unmanaged<OCRCancellation>.fromOpaque(context).takeUnretainedValue().isCancelled
+            return Unmanaged<OCRCancellation>.fromOpaque(context).takeUnretainedValue().shouldStop
         }
         let status = withExtendedLifetime(cancellation) { TessBaseAPIRecognize(pointer, monitor) }
-        if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
+        try cancellation.check()
         guard status == 0 else { throw OCRError(.unreadableDocument, failure()) }
     }
 
@@ -357,6 +371,9 @@ struct PageImages {
             for (index, size) in sizes.enumerated() {
                 try Self.checkPixels(size.width, size.height, page: index + 1, limits: limits)
             }
+            guard sizes.reduce(0, { $0 + $1.width * $1.height }) <= limits.maxDocumentPixels else {
+                throw Self.documentPixelsExceeded(limits)
+            }
             pages = sizes.count
         } else if document.type == .tiff {
             pages = 0
@@ -368,11 +385,14 @@ struct PageImages {
             guard pages <= limits.maxPages else {
                 throw OCRError(.limitExceeded, "the document has more than \(limits.maxPages) pages")
             }
+            var total = 0
             for page in 0..<pages {
                 if let (w, h) = Self.tiffHeader(document.data, page: page) {
                     try Self.checkPixels(w, h, page: page + 1, limits: limits)
+                    total += w * h
                 }
             }
+            guard total <= limits.maxDocumentPixels else { throw Self.documentPixelsExceeded(limits) }
         } else if document.type == .bmp {
             // Leptonica's header reader decodes a whole BMP; read the size from the header ourselves first.
             let bytes = [UInt8](document.data.prefix(26))
@@ -391,6 +411,11 @@ struct PageImages {
         }
         self.count = pages
         self.pdf = pdf
+    }
+
+    static func documentPixelsExceeded(_ limits: OCRLimits) -> OCRError {
+        OCRError(.limitExceeded,
+                 "the document's pages have more than \(limits.maxDocumentPixels) pixels together (LECTOR_MAX_DOCUMENT_PIXELS)")
     }
 
     private static func checkHeader(_ document: OCRDocument, limits: OCRLimits) throws(OCRError) {

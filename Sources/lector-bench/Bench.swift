@@ -95,7 +95,7 @@ struct Engine: AsyncParsableCommand {
     func run() async throws {
         let settings = Settings(environment: ProcessInfo.processInfo.environment)
         let factory = TesseractEngineFactory(
-            dataPath: settings.tessdata, limits: OCRLimits(maxPagePixels: settings.maxPagePixels, maxPages: settings.maxPages))
+            dataPath: settings.tessdata, limits: OCRLimits(maxPagePixels: settings.maxPagePixels, maxPages: settings.maxPages, maxDocumentPixels: settings.maxDocumentPixels, maxDocumentTime: .milliseconds(Int64(settings.maxDocumentSeconds * 1000))))
         let documents = try files.map { path -> OCRDocument in
             let data = try Data(contentsOf: URL(fileURLWithPath: path))
             guard let type = DocumentType.detect(data) else { throw ValidationError("\(path): unknown type") }
