@@ -8,6 +8,9 @@
     benchmarks/bench.py p5 [--waiters 1000]             1,000 long-poll waiters: API RSS and answer delay
     benchmarks/bench.py p6 [--photos 50] [--rounds 3]   scene pipeline: lector ocr --mode scene vs OpenCV+pytesseract
     benchmarks/bench.py p7 [--noop 10000 --real 500]    worker RSS across many jobs
+    benchmarks/bench.py h1 [--uploads 2 8] [--concurrent 30]  hostile uploads: /healthz latency, API RSS
+    benchmarks/bench.py h2 [--clients 50]               trickling clients: how soon they are closed
+    benchmarks/bench.py h3 [--megapixels 10 30 60]      worker peak memory per megapixel, per pipeline
     benchmarks/bench.py all --small                     every measure at a small size (make bench)
 
 Uses the project's private PostgreSQL cluster (a database per measure), the lector binaries in
@@ -418,6 +421,150 @@ def p7(args):
               f"max={max(samples[tenth:]):.0f} last={samples[-1]:.0f}; first sample {samples[0]:.0f}; by tenths: {deciles}")
 
 
+def adversarial_upload(base, key, size, boundary="lectorbench", pattern=True, chunk=65536, pause=0.0):
+    """Sends one multipart upload of `size` document bytes over a raw socket and returns (status, seconds).
+    With `pattern`, the document is made of near-delimiters (CRLF--, the boundary's prefix), the bytes that made
+    the old parser slow; `pause` spreads the body over time (a slow client)."""
+    import socket
+    unit = (b"\r\n--" + boundary.encode()[:-1] + b"\r\r\n-") if pattern else b"x" * 64
+    document = (unit * (size // len(unit) + 1))[:size]
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"document\"; filename=\"a.png\"\r\n\r\n").encode()
+    body = head + b"\x89PNG\r\n\x1a\n" + document + f"\r\n--{boundary}--\r\n".encode()
+    host, port = base.replace("http://", "").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=300) as sock:
+        sock.sendall((f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+                      f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n"
+                      f"Connection: close\r\n\r\n").encode())
+        try:
+            for offset in range(0, len(body), chunk):
+                sock.sendall(body[offset:offset + chunk])
+                if pause:
+                    time.sleep(pause)
+        except OSError:
+            pass
+        answer = b""
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            answer += data
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1") else 0
+    return status, time.monotonic() - started
+
+
+def healthz_latencies(base, stop, out):
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=120).read()
+        except OSError:
+            pass
+        out.append(time.monotonic() - started)
+        time.sleep(0.05)
+
+
+def h1(args):
+    """Hostile uploads: /healthz latency while adversarial 20 MB multipart uploads run, and the API's peak RSS
+    with many concurrent 45 MB uploads."""
+    import threading
+    svc = Service("h1", workers=0, extra={"LECTOR_MAX_UPLOAD_BYTES": "50000000"})
+    try:
+        for uploads in args.uploads:
+            stop, latencies, results = threading.Event(), [], []
+            probe = threading.Thread(target=healthz_latencies, args=(svc.base, stop, latencies))
+            probe.start()
+            threads = [threading.Thread(target=lambda: results.append(adversarial_upload(svc.base, svc.key, 20_000_000)))
+                       for _ in range(uploads)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            stop.set()
+            probe.join()
+            statuses = sorted({status for status, _ in results})
+            print(f"H1 {uploads} adversarial 20 MB uploads: statuses {statuses}, upload seconds {stats([s for _, s in results], '%.2f')}; "
+                  f"/healthz p50 {quantile(latencies, 0.5) * 1000:.1f} ms  p99 {quantile(latencies, 0.99) * 1000:.1f} ms  "
+                  f"max {max(latencies) * 1000:.1f} ms over {len(latencies)} probes", flush=True)
+        before = rss_mb(svc.api.pid)
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(adversarial_upload(svc.base, svc.key, 45_000_000, pattern=False, pause=0.002)))
+                   for _ in range(args.concurrent)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(f"H1 {args.concurrent} concurrent 45 MB uploads: statuses {sorted({s for s, _ in results})}; API RSS before "
+              f"{before:.0f} MB, peak {rss_mb(svc.api.pid, 'VmHWM'):.0f} MB", flush=True)
+    finally:
+        svc.stop()
+
+
+def h2(args):
+    """Trickling clients: how long half-sent heads and bodies at a few bytes a second stay open, while a normal
+    client is served."""
+    import socket, threading
+    svc = Service("h2", workers=0)
+    try:
+        host, port = "127.0.0.1", HTTP_PORT
+        closed_after = []
+
+        def trickle(head_only):
+            started = time.monotonic()
+            with socket.create_connection((host, port), timeout=700) as sock:
+                sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\n" if head_only else
+                             (f"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {svc.key}\r\n"
+                              f"Content-Type: image/png\r\nContent-Length: 1000000\r\n\r\n").encode())
+                sock.settimeout(1)
+                while time.monotonic() - started < args.limit:
+                    try:
+                        sock.sendall(b"x")
+                        if sock.recv(1, socket.MSG_PEEK) == b"":
+                            break
+                    except socket.timeout:
+                        continue
+                    except OSError:
+                        break
+            closed_after.append(time.monotonic() - started)
+
+        threads = [threading.Thread(target=trickle, args=(i % 2 == 0,)) for i in range(args.clients)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        started = time.monotonic()
+        urllib.request.urlopen(f"{svc.base}/healthz", timeout=30).read()
+        served = time.monotonic() - started
+        for t in threads:
+            t.join()
+        print(f"H2 {args.clients} trickling clients (half heads and 1 byte/s bodies): closed after "
+              f"{stats(closed_after, '%.1f')} s; a normal request meanwhile answered in {served * 1000:.1f} ms", flush=True)
+    finally:
+        svc.stop()
+
+
+def h3(args):
+    """Worker memory per megapixel: peak RSS of `lector ocr` on one blank page of each size, per pipeline."""
+    rows = []
+    for megapixels in args.megapixels:
+        side = int((megapixels * 1_000_000) ** 0.5)
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "page.png")
+            subprocess.run(["/usr/bin/convert", "-size", f"{side}x{side}", "xc:white", "-fill", "black", "-font", "DejaVu-Sans",
+                            "-pointsize", "60", "-annotate", "+100+200", "memory per megapixel", "-depth", "8", path],
+                           check=True, capture_output=True)
+            for mode in ["document", "scene"]:
+                result = subprocess.run(["/usr/bin/time", "-f", "%M", LECTOR, "ocr", "--mode", mode, path],
+                                        capture_output=True, text=True,
+                                        env=dict(os.environ, LECTOR_MAX_PAGE_PIXELS=str(200_000_000), OMP_THREAD_LIMIT="1"))
+                peak = int(result.stderr.strip().splitlines()[-1]) / 1024
+                rows.append((megapixels, mode, peak))
+                print(f"H3 {megapixels} MP page, {mode}: peak RSS {peak:.0f} MB ({peak / megapixels:.1f} MB per MP)", flush=True)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="measure", required=True)
@@ -430,6 +577,9 @@ def main():
     a = sub.add_parser("p5"); a.add_argument("--waiters", type=int, default=1000); a.add_argument("--jobs", type=int, default=10)
     a = sub.add_parser("p6"); a.add_argument("--photos", type=int, default=50); a.add_argument("--rounds", type=int, default=3)
     a = sub.add_parser("p7"); a.add_argument("--noop", type=int, default=10000); a.add_argument("--real", type=int, default=500)
+    a = sub.add_parser("h1"); a.add_argument("--uploads", type=int, nargs="+", default=[2, 8]); a.add_argument("--concurrent", type=int, default=30)
+    a = sub.add_parser("h2"); a.add_argument("--clients", type=int, default=50); a.add_argument("--limit", type=int, default=120)
+    a = sub.add_parser("h3"); a.add_argument("--megapixels", type=int, nargs="+", default=[10, 30, 60])
     a = sub.add_parser("all"); a.add_argument("--small", action="store_true")
     args = parser.parse_args()
     log(f"binaries from {BIN_DIR}")
@@ -443,7 +593,7 @@ def main():
         p6(argparse.Namespace(photos=5 if small else 50, rounds=1 if small else 3))
         p7(argparse.Namespace(noop=300 if small else 10000, real=10 if small else 500))
     else:
-        {"p1": p1, "p2": p2, "p3": p3, "p4": p4, "p5": p5, "p6": p6, "p7": p7}[args.measure](args)
+        {"p1": p1, "p2": p2, "p3": p3, "p4": p4, "p5": p5, "p6": p6, "p7": p7, "h1": h1, "h2": h2, "h3": h3}[args.measure](args)
 
 
 if __name__ == "__main__":

@@ -234,7 +234,7 @@ extension OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Malformed multipart, metadata or options; unknown part, option or parameter; uninstalled language; empty document.",
+            "description": "Malformed multipart, metadata or options; unknown part, option or parameter; uninstalled language; empty document; a number in the metadata that cannot be stored exactly; a repeated query parameter.",
             "content": {
               "application/json": {
                 "schema": {
@@ -319,7 +319,17 @@ extension OpenAPIDocument {
             }
           },
           "503": {
-            "description": "The database is unreachable; try again shortly.",
+            "description": "The database or the document storage is unavailable (`database_unavailable`, `storage_unavailable`), or the server is receiving as many uploads as it accepts at once (`too_many_uploads`, with `Retry-After`); try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "507": {
+            "description": "The server's storage is full (`storage_full`, with `Retry-After`); nothing was created.",
             "content": {
               "application/json": {
                 "schema": {
@@ -383,6 +393,16 @@ extension OpenAPIDocument {
           },
           "503": {
             "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "A repeated query parameter (`repeated_parameter`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -692,7 +712,7 @@ extension OpenAPIDocument {
             }
           },
           "400": {
-            "description": "The id is not a UUID, or a parameter is invalid.",
+            "description": "The id is not a UUID, or a parameter is invalid; a repeated query parameter (`repeated_parameter`).",
             "content": {
               "application/json": {
                 "schema": {
