@@ -79,6 +79,32 @@ struct QueueTests {
         }
     }
 
+    @Test("owners take turns at the claim: one owner's backlog does not hold back another's jobs; FIFO within an owner")
+    func ownersTakeTurns() async throws {
+        try await TestHarness.run { harness in
+            let heavy = try await Self.owner(harness)
+            let light = try await Self.owner(harness)
+            var heavyJobs: [UUID] = [], lightJobs: [UUID] = []
+            for index in 0..<20 {
+                let job = Self.makeJob(owner: heavy, index: index)
+                try await harness.jobs.create(job)
+                heavyJobs.append(job.id)
+            }
+            for index in 0..<2 {
+                let job = Self.makeJob(owner: light, index: index)
+                try await harness.jobs.create(job)
+                lightJobs.append(job.id)
+            }
+            var claimed: [UUID] = []
+            while let job = try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)) { claimed.append(job.id) }
+            #expect(claimed.count == 22)
+            // The light owner's two jobs are served within the first four claims, not after the backlog of 20.
+            #expect(Array(claimed.prefix(4)) == [heavyJobs[0], lightJobs[0], heavyJobs[1], lightJobs[1]])
+            #expect(claimed.filter(heavyJobs.contains) == heavyJobs)
+
+        }
+    }
+
     @Test("the schema version the binaries require is the newest migration, and a migrated database has it")
     func requiredSchemaVersion() async throws {
         let newest = try #require(try Migrator(directory: TestDatabase.migrationsDirectory).migrations.last?.version)
