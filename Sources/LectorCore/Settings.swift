@@ -117,7 +117,7 @@ public struct Settings: Sendable {
         self.httpPort = int("LECTOR_HTTP_PORT", 8080, max: 65535)
         self.storageRoot = string("LECTOR_STORAGE_ROOT", "storage")
         self.maxUploadBytes = int("LECTOR_MAX_UPLOAD_BYTES", 50_000_000)
-        self.maxPagePixels = int("LECTOR_MAX_PAGE_PIXELS", 60_000_000)
+        self.maxPagePixels = int("LECTOR_MAX_PAGE_PIXELS", 36_000_000)
         self.maxPages = int("LECTOR_MAX_PAGES", 200)
         self.signingKey = env["LECTOR_SIGNING_KEY"] ?? ""
         self.resultLinkTTL = int("LECTOR_RESULT_LINK_TTL", 300, max: 7 * 24 * 3600)
