@@ -49,6 +49,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// The body being received: its start, the current window's start and bytes.
     private var body: (start: NIODeadline, windowStart: NIODeadline, windowBytes: Int)?
     private var responseStarted = false
+    private var responseEnded = false
     private var requestEnded = false
     /// Whether the next handler asked for data that has not arrived yet.
     private var readOutstanding = false
@@ -96,12 +97,15 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             let now = NIODeadline.now()
             body = (now, now, 0)
             responseStarted = false
+            responseEnded = false
             requestEnded = false
         case .body(let buffer):
             body?.windowBytes += buffer.readableBytes
         case .end:
             body = nil
             requestEnded = true
+            // Answered before its body was all read (an early 4xx): the wait for the next head starts now.
+            if responseEnded { waitingForHeadSince = .now() }
         }
         context.fireChannelRead(data)
     }
@@ -118,6 +122,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case .end:
             // The response is complete: the connection now waits for the next head (the body, if the client is
             // still sending one, is drained by Hummingbird under the body limits).
+            responseEnded = true
             if requestEnded { waitingForHeadSince = .now() }
         default:
             break
