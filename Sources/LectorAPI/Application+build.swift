@@ -8,7 +8,9 @@ import PostgresNIO
 public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequestContext> {
     let router = Router(context: LectorRequestContext.self)
     let timeout = Duration.milliseconds(Int64(dependencies.settings.databaseTimeout * 1000))
+    router.add(middleware: RequestIDMiddleware())
     router.add(middleware: RequestLogMiddleware())
+    router.add(middleware: MetricsMiddleware(metrics: dependencies.metrics))
     router.add(middleware: ErrorMiddleware())
     router.add(middleware: SingleQueryValuesMiddleware())
     router.get("healthz") { _, _ -> Response in
@@ -34,6 +36,9 @@ public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequest
         checks["status"] = ready ? "ready" : "not ready"
         return jsonResponse(checks, status: ready ? .ok : .serviceUnavailable)
     }
+    router.get("metrics") { _, _ -> Response in
+        await metricsResponse(dependencies.metrics)
+    }
     router.get("openapi.json") { _, _ -> Response in
         Response(
             status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
@@ -58,6 +63,7 @@ func jsonResponse(_ object: [String: String], status: HTTPResponse.Status = .ok)
 public func buildApplication(
     dependencies: APIDependencies, logger: Logger
 ) -> some ApplicationProtocol {
+    dependencies.metrics.reportQueueDepth { [jobs = dependencies.jobs] in try await jobs.queueDepth() }
     let listener = NotificationListener(
         client: dependencies.jobs.client, channel: JobStore.endedChannel, logger: logger,
         onListening: { [waiters = dependencies.waiters] in waiters.signalAll() },

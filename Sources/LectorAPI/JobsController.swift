@@ -27,12 +27,15 @@ public struct APIDependencies: Sendable {
     let uploads: UploadGate
     /// Storage's free space and inodes against the reserve, read at most once a second.
     let storageHealth: StorageHealth
+    /// This process's metrics (`GET /metrics`).
+    public var metrics: LectorMetrics
 
     public init(
         jobs: JobStore, keys: KeyStore, storage: any JobStorage, signer: ResultLinkSigner, waiters: WaitRegistry<UUID>,
         settings: Settings, supportedTypes: Set<DocumentType>, availableLanguages: Set<String>,
-        availableDetectors: Set<DetectorKind> = [.db]
+        availableDetectors: Set<DetectorKind> = [.db], metrics: LectorMetrics = LectorMetrics()
     ) {
+        self.metrics = metrics
         self.availableDetectors = availableDetectors
         self.jobs = jobs
         self.keys = keys
@@ -140,8 +143,10 @@ struct JobsController {
             }
             throw error
         }
+        dependencies.metrics.jobSubmitted(mode: upload.options.mode.rawValue)
+        dependencies.metrics.uploaded(bytes: upload.document.size)
         context.logger.info("job queued", metadata: [
-            "job": "\(id.uuidString.lowercased())", "type": "\(upload.type.rawValue)", "bytes": "\(upload.document.size)",
+            "job_id": "\(id.uuidString.lowercased())", "type": "\(upload.type.rawValue)", "bytes": "\(upload.document.size)",
         ])
         let body = SubmittedJob(id: id.uuidString.lowercased(), status: .queued, createdAt: createdAt, links: JobLinks(id: id))
         var headers = HTTPFields()

@@ -383,6 +383,22 @@ public struct JobStore: Sendable {
     }
 
     /// Answers when the database does (for `/readyz`).
+    /// Queued and running jobs, and the oldest queued job's age: the partial index of queued jobs and the
+    /// lease table only, so the cost follows the queue's length, not the history's.
+    public func queueDepth() async throws -> LectorMetrics.QueueDepth {
+        let rows = try await client.query(
+            """
+            SELECT (SELECT count(*) FROM jobs WHERE status = 'QUEUED')::int8,
+                   (SELECT count(*) FROM job_leases)::int8,
+                   (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM jobs WHERE status = 'QUEUED')
+            """,
+            logger: logger)
+        for try await (queued, running, age) in rows.decode((Int, Int, Double?).self) {
+            return LectorMetrics.QueueDepth(queued: queued, running: running, oldestQueuedAge: age)
+        }
+        return LectorMetrics.QueueDepth(queued: 0, running: 0, oldestQueuedAge: nil)
+    }
+
     /// Which of `ids` have a job row (for the sweeper: a folder without one is an orphan).
     public func existingJobIDs(_ ids: [UUID]) async throws -> Set<UUID> {
         guard !ids.isEmpty else { return [] }

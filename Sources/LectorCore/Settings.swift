@@ -93,6 +93,11 @@ public struct Settings: Sendable {
     public var maxDocumentSeconds: Double
     /// `LECTOR_MAX_DOCUMENT_PIXELS`: the most pixels all pages of one document may have together.
     public var maxDocumentPixels: Int
+    /// `LECTOR_METRICS_PORT`: where a worker serves `/metrics` and `/healthz` (on `LECTOR_HTTP_HOST`); 0 for none.
+    /// The API serves `/metrics` on its own port.
+    public var metricsPort: Int
+    /// `LECTOR_LOG_FORMAT`: `text` (default) or `json` (one object per line).
+    public var logFormat: String
     /// `LECTOR_SWEEP_INTERVAL`: seconds between two passes of the storage sweeper.
     public var sweepInterval: Double
     /// `LECTOR_ABANDONED_AGE`: seconds after which an unfinished upload, staging folder or job folder without a
@@ -162,6 +167,8 @@ public struct Settings: Sendable {
         self.httpRateWindow = seconds("LECTOR_HTTP_RATE_WINDOW", 10, min: 0.5, max: 3600)
         self.maxDocumentSeconds = seconds("LECTOR_MAX_DOCUMENT_SECONDS", 600, min: 1)
         self.maxDocumentPixels = int("LECTOR_MAX_DOCUMENT_PIXELS", 1_000_000_000)
+        self.metricsPort = env["LECTOR_METRICS_PORT"].flatMap(Int.init).map { min(max($0, 0), 65535) } ?? 0
+        self.logFormat = string("LECTOR_LOG_FORMAT", "text").lowercased()
         self.sweepInterval = seconds("LECTOR_SWEEP_INTERVAL", 600, min: 1)
         // Never below the longest a body may take, or a slow upload could be swept from under its request.
         self.abandonedAge = max(seconds("LECTOR_ABANDONED_AGE", 3600, min: 60), httpBodyTimeout + 60)

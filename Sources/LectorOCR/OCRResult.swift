@@ -128,6 +128,8 @@ public struct OCRResult: Sendable, Codable, Equatable {
     public var text: String
     /// The other output formats, written next to `result.json`; not part of the JSON.
     public var renderings: Renderings
+    /// How long each page took and which pipeline read it (for metrics); not part of the JSON.
+    public var pageTimings: [PageTiming] = []
 
     public init(engine: String, language: String, pages: [OCRPage], renderings: Renderings = Renderings()) {
         self.schemaVersion = Self.currentSchemaVersion
@@ -151,6 +153,17 @@ public struct OCRResult: Sendable, Codable, Equatable {
         pages = try container.decode([OCRPage].self, forKey: .pages)
         text = try container.decode(String.self, forKey: .text)
         renderings = Renderings()
+    }
+}
+
+/// The time one page took, and the pipeline that read it.
+public struct PageTiming: Sendable, Equatable {
+    public var mode: PipelineMode
+    public var duration: Duration
+
+    public init(mode: PipelineMode, duration: Duration) {
+        self.mode = mode
+        self.duration = duration
     }
 }
 

@@ -122,13 +122,16 @@ public final class TesseractEngine: OCREngine {
         // scene page (Tesseract's renderer lays out only its own page analysis).
         var pdf: PDFRendering?
         var pdfPossible = true
+        var timings: [PageTiming] = []
         for index in 0..<images.count {
             try cancellation.check()
+            let pageStarted = ContinuousClock.now
             let decoded = try images.page(index, cancellation: cancellation)
             decodedPixels += decoded.width * decoded.height
             guard decodedPixels <= limits.maxDocumentPixels else { throw PageImages.documentPixelsExceeded(limits) }
             let pix = try preprocessor.apply(options.operations, to: decoded)
             let mode = options.mode == .auto ? PageClassifier.classify(pix).mode : options.mode
+            defer { timings.append(PageTiming(mode: mode == .scene ? .scene : .document, duration: ContinuousClock.now - pageStarted)) }
             switch mode {
             case .auto, .document:
                 if pdfPossible, pdf == nil {
@@ -157,8 +160,10 @@ public final class TesseractEngine: OCREngine {
             }
         }
         let hocr = HOCR.document(pages: hocrPages, engine: TesseractEngineFactory.version, language: options.lang)
-        return OCRResult(engine: TesseractEngineFactory.version, language: options.lang, pages: pages,
-                         renderings: Renderings(hocr: Data(hocr.utf8), pdf: pdf?.finish()))
+        var result = OCRResult(engine: TesseractEngineFactory.version, language: options.lang, pages: pages,
+                               renderings: Renderings(hocr: Data(hocr.utf8), pdf: pdf?.finish()))
+        result.pageTimings = timings
+        return result
     }
 
     private func handle(for language: String) throws(OCRError) -> TesseractHandle {

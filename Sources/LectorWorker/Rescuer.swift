@@ -14,8 +14,13 @@ public struct Rescuer: Service {
     /// renew before their jobs count as lost.
     public let grace: Duration
     public let logger: Logger
+    public let metrics: LectorMetrics
 
-    public init(jobs: JobStore, interval: Duration, maxAttempts: Int, grace: Duration = .zero, logger: Logger) {
+    public init(
+        jobs: JobStore, interval: Duration, maxAttempts: Int, grace: Duration = .zero, metrics: LectorMetrics = LectorMetrics(),
+        logger: Logger
+    ) {
+        self.metrics = metrics
         self.jobs = jobs
         self.interval = interval
         self.maxAttempts = maxAttempts
@@ -44,6 +49,8 @@ public struct Rescuer: Service {
                 if report.requeued + report.failed < 500 { break }
             }
             try await jobs.purgeIdempotencyKeys(now: now)
+            metrics.jobRescued(outcome: "requeued", count: total.requeued)
+            metrics.jobRescued(outcome: "failed", count: total.failed)
             if total.requeued + total.failed > 0 {
                 logger.notice("rescued jobs of lost workers", metadata: ["requeued": "\(total.requeued)", "failed": "\(total.failed)"])
             }

@@ -19,6 +19,11 @@ public struct WorkerConfiguration: Sendable {
     /// Longest one attempt may hold its lease (`LECTOR_MAX_JOB_SECONDS`).
     public var maxRuntime: Duration
     public var claimStrategy: ClaimStrategy
+    /// `lector work --exit-when-idle`: a slot that finds the queue empty stops, and the worker returns when all
+    /// have (for a Kubernetes Job per batch of queued jobs).
+    public var exitWhenIdle = false
+    /// `lector work --max-jobs N`: the worker stops claiming after N jobs.
+    public var maxJobs: Int?
 
     public init(settings: Settings, workerID: String) {
         self.workerID = workerID
@@ -58,8 +63,11 @@ public struct Worker: Service {
     public let configuration: WorkerConfiguration
     public let doorbell: WaitRegistry<Int>
     public let logger: Logger
+    public let metrics: LectorMetrics
     /// The attempts running now, for the lease keeper and the shutdown deadline.
     private let inFlight = NIOLockedValueBox(InFlight())
+    /// Jobs claimed so far, against `maxJobs`.
+    private let claimedCount = NIOLockedValueBox(0)
     /// Whether storage takes writes: slots claim only while it does.
     let storageHealth: StorageHealth
 
@@ -70,8 +78,10 @@ public struct Worker: Service {
 
     public init(
         jobs: JobStore, storage: any JobStorage, engines: any OCREngineFactory,
-        configuration: WorkerConfiguration, doorbell: WaitRegistry<Int> = WaitRegistry(), logger: Logger
+        configuration: WorkerConfiguration, doorbell: WaitRegistry<Int> = WaitRegistry(), metrics: LectorMetrics = LectorMetrics(),
+        logger: Logger
     ) {
+        self.metrics = metrics
         self.jobs = jobs
         self.storage = storage
         self.engines = engines
@@ -92,6 +102,7 @@ public struct Worker: Service {
     public func run() async throws {
         let id = configuration.workerID
         logger.info("worker started", metadata: ["worker": "\(id)", "slots": "\(configuration.concurrency)"])
+        metrics.slots(total: configuration.concurrency)
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { outer in
                 // After a graceful shutdown starts, jobs in flight have `shutdownGrace` before they are handed
@@ -150,12 +161,22 @@ public struct Worker: Service {
                 _ = await doorbell.wait(ticket, timeout: max(configuration.pollInterval, .seconds(1)))
                 continue
             }
+            // A place under --max-jobs is taken before the claim, so slots together never exceed it.
+            let reserved = claimedCount.withLockedValue { count -> Bool in
+                guard count < (configuration.maxJobs ?? .max) else { return false }
+                count += 1
+                return true
+            }
+            guard reserved else { break }
             let claimed: ClaimedJob?
             do {
+                let claimStarted = ContinuousClock.now
                 claimed = try await jobs.claimNext(
                     worker: slotID, leaseDuration: configuration.leaseDuration, strategy: configuration.claimStrategy)
+                metrics.claim(duration: ContinuousClock.now - claimStarted, found: claimed != nil)
                 failures = 0
             } catch {
+                claimedCount.withLockedValue { $0 -= 1 }
                 failures += 1
                 let delay = Duration.milliseconds(min(5000, 100 << min(failures, 6)))
                 logger.warning("claim failed; retrying", metadata: [
@@ -164,8 +185,12 @@ public struct Worker: Service {
                 _ = await doorbell.wait(ticket, timeout: delay)
                 continue
             }
+            if claimed == nil { claimedCount.withLockedValue { $0 -= 1 } }
             if let job = claimed {
                 await process(job, slot: slot)
+            } else if configuration.exitWhenIdle {
+                logger.info("the queue is empty; this slot stops (--exit-when-idle)", metadata: ["worker": "\(slotID)"])
+                break
             } else {
                 _ = await doorbell.wait(ticket, timeout: configuration.pollInterval)
             }
@@ -204,7 +229,7 @@ public struct Worker: Service {
     /// engine these were most of the worker's cost per job (BENCHMARKS.md, P3).
     func process(_ job: ClaimedJob, slot: EngineSlot) async {
         var jobLogger = self.logger
-        jobLogger[metadataKey: "job"] = "\(job.id.uuidString.lowercased())"
+        jobLogger[metadataKey: "job_id"] = "\(job.id.uuidString.lowercased())"
         jobLogger[metadataKey: "worker"] = "\(job.lease.worker)"
         jobLogger[metadataKey: "attempt"] = "\(job.lease.attempt)"
         let logger = jobLogger
@@ -214,14 +239,19 @@ public struct Worker: Service {
         if !inFlight.withLockedValue({ $0.add(running) }) { running.cancellation.cancel() }
         defer { inFlight.withLockedValue { $0.remove(running) } }
 
+        metrics.slotBusy(1)
+        defer { metrics.slotBusy(-1) }
+        let facts = AttemptFacts()
         let outcome = await withTaskCancellationHandler {
-            let outcome = await attempt(job, slot: slot, cancellation: running.cancellation, logger: logger)
-            await record(outcome, job: job, logger: logger)
+            let outcome = await attempt(job, slot: slot, cancellation: running.cancellation, facts: facts, logger: logger)
+            await record(outcome, job: job, mode: facts.mode, logger: logger)
             return outcome
         } onCancel: {
             // The slot itself is cancelled (a hard stop): stop the OCR too.
             if !Task.isShuttingDownGracefully { running.cancellation.cancel() }
         }
+        for page in facts.pageTimings { metrics.ocrPage(mode: page.mode.rawValue, duration: page.duration) }
+        metrics.ocrJob(mode: facts.mode, duration: ContinuousClock.now - started)
 
         logger.info("job attempt ended", metadata: [
             "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - started).secondsValue)",
@@ -240,10 +270,12 @@ public struct Worker: Service {
                         running.lease, duration: configuration.leaseDuration, maxRuntime: configuration.maxRuntime)
                     // An attempt that ended during this pass has left `inFlight`: its lease is gone, not lost.
                     if !held, inFlight.withLockedValue({ $0.leaseLost(running) }) {
+                        metrics.leaseRenewalFailed()
                         running.logger.warning("lease lost: the job was rescued, ended elsewhere, or ran past its time limit")
                         running.cancellation.cancel()
                     }
                 } catch {
+                    metrics.leaseRenewalFailed()
                     running.logger.warning("heartbeat failed", metadata: ["error": "\(String(reflecting: error))"])
                 }
             }
@@ -251,7 +283,9 @@ public struct Worker: Service {
     }
 
     /// Reads, recognises and stages the results; returns what should happen next.
-    private func attempt(_ job: ClaimedJob, slot: EngineSlot, cancellation: OCRCancellation, logger: Logger) async -> Outcome {
+    private func attempt(
+        _ job: ClaimedJob, slot: EngineSlot, cancellation: OCRCancellation, facts: AttemptFacts, logger: Logger
+    ) async -> Outcome {
         do {
             guard let type = DocumentType(mediaType: job.contentType) else {
                 return .failed("unsupported document type \(job.contentType)")
@@ -259,9 +293,11 @@ public struct Worker: Service {
             guard let options = try? JSONDecoder().decode(OCROptions.self, from: Data(job.optionsJSON.utf8)) else {
                 return .failed("the job's options could not be read")
             }
+            facts.mode = options.mode.rawValue
             let data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
             var result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
             result.attempt = job.lease.attempt
+            facts.pageTimings = result.pageTimings
             var files: [(name: String, contents: Data)] = [
                 ("result.json", try JSONEncoder.lector(pretty: true).encode(result)),
                 ("result.txt", Data(result.text.utf8)),
@@ -291,7 +327,7 @@ public struct Worker: Service {
     /// Writes the outcome to the database, retrying while it is unreachable: fencing makes a retry safe, and
     /// the heartbeat keeps the lease meanwhile. A refusal means the lease is gone: another attempt owns the job
     /// now, and this one's staged files are dropped. Gives up after ten leases' time (the rescuer takes over).
-    private func record(_ outcome: Outcome, job: ClaimedJob, logger: Logger) async {
+    private func record(_ outcome: Outcome, job: ClaimedJob, mode: String = "auto", logger: Logger) async {
         let lease = job.lease
         var delay = Duration.milliseconds(200)
         let giveUp = ContinuousClock.now + configuration.leaseDuration * 10
@@ -302,21 +338,27 @@ public struct Worker: Service {
                     try await jobs.end(lease, as: .finished) {
                         try await storage.commitResults(id: lease.jobID, fileNames: files, attempt: lease.attempt)
                     }
+                    metrics.jobFinished(mode: mode)
                 case .failed(let reason):
                     try await jobs.end(lease, as: .failure, reason: reason)
+                    metrics.jobFailed(mode: mode)
                 case .retry(let reason) where lease.attempt >= configuration.maxAttempts:
                     try await jobs.end(lease, as: .failure, reason: "gave up after \(lease.attempt) attempts: \(reason)")
+                    metrics.jobFailed(mode: mode)
                 case .retry(let reason):
                     let seconds = configuration.retryDelay(afterAttempt: lease.attempt)
                     try await jobs.requeue(
                         lease, reason: "retrying in \(Int(seconds.rounded(.up))) s: \(reason)",
                         delay: .milliseconds(Int64(seconds * 1000)))
+                    metrics.jobRequeued(reason: "retry")
                 case .storageFull(let reason):
                     try await jobs.requeue(
                         lease, reason: "waiting for storage: \(reason)",
                         delay: .milliseconds(Int64(configuration.retryBase * 1000)), countAttempt: false)
+                    metrics.jobRequeued(reason: "storage")
                 case .handBack:
                     try await jobs.requeue(lease, reason: "worker shutdown", countAttempt: false)
+                    metrics.jobRequeued(reason: "shutdown")
                 case .leaseLost:
                     break
                 }
@@ -337,6 +379,12 @@ public struct Worker: Service {
         }
         await storage.discardResults(id: lease.jobID, fileNames: Self.resultFiles, attempt: lease.attempt)
     }
+}
+
+/// What an attempt learnt, for metrics: the requested mode and each page's time. Used by one task only.
+final class AttemptFacts {
+    var mode = "auto"
+    var pageTimings: [PageTiming] = []
 }
 
 /// One attempt in flight: its lease, the switch that stops its OCR, and its logger.

@@ -41,7 +41,14 @@ enum Runtime {
 
     static func logger(_ label: String, settings: Settings) -> Logger {
         let level = Logger.Level(rawValue: settings.logLevel.lowercased()) ?? .info
+        let json = settings.logFormat == "json"
+        if json { JSONLogHandler.captureNativeOutput() }
         LoggingSystem.bootstrap { label in
+            if json {
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
@@ -189,6 +196,13 @@ struct Work: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a worker: claim jobs and run OCR.")
 
     @Option(help: "Jobs run at once (LECTOR_WORKER_CONCURRENCY).") var concurrency: Int?
+    @Flag(help: "Exit (status 0) once the queue has no job to claim: for one Kubernetes Job per batch (KEDA ScaledJob).")
+    var exitWhenIdle = false
+    @Option(help: "Stop claiming after this many jobs, then exit once they are done.") var maxJobs: Int?
+
+    func validate() throws {
+        if let maxJobs, maxJobs < 1 { throw ValidationError("--max-jobs must be at least 1") }
+    }
 
     func run() async throws {
         var settings = Runtime.settings()
@@ -206,18 +220,31 @@ struct Work: AsyncParsableCommand {
         let client = try Runtime.postgresClient(settings, logger: logger, steady: connections)
         let jobs = JobStore(client: client, logger: logger)
         let storage = try FileStorage(settings: settings)
+        var configuration = WorkerConfiguration(settings: settings, workerID: Runtime.workerID(settings))
+        configuration.exitWhenIdle = exitWhenIdle
+        configuration.maxJobs = maxJobs
+        let metrics = LectorMetrics()
+        metrics.reportQueueDepth { try await jobs.queueDepth() }
         let worker = Worker(
             jobs: jobs, storage: storage, engines: Runtime.workerEngine(settings),
-            configuration: WorkerConfiguration(settings: settings, workerID: Runtime.workerID(settings)), logger: logger)
+            configuration: configuration, metrics: metrics, logger: logger)
         let rescuer = Rescuer(
             jobs: jobs, interval: .milliseconds(Int64(settings.rescueInterval * 1000)),
-            maxAttempts: settings.maxAttempts, grace: .milliseconds(Int64(settings.heartbeatSeconds * 1000)), logger: logger)
+            maxAttempts: settings.maxAttempts, grace: .milliseconds(Int64(settings.heartbeatSeconds * 1000)),
+            metrics: metrics, logger: logger)
         // The worker's sweeper also removes scratch folders of workers that died on this host.
         let sweeper = Runtime.sweeper(storage: storage, jobs: jobs, settings: settings, logger: logger) {
             ScratchFolder.sweep(olderThan: 300)
         }
-        let services: [any Service] = settings.workerListen
-            ? [client, worker.queuedListener(), rescuer, sweeper, worker] : [client, rescuer, sweeper, worker]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)]
+        if settings.workerListen { services.append(.init(service: worker.queuedListener())) }
+        services += [.init(service: rescuer), .init(service: sweeper)]
+        if settings.metricsPort > 0 {
+            services.append(.init(service: buildMetricsApplication(
+                metrics: metrics, host: settings.httpHost, port: settings.metricsPort, logger: logger)))
+        }
+        // The worker returns on its own only with --exit-when-idle or --max-jobs: then the process shuts down.
+        services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
         let group = ServiceGroup(configuration: .init(
             services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
