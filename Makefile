@@ -12,7 +12,7 @@ export MALLOC_ARENA_MAX ?= 2
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
 
-.PHONY: run test chaos fuzz corpus bench eval models openapi deps db build migrate stop clean
+.PHONY: run test chaos fuzz corpus bench eval models openapi deps db build migrate stop clean deploy-check
 
 deps:
 	@deploy/scripts/deps.sh
@@ -71,6 +71,10 @@ models: build
 # Embeds Sources/LectorAPI/openapi.json into the binary (run after editing it).
 openapi:
 	deploy/scripts/embed-openapi.sh
+
+# The Dockerfile, compose file and Kubernetes manifests, checked offline (see docs/deploy.md).
+deploy-check:
+	deploy/scripts/check-deploy.sh
 
 stop:
 	@deploy/scripts/pg.sh stop

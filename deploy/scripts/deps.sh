@@ -22,6 +22,7 @@ packages=(
   tesseract-ocr              # benchmarks: the tesseract CLI, side by side with the service
   tesseract-ocr-osd          # orientation detection, for the `orient` preprocessing operation
   poppler-utils              # pdfinfo and pdftoppm: PDF input is rasterised in their own processes
+  prometheus                 # tests: a real Prometheus scrapes the API and a worker (and promtool checks them)
 )
 if [[ "${1:-}" == bench ]]; then
   packages+=(

@@ -32,3 +32,11 @@ python3 Tests/corpus/bad_documents.py
 
 # A short chaos run: workers killed with SIGKILL and PostgreSQL restarted under 150 jobs; none may be lost.
 python3 Tests/chaos/chaos.py --jobs "${LECTOR_CHAOS_JOBS:-150}"
+
+# Metrics read back through a real Prometheus, JSON logs without secrets, --exit-when-idle.
+python3 Tests/metrics/observability_test.py
+
+# The deployment files, offline (hadolint, compose, kustomize, Kubernetes and KEDA schemas), and KEDA's
+# trigger query against a live database.
+deploy/scripts/check-deploy.sh
+python3 Tests/deploy/test_keda_query.py
