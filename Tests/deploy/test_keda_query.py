@@ -6,7 +6,8 @@ would compute from it with the limits of deploy/k8s/base/keda.yaml.
 The URL names a role that may create databases (deploy/scripts/pg.sh start gives one). A scratch database gets
 db/*.sql applied with psql; each scenario runs in a copy of it, with jobs made through the schema's own
 functions (create_job, claim_job, end_job) and transitions, and all of them are dropped at the end. Standard
-library and psql only. Skipped when LECTOR_TEST_DATABASE_URL is not set.
+library and psql only (plain python3, no pytest; pytest can collect it too). Skipped when
+LECTOR_TEST_DATABASE_URL is not set; exits non-zero when a test fails or errs.
 """
 import glob
 import math
@@ -32,7 +33,10 @@ def with_database(url, name):
 def psql(url, sql=None, file=None):
     command = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url]
     command += ["-f", file] if file else ["-c", sql]
-    run = subprocess.run(command, capture_output=True, text=True)
+    try:
+        run = subprocess.run(command, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise AssertionError("psql not found: install PostgreSQL's client (Debian: apt-get install postgresql-client)") from None
     if run.returncode != 0:
         raise AssertionError(f"psql failed ({' '.join(command[-2:])[:200]}): {run.stderr.strip()}")
     return run.stdout.strip()

