@@ -48,6 +48,7 @@ public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequest
     let v1 = router.group("v1").add(
         middleware: AuthMiddleware(keys: dependencies.keys, timeout: timeout, limiter: limiter))
     JobsController(dependencies: dependencies).addRoutes(v1: v1, root: router)
+    EventsController(dependencies: dependencies).addRoutes(v1: v1)
     return router
 }
 
@@ -64,13 +65,21 @@ public func buildApplication(
     dependencies: APIDependencies, logger: Logger
 ) -> some ApplicationProtocol {
     dependencies.metrics.reportQueueDepth { [jobs = dependencies.jobs] in try await jobs.queueDepth() }
+    // One LISTEN connection per API process, on the events channel: it wakes long-poll waiters of ended jobs
+    // and feeds every live subscriber (SSE, WebSocket) through the hub.
     let listener = NotificationListener(
-        client: dependencies.jobs.client, channel: JobStore.endedChannel, logger: logger,
-        onListening: { [waiters = dependencies.waiters] in waiters.signalAll() },
-        onNotification: { [waiters = dependencies.waiters, ended = dependencies.endedJobs] payload in
-            guard let (id, status) = EndedJobs.parse(payload) else { return }
-            if let status { ended.record(id, status) }
-            waiters.signal(id)
+        client: dependencies.jobs.client, channel: JobEvent.channel, logger: logger,
+        onListening: { [waiters = dependencies.waiters, events = dependencies.events] in
+            waiters.signalAll()
+            events.resyncAll()
+        },
+        onNotification: { [waiters = dependencies.waiters, ended = dependencies.endedJobs, events = dependencies.events] payload in
+            guard let event = JobEvent.parse(payload) else { return }
+            if case .transition(_, let id, _, let status, _, _) = event, status.isTerminal {
+                ended.record(id, status)
+                waiters.signal(id)
+            }
+            events.publish(event)
         })
     let settings = dependencies.settings
     let limits = ConnectionLimits(

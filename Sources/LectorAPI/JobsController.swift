@@ -29,6 +29,8 @@ public struct APIDependencies: Sendable {
     let storageHealth: StorageHealth
     /// This process's metrics (`GET /metrics`).
     public var metrics: LectorMetrics
+    /// Live job events heard by this process, for SSE and WebSocket subscribers.
+    public let events = JobEventHub()
 
     public init(
         jobs: JobStore, keys: KeyStore, storage: any JobStorage, signer: ResultLinkSigner, waiters: WaitRegistry<UUID>,

@@ -5,11 +5,14 @@ import LectorCore
 struct JobLinks: Encodable {
     let `self`: String
     let result: String
+    /// Server-Sent Events of the job (`/ws` for the same over a WebSocket).
+    let events: String
 
     init(id: UUID) {
         let base = "/v1/jobs/\(id.uuidString.lowercased())"
         self.`self` = base
         self.result = "\(base)/result"
+        self.events = "\(base)/events"
     }
 }
 
@@ -43,6 +46,9 @@ struct JobView: Encodable {
     let options: JSONValue
     let metadata: JSONValue
     let history: [Transition]
+    /// Page progress of the running (or last) attempt, when known.
+    let pagesDone: Int?
+    let pagesTotal: Int?
     let links: JobLinks
 
     init(record: JobRecord, history: [JobTransition]) {
@@ -53,6 +59,8 @@ struct JobView: Encodable {
             name: record.documentName, contentType: record.contentType, size: record.sizeBytes, sha256: record.sha256Hex)
         self.options = JSONValue.parse(Data(record.optionsJSON.utf8)) ?? .object([:])
         self.metadata = JSONValue.parse(Data(record.metadataJSON.utf8)) ?? .object([:])
+        self.pagesDone = record.pagesDone
+        self.pagesTotal = record.pagesTotal
         self.history = history.map { Transition(status: $0.status, at: $0.at, reason: $0.reason) }
         self.links = JobLinks(id: record.id)
     }

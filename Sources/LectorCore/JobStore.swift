@@ -16,6 +16,9 @@ public struct JobRecord: Sendable {
     public let metadataJSON: String
     public let createdAt: Date
     public let status: JobStatus
+    /// Page progress of the running (or last) attempt, when the worker reported it.
+    public var pagesDone: Int?
+    public var pagesTotal: Int?
 }
 
 /// One row of the append-only status log.
@@ -217,7 +220,7 @@ public struct JobStore: Sendable {
     /// stale attempt can never overwrite a newer one's files, and the transition's time is taken after the files
     /// are in place (a folder's fsync can take tens of milliseconds on a busy disk).
     public func end(
-        _ lease: Lease, as status: JobStatus, reason: String? = nil,
+        _ lease: Lease, as status: JobStatus, reason: String? = nil, pages: Int? = nil,
         beforeCommit: (@Sendable () async throws -> Void)? = nil
     ) async throws {
         precondition(status.isTerminal, "end(_:as:) takes FINISHED or FAILURE")
@@ -231,6 +234,11 @@ public struct JobStore: Sendable {
         try await transaction { connection in
             try await Self.lockLease(lease, status: status, connection: connection, logger: logger)
             try await beforeCommit()
+            if let pages {
+                // The final progress, with the end: a job faster than the progress interval still shows it.
+                try await connection.query(
+                    "UPDATE jobs SET pages_done = \(pages), pages_total = \(pages) WHERE id = \(lease.jobID)", logger: logger)
+            }
             var ended = false
             for try await row in try await connection.execute(statement, logger: logger) { ended = row }
             if !ended { throw TransitionRefused(jobID: lease.jobID, status: status) }
@@ -331,19 +339,19 @@ public struct JobStore: Sendable {
         let rows = try await client.query(
             """
             SELECT id, owner_id, document_name, content_type, size_bytes, encode(sha256, 'hex'),
-                   options::text, metadata::text, created_at, status
+                   options::text, metadata::text, created_at, status, pages_done, pages_total
             FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)
             """,
             logger: logger
         )
         var record: JobRecord?
         for try await row in rows.decode(
-            (UUID, Int64, String, String, Int64, String, String, String, Date, String?).self
+            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?).self
         ) {
             record = JobRecord(
                 id: row.0, ownerID: row.1, documentName: row.2, contentType: row.3, sizeBytes: row.4,
                 sha256Hex: row.5, optionsJSON: row.6, metadataJSON: row.7, createdAt: row.8,
-                status: row.9.flatMap(JobStatus.init(rawValue:)) ?? .queued
+                status: row.9.flatMap(JobStatus.init(rawValue:)) ?? .queued, pagesDone: row.10, pagesTotal: row.11
             )
         }
         guard let record else { return nil }
@@ -383,6 +391,42 @@ public struct JobStore: Sendable {
     }
 
     /// Answers when the database does (for `/readyz`).
+    /// A job's transitions after the transition `after` (all with nil), as events, and its owner and progress;
+    /// nil when the job does not exist or belongs to someone else. For a subscriber that starts or resumes.
+    public func events(of id: UUID, ownerID: Int64, after: Int64?) async throws -> (events: [JobEvent], progress: (done: Int, total: Int)?)? {
+        let job = try await client.query(
+            "SELECT pages_done, pages_total FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)", logger: logger)
+        var found = false
+        var progress: (Int, Int)?
+        for try await (done, total) in job.decode((Int?, Int?).self) {
+            found = true
+            if let done, let total { progress = (done, total) }
+        }
+        guard found else { return nil }
+        let rows = try await client.query(
+            """
+            SELECT id, status, at, reason FROM job_transitions
+            WHERE job_id = \(id) AND id > \(after ?? 0) ORDER BY id
+            """,
+            logger: logger)
+        var events: [JobEvent] = []
+        for try await (transition, status, at, reason) in rows.decode((Int64, String, Date, String?).self) {
+            guard let status = JobStatus(rawValue: status) else { continue }
+            events.append(.transition(id: transition, job: id, owner: ownerID, status: status, at: at, reason: reason))
+        }
+        return (events, progress)
+    }
+
+    /// Records page progress for the attempt that holds the lease, and announces it (`job_progress`, db/007);
+    /// false when the lease is gone.
+    @discardableResult
+    public func reportProgress(_ lease: Lease, done: Int, total: Int) async throws -> Bool {
+        let rows = try await client.query(
+            "SELECT job_progress(\(lease.jobID), \(lease.worker), \(lease.attempt)::int, \(done)::int, \(total)::int)", logger: logger)
+        for try await held in rows.decode(Bool.self) { return held }
+        return false
+    }
+
     /// Queued and running jobs, and the oldest queued job's age: the partial index of queued jobs and the
     /// lease table only, so the cost follows the queue's length, not the history's.
     public func queueDepth() async throws -> LectorMetrics.QueueDepth {

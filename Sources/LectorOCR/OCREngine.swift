@@ -19,6 +19,7 @@ public final class OCRCancellation: Sendable {
         var cancelled = false
         var deadline: ContinuousClock.Instant?
         var budget: Duration = .zero
+        var progress: (done: Int, total: Int)?
     }
 
     private let state = NIOLockedValueBox(State())
@@ -35,6 +36,13 @@ public final class OCRCancellation: Sendable {
             $0.budget = budget
         }
     }
+
+    /// Pages read so far of how many: the engine reports, the worker reads and publishes it.
+    public func reportProgress(done: Int, total: Int) {
+        state.withLockedValue { $0.progress = (done, total) }
+    }
+
+    public var progress: (done: Int, total: Int)? { state.withLockedValue { $0.progress } }
 
     /// Whether the work should stop now: cancelled, or past the document's time budget.
     public var shouldStop: Bool {

@@ -123,9 +123,11 @@ public final class TesseractEngine: OCREngine {
         var pdf: PDFRendering?
         var pdfPossible = true
         var timings: [PageTiming] = []
+        cancellation.reportProgress(done: 0, total: images.count)
         for index in 0..<images.count {
             try cancellation.check()
             let pageStarted = ContinuousClock.now
+            defer { cancellation.reportProgress(done: index + 1, total: images.count) }
             let decoded = try images.page(index, cancellation: cancellation)
             decodedPixels += decoded.width * decoded.height
             guard decodedPixels <= limits.maxDocumentPixels else { throw PageImages.documentPixelsExceeded(limits) }

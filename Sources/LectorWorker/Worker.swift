@@ -24,6 +24,8 @@ public struct WorkerConfiguration: Sendable {
     public var exitWhenIdle = false
     /// `lector work --max-jobs N`: the worker stops claiming after N jobs.
     public var maxJobs: Int?
+    /// How often page progress of the jobs in flight is written and announced (at most once per job per interval).
+    public var progressInterval: Duration = .seconds(1)
 
     public init(settings: Settings, workerID: String) {
         self.workerID = workerID
@@ -116,6 +118,7 @@ public struct Worker: Service {
                 // One lease keeper for all the slots, running until every slot has returned (so also while an
                 // outcome waits for the database to come back).
                 outer.addTask { await keepLeases() }
+                outer.addTask { await publishProgress() }
                 await withDiscardingTaskGroup { group in
                     for index in 1...configuration.concurrency {
                         group.addTask { await runSlot(index) }
@@ -244,7 +247,7 @@ public struct Worker: Service {
         let facts = AttemptFacts()
         let outcome = await withTaskCancellationHandler {
             let outcome = await attempt(job, slot: slot, cancellation: running.cancellation, facts: facts, logger: logger)
-            await record(outcome, job: job, mode: facts.mode, logger: logger)
+            await record(outcome, job: job, mode: facts.mode, pages: facts.pages, logger: logger)
             return outcome
         } onCancel: {
             // The slot itself is cancelled (a hard stop): stop the OCR too.
@@ -256,6 +259,23 @@ public struct Worker: Service {
         logger.info("job attempt ended", metadata: [
             "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - started).secondsValue)",
         ])
+    }
+
+    /// Every `progressInterval`, writes the page progress of each attempt in flight whose progress changed
+    /// (`JobStore.reportProgress`, which announces it to live subscribers). One loop per worker, like the
+    /// lease keeper; a failed write is simply tried again with the next change.
+    func publishProgress() async {
+        while !Task.isCancelled {
+            guard (try? await Task.sleep(for: configuration.progressInterval)) != nil else { return }
+            for running in inFlight.withLockedValue({ $0.renewable }) {
+                guard let progress = running.cancellation.progress, running.takeProgress(progress) else { continue }
+                do {
+                    try await jobs.reportProgress(running.lease, done: progress.done, total: progress.total)
+                } catch {
+                    running.logger.warning("progress not recorded", metadata: ["error": "\(String(reflecting: error))"])
+                }
+            }
+        }
     }
 
     /// Every `heartbeatInterval`, renews the lease of every attempt in flight. An attempt whose lease is gone (the
@@ -298,6 +318,7 @@ public struct Worker: Service {
             var result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
             result.attempt = job.lease.attempt
             facts.pageTimings = result.pageTimings
+            if cancellation.progress != nil { facts.pages = result.pages.count }
             var files: [(name: String, contents: Data)] = [
                 ("result.json", try JSONEncoder.lector(pretty: true).encode(result)),
                 ("result.txt", Data(result.text.utf8)),
@@ -327,7 +348,7 @@ public struct Worker: Service {
     /// Writes the outcome to the database, retrying while it is unreachable: fencing makes a retry safe, and
     /// the heartbeat keeps the lease meanwhile. A refusal means the lease is gone: another attempt owns the job
     /// now, and this one's staged files are dropped. Gives up after ten leases' time (the rescuer takes over).
-    private func record(_ outcome: Outcome, job: ClaimedJob, mode: String = "auto", logger: Logger) async {
+    private func record(_ outcome: Outcome, job: ClaimedJob, mode: String = "auto", pages: Int? = nil, logger: Logger) async {
         let lease = job.lease
         var delay = Duration.milliseconds(200)
         let giveUp = ContinuousClock.now + configuration.leaseDuration * 10
@@ -335,7 +356,7 @@ public struct Worker: Service {
             do {
                 switch outcome {
                 case .finished(let files):
-                    try await jobs.end(lease, as: .finished) {
+                    try await jobs.end(lease, as: .finished, pages: pages) {
                         try await storage.commitResults(id: lease.jobID, fileNames: files, attempt: lease.attempt)
                     }
                     metrics.jobFinished(mode: mode)
@@ -385,6 +406,8 @@ public struct Worker: Service {
 final class AttemptFacts {
     var mode = "auto"
     var pageTimings: [PageTiming] = []
+    /// Pages of the document, when the engine read them (not with the no-op engine).
+    var pages: Int?
 }
 
 /// One attempt in flight: its lease, the switch that stops its OCR, and its logger.
@@ -392,6 +415,17 @@ final class RunningAttempt: Sendable {
     let lease: Lease
     let cancellation = OCRCancellation()
     let logger: Logger
+    /// The progress last published.
+    private let published = NIOLockedValueBox<(done: Int, total: Int)?>(nil)
+
+    /// Whether `progress` is new (and marks it published).
+    func takeProgress(_ progress: (done: Int, total: Int)) -> Bool {
+        published.withLockedValue { last in
+            if let last, last == progress { return false }
+            last = progress
+            return true
+        }
+    }
 
     init(lease: Lease, logger: Logger) {
         self.lease = lease

@@ -421,6 +421,7 @@ extension TestImages {
 /// A blocking TCP connection to the test server, for what an HTTP client library will not send.
 final class RawConnection: @unchecked Sendable {
     private let fd: Int32
+    var descriptor: Int32 { fd }
     private var closed = false
     private(set) var peerClosed = false
 

@@ -12,6 +12,8 @@ struct ScriptedEngineFactory: OCREngineFactory {
         case fail(OCRError)
         /// Take this long (cancellable), then return a one-word result.
         case slow(Duration, String)
+        /// Read `count` pages of `each`, reporting progress after each, then return one word per page.
+        case pages(Int, each: Duration)
     }
 
     /// Steps taken in order, one per recognition; the last repeats.
@@ -49,6 +51,18 @@ final class ScriptedEngine: OCREngine {
                 usleep(10_000)
             }
             return Self.result(word)
+        case .pages(let count, let each):
+            cancellation.reportProgress(done: 0, total: count)
+            for page in 1...count {
+                let end = ContinuousClock.now + each
+                while ContinuousClock.now < end {
+                    if cancellation.isCancelled { throw OCRError(.cancelled, "recognition was cancelled") }
+                    usleep(10_000)
+                }
+                cancellation.reportProgress(done: page, total: count)
+            }
+            let pages = (1...count).map { OCRPage(number: $0, width: 10, height: 10, lines: [], text: "") }
+            return OCRResult(engine: "scripted", language: "eng", pages: pages)
         }
     }
 

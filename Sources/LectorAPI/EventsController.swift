@@ -1,0 +1,199 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import LectorCore
+import NIOCore
+import ServiceLifecycle
+
+/// Live job events: `GET /v1/jobs/{id}/events` and `GET /v1/events` (Server-Sent Events), and the same
+/// messages as JSON over a WebSocket (`/v1/jobs/{id}/ws`).
+///
+/// Events come from the process's one LISTEN connection through `JobEventHub`; a subscriber subscribes
+/// *before* it reads the log, so nothing between the read and the subscription is lost (a duplicate is
+/// dropped by its transition id). A job's stream replays the log after `Last-Event-ID` (or from the start),
+/// then follows live, and ends after the job's final state.
+struct EventsController {
+    let dependencies: APIDependencies
+    /// A comment line this often keeps proxies from closing a quiet stream.
+    static let keepAlive = Duration.seconds(15)
+
+    func addRoutes(v1: RouterGroup<LectorRequestContext>) {
+        v1.get("jobs/:id/events", use: jobEvents)
+        v1.get("events", use: allEvents)
+    }
+
+    /// One message of a stream, as SSE and as a WebSocket text frame.
+    struct Message: Sendable, Equatable {
+        /// SSE `id`: the transition's id, or `<transition id>.<pages done>` for progress after it.
+        let id: String?
+        let event: String
+        let json: String
+
+        var sse: String {
+            var text = ""
+            if let id { text += "id: \(id)\n" }
+            return text + "event: \(event)\ndata: \(json)\n\n"
+        }
+
+        /// `{"type": …, …}` for a WebSocket.
+        var frame: String { "{\"type\":\"\(event)\"," + json.dropFirst() }
+
+        static func make(_ event: JobEvent, lastTransition: Int64) -> Message {
+            switch event {
+            case .transition(let id, let job, _, let status, let at, let reason):
+                var object: [String: Any] = [
+                    "id": job.uuidString.lowercased(), "status": status.rawValue, "at": ISO8601.string(from: at),
+                ]
+                if let reason { object["reason"] = reason }
+                return Message(id: "\(id)", event: "status", json: Self.encode(object))
+            case .progress(let job, _, let done, let total):
+                let object: [String: Any] = ["id": job.uuidString.lowercased(), "pagesDone": done, "pagesTotal": total]
+                return Message(id: "\(lastTransition).\(done)", event: "progress", json: Self.encode(object))
+            }
+        }
+
+        static func encode(_ object: [String: Any]) -> String {
+            String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8), as: UTF8.self)
+        }
+    }
+
+    // MARK: GET /v1/jobs/{id}/events
+
+    @Sendable func jobEvents(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        guard let raw = context.parameters.get("id"), let id = UUID(uuidString: raw) else {
+            throw APIError.badRequest("invalid_job_id", "the job id must be a UUID")
+        }
+        let feed = try await jobFeed(id: id, ownerID: user.id, after: try Self.lastEventID(request))
+        return Self.sse { send in try await feed.run(send) }
+    }
+
+    /// One job's feed: subscribed, and its log read after `after`; throws `job_not_found` (or a database error)
+    /// before anything is sent.
+    func jobFeed(id: UUID, ownerID: Int64, after: Int64?) async throws -> JobFeed {
+        let subscription = dependencies.events.subscribe(.job(id))
+        let jobs = dependencies.jobs
+        let timeout = Duration.milliseconds(Int64(dependencies.settings.databaseTimeout * 1000))
+        do {
+            guard let replay = try await withDeadline(timeout, "job events", { try await jobs.events(of: id, ownerID: ownerID, after: after) })
+            else { throw APIError.jobNotFound }
+            return JobFeed(id: id, ownerID: ownerID, after: after, replay: replay.events, progress: replay.progress,
+                           subscription: subscription, jobs: jobs)
+        } catch {
+            subscription.cancel()
+            throw error
+        }
+    }
+
+    /// A job's messages: the replayed log, its progress, then live events until the final state.
+    struct JobFeed: Sendable {
+        let id: UUID
+        let ownerID: Int64
+        let after: Int64?
+        let replay: [JobEvent]
+        let progress: (done: Int, total: Int)?
+        let subscription: JobEventHub.Subscription
+        let jobs: JobStore
+
+        func run(_ send: (Message) async throws -> Void) async throws {
+            defer { subscription.cancel() }
+            var last = after ?? 0
+            var ended = false
+            func emit(_ event: JobEvent) async throws {
+                if case .transition(let transition, _, _, let status, _, _) = event {
+                    guard transition > last else { return }  // already sent (replay and live overlap)
+                    last = transition
+                    if status.isTerminal { ended = true }
+                } else if ended {
+                    return
+                }
+                try await send(Message.make(event, lastTransition: last))
+            }
+            for event in replay { try await emit(event) }
+            if !ended, let progress, progress.total > 0 {
+                try await emit(.progress(job: id, owner: ownerID, done: progress.done, total: progress.total))
+            }
+            guard !ended else { return }
+            for await message in subscription.messages {
+                switch message {
+                case .event(let event):
+                    try await emit(event)
+                case .resync:
+                    // Missed events (LISTEN reconnected, or this subscriber fell behind): read the log again.
+                    if let again = try? await jobs.events(of: id, ownerID: ownerID, after: last) {
+                        for event in again.events { try await emit(event) }
+                    }
+                }
+                if ended { return }
+            }
+        }
+    }
+
+    // MARK: GET /v1/events
+
+    /// Every event of the caller's jobs, live (no replay: a dashboard reads the list first).
+    @Sendable func allEvents(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let subscription = dependencies.events.subscribe(.owner(user.id))
+        return Self.sse { send in
+            defer { subscription.cancel() }
+            var lastTransition: [UUID: Int64] = [:]
+            for await message in subscription.messages {
+                guard case .event(let event) = message else { continue }
+                if case .transition(let id, let job, _, let status, _, _) = event {
+                    lastTransition[job] = id
+                    if status.isTerminal { lastTransition[job] = nil }
+                }
+                try await send(Message.make(event, lastTransition: lastTransition[event.job] ?? 0))
+            }
+        }
+    }
+
+    // MARK: helpers
+
+    /// `Last-Event-ID` (or `?lastEventId=`): the transition id of the last event received.
+    static func lastEventID(_ request: Request) throws -> Int64? {
+        let raw = request.headers[HTTPField.Name("Last-Event-ID")!] ?? request.uri.queryParameters.get("lastEventId")
+        guard let raw, !raw.isEmpty else { return nil }
+        guard let transition = Int64(raw.split(separator: ".").first ?? ""), transition >= 0 else {
+            throw APIError.badRequest("invalid_last_event_id", "Last-Event-ID must be an event id this API sent, e.g. 42 or 42.3")
+        }
+        return transition
+    }
+
+    /// A `text/event-stream` response: `produce` sends messages until it returns; a comment line every
+    /// `keepAlive` keeps quiet streams open through proxies. Both run as child tasks of the response's
+    /// writer, so a client that goes away cancels them.
+    static func sse(_ produce: @escaping @Sendable (_ send: (Message) async throws -> Void) async throws -> Void) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream; charset=utf-8"
+        headers[.cacheControl] = "no-store"
+        headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
+        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            try await writer.write(ByteBuffer(string: ": lector events\n\n"))
+            let (outputs, output) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(1024))
+            // A server shutting down ends its streams (clients reconnect with Last-Event-ID) instead of waiting.
+            try await withGracefulShutdownHandler {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    defer { output.finish() }
+                    try await produce { message in output.yield(message.sse) }
+                }
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: keepAlive)
+                        output.yield(": keep-alive\n\n")
+                    }
+                }
+                for await text in outputs {
+                    try await writer.write(ByteBuffer(string: text))
+                }
+                group.cancelAll()
+            }
+            } onGracefulShutdown: {
+                output.finish()
+            }
+            try await writer.finish(nil)
+        })
+    }
+}
