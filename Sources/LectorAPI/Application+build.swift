@@ -1,5 +1,9 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdWebSocket
+import NIOCore
+import NIOHTTP1
 import LectorCore
 import Logging
 import PostgresNIO
@@ -86,9 +90,20 @@ public func buildApplication(
         headerTimeout: .milliseconds(Int64(settings.httpHeaderTimeout * 1000)),
         bodyTimeout: .milliseconds(Int64(settings.httpBodyTimeout * 1000)),
         minBodyRate: settings.httpMinBodyRate, rateWindow: .milliseconds(Int64(settings.httpRateWindow * 1000)))
+    // WebSocket upgrades are decided by a router of their own (only the WebSocket routes).
+    let webSocketRouter = Router(context: LectorRequestContext.self)
+    EventsController(dependencies: dependencies).addWebSocketRoutes(webSocketRouter)
+    let webSocketResponder = webSocketRouter.buildResponder()
+    let server = HTTPServerBuilder { responder in
+        GuardedChannel(
+            base: HTTP1WebSocketUpgradeChannel(
+                responder: responder, webSocketResponder: webSocketResponder,
+                configuration: .init(http1: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits)]))),
+            firstHeadTimeout: limits.headerTimeout)
+    }
     var app = Application(
         router: buildRouter(dependencies),
-        server: .http1(configuration: .init(additionalChannelHandlers: [ConnectionGuard(limits: limits)])),
+        server: server,
         configuration: .init(
             address: .hostname(dependencies.settings.httpHost, port: dependencies.settings.httpPort),
             serverName: "lector"),
@@ -102,4 +117,29 @@ public func buildApplication(
 /// exists that it does not describe, and when the embedded copy differs from the file.
 public enum OpenAPIDocument {
     public static let data = Data(json.utf8)
+}
+
+/// A server child channel with Lector's guards around it: `FirstHeadTimer` first in the pipeline (before a
+/// WebSocket upgrade is decided, `ConnectionGuard` is not there yet) and `ParserErrorResponder` right after
+/// the HTTP decoder.
+struct GuardedChannel<Base: ServerChildChannel>: ServerChildChannel {
+    let base: Base
+    let firstHeadTimeout: TimeAmount
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Base.Value> {
+        do {
+            try channel.pipeline.syncOperations.addHandler(FirstHeadTimer(timeout: firstHeadTimeout), position: .first)
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        return base.setup(channel: channel, logger: logger).flatMapThrowing { value in
+            let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+            try channel.pipeline.syncOperations.addHandler(ParserErrorResponder(), position: .after(decoder))
+            return value
+        }
+    }
+
+    func handle(value: Base.Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
 }

@@ -35,7 +35,8 @@ public struct ConnectionLimits: Sendable {
 ///   server is asking for more (a read is outstanding, so the stall is the client's and not our own
 ///   backpressure), is answered 408 `request_timeout` (when no response has started) and the connection closed.
 /// - An `HTTPParserError` (oversized head, invalid request line or headers) is answered 431 or 400 with a JSON
-///   body, then the connection closed; Hummingbird would answer an empty 400.
+///   body, then the connection closed; Hummingbird would answer an empty 400. (Before the first request's head,
+///   `ParserErrorResponder` does it: this handler is added once a WebSocket upgrade has been ruled out.)
 final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -135,17 +136,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             context.fireErrorCaught(error)
             return
         }
-        let (status, code, message): (HTTPResponse.Status, String, String) =
-            switch parserError {
-            case .headerOverflow:
-                (.requestHeaderFieldsTooLarge, "request_header_too_large",
-                 "the request line or headers are larger than the server accepts")
-            case .invalidURL:
-                (.badRequest, "malformed_request", "the request's URL is not valid")
-            default:
-                (.badRequest, "malformed_request", "the request is not valid HTTP/1.1")
-            }
-        fail(context: context, status: status, code: code, message: message)
+        let (status, code, message) = ParserErrorResponder.answer(parserError)
+        fail(context: context, status: HTTPResponse.Status(code: Int(status.code)), code: code, message: message)
     }
 
     private func check(context: ChannelHandlerContext) {
@@ -192,5 +184,95 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         context.write(wrapOutboundOut(.body(context.channel.allocator.buffer(bytes: json))), promise: nil)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+/// Right after NIO's HTTP decoder, until the first request's head: answers the parser's errors on that head
+/// (an oversized request line or headers: 431; anything else malformed: 400) with a JSON body and closes. Before
+/// a WebSocket upgrade is decided `ConnectionGuard` is not in the pipeline, and nothing can have been written
+/// yet. It removes itself at the first head: an upgraded connection then carries WebSocket frames, which no HTTP
+/// handler may see, and a plain one has `ConnectionGuard` for every later error.
+final class ParserErrorResponder: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private var failed = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let isHead = if case .head = unwrapInboundIn(data) { true } else { false }
+        context.fireChannelRead(data)
+        if isHead { context.pipeline.syncOperations.removeHandler(context: context, promise: nil) }
+    }
+
+    static func answer(_ error: HTTPParserError) -> (HTTPResponseStatus, String, String) {
+        switch error {
+        case .headerOverflow:
+            (.requestHeaderFieldsTooLarge, "request_header_too_large", "the request line or headers are larger than the server accepts")
+        case .invalidURL:
+            (.badRequest, "malformed_request", "the request's URL is not valid")
+        default:
+            (.badRequest, "malformed_request", "the request is not valid HTTP/1.1")
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let parserError = error as? HTTPParserError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        guard !failed else { return }
+        failed = true
+        let (status, code, message) = Self.answer(parserError)
+        let json = (try? JSONSerialization.data(
+            withJSONObject: ["error": ["code": code, "message": message]], options: [.sortedKeys])) ?? Data()
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
+        headers.add(name: "Content-Length", value: "\(json.count)")
+        headers.add(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: json)))), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+/// First in the pipeline, on raw bytes: closes a connection whose first request head has not arrived within
+/// `timeout` (before a WebSocket upgrade is decided, `ConnectionGuard` is not in the pipeline yet). Removes
+/// itself once the head's blank line has been seen.
+final class FirstHeadTimer: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    private let timeout: TimeAmount
+    private var timer: Scheduled<Void>?
+    private var tail: [UInt8] = []
+    private var seen = 0
+
+    init(timeout: TimeAmount) {
+        self.timeout = timeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let channel = context.channel
+        timer = context.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        seen += buffer.readableBytes
+        tail += buffer.readableBytesView.suffix(4096)
+        let terminator: [UInt8] = [13, 10, 13, 10]
+        let found = tail.count >= 4 && (0...(tail.count - 4)).contains { tail[$0..<$0 + 4].elementsEqual(terminator) }
+        tail = Array(tail.suffix(3))
+        context.fireChannelRead(data)
+        if found {
+            timer?.cancel()
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
     }
 }

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import LectorCore
 import NIOCore
+import HummingbirdWebSocket
 import ServiceLifecycle
 
 /// Live job events: `GET /v1/jobs/{id}/events` and `GET /v1/events` (Server-Sent Events), and the same
@@ -146,6 +147,45 @@ struct EventsController {
                 }
                 try await send(Message.make(event, lastTransition: lastTransition[event.job] ?? 0))
             }
+        }
+    }
+
+    // MARK: GET /v1/jobs/{id}/ws
+
+    /// The job's stream over a WebSocket: the same messages as JSON text frames (`{"type": "status" | "progress",
+    /// …}`), then a normal close after the final state. The upgrade is always accepted and a refusal is a close
+    /// frame with a JSON reason — 4401 (no valid key), 4404 (no such job), 4400 (bad request), 4503 (database
+    /// unavailable) — because a refused upgrade would be answered by hummingbird-websocket with a redirect to the
+    /// same address. The key comes in `Authorization: Bearer`, like every `/v1` route.
+    func addWebSocketRoutes(_ router: Router<LectorRequestContext>) {
+        router.ws("v1/jobs/:id/ws") { _, outbound, context in
+            let request = context.request
+            func refuse(_ code: UInt16, _ error: APIError) async throws {
+                let reason = "{\"code\":\"\(error.code)\"}"
+                try await outbound.close(.unknown(code), reason: reason)
+            }
+            let header = request.headers[.authorization] ?? ""
+            let parts = header.split(separator: " ", maxSplits: 1)
+            let timeout = Duration.milliseconds(Int64(dependencies.settings.databaseTimeout * 1000))
+            let keys = dependencies.keys
+            guard parts.count == 2, parts[0].lowercased() == "bearer",
+                let user = try? await withDeadline(timeout, "key lookup", { [token = String(parts[1])] in try await keys.authenticate(token: token) })
+            else {
+                return try await refuse(4401, .unauthorized)
+            }
+            guard let raw = context.requestContext.parameters.get("id"), let id = UUID(uuidString: raw) else {
+                return try await refuse(4400, APIError.badRequest("invalid_job_id", "the job id must be a UUID"))
+            }
+            let feed: JobFeed
+            do {
+                feed = try await jobFeed(id: id, ownerID: user.id, after: try Self.lastEventID(request))
+            } catch let error as APIError {
+                return try await refuse(error.status == .notFound ? 4404 : 4400, error)
+            } catch {
+                return try await refuse(4503, .databaseUnavailable)
+            }
+            try await feed.run { message in try await outbound.write(.text(message.frame)) }
+            try await outbound.close(.normalClosure, reason: nil)
         }
     }
 

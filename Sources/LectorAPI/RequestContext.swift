@@ -1,10 +1,13 @@
 import HTTPTypes
 import Hummingbird
+import HummingbirdWebSocket
 import LectorCore
 
 /// The request context of every route: Hummingbird's core storage plus the authenticated user.
-public struct LectorRequestContext: RequestContext {
+public struct LectorRequestContext: RequestContext, WebSocketRequestContext {
     public var coreContext: CoreRequestContextStorage
+    /// The handler of a WebSocket route, handed from the upgrade request to the upgraded connection.
+    public let webSocket = WebSocketHandlerReference<LectorRequestContext>()
     /// Set by `AuthMiddleware` on `/v1` routes.
     public var user: AuthenticatedUser?
 

@@ -57,10 +57,17 @@ struct UploadParser {
                 throw APIError.badRequest("invalid_multipart", "multipart/form-data without a boundary parameter")
             }
             let receiver = MultipartReceiver(boundary: boundary, spoolDirectory: spoolDirectory, maxDocumentBytes: maxDocumentBytes)
-            try await stream(request.body, limit: maxDocumentBytes + Upload.multipartOverhead) { chunk in
-                try receiver.feed(chunk)
+            let parts: MultipartReceiver.Parts
+            do {
+                try await stream(request.body, limit: maxDocumentBytes + Upload.multipartOverhead) { chunk in
+                    try receiver.feed(chunk)
+                }
+                parts = try await threadPool.runIfActive { try receiver.finish() }
+            } catch {
+                // A refused upload leaves nothing behind, now rather than when the last reference goes.
+                try? await threadPool.runIfActive { receiver.discard() }
+                throw error
             }
-            let parts = try await threadPool.runIfActive { try receiver.finish() }
             guard let document = parts.document else {
                 throw APIError.badRequest("missing_document", "the multipart body has no 'document' part")
             }
@@ -83,10 +90,16 @@ struct UploadParser {
         let options = try makeOptions(lang: query.get("lang"), mode: query.get("mode"), operations: operations, detector: query.get("detector"))
         let name = Self.sanitizeFileName(query.get("filename"))
         let writer = try await threadPool.runIfActive { [spoolDirectory] in try DocumentSpoolWriter(directory: spoolDirectory) }
-        try await stream(request.body, limit: maxDocumentBytes) { chunk in
-            try chunk.withUnsafeReadableBytes { bytes in try writer.write(bytes) }
+        let document: SpooledDocument
+        do {
+            try await stream(request.body, limit: maxDocumentBytes) { chunk in
+                try chunk.withUnsafeReadableBytes { bytes in try writer.write(bytes) }
+            }
+            document = try await threadPool.runIfActive { try writer.finish() }
+        } catch {
+            try? await threadPool.runIfActive { writer.abandon() }
+            throw error
         }
-        let document = try await threadPool.runIfActive { try writer.finish() }
         return try makeUpload(document: document, name: name, options: options, metadataJSON: "{}")
     }
 
@@ -313,6 +326,14 @@ final class MultipartReceiver: MultipartPartConsumer, @unchecked Sendable {
         } catch let failure as MultipartStreamParser.Failure {
             throw Self.apiError(failure)
         }
+    }
+
+    /// Removes whatever was spooled (the upload was refused).
+    func discard() {
+        if case .document(let writer) = sink { writer.abandon() }
+        sink = nil
+        parts.document?.discard()
+        parts.document = nil
     }
 
     func finish() throws -> Parts {

@@ -29,6 +29,11 @@ public final class SpooledDocument: Sendable {
         }
     }
 
+    /// Removes the file now (a refused upload), unless storage took it.
+    public func discard() {
+        if take() { unlink(path) }
+    }
+
     deinit {
         if owned.withLockedValue({ $0 }) { unlink(path) }
     }
@@ -83,6 +88,14 @@ public final class DocumentSpoolWriter: @unchecked Sendable {
         fd = -1
         finished = true
         return SpooledDocument(path: path, size: size, sha256: Array(hasher.finalize()), head: head)
+    }
+
+    /// Closes and removes the file of an upload that will not be finished.
+    public func abandon() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        if !finished { unlink(path) }
+        finished = true
     }
 
     deinit {

@@ -2,11 +2,14 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import HummingbirdWSTesting
+import WSClient
 @testable import LectorAPI
 import LectorCore
 import LectorWorker
 import NIOCore
 import NIOPosix
+import NIOConcurrencyHelpers
 import Testing
 
 @Suite("Live job events")
@@ -147,6 +150,46 @@ struct EventsTests {
                 #expect(text.contains("\"id\":\"\(mineID)\""))
                 #expect(!text.contains(theirsID))
                 stream.close()
+            }
+        }
+    }
+
+    @Test("the same stream over a WebSocket: JSON frames, a normal close after the final state; refusals are close codes")
+    func webSocket() async throws {
+        try await TestHarness.run { harness in
+            let user = try await harness.newUser()
+            let other = try await harness.newUser()
+            try await harness.application().test(.live) { client in
+                let submitted = try await client.execute(
+                    uri: "/v1/jobs?mode=document", method: .post,
+                    headers: [.authorization: "Bearer \(user.token)", .contentType: "image/png"],
+                    body: ByteBuffer(bytes: try TestImages.render(["over a socket"])))
+                let id = try #require(submitted.json["id"] as? String)
+                let frames = NIOLockedValueBox<[String]>([])
+                let close = try await harness.withWorker {
+                    try await client.ws(
+                        "/v1/jobs/\(id)/ws", configuration: .init(additionalHeaders: [.authorization: "Bearer \(user.token)"])
+                    ) { inbound, _, _ in
+                        for try await message in inbound.messages(maxSize: 1 << 16) {
+                            if case .text(let text) = message { frames.withLockedValue { $0.append(text) } }
+                        }
+                    }
+                }
+                #expect(close?.closeCode == .normalClosure)
+                let objects = frames.withLockedValue { $0 }.compactMap {
+                    (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any]
+                }
+                let statuses = objects.filter { $0["type"] as? String == "status" }.compactMap { $0["status"] as? String }
+                #expect(statuses == ["QUEUED", "IN_PROGRESS", "FINISHED"], "\(frames.withLockedValue { $0 })")
+
+                // Someone else's job, and no key: refused with close codes and a JSON reason.
+                let foreign = try await client.ws(
+                    "/v1/jobs/\(id)/ws", configuration: .init(additionalHeaders: [.authorization: "Bearer \(other.token)"])
+                ) { inbound, _, _ in for try await _ in inbound {} }
+                #expect(foreign?.closeCode == .unknown(4404))
+                #expect(foreign?.reason?.contains("job_not_found") == true)
+                let anonymous = try await client.ws("/v1/jobs/\(id)/ws") { inbound, _, _ in for try await _ in inbound {} }
+                #expect(anonymous?.closeCode == .unknown(4401))
             }
         }
     }
