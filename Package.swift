@@ -20,6 +20,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/apple/swift-openapi-runtime.git", from: "1.13.4"),
+        .package(url: "https://github.com/swift-server/swift-openapi-async-http-client.git", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         .systemLibrary(
@@ -92,9 +95,21 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The typed client of the API, generated from Sources/LectorAPI/openapi.json by `make openapi` (Apple's
+        // swift-openapi-generator, built in tools/openapi) and committed: ordinary builds never run the generator.
+        .target(
+            name: "LectorClient",
+            dependencies: [
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIAsyncHTTPClient", package: "swift-openapi-async-http-client"),
+            ],
+            exclude: ["openapi.sha256"]
+        ),
         .executableTarget(
             name: "lector",
             dependencies: [
+                "LectorClient",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 "LectorCore",
                 "LectorOCR",
                 "LectorAPI",
@@ -119,6 +134,8 @@ let package = Package(
                 "LectorOCR",
                 "LectorAPI",
                 "LectorWorker",
+                "LectorClient",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSTesting", package: "hummingbird-websocket"),
                 .product(name: "ServiceLifecycleTestKit", package: "swift-service-lifecycle"),

@@ -21,6 +21,12 @@ struct EventsController {
     func addRoutes(v1: RouterGroup<LectorRequestContext>) {
         v1.get("jobs/:id/events", use: jobEvents)
         v1.get("events", use: allEvents)
+        // The WebSocket itself is served on upgrade (`addWebSocketRoutes`); a plain GET learns how to open it.
+        v1.get("jobs/:id/ws") { _, context -> Response in
+            _ = try context.requireUser()
+            throw APIError(HTTPResponse.Status(code: 426, reasonPhrase: "Upgrade Required"), "upgrade_required",
+                           "open this route as a WebSocket (Upgrade: websocket), or read the same events at /v1/jobs/{id}/events")
+        }
     }
 
     /// One message of a stream, as SSE and as a WebSocket text frame.

@@ -743,6 +743,316 @@ extension OpenAPIDocument {
           }
         }
       }
+    },
+    "/v1/jobs/{id}/events": {
+      "get": {
+        "operationId": "getJobEvents",
+        "summary": "Live events of a job (Server-Sent Events): its transitions and page progress.",
+        "description": "Replays the job's status log (after `Last-Event-ID`, when given), then follows the job live, and ends after its final state (FINISHED or FAILURE). A comment line every 15 s keeps quiet streams open.",
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The job's id.",
+            "schema": {
+              "type": "string",
+              "format": "uuid"
+            }
+          },
+          {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": false,
+            "description": "The id of the last event received: the stream resumes after it.",
+            "schema": {
+              "type": "string",
+              "pattern": "^[0-9]{1,18}(\\.[0-9]{1,9})?$"
+            }
+          },
+          {
+            "name": "lastEventId",
+            "in": "query",
+            "required": false,
+            "description": "The same as `Last-Event-ID`, for clients that cannot set headers.",
+            "schema": {
+              "type": "string",
+              "pattern": "^[0-9]{1,18}(\\.[0-9]{1,9})?$"
+            }
+          }
+        ],
+        "responses": {
+          "400": {
+            "description": "The id is not a UUID, or a parameter is invalid.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such job for this key (unknown, or another user's), or no such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "200": {
+            "description": "The event stream.",
+            "content": {
+              "text/event-stream": {
+                "schema": {
+                  "type": "object",
+                  "description": "One event. `event: status`: `data` is JSON {id, status, at, reason?}; `event: progress`: JSON {id, pagesDone, pagesTotal}. `id` is the transition's id (`<transition>.<pages done>` for progress), to resume from with Last-Event-ID.",
+                  "properties": {
+                    "id": {
+                      "type": "string"
+                    },
+                    "event": {
+                      "type": "string",
+                      "enum": [
+                        "status",
+                        "progress"
+                      ]
+                    },
+                    "data": {
+                      "type": "string",
+                      "contentMediaType": "application/json"
+                    }
+                  },
+                  "required": [
+                    "event",
+                    "data"
+                  ]
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/v1/events": {
+      "get": {
+        "operationId": "getEvents",
+        "summary": "Live events of all the caller's jobs (Server-Sent Events), for dashboards.",
+        "description": "Live only (no replay): read the jobs first. The stream does not end by itself.",
+        "responses": {
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "200": {
+            "description": "The event stream.",
+            "content": {
+              "text/event-stream": {
+                "schema": {
+                  "type": "object",
+                  "description": "One event. `event: status`: `data` is JSON {id, status, at, reason?}; `event: progress`: JSON {id, pagesDone, pagesTotal}. `id` is the transition's id (`<transition>.<pages done>` for progress), to resume from with Last-Event-ID.",
+                  "properties": {
+                    "id": {
+                      "type": "string"
+                    },
+                    "event": {
+                      "type": "string",
+                      "enum": [
+                        "status",
+                        "progress"
+                      ]
+                    },
+                    "data": {
+                      "type": "string",
+                      "contentMediaType": "application/json"
+                    }
+                  },
+                  "required": [
+                    "event",
+                    "data"
+                  ]
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/v1/jobs/{id}/ws": {
+      "get": {
+        "operationId": "getJobWebSocket",
+        "summary": "A job's live events over a WebSocket.",
+        "description": "Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.",
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The job's id.",
+            "schema": {
+              "type": "string",
+              "format": "uuid"
+            }
+          }
+        ],
+        "responses": {
+          "400": {
+            "description": "The id is not a UUID, or a parameter is invalid.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such job for this key (unknown, or another user's), or no such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "101": {
+            "description": "Switching to the WebSocket protocol."
+          },
+          "426": {
+            "description": "Not a WebSocket upgrade request (`upgrade_required`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/metrics": {
+      "get": {
+        "operationId": "getMetrics",
+        "summary": "Prometheus metrics of this API process (text exposition format).",
+        "security": [],
+        "responses": {
+          "200": {
+            "description": "Metrics.",
+            "content": {
+              "text/plain": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          }
+        }
+      }
     }
   },
   "components": {
@@ -810,7 +1120,8 @@ extension OpenAPIDocument {
         "type": "object",
         "required": [
           "self",
-          "result"
+          "result",
+          "events"
         ],
         "properties": {
           "self": {
@@ -818,6 +1129,10 @@ extension OpenAPIDocument {
           },
           "result": {
             "type": "string"
+          },
+          "events": {
+            "type": "string",
+            "description": "Server-Sent Events of the job (the same messages over a WebSocket at `…/ws`)."
           }
         }
       },
@@ -982,6 +1297,16 @@ extension OpenAPIDocument {
           },
           "links": {
             "$ref": "#/components/schemas/Links"
+          },
+          "pagesDone": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Pages read so far by the running (or last) attempt, when the worker reported them."
+          },
+          "pagesTotal": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Pages of the document, when the worker reported them."
           }
         }
       },

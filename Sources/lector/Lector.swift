@@ -15,7 +15,7 @@ struct Lector: AsyncParsableCommand {
         commandName: "lector",
         abstract: "Lector: an OCR job service.",
         discussion: "Every setting comes from a LECTOR_* environment variable; see README.md.",
-        subcommands: [Serve.self, Work.self, Migrate.self, Keys.self, Jobs.self, OCR.self, Models.self]
+        subcommands: [Serve.self, Work.self, Migrate.self, Keys.self, Jobs.self, OCR.self, Models.self, Submit.self]
     )
 
     static func main() async {
@@ -28,6 +28,13 @@ struct Lector: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
+            // The client commands promise exit status 2 for a usage error (ArgumentParser's own is 64).
+            if ["submit", "watch"].contains(CommandLine.arguments.dropFirst().first ?? ""),
+                exitCode(for: error) == .validationFailure
+            {
+                printError(fullMessage(for: error))
+                Foundation.exit(2)
+            }
             exit(withError: error)
         }
     }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -37,6 +38,11 @@ struct SecurityTests {
             let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
                 .deletingLastPathComponent().appendingPathComponent("Sources/LectorAPI/openapi.json")
             #expect(try Data(contentsOf: file) == OpenAPIDocument.data, "run `make openapi`")
+            // The typed client was generated from this very document.
+            let recorded = try String(contentsOf: file.deletingLastPathComponent().deletingLastPathComponent()
+                .appendingPathComponent("LectorClient/openapi.sha256"), encoding: .utf8)
+            let digest = SHA256.hash(data: try Data(contentsOf: file)).map { String(format: "%02x", $0) }.joined()
+            #expect(recorded.trimmingCharacters(in: .whitespacesAndNewlines) == digest, "Sources/LectorClient is stale: run `make openapi`")
             try await harness.application().test(.router) { client in
                 let served = try await client.execute(uri: "/openapi.json", method: .get)
                 #expect(served.status == .ok)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Writes Sources/LectorAPI/OpenAPIDocument+JSON.swift from Sources/LectorAPI/openapi.json, the document's
-# source of truth. The binary then carries the document itself (no resource bundle to lose when the binary
-# is copied). SecurityTests fails when the two differ: run `make openapi` after editing the JSON.
+# `make openapi`: after editing Sources/LectorAPI/openapi.json, the document's source of truth,
+#   1. embeds it into Sources/LectorAPI/OpenAPIDocument+JSON.swift (the binary carries the document itself: no
+#      resource bundle to lose when the binary is copied);
+#   2. regenerates the typed client, Sources/LectorClient, with Apple's swift-openapi-generator (built once in
+#      tools/openapi, ~10 min), and records the document's SHA-256 beside it.
+# SecurityTests fails when either is out of date.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 json="$root/Sources/LectorAPI/openapi.json"
@@ -16,3 +19,38 @@ grep -q '"""#' "$json" && { echo "openapi.json contains the raw-string delimiter
   echo '"""#'
   echo '}'
 } > "$out"
+
+generator="$root/tools/openapi/.build/release/swift-openapi-generator"
+if [[ ! -x "$generator" ]]; then
+  echo "openapi: building swift-openapi-generator in tools/openapi (once)" >&2
+  swift build --package-path "$root/tools/openapi" -c release --product swift-openapi-generator >&2
+fi
+client="$root/Sources/LectorClient"
+find "$client" -name '*.swift' -delete
+"$generator" generate "$json" --config "$root/tools/openapi/openapi-generator-config.yaml" --output-directory "$client" >/dev/null 2>&1
+# The generator marks each import `@diagnose(UnusedImportAccess, as: ignored)` for Swift 6.4; on 6.3 an import
+# a file does not use is a warning, and the project builds with none: drop those imports.
+python3 - "$client" <<'PY'
+import pathlib, re, sys
+for path in pathlib.Path(sys.argv[1]).glob("*.swift"):
+    lines = path.read_text().split("\n")
+    body = "\n".join(line for line in lines if " import " not in line and not line.startswith("import "))
+    kept, index = [], 0
+    while index < len(lines):
+        line = lines[index]
+        match = re.search(r"public import (?:struct Foundation\.(\w+)|(OpenAPIRuntime))$", line)
+        if match:
+            used = (match.group(1) and re.search(r"\b(Foundation\.)?%s\b" % match.group(1), body)) or \
+                   (match.group(2) and "OpenAPIRuntime." in body)
+            if not used:
+                # Drop the import and the #if block before it (#if / @diagnose / #endif).
+                while kept and kept[-1].strip() in ("#endif", "@diagnose(UnusedImportAccess, as: ignored)", "#if compiler(>=6.4)"):
+                    kept.pop()
+                index += 1
+                continue
+        kept.append(line)
+        index += 1
+    path.write_text("\n".join(kept))
+PY
+sha256sum "$json" | cut -d' ' -f1 > "$client/openapi.sha256"
+echo "openapi: embedded the document and regenerated Sources/LectorClient" >&2
