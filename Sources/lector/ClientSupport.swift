@@ -165,12 +165,12 @@ struct SubmitOptions: Sendable, Hashable {
 
     /// An Idempotency-Key from the document's bytes and the options: a retry, or a second run over the same
     /// file, finds the first job instead of making another (within the server's 24 h).
-    func idempotencyKey(for file: URL) throws -> String {
+    func idempotencyKey(for file: URL, salt: String = "") throws -> String {
         var hasher = SHA256()
         let handle = try FileHandle(forReadingFrom: file)
         defer { try? handle.close() }
         while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
-        hasher.update(data: Data("\0\(lang ?? "")\0\(mode ?? "")".utf8))
+        hasher.update(data: Data("\0\(lang ?? "")\0\(mode ?? "")\0\(salt)".utf8))
         return "lector-cli-" + hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 }

@@ -15,7 +15,7 @@ struct Lector: AsyncParsableCommand {
         commandName: "lector",
         abstract: "Lector: an OCR job service.",
         discussion: "Every setting comes from a LECTOR_* environment variable; see README.md.",
-        subcommands: [Serve.self, Work.self, Migrate.self, Keys.self, Jobs.self, OCR.self, Models.self, Submit.self]
+        subcommands: [Serve.self, Work.self, Migrate.self, Keys.self, Jobs.self, OCR.self, Models.self, Submit.self, Watch.self]
     )
 
     static func main() async {

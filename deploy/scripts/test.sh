@@ -33,6 +33,9 @@ python3 Tests/corpus/bad_documents.py
 # A short chaos run: workers killed with SIGKILL and PostgreSQL restarted under 150 jobs; none may be lost.
 python3 Tests/chaos/chaos.py --jobs "${LECTOR_CHAOS_JOBS:-150}"
 
+# The hot folder: 200 files while the API is killed twice and the watcher once; none lost, none duplicated.
+python3 Tests/clients/watch_test.py
+
 # Metrics read back through a real Prometheus, JSON logs without secrets, --exit-when-idle.
 python3 Tests/metrics/observability_test.py
 
