@@ -330,6 +330,40 @@ struct WebhookTests {
         }
     }
 
+    @Test("several deliverers at once never take the same delivery")
+    func concurrentDeliverers() async throws {
+        try await TestHarness.run(environment: Self.privateAllowed) { harness in
+            let user = try await Self.userWithSecret(harness)
+            let receiver = WebhookReceiver()
+            try await receiver.application().test(.live) { live in
+                let port = try #require(live.port)
+                let ownerRows = try await harness.client.query(
+                    "SELECT user_id FROM api_keys WHERE id = \(user.keyID)", logger: TestDatabase.logger)
+                var owner: Int64 = 0
+                for try await id in ownerRows.decode(Int64.self) { owner = id }
+                let count = 12
+                for _ in 0..<count {
+                    try await harness.jobs.create(NewJob(
+                        id: UUID(), ownerID: owner, documentName: "d", contentType: "image/png", sizeBytes: 1,
+                        sha256: Array(repeating: 0, count: 32), optionsJSON: "{}", metadataJSON: "{}",
+                        callbackURL: "http://127.0.0.1:\(port)/hook"))
+                    _ = try await Self.finishNextJob(harness)
+                }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for _ in 0..<3 {
+                        group.addTask {
+                            try await Self.deliver(Self.deliverer(harness)) { await receiver.received.count >= count }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+                let received = await receiver.received
+                #expect(received.count == count)
+                #expect(Set(received.map(\.id)).count == count, "each delivery made once")
+            }
+        }
+    }
+
     @Test("without the opt-in, private, link-local, loopback and http callback URLs are refused at submit with 400")
     func refusesPrivateTargetsAtSubmit() async throws {
         try await TestHarness.run { harness in
