@@ -62,6 +62,25 @@ extension OpenAPIDocument {
         }
       }
     },
+    "/metrics": {
+      "get": {
+        "operationId": "metrics",
+        "summary": "Prometheus metrics of this API process (counts, no ids); not behind a key.",
+        "security": [],
+        "responses": {
+          "200": {
+            "description": "The Prometheus text exposition format.",
+            "content": {
+              "text/plain": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
     "/openapi.json": {
       "get": {
         "operationId": "openapi",
