@@ -154,13 +154,12 @@ public struct WebhookDeliverer: Service {
         }
         let policy = configuration.policy
         let target: CallbackURLPolicy.Target
-        let address: IPAddress
+        let addresses: [IPAddress]
         do {
             target = try policy.check(delivery.url)
-            let addresses = try await withDeadline(configuration.timeout, "resolving the callback host") {
+            addresses = try await withDeadline(configuration.timeout, "resolving the callback host") {
                 try await policy.resolve(target)
             }
-            address = addresses[0]
         } catch let error as CallbackURLRefused {
             return outcome(error: "refused: \(error.description)")
         } catch let error as DeadlineExceeded {
@@ -169,21 +168,53 @@ public struct WebhookDeliverer: Service {
             return outcome(error: "resolution failed: \(error)")
         }
 
+        let body = Self.body(for: delivery)
+        let webhookID = delivery.id.uuidString.lowercased()
+        // The checked addresses in the resolver's order (at most 4): a connection that cannot be made (::1 when
+        // the receiver listens on 127.0.0.1 only, an unreachable family) moves on to the next one. Each try sends
+        // the request only once a connection exists, so a failed try never reached the receiver's application.
+        var lastError = "no address"
+        for address in addresses.prefix(4) {
+            let remaining = configuration.timeout - (ContinuousClock.now - started)
+            guard remaining > .milliseconds(1) else { break }
+            switch await send(body: body, webhookID: webhookID, secret: secret, target: target, address: address, within: remaining) {
+            case .answered(let status):
+                return outcome(status: status)
+            case .timedOut:
+                return outcome(error: "timeout after \(configuration.timeout)")
+            case .failed(let error):
+                lastError = "request failed (\(address)): \(error)"
+            }
+        }
+        return outcome(error: lastError)
+    }
+
+    private enum SendOutcome {
+        case answered(Int)
+        case timedOut
+        case failed(String)
+    }
+
+    /// One POST to `target`, connected to `address` and nothing else.
+    private func send(
+        body: [UInt8], webhookID: String, secret: WebhookSecret, target: CallbackURLPolicy.Target, address: IPAddress,
+        within limit: Duration
+    ) async -> SendOutcome {
         var clientConfiguration = HTTPClient.Configuration()
         clientConfiguration.redirectConfiguration = .disallow
-        clientConfiguration.timeout = .init(connect: .milliseconds(Int64(configuration.timeout.secondsValue * 1000)))
+        clientConfiguration.timeout = .init(connect: .milliseconds(max(1, Int64(limit.secondsValue * 1000))))
         clientConfiguration.decompression = .disabled
         if target.literal == nil {
-            // Connect to the checked address only: the resolver is not asked again (no DNS rebinding).
+            // Connect to the checked address only: the resolver is not asked again (no DNS rebinding), while the
+            // Host header, SNI and the certificate check keep the URL's name.
             let urlHost = URLComponents(string: target.url)?.host ?? target.host
-            clientConfiguration.dnsOverride = [urlHost: address.description, target.host: address.description]
+            clientConfiguration.dnsOverride[urlHost] = address.description
+            clientConfiguration.dnsOverride[target.host] = address.description
         }
         let client = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration, backgroundActivityLogger: logger)
-        let result: DeliveryAttempt
+        let result: SendOutcome
         do {
-            let body = Self.body(for: delivery)
             let timestamp = Int64(Date().timeIntervalSince1970)
-            let webhookID = delivery.id.uuidString.lowercased()
             var request = HTTPClientRequest(url: target.url)
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/json")
@@ -192,20 +223,22 @@ public struct WebhookDeliverer: Service {
             request.headers.add(name: "webhook-timestamp", value: "\(timestamp)")
             request.headers.add(name: "webhook-signature", value: secret.signature(id: webhookID, timestamp: timestamp, body: body))
             request.body = .bytes(ByteBuffer(bytes: body))
-            let remaining = configuration.timeout - (ContinuousClock.now - started)
-            let deadline = NIODeadline.now() + .milliseconds(max(1, Int64(remaining.secondsValue * 1000)))
+            let deadline = NIODeadline.now() + .milliseconds(max(1, Int64(limit.secondsValue * 1000)))
             let response = try await client.execute(request, deadline: deadline, logger: nil)
-            // Read at most maxResponseBytes of the answer, then let the connection go.
+            // Read at most maxResponseBytes of the answer, then let the connection go. The status counts even if
+            // the body breaks off.
             var read = 0
-            for try await chunk in response.body {
-                read += chunk.readableBytes
-                if read >= configuration.maxResponseBytes { break }
-            }
-            result = outcome(status: Int(response.status.code))
-        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {
-            result = outcome(error: "timeout after \(configuration.timeout)")
+            do {
+                for try await chunk in response.body {
+                    read += chunk.readableBytes
+                    if read >= configuration.maxResponseBytes { break }
+                }
+            } catch {}
+            result = .answered(Int(response.status.code))
+        } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
+            result = .timedOut
         } catch {
-            result = outcome(error: "request failed: \(String(describing: error))")
+            result = .failed(String(describing: error))
         }
         try? await client.shutdown()
         return result

@@ -18,6 +18,7 @@ actor WebhookReceiver {
         let timestamp: String
         let signature: String
         let contentType: String
+        let host: String
         let body: Data
     }
 
@@ -42,6 +43,7 @@ actor WebhookReceiver {
                 timestamp: request.headers[HTTPField.Name("webhook-timestamp")!] ?? "",
                 signature: request.headers[HTTPField.Name("webhook-signature")!] ?? "",
                 contentType: request.headers[.contentType] ?? "",
+                host: request.head.authority ?? "",
                 body: Data(buffer: body)))
             return Response(status: status)
         }
@@ -326,6 +328,32 @@ struct WebhookTests {
                         uri: "/v1/jobs/\(UUID().uuidString)/deliveries", method: .get, headers: [.authorization: "Bearer \(user.token)"])
                     #expect(unknown.status == .notFound)
                 }
+            }
+        }
+    }
+
+    @Test("a host name is resolved, checked and connected to by address, with the name kept in Host")
+    func connectsToCheckedAddressByName() async throws {
+        try await TestHarness.run(environment: Self.privateAllowed) { harness in
+            let user = try await Self.userWithSecret(harness)
+            let receiver = WebhookReceiver()
+            try await receiver.application().test(.live) { live in
+                let port = try #require(live.port)
+                let ownerRows = try await harness.client.query(
+                    "SELECT user_id FROM api_keys WHERE id = \(user.keyID)", logger: TestDatabase.logger)
+                var owner: Int64 = 0
+                for try await id in ownerRows.decode(Int64.self) { owner = id }
+                // localhost may resolve to ::1 first, where nothing listens: the next checked address is tried.
+                try await harness.jobs.create(NewJob(
+                    id: UUID(), ownerID: owner, documentName: "d", contentType: "image/png", sizeBytes: 1,
+                    sha256: Array(repeating: 0, count: 32), optionsJSON: "{}", metadataJSON: "{}",
+                    callbackURL: "http://localhost:\(port)/hook"))
+                _ = try await Self.finishNextJob(harness)
+                try await Self.deliver(Self.deliverer(harness)) { await receiver.received.count >= 1 }
+                let request = try #require(await receiver.received.first)
+                #expect(request.host == "localhost:\(port)")
+                #expect(verifyStandardWebhook(
+                    secret: user.secret, id: request.id, timestamp: request.timestamp, body: request.body, header: request.signature))
             }
         }
     }
