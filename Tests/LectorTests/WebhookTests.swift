@@ -23,29 +23,33 @@ actor WebhookReceiver {
     }
 
     private(set) var received: [Received] = []
-    let failures: Int
+    /// The answer to the n-th request (1-based).
+    let respond: @Sendable (Int) -> Response
 
     init(failures: Int = 0) {
-        self.failures = failures
+        self.respond = { count in Response(status: count <= failures ? .serviceUnavailable : .ok) }
     }
 
-    func receive(_ request: Received) -> HTTPResponse.Status {
+    init(respond: @escaping @Sendable (Int) -> Response) {
+        self.respond = respond
+    }
+
+    func receive(_ request: Received) -> Response {
         received.append(request)
-        return received.count <= failures ? .serviceUnavailable : .ok
+        return respond(received.count)
     }
 
     nonisolated func application() -> some ApplicationProtocol {
         let router = Router()
         router.post("hook") { request, _ -> Response in
             let body = try await request.body.collect(upTo: 1 << 20)
-            let status = await self.receive(Received(
+            return await self.receive(Received(
                 id: request.headers[HTTPField.Name("webhook-id")!] ?? "",
                 timestamp: request.headers[HTTPField.Name("webhook-timestamp")!] ?? "",
                 signature: request.headers[HTTPField.Name("webhook-signature")!] ?? "",
                 contentType: request.headers[.contentType] ?? "",
                 host: request.head.authority ?? "",
                 body: Data(buffer: body)))
-            return Response(status: status)
         }
         return Application(router: router, configuration: .init(address: .hostname("127.0.0.1", port: 0)))
     }
@@ -354,6 +358,81 @@ struct WebhookTests {
                 #expect(request.host == "localhost:\(port)")
                 #expect(verifyStandardWebhook(
                     secret: user.secret, id: request.id, timestamp: request.timestamp, body: request.body, header: request.signature))
+            }
+        }
+    }
+
+    /// A job with a callback to `url`, ended FINISHED; returns its id and owner.
+    static func endedJob(_ harness: TestHarness, keyID: Int64, url: String) async throws -> (UUID, Int64) {
+        let ownerRows = try await harness.client.query("SELECT user_id FROM api_keys WHERE id = \(keyID)", logger: TestDatabase.logger)
+        var owner: Int64 = 0
+        for try await id in ownerRows.decode(Int64.self) { owner = id }
+        let job = NewJob(
+            id: UUID(), ownerID: owner, documentName: "d", contentType: "image/png", sizeBytes: 1,
+            sha256: Array(repeating: 0, count: 32), optionsJSON: "{}", metadataJSON: "{}", callbackURL: url)
+        try await harness.jobs.create(job)
+        _ = try await Self.finishNextJob(harness)
+        return (job.id, owner)
+    }
+
+    @Test("a redirect is not followed, and an endless answer is read only up to 4 KiB")
+    func noRedirectsBoundedAnswers() async throws {
+        try await TestHarness.run(environment: Self.privateAllowed) { harness in
+            let user = try await Self.userWithSecret(harness)
+            let receiver = WebhookReceiver { count in
+                if count == 1 {
+                    return Response(status: .found, headers: [.location: "http://127.0.0.1:1/elsewhere"])
+                }
+                // An answer that never ends: read to its end, the attempt would time out (5 s) instead of
+                // counting as a 200.
+                let endless = AsyncStream<ByteBuffer>(unfolding: {
+                    try? await Task.sleep(for: .milliseconds(20))
+                    return ByteBuffer(repeating: 0x41, count: 1024)
+                })
+                return Response(status: .ok, body: .init(asyncSequence: endless))
+            }
+            try await receiver.application().test(.live) { live in
+                let port = try #require(live.port)
+                let (id, owner) = try await Self.endedJob(harness, keyID: user.keyID, url: "http://127.0.0.1:\(port)/hook")
+                let webhooks = WebhookStore(client: harness.client, logger: TestDatabase.logger)
+                try await Self.deliver(Self.deliverer(harness)) {
+                    (try? await webhooks.deliveries(jobID: id, ownerID: owner))?.first?.deliveredAt != nil
+                }
+                let record = try #require(try await webhooks.deliveries(jobID: id, ownerID: owner)?.first)
+                #expect(record.attempts.map(\.statusCode) == [302, 200])
+                #expect(record.attempts.last.map { $0.durationMs < 4000 } == true)
+                #expect(await receiver.received.count == 2, "the redirect's target was never asked")
+            }
+        }
+    }
+
+    @Test("retries stop after the give-up time: the delivery is marked failed")
+    func givesUp() async throws {
+        var environment = Self.privateAllowed
+        environment["LECTOR_WEBHOOK_GIVE_UP_SECONDS"] = "1"
+        environment["LECTOR_WEBHOOK_RETRY_BASE_SECONDS"] = "0.1"
+        environment["LECTOR_WEBHOOK_RETRY_MAX_SECONDS"] = "0.3"
+        try await TestHarness.run(environment: environment) { harness in
+            let user = try await Self.userWithSecret(harness)
+            let receiver = WebhookReceiver(failures: .max)
+            try await receiver.application().test(.live) { live in
+                let port = try #require(live.port)
+                let (id, owner) = try await Self.endedJob(harness, keyID: user.keyID, url: "http://127.0.0.1:\(port)/hook")
+                let webhooks = WebhookStore(client: harness.client, logger: TestDatabase.logger)
+                try await Self.deliver(Self.deliverer(harness)) {
+                    (try? await webhooks.deliveries(jobID: id, ownerID: owner))?.first?.gaveUpAt != nil
+                }
+                let record = try #require(try await webhooks.deliveries(jobID: id, ownerID: owner)?.first)
+                #expect(record.attempts.count >= 2)
+                #expect(record.attempts.allSatisfy { $0.statusCode == 503 })
+                #expect(record.deliveredAt == nil && record.nextAttemptAt == nil)
+                try await harness.application().test(.router) { client in
+                    let listed = try await client.execute(
+                        uri: "/v1/jobs/\(id.uuidString.lowercased())/deliveries", method: .get,
+                        headers: [.authorization: "Bearer \(user.token)"])
+                    let deliveries = try #require(listed.json["deliveries"] as? [[String: Any]])
+                    #expect(deliveries.first?["state"] as? String == "failed")
+                }
             }
         }
     }
