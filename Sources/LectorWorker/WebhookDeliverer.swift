@@ -52,12 +52,14 @@ public struct WebhookDeliverer: Service {
     public let store: WebhookStore
     public let configuration: WebhookDeliveryConfiguration
     public let logger: Logger
+    public let metrics: LectorMetrics
     let eventLoopGroup: any EventLoopGroup
 
     public init(
-        store: WebhookStore, configuration: WebhookDeliveryConfiguration, logger: Logger,
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        store: WebhookStore, configuration: WebhookDeliveryConfiguration, metrics: LectorMetrics = LectorMetrics(),
+        logger: Logger, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
+        self.metrics = metrics
         self.store = store
         self.configuration = configuration
         self.logger = logger
@@ -103,6 +105,7 @@ public struct WebhookDeliverer: Service {
         logger[metadataKey: "delivery"] = "\(delivery.id.uuidString.lowercased())"
         let attempt = await self.attempt(delivery)
         let delay = configuration.retryDelay(afterAttempt: delivery.attempt)
+        metrics.webhookAttempt(result: Self.metricResult(attempt))
         if attempt.succeeded {
             logger.info("webhook delivered", metadata: ["status": "\(attempt.statusCode ?? 0)", "attempt": "\(delivery.attempt)"])
         } else {
@@ -122,6 +125,15 @@ public struct WebhookDeliverer: Service {
                 logger.warning("recording a webhook attempt failed", metadata: ["error": "\(describeDatabaseError(error))"])
             }
         }
+    }
+
+    /// The label of an attempt's outcome: a fixed set, never the URL or the error text.
+    static func metricResult(_ attempt: DeliveryAttempt) -> String {
+        if attempt.succeeded { return "delivered" }
+        if attempt.statusCode != nil { return "http_error" }
+        if attempt.error?.hasPrefix("refused:") == true { return "refused" }
+        if attempt.error?.hasPrefix("timeout") == true { return "timeout" }
+        return "error"
     }
 
     /// The body: `{"id", "status", "reason", "links"}`, the same bytes on every attempt.

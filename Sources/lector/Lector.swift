@@ -235,7 +235,7 @@ struct Work: AsyncParsableCommand {
         // Delivers the webhook outbox; every worker process runs one (they never take the same delivery).
         let deliverer = WebhookDeliverer(
             store: WebhookStore(client: client, logger: logger), configuration: WebhookDeliveryConfiguration(settings: settings),
-            logger: logger)
+            metrics: metrics, logger: logger)
         // The worker's sweeper also removes scratch folders of workers that died on this host.
         let sweeper = Runtime.sweeper(storage: storage, jobs: jobs, settings: settings, logger: logger) {
             ScratchFolder.sweep(olderThan: 300)

@@ -203,10 +203,11 @@ struct WebhookTests {
         return claimed.id
     }
 
-    static func deliverer(_ harness: TestHarness) -> WebhookDeliverer {
+    static func deliverer(_ harness: TestHarness, metrics: LectorMetrics = LectorMetrics()) -> WebhookDeliverer {
         WebhookDeliverer(
             store: WebhookStore(client: harness.client, logger: TestDatabase.logger),
-            configuration: WebhookDeliveryConfiguration(settings: harness.settings), logger: TestDatabase.logger)
+            configuration: WebhookDeliveryConfiguration(settings: harness.settings), metrics: metrics,
+            logger: TestDatabase.logger)
     }
 
     /// Runs delivery passes until `done` or 20 s.
@@ -296,7 +297,11 @@ struct WebhookTests {
                     #expect((none.json["deliveries"] as? [Any])?.isEmpty == true)
 
                     _ = try await Self.finishNextJob(harness)
-                    try await Self.deliver(Self.deliverer(harness)) { await receiver.received.count >= 4 }
+                    let metrics = LectorMetrics()
+                    try await Self.deliver(Self.deliverer(harness, metrics: metrics)) { await receiver.received.count >= 4 }
+                    let exposition = String(decoding: await metrics.exposition(), as: UTF8.self)
+                    #expect(exposition.contains(#"lector_webhook_attempts_total{result="http_error"} 3"#), "\(exposition)")
+                    #expect(exposition.contains(#"lector_webhook_attempts_total{result="delivered"} 1"#))
                     let received = await receiver.received
                     #expect(received.count == 4)
                     #expect(Set(received.map(\.id)).count == 1, "one webhook-id on every attempt")
