@@ -219,9 +219,10 @@ public struct WebhookDeliverer: Service {
         if target.literal == nil {
             // Connect to the checked address only: the resolver is not asked again (no DNS rebinding), while the
             // Host header, SNI and the certificate check keep the URL's name.
-            let urlHost = URLComponents(string: target.url)?.host ?? target.host
-            clientConfiguration.dnsOverride[urlHost] = address.description
-            clientConfiguration.dnsOverride[target.host] = address.description
+            // Every spelling of the host a URL parser gives, so that AsyncHTTPClient's lookup finds one of them.
+            for host in [URLComponents(string: target.url)?.host, URL(string: target.url)?.host, target.host] {
+                if let host { clientConfiguration.dnsOverride[host] = address.description }
+            }
         }
         let client = HTTPClient(eventLoopGroup: eventLoopGroup, configuration: clientConfiguration, backgroundActivityLogger: logger)
         let result: SendOutcome
