@@ -68,6 +68,7 @@ struct JobsController {
         v1.get("languages", use: languages)
         v1.get("jobs/:id", use: status)
         v1.get("jobs/:id/result", use: result)
+        v1.get("jobs/:id/deliveries", use: deliveries)
         root.get("files/:id/:file", use: file)
     }
 
@@ -88,8 +89,10 @@ struct JobsController {
         let parser = UploadParser(
             maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
             availableLanguages: dependencies.availableLanguages, availableDetectors: dependencies.availableDetectors,
-            defaultLanguage: dependencies.settings.defaultLanguage, spoolDirectory: dependencies.storage.spoolDirectory)
+            defaultLanguage: dependencies.settings.defaultLanguage, spoolDirectory: dependencies.storage.spoolDirectory,
+            callbackPolicy: CallbackURLPolicy(allowPrivate: dependencies.settings.webhookAllowPrivate))
         let upload = try await parser.parse(request)
+        let callbackURL = try await resolveCallbackURL(upload.callback, user: user)
 
         let id = UUID()
         let digest = upload.document.sha256
@@ -98,6 +101,7 @@ struct JobsController {
         var hasher = SHA256()
         hasher.update(data: digest)
         hasher.update(data: Data([0]) + Data(optionsJSON.utf8) + Data([0]) + Data(upload.metadataJSON.utf8))
+        if let callbackURL { hasher.update(data: Data([0]) + Data(callbackURL.utf8)) }
         let fingerprint = Array(hasher.finalize())
         if let key = idempotencyKey, let replay = try await replay(key: key, user: user, fingerprint: fingerprint) {
             return replay
@@ -105,7 +109,7 @@ struct JobsController {
         let job = NewJob(
             id: id, ownerID: user.id, documentName: upload.documentName, contentType: upload.type.mediaType,
             sizeBytes: upload.document.size, sha256: digest, optionsJSON: optionsJSON,
-            metadataJSON: upload.metadataJSON)
+            metadataJSON: upload.metadataJSON, callbackURL: callbackURL)
         let jobDescription: JSONValue = .object([
             "id": .string(id.uuidString.lowercased()),
             "owner": .string(user.name),
@@ -155,6 +159,42 @@ struct JobsController {
         headers[.location] = JobLinks(id: id).`self`
         headers[.retryAfter] = "\(dependencies.settings.retryAfter)"
         return try json(body, status: .accepted, headers: headers)
+    }
+
+    /// The job's callback URL: the submit's `callbackUrl`, else the key's default (checked when it was set).
+    ///
+    /// A URL given now is resolved too, within 2 s: refused (400 `invalid_callback_url`) when any address of its
+    /// host is private, loopback, link-local, unspecified, multicast or CGNAT, or the name does not exist. A
+    /// resolver that does not answer in time is no verdict: the job is accepted, and delivery checks the
+    /// addresses again before every attempt, which is the check that protects the network.
+    private func resolveCallbackURL(_ target: CallbackURLPolicy.Target?, user: AuthenticatedUser) async throws -> String? {
+        guard let target else { return user.defaultCallbackURL }
+        guard user.hasWebhookSecret else {
+            throw APIError.badRequest("webhook_secret_missing",
+                "callbacks are signed with a per-user secret, and this user has none yet: an operator creates it with `lector keys webhook-secret --user NAME`")
+        }
+        let policy = CallbackURLPolicy(allowPrivate: dependencies.settings.webhookAllowPrivate)
+        do {
+            _ = try await withDeadline(.seconds(2), "resolving the callback host") { try await policy.resolve(target) }
+        } catch let error as CallbackURLRefused {
+            throw APIError.badRequest("invalid_callback_url", error.description)
+        } catch {
+            // No verdict (the resolver timed out or failed): delivery checks again before every attempt.
+        }
+        return target.url
+    }
+
+    // MARK: GET /v1/jobs/{id}/deliveries
+
+    /// The job's webhook deliveries and every attempt of each (owner only; 404 otherwise).
+    @Sendable func deliveries(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let id = try jobID(context)
+        let webhooks = WebhookStore(client: dependencies.jobs.client, logger: dependencies.jobs.logger)
+        guard let records = try await database({ try await webhooks.deliveries(jobID: id, ownerID: user.id) }) else {
+            throw APIError.jobNotFound
+        }
+        return try json(DeliveriesView(id: id.uuidString.lowercased(), deliveries: records.map(DeliveryView.init)), status: .ok)
     }
 
     /// The answer to a submit whose Idempotency-Key was used before: the original job (202, as the first

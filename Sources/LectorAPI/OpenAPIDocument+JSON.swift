@@ -62,6 +62,25 @@ extension OpenAPIDocument {
         }
       }
     },
+    "/metrics": {
+      "get": {
+        "operationId": "getMetrics",
+        "summary": "Prometheus metrics of this API process (text exposition format).",
+        "security": [],
+        "responses": {
+          "200": {
+            "description": "Metrics.",
+            "content": {
+              "text/plain": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
     "/openapi.json": {
       "get": {
         "operationId": "openapi",
@@ -137,6 +156,15 @@ extension OpenAPIDocument {
             "schema": {
               "type": "string",
               "maxLength": 1024
+            }
+          },
+          {
+            "name": "callbackUrl",
+            "in": "query",
+            "description": "Raw body only: the job's callback URL (see Options.callbackUrl).",
+            "schema": {
+              "type": "string",
+              "maxLength": 2048
             }
           },
           {
@@ -234,7 +262,7 @@ extension OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Malformed multipart, metadata or options; unknown part, option or parameter; uninstalled language; empty document; a number in the metadata that cannot be stored exactly; a repeated query parameter.",
+            "description": "Malformed multipart, metadata or options; unknown part, option or parameter; uninstalled language; empty document; a number in the metadata that cannot be stored exactly; a repeated query parameter. A callback URL that is not https, carries a user name or password, or whose host is or resolves to a private address (invalid_callback_url); a callback URL from a user without a webhook secret (webhook_secret_missing).",
             "content": {
               "application/json": {
                 "schema": {
@@ -639,6 +667,92 @@ extension OpenAPIDocument {
         }
       }
     },
+    "/v1/jobs/{id}/deliveries": {
+      "get": {
+        "operationId": "getJobDeliveries",
+        "summary": "The job's webhook deliveries, each with every attempt (owner only).",
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The job's id.",
+            "schema": {
+              "type": "string",
+              "format": "uuid"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The deliveries, oldest first.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Deliveries"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "The id is not a UUID, or a parameter is invalid.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such job for this key (unknown, or another user's), or no such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        },
+        "description": "Deliveries are made when a job with a callback URL ends: a POST with the JSON body {id, status, reason, links} and the headers webhook-id, webhook-timestamp and webhook-signature (v1,<base64 HMAC-SHA256 of \"<webhook-id>.<webhook-timestamp>.<body>\" keyed with the base64-decoded part of the user's whsec_ secret>). Retried with exponential backoff and jitter until a 2xx, for 24 h. An empty list: the job has not ended or has no callback URL."
+      }
+    },
     "/files/{id}/{file}": {
       "get": {
         "operationId": "getFile",
@@ -1034,25 +1148,6 @@ extension OpenAPIDocument {
           }
         }
       }
-    },
-    "/metrics": {
-      "get": {
-        "operationId": "getMetrics",
-        "summary": "Prometheus metrics of this API process (text exposition format).",
-        "security": [],
-        "responses": {
-          "200": {
-            "description": "Metrics.",
-            "content": {
-              "text/plain": {
-                "schema": {
-                  "type": "string"
-                }
-              }
-            }
-          }
-        }
-      }
     }
   },
   "components": {
@@ -1172,6 +1267,11 @@ extension OpenAPIDocument {
               "pattern": "^(deskew|orient|grayscale|denoise|binarize(:(otsu|adaptive))?|scale(:[0-9.]+)?)$"
             },
             "description": "Preprocessing applied in order to every page: deskew, orient, grayscale, binarize[:otsu|adaptive], denoise, scale[:factor 0.25-4, default 2]."
+          },
+          "callbackUrl": {
+            "type": "string",
+            "maxLength": 2048,
+            "description": "Where to POST the job's end (id, status, reason, links), signed the Standard Webhooks way with the user's webhook secret. https only; no user name or password; a host that is, or resolves to, a private, loopback, link-local, unspecified, multicast or CGNAT address is refused (400 invalid_callback_url), unless the server sets LECTOR_WEBHOOK_ALLOW_PRIVATE. Not an engine option: the job's `options` do not show it. Default: the key's callback URL, if set (`lector keys webhook`)."
           }
         }
       },
@@ -1515,6 +1615,119 @@ extension OpenAPIDocument {
         "minItems": 2,
         "maxItems": 2,
         "description": "[x, y] in page pixels."
+      },
+      "Delivery": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "id",
+          "jobStatus",
+          "url",
+          "state",
+          "createdAt",
+          "attempts"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid",
+            "description": "The webhook-id header of every attempt of this delivery."
+          },
+          "jobStatus": {
+            "type": "string",
+            "enum": [
+              "FINISHED",
+              "FAILURE"
+            ],
+            "description": "The ending this delivery reports."
+          },
+          "url": {
+            "type": "string"
+          },
+          "state": {
+            "type": "string",
+            "enum": [
+              "pending",
+              "delivered",
+              "failed"
+            ],
+            "description": "pending: an attempt is due at nextAttemptAt; delivered: a 2xx answer; failed: retries stopped 24 h after the job ended."
+          },
+          "createdAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "deliveredAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "gaveUpAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "nextAttemptAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "attempts": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/DeliveryAttempt"
+            }
+          }
+        }
+      },
+      "DeliveryAttempt": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "attempt",
+          "at",
+          "durationMs"
+        ],
+        "properties": {
+          "attempt": {
+            "type": "integer",
+            "minimum": 1
+          },
+          "at": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "durationMs": {
+            "type": "number",
+            "minimum": 0
+          },
+          "statusCode": {
+            "type": "integer",
+            "description": "The receiver's HTTP status; absent when there was no answer."
+          },
+          "error": {
+            "type": "string",
+            "description": "Why there was no answer: refused (the address is not allowed), timeout, or the connection's error."
+          }
+        }
+      },
+      "Deliveries": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "id",
+          "deliveries"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid",
+            "description": "The job's id."
+          },
+          "deliveries": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/Delivery"
+            }
+          }
+        }
       }
     }
   }

@@ -72,3 +72,46 @@ struct PendingResult: Encodable {
     let status: JobStatus
     let links: JobLinks
 }
+
+/// The body of `GET /v1/jobs/{id}/deliveries`.
+struct DeliveriesView: Encodable {
+    let id: String
+    let deliveries: [DeliveryView]
+}
+
+/// One webhook delivery: its `webhook-id`, what it reports, where it goes, where it stands, and every attempt.
+struct DeliveryView: Encodable {
+    struct Attempt: Encodable {
+        let attempt: Int
+        let at: Date
+        let durationMs: Double
+        let statusCode: Int?
+        let error: String?
+    }
+
+    let id: String
+    /// The job status the delivery reports (`FINISHED` or `FAILURE`).
+    let jobStatus: JobStatus
+    let url: String
+    /// `pending` (an attempt is due at `nextAttemptAt`), `delivered` (a 2xx), or `failed` (retries gave up).
+    let state: String
+    let createdAt: Date
+    let deliveredAt: Date?
+    let gaveUpAt: Date?
+    let nextAttemptAt: Date?
+    let attempts: [Attempt]
+
+    init(_ record: DeliveryRecord) {
+        self.id = record.id.uuidString.lowercased()
+        self.jobStatus = record.status
+        self.url = record.url
+        self.state = record.deliveredAt != nil ? "delivered" : record.gaveUpAt != nil ? "failed" : "pending"
+        self.createdAt = record.createdAt
+        self.deliveredAt = record.deliveredAt
+        self.gaveUpAt = record.gaveUpAt
+        self.nextAttemptAt = record.nextAttemptAt
+        self.attempts = record.attempts.map {
+            Attempt(attempt: $0.attempt, at: $0.at, durationMs: ($0.durationMs * 10).rounded() / 10, statusCode: $0.statusCode, error: $0.error)
+        }
+    }
+}

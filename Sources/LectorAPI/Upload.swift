@@ -14,6 +14,9 @@ struct Upload {
     var options: OCROptions
     /// The client's metadata exactly as sent (checked to be a JSON object); `{}` when none was sent.
     var metadataJSON: String
+    /// `callbackUrl`, checked without the network (scheme, userinfo, literal address); not an engine option, so
+    /// kept out of `options`. The controller resolves its host before the job is created.
+    var callback: CallbackURLPolicy.Target?
 
     /// Largest metadata accepted, in bytes of JSON text.
     static let maxMetadataBytes = 64 * 1024
@@ -35,9 +38,10 @@ struct UploadParser {
     let availableDetectors: Set<DetectorKind>
     let defaultLanguage: String
     let spoolDirectory: String
+    var callbackPolicy = CallbackURLPolicy(allowPrivate: false)
     var threadPool: NIOThreadPool = .singleton
 
-    static let optionNames = ["lang", "mode", "operations", "detector"]
+    static let optionNames = ["lang", "mode", "operations", "detector", "callbackUrl"]
     /// Chunks are gathered up to this size before one trip to the thread pool.
     static let batchBytes = 64 * 1024
 
@@ -72,8 +76,10 @@ struct UploadParser {
                 throw APIError.badRequest("missing_document", "the multipart body has no 'document' part")
             }
             let metadata = try parts.metadata.map(parseMetadata)
-            let options = try parts.options.map(parseOptions) ?? makeOptions(lang: nil)
-            return try makeUpload(document: document, name: parts.documentName, options: options, metadataJSON: metadata ?? "{}")
+            let (options, callback) = try parts.options.map(parseOptions) ?? (makeOptions(lang: nil), nil)
+            var upload = try makeUpload(document: document, name: parts.documentName, options: options, metadataJSON: metadata ?? "{}")
+            upload.callback = callback
+            return upload
         }
         if contentType.lowercased().hasPrefix("application/json") || contentType.lowercased().hasPrefix("application/x-www-form-urlencoded") {
             throw APIError(.unsupportedMediaType, "unsupported_media_type",
@@ -88,6 +94,7 @@ struct UploadParser {
         // In a query, operations are comma-separated: ?operations=deskew,binarize:adaptive
         let operations = query.get("operations").map { $0.isEmpty ? [] : $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
         let options = try makeOptions(lang: query.get("lang"), mode: query.get("mode"), operations: operations, detector: query.get("detector"))
+        let callback = try query.get("callbackUrl").map(checkCallback)
         let name = Self.sanitizeFileName(query.get("filename"))
         let writer = try await threadPool.runIfActive { [spoolDirectory] in try DocumentSpoolWriter(directory: spoolDirectory) }
         let document: SpooledDocument
@@ -100,7 +107,18 @@ struct UploadParser {
             try? await threadPool.runIfActive { writer.abandon() }
             throw error
         }
-        return try makeUpload(document: document, name: name, options: options, metadataJSON: "{}")
+        var upload = try makeUpload(document: document, name: name, options: options, metadataJSON: "{}")
+        upload.callback = callback
+        return upload
+    }
+
+    /// The checks of a callback URL that need no network (400 `invalid_callback_url`).
+    private func checkCallback(_ raw: String) throws -> CallbackURLPolicy.Target {
+        do {
+            return try callbackPolicy.check(raw)
+        } catch {
+            throw APIError.badRequest("invalid_callback_url", error.description)
+        }
     }
 
     /// Hands the body to `consume` on the thread pool, in batches of about `batchBytes`, refusing more than
@@ -185,15 +203,18 @@ struct UploadParser {
         return text
     }
 
-    private func parseOptions(_ body: ByteBuffer) throws -> OCROptions {
+    private func parseOptions(_ body: ByteBuffer) throws -> (OCROptions, CallbackURLPolicy.Target?) {
         guard body.readableBytes <= Upload.maxOptionsBytes, let value = JSONValue.parse(Data(buffer: body)),
             case .object(let members) = value
         else {
             throw APIError.badRequest("invalid_options", "options must be a JSON object, e.g. {\"lang\": \"eng\"}")
         }
         var lang: String?, mode: String?, detector: String?, operations: [String]?
+        var callback: CallbackURLPolicy.Target?
         for (key, value) in members {
             switch (key, value) {
+            case ("callbackUrl", .string(let string)): callback = try checkCallback(string)
+            case ("callbackUrl", _): throw APIError.badRequest("invalid_callback_url", "options.callbackUrl must be a string: an https URL")
             case ("lang", .string(let string)): lang = string
             case ("lang", _): throw APIError.badRequest("invalid_options", "options.lang must be a string, e.g. \"eng+deu\"")
             case ("mode", .string(let string)): mode = string
@@ -213,7 +234,7 @@ struct UploadParser {
                 throw APIError.badRequest("invalid_options", "unknown option '\(key.prefix(64))'; allowed: \(Self.optionNames.joined(separator: ", "))")
             }
         }
-        return try makeOptions(lang: lang, mode: mode, operations: operations, detector: detector)
+        return (try makeOptions(lang: lang, mode: mode, operations: operations, detector: detector), callback)
     }
 
     private func makeOptions(lang: String?, mode: String? = nil, operations: [String]? = nil, detector: String? = nil) throws -> OCROptions {

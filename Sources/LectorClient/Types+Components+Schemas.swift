@@ -131,6 +131,10 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Options/operations`.
             public var operations: [Swift.String]?
+            /// Where to POST the job's end (id, status, reason, links), signed the Standard Webhooks way with the user's webhook secret. https only; no user name or password; a host that is, or resolves to, a private, loopback, link-local, unspecified, multicast or CGNAT address is refused (400 invalid_callback_url), unless the server sets LECTOR_WEBHOOK_ALLOW_PRIVATE. Not an engine option: the job's `options` do not show it. Default: the key's callback URL, if set (`lector keys webhook`).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Options/callbackUrl`.
+            public var callbackUrl: Swift.String?
             /// Creates a new `Options`.
             ///
             /// - Parameters:
@@ -138,22 +142,26 @@ extension Components {
             ///   - mode: auto: classify each page before OCR; document: Tesseract's page layout (scans); scene: text detection, then each region read as a line (photos).
             ///   - detector: The scene pipeline's text detector; east only where its model was installed (`lector models fetch east`).
             ///   - operations: Preprocessing applied in order to every page: deskew, orient, grayscale, binarize[:otsu|adaptive], denoise, scale[:factor 0.25-4, default 2].
+            ///   - callbackUrl: Where to POST the job's end (id, status, reason, links), signed the Standard Webhooks way with the user's webhook secret. https only; no user name or password; a host that is, or resolves to, a private, loopback, link-local, unspecified, multicast or CGNAT address is refused (400 invalid_callback_url), unless the server sets LECTOR_WEBHOOK_ALLOW_PRIVATE. Not an engine option: the job's `options` do not show it. Default: the key's callback URL, if set (`lector keys webhook`).
             public init(
                 lang: Swift.String? = nil,
                 mode: Components.Schemas.Options.ModePayload? = nil,
                 detector: Components.Schemas.Options.DetectorPayload? = nil,
-                operations: [Swift.String]? = nil
+                operations: [Swift.String]? = nil,
+                callbackUrl: Swift.String? = nil
             ) {
                 self.lang = lang
                 self.mode = mode
                 self.detector = detector
                 self.operations = operations
+                self.callbackUrl = callbackUrl
             }
             public enum CodingKeys: String, CodingKey {
                 case lang
                 case mode
                 case detector
                 case operations
+                case callbackUrl
             }
             public init(from decoder: any Swift.Decoder) throws {
                 let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -173,11 +181,16 @@ extension Components {
                     [Swift.String].self,
                     forKey: .operations
                 )
+                self.callbackUrl = try container.decodeIfPresent(
+                    Swift.String.self,
+                    forKey: .callbackUrl
+                )
                 try decoder.ensureNoAdditionalProperties(knownKeys: [
                     "lang",
                     "mode",
                     "detector",
-                    "operations"
+                    "operations",
+                    "callbackUrl"
                 ])
             }
         }
@@ -689,5 +702,256 @@ extension Components {
         ///
         /// - Remark: Generated from `#/components/schemas/Point`.
         public typealias Point = [Swift.Int]
+        /// - Remark: Generated from `#/components/schemas/Delivery`.
+        public struct Delivery: Codable, Hashable, Sendable {
+            /// The webhook-id header of every attempt of this delivery.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Delivery/id`.
+            public var id: Swift.String
+            /// The ending this delivery reports.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Delivery/jobStatus`.
+            @frozen public enum JobStatusPayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case finished = "FINISHED"
+                case failure = "FAILURE"
+            }
+            /// The ending this delivery reports.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Delivery/jobStatus`.
+            public var jobStatus: Components.Schemas.Delivery.JobStatusPayload
+            /// - Remark: Generated from `#/components/schemas/Delivery/url`.
+            public var url: Swift.String
+            /// pending: an attempt is due at nextAttemptAt; delivered: a 2xx answer; failed: retries stopped 24 h after the job ended.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Delivery/state`.
+            @frozen public enum StatePayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case pending = "pending"
+                case delivered = "delivered"
+                case failed = "failed"
+            }
+            /// pending: an attempt is due at nextAttemptAt; delivered: a 2xx answer; failed: retries stopped 24 h after the job ended.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Delivery/state`.
+            public var state: Components.Schemas.Delivery.StatePayload
+            /// - Remark: Generated from `#/components/schemas/Delivery/createdAt`.
+            public var createdAt: Foundation.Date
+            /// - Remark: Generated from `#/components/schemas/Delivery/deliveredAt`.
+            public var deliveredAt: Foundation.Date?
+            /// - Remark: Generated from `#/components/schemas/Delivery/gaveUpAt`.
+            public var gaveUpAt: Foundation.Date?
+            /// - Remark: Generated from `#/components/schemas/Delivery/nextAttemptAt`.
+            public var nextAttemptAt: Foundation.Date?
+            /// - Remark: Generated from `#/components/schemas/Delivery/attempts`.
+            public var attempts: [Components.Schemas.DeliveryAttempt]
+            /// Creates a new `Delivery`.
+            ///
+            /// - Parameters:
+            ///   - id: The webhook-id header of every attempt of this delivery.
+            ///   - jobStatus: The ending this delivery reports.
+            ///   - url:
+            ///   - state: pending: an attempt is due at nextAttemptAt; delivered: a 2xx answer; failed: retries stopped 24 h after the job ended.
+            ///   - createdAt:
+            ///   - deliveredAt:
+            ///   - gaveUpAt:
+            ///   - nextAttemptAt:
+            ///   - attempts:
+            public init(
+                id: Swift.String,
+                jobStatus: Components.Schemas.Delivery.JobStatusPayload,
+                url: Swift.String,
+                state: Components.Schemas.Delivery.StatePayload,
+                createdAt: Foundation.Date,
+                deliveredAt: Foundation.Date? = nil,
+                gaveUpAt: Foundation.Date? = nil,
+                nextAttemptAt: Foundation.Date? = nil,
+                attempts: [Components.Schemas.DeliveryAttempt]
+            ) {
+                self.id = id
+                self.jobStatus = jobStatus
+                self.url = url
+                self.state = state
+                self.createdAt = createdAt
+                self.deliveredAt = deliveredAt
+                self.gaveUpAt = gaveUpAt
+                self.nextAttemptAt = nextAttemptAt
+                self.attempts = attempts
+            }
+            public enum CodingKeys: String, CodingKey {
+                case id
+                case jobStatus
+                case url
+                case state
+                case createdAt
+                case deliveredAt
+                case gaveUpAt
+                case nextAttemptAt
+                case attempts
+            }
+            public init(from decoder: any Swift.Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.id = try container.decode(
+                    Swift.String.self,
+                    forKey: .id
+                )
+                self.jobStatus = try container.decode(
+                    Components.Schemas.Delivery.JobStatusPayload.self,
+                    forKey: .jobStatus
+                )
+                self.url = try container.decode(
+                    Swift.String.self,
+                    forKey: .url
+                )
+                self.state = try container.decode(
+                    Components.Schemas.Delivery.StatePayload.self,
+                    forKey: .state
+                )
+                self.createdAt = try container.decode(
+                    Foundation.Date.self,
+                    forKey: .createdAt
+                )
+                self.deliveredAt = try container.decodeIfPresent(
+                    Foundation.Date.self,
+                    forKey: .deliveredAt
+                )
+                self.gaveUpAt = try container.decodeIfPresent(
+                    Foundation.Date.self,
+                    forKey: .gaveUpAt
+                )
+                self.nextAttemptAt = try container.decodeIfPresent(
+                    Foundation.Date.self,
+                    forKey: .nextAttemptAt
+                )
+                self.attempts = try container.decode(
+                    [Components.Schemas.DeliveryAttempt].self,
+                    forKey: .attempts
+                )
+                try decoder.ensureNoAdditionalProperties(knownKeys: [
+                    "id",
+                    "jobStatus",
+                    "url",
+                    "state",
+                    "createdAt",
+                    "deliveredAt",
+                    "gaveUpAt",
+                    "nextAttemptAt",
+                    "attempts"
+                ])
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/DeliveryAttempt`.
+        public struct DeliveryAttempt: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/DeliveryAttempt/attempt`.
+            public var attempt: Swift.Int
+            /// - Remark: Generated from `#/components/schemas/DeliveryAttempt/at`.
+            public var at: Foundation.Date
+            /// - Remark: Generated from `#/components/schemas/DeliveryAttempt/durationMs`.
+            public var durationMs: Swift.Double
+            /// The receiver's HTTP status; absent when there was no answer.
+            ///
+            /// - Remark: Generated from `#/components/schemas/DeliveryAttempt/statusCode`.
+            public var statusCode: Swift.Int?
+            /// Why there was no answer: refused (the address is not allowed), timeout, or the connection's error.
+            ///
+            /// - Remark: Generated from `#/components/schemas/DeliveryAttempt/error`.
+            public var error: Swift.String?
+            /// Creates a new `DeliveryAttempt`.
+            ///
+            /// - Parameters:
+            ///   - attempt:
+            ///   - at:
+            ///   - durationMs:
+            ///   - statusCode: The receiver's HTTP status; absent when there was no answer.
+            ///   - error: Why there was no answer: refused (the address is not allowed), timeout, or the connection's error.
+            public init(
+                attempt: Swift.Int,
+                at: Foundation.Date,
+                durationMs: Swift.Double,
+                statusCode: Swift.Int? = nil,
+                error: Swift.String? = nil
+            ) {
+                self.attempt = attempt
+                self.at = at
+                self.durationMs = durationMs
+                self.statusCode = statusCode
+                self.error = error
+            }
+            public enum CodingKeys: String, CodingKey {
+                case attempt
+                case at
+                case durationMs
+                case statusCode
+                case error
+            }
+            public init(from decoder: any Swift.Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.attempt = try container.decode(
+                    Swift.Int.self,
+                    forKey: .attempt
+                )
+                self.at = try container.decode(
+                    Foundation.Date.self,
+                    forKey: .at
+                )
+                self.durationMs = try container.decode(
+                    Swift.Double.self,
+                    forKey: .durationMs
+                )
+                self.statusCode = try container.decodeIfPresent(
+                    Swift.Int.self,
+                    forKey: .statusCode
+                )
+                self.error = try container.decodeIfPresent(
+                    Swift.String.self,
+                    forKey: .error
+                )
+                try decoder.ensureNoAdditionalProperties(knownKeys: [
+                    "attempt",
+                    "at",
+                    "durationMs",
+                    "statusCode",
+                    "error"
+                ])
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/Deliveries`.
+        public struct Deliveries: Codable, Hashable, Sendable {
+            /// The job's id.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Deliveries/id`.
+            public var id: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Deliveries/deliveries`.
+            public var deliveries: [Components.Schemas.Delivery]
+            /// Creates a new `Deliveries`.
+            ///
+            /// - Parameters:
+            ///   - id: The job's id.
+            ///   - deliveries:
+            public init(
+                id: Swift.String,
+                deliveries: [Components.Schemas.Delivery]
+            ) {
+                self.id = id
+                self.deliveries = deliveries
+            }
+            public enum CodingKeys: String, CodingKey {
+                case id
+                case deliveries
+            }
+            public init(from decoder: any Swift.Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.id = try container.decode(
+                    Swift.String.self,
+                    forKey: .id
+                )
+                self.deliveries = try container.decode(
+                    [Components.Schemas.Delivery].self,
+                    forKey: .deliveries
+                )
+                try decoder.ensureNoAdditionalProperties(knownKeys: [
+                    "id",
+                    "deliveries"
+                ])
+            }
+        }
     }
 }

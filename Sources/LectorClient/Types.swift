@@ -11,6 +11,11 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `GET /readyz`.
     /// - Remark: Generated from `#/paths//readyz/get(ready)`.
     func ready(_ input: Operations.Ready.Input) async throws -> Operations.Ready.Output
+    /// Prometheus metrics of this API process (text exposition format).
+    ///
+    /// - Remark: HTTP `GET /metrics`.
+    /// - Remark: Generated from `#/paths//metrics/get(getMetrics)`.
+    func getMetrics(_ input: Operations.GetMetrics.Input) async throws -> Operations.GetMetrics.Output
     /// This document.
     ///
     /// - Remark: HTTP `GET /openapi.json`.
@@ -38,6 +43,13 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `GET /v1/jobs/{id}/result`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/result/get(getResult)`.
     func getResult(_ input: Operations.GetResult.Input) async throws -> Operations.GetResult.Output
+    /// The job's webhook deliveries, each with every attempt (owner only).
+    ///
+    /// Deliveries are made when a job with a callback URL ends: a POST with the JSON body {id, status, reason, links} and the headers webhook-id, webhook-timestamp and webhook-signature (v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>" keyed with the base64-decoded part of the user's whsec_ secret>). Retried with exponential backoff and jitter until a 2xx, for 24 h. An empty list: the job has not ended or has no callback URL.
+    ///
+    /// - Remark: HTTP `GET /v1/jobs/{id}/deliveries`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/deliveries/get(getJobDeliveries)`.
+    func getJobDeliveries(_ input: Operations.GetJobDeliveries.Input) async throws -> Operations.GetJobDeliveries.Output
     /// A result file behind a signed link (no API key).
     ///
     /// - Remark: HTTP `GET /files/{id}/{file}`.
@@ -64,11 +76,6 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `GET /v1/jobs/{id}/ws`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/ws/get(getJobWebSocket)`.
     func getJobWebSocket(_ input: Operations.GetJobWebSocket.Input) async throws -> Operations.GetJobWebSocket.Output
-    /// Prometheus metrics of this API process (text exposition format).
-    ///
-    /// - Remark: HTTP `GET /metrics`.
-    /// - Remark: Generated from `#/paths//metrics/get(getMetrics)`.
-    func getMetrics(_ input: Operations.GetMetrics.Input) async throws -> Operations.GetMetrics.Output
 }
 
 /// Convenience overloads for operation inputs.
@@ -86,6 +93,13 @@ extension APIProtocol {
     /// - Remark: Generated from `#/paths//readyz/get(ready)`.
     public func ready(headers: Operations.Ready.Input.Headers = .init()) async throws -> Operations.Ready.Output {
         try await ready(Operations.Ready.Input(headers: headers))
+    }
+    /// Prometheus metrics of this API process (text exposition format).
+    ///
+    /// - Remark: HTTP `GET /metrics`.
+    /// - Remark: Generated from `#/paths//metrics/get(getMetrics)`.
+    public func getMetrics(headers: Operations.GetMetrics.Input.Headers = .init()) async throws -> Operations.GetMetrics.Output {
+        try await getMetrics(Operations.GetMetrics.Input(headers: headers))
     }
     /// This document.
     ///
@@ -146,6 +160,21 @@ extension APIProtocol {
             headers: headers
         ))
     }
+    /// The job's webhook deliveries, each with every attempt (owner only).
+    ///
+    /// Deliveries are made when a job with a callback URL ends: a POST with the JSON body {id, status, reason, links} and the headers webhook-id, webhook-timestamp and webhook-signature (v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>" keyed with the base64-decoded part of the user's whsec_ secret>). Retried with exponential backoff and jitter until a 2xx, for 24 h. An empty list: the job has not ended or has no callback URL.
+    ///
+    /// - Remark: HTTP `GET /v1/jobs/{id}/deliveries`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/deliveries/get(getJobDeliveries)`.
+    public func getJobDeliveries(
+        path: Operations.GetJobDeliveries.Input.Path,
+        headers: Operations.GetJobDeliveries.Input.Headers = .init()
+    ) async throws -> Operations.GetJobDeliveries.Output {
+        try await getJobDeliveries(Operations.GetJobDeliveries.Input(
+            path: path,
+            headers: headers
+        ))
+    }
     /// A result file behind a signed link (no API key).
     ///
     /// - Remark: HTTP `GET /files/{id}/{file}`.
@@ -201,13 +230,6 @@ extension APIProtocol {
             path: path,
             headers: headers
         ))
-    }
-    /// Prometheus metrics of this API process (text exposition format).
-    ///
-    /// - Remark: HTTP `GET /metrics`.
-    /// - Remark: Generated from `#/paths//metrics/get(getMetrics)`.
-    public func getMetrics(headers: Operations.GetMetrics.Input.Headers = .init()) async throws -> Operations.GetMetrics.Output {
-        try await getMetrics(Operations.GetMetrics.Input(headers: headers))
     }
 }
 

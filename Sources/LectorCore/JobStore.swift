@@ -80,11 +80,14 @@ public struct NewJob: Sendable {
     public var sha256: [UInt8]
     public var optionsJSON: String
     public var metadataJSON: String
+    /// Where to POST the job's end (checked by `CallbackURLPolicy`); nil for none.
+    public var callbackURL: String?
 
     public init(
         id: UUID, ownerID: Int64, documentName: String, contentType: String, sizeBytes: Int64,
-        sha256: [UInt8], optionsJSON: String, metadataJSON: String
+        sha256: [UInt8], optionsJSON: String, metadataJSON: String, callbackURL: String? = nil
     ) {
+        self.callbackURL = callbackURL
         self.id = id
         self.ownerID = ownerID
         self.documentName = documentName

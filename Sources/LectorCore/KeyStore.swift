@@ -7,6 +7,18 @@ public struct AuthenticatedUser: Sendable, Equatable {
     public let id: Int64
     public let name: String
     public let keyID: Int64
+    /// The key's default callback URL (`lector keys webhook`), used when a submit names none.
+    public var defaultCallbackURL: String? = nil
+    /// Whether the user has a webhook signing secret (a submit with a callback URL needs one).
+    public var hasWebhookSecret: Bool = false
+
+    public init(id: Int64, name: String, keyID: Int64, defaultCallbackURL: String? = nil, hasWebhookSecret: Bool = false) {
+        self.id = id
+        self.name = name
+        self.keyID = keyID
+        self.defaultCallbackURL = defaultCallbackURL
+        self.hasWebhookSecret = hasWebhookSecret
+    }
 }
 
 /// One API key as `lector keys list` shows it (never the secret).
@@ -64,9 +76,10 @@ public struct KeyStore: Sendable {
         guard let key = APIKey(token: token) else { return nil }
         let rows = try await client.execute(AuthenticateStatement(prefix: key.prefix), logger: logger)
         let digest = key.secretDigest
-        for try await (keyID, stored, userID, name) in rows {
+        for try await (keyID, stored, userID, name, webhookURL, hasSecret) in rows {
             guard constantTimeEquals(stored.readableBytesView, digest) else { return nil }
-            return AuthenticatedUser(id: userID, name: name, keyID: keyID)
+            return AuthenticatedUser(
+                id: userID, name: name, keyID: keyID, defaultCallbackURL: webhookURL, hasWebhookSecret: hasSecret)
         }
         return nil
     }
@@ -84,6 +97,34 @@ public struct KeyStore: Sendable {
             keys.append(APIKeyInfo(id: row.0, user: row.1, prefix: row.2, createdAt: row.3, revokedAt: row.4))
         }
         return keys
+    }
+
+    /// Creates or replaces the user's webhook signing secret and returns it: the only time it is shown. Stored
+    /// as it is (Lector signs with it); nil when the user does not exist.
+    public func rotateWebhookSecret(user: String) async throws -> WebhookSecret? {
+        let secret = WebhookSecret.generate()
+        let rows = try await client.query(
+            "UPDATE users SET webhook_secret = \(secret.text) WHERE name = \(user) RETURNING id", logger: logger)
+        for try await _ in rows { return secret }
+        return nil
+    }
+
+    /// Sets (or, with nil, clears) a live key's default callback URL. The caller checks the URL first
+    /// (`CallbackURLPolicy`). `KeyStoreError` when the key is unknown or revoked, or its user has no webhook
+    /// secret yet (nothing could be signed).
+    public func setDefaultCallbackURL(keyID: Int64, url: String?) async throws {
+        let rows = try await client.query(
+            """
+            UPDATE api_keys k SET webhook_url = \(url)
+            FROM users u
+            WHERE k.id = \(keyID) AND k.revoked_at IS NULL AND u.id = k.user_id
+              AND (u.webhook_secret IS NOT NULL OR \(url)::text IS NULL)
+            RETURNING k.id
+            """,
+            logger: logger)
+        for try await _ in rows { return }
+        throw KeyStoreError(description:
+            "no live key with ID \(keyID), or its user has no webhook secret yet (lector keys webhook-secret --user NAME)")
     }
 
     /// Revokes a key; returns false when no live key has that id.

@@ -108,6 +108,13 @@ public final class LectorMetrics: Sendable {
             .increment()
     }
 
+    /// One webhook delivery attempt. `result`: `delivered` (a 2xx), `http_error` (another status), `refused`
+    /// (the address is not allowed), `timeout`, `error` (no answer).
+    public func webhookAttempt(result: String) {
+        registry.makeCounter(descriptor: Self.descriptor("webhook_attempts_total", "Webhook delivery attempts, by result"), labels: [("result", result)])
+            .increment()
+    }
+
     // MARK: queue depth, read from the database
 
     /// Jobs queued and running, and the oldest queued job's age, as the database has them.

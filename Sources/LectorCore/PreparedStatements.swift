@@ -9,15 +9,17 @@ import PostgresNIO
 // A connection pooler in transaction mode (PgBouncer < 1.21) cannot carry named statements across
 // transactions: point Lector at PostgreSQL itself, or at a pooler that tracks prepared statements.
 
-/// `KeyStore.authenticate`: the key row and its user, by the key's public prefix.
+/// `KeyStore.authenticate`: the key row and its user, by the key's public prefix; with the key's default
+/// callback URL and whether the user has a webhook secret (db/008_webhooks.sql), so a submit needs no other query.
 struct AuthenticateStatement: PostgresPreparedStatement {
-    static let name = "lector_authenticate_v1"
+    static let name = "lector_authenticate_v2"
     static let sql = """
-        SELECT k.id, k.secret_hash, u.id, u.name FROM api_keys k JOIN users u ON u.id = k.user_id
+        SELECT k.id, k.secret_hash, u.id, u.name, k.webhook_url, u.webhook_secret IS NOT NULL
+        FROM api_keys k JOIN users u ON u.id = k.user_id
         WHERE k.prefix = $1 AND k.revoked_at IS NULL
         """
     static let bindingDataTypes: [PostgresDataType] = [.text]
-    typealias Row = (Int64, ByteBuffer, Int64, String)
+    typealias Row = (Int64, ByteBuffer, Int64, String, String?, Bool)
 
     var prefix: String
 
@@ -30,12 +32,12 @@ struct AuthenticateStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
-/// `JobStore.create`: `create_job` (db/005_job_functions.sql).
+/// `JobStore.create`: `create_job` with the callback URL (db/008_webhooks.sql; 005 without it).
 struct CreateJobStatement: PostgresPreparedStatement {
-    static let name = "lector_create_job_v1"
-    static let sql = "SELECT create_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    static let name = "lector_create_job_v2"
+    static let sql = "SELECT create_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     static let bindingDataTypes: [PostgresDataType] = [
-        .uuid, .int8, .text, .text, .int8, .bytea, .text, .text, .text, .bytea,
+        .uuid, .int8, .text, .text, .int8, .bytea, .text, .text, .text, .bytea, .text,
     ]
     typealias Row = Date
 
@@ -44,7 +46,7 @@ struct CreateJobStatement: PostgresPreparedStatement {
     var fingerprint: [UInt8]?
 
     func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 10)
+        var bindings = PostgresBindings(capacity: 11)
         bindings.append(job.id)
         bindings.append(job.ownerID)
         bindings.append(job.documentName)
@@ -55,6 +57,7 @@ struct CreateJobStatement: PostgresPreparedStatement {
         bindings.append(job.metadataJSON)
         bindings.append(idempotencyKey)
         bindings.append(fingerprint.map { ByteBuffer(bytes: $0) })
+        bindings.append(job.callbackURL)
         return bindings
     }
 

@@ -103,6 +103,21 @@ public struct Settings: Sendable {
     /// `LECTOR_ABANDONED_AGE`: seconds after which an unfinished upload, staging folder or job folder without a
     /// job is removed by the sweeper.
     public var abandonedAge: Double
+    /// `LECTOR_WEBHOOK_ALLOW_PRIVATE`: also allow `http` callback URLs and private, loopback and link-local
+    /// targets (tests, closed networks). Off by default.
+    public var webhookAllowPrivate: Bool
+    /// `LECTOR_WEBHOOK_TIMEOUT`: seconds one delivery attempt may take (connect, send, answer).
+    public var webhookTimeout: Double
+    /// `LECTOR_WEBHOOK_RETRY_BASE_SECONDS` and `LECTOR_WEBHOOK_RETRY_MAX_SECONDS`: backoff between delivery
+    /// attempts, base · 2^(attempt−1) capped, times a jitter in [0.5, 1.5).
+    public var webhookRetryBaseSeconds: Double
+    public var webhookRetryMaxSeconds: Double
+    /// `LECTOR_WEBHOOK_GIVE_UP_SECONDS`: how long after the job's end delivery is retried (24 h).
+    public var webhookGiveUpSeconds: Double
+    /// `LECTOR_WEBHOOK_POLL_INTERVAL`: seconds between a worker's looks for due deliveries.
+    public var webhookPollInterval: Double
+    /// `LECTOR_WEBHOOK_CONCURRENCY`: deliveries one worker process makes at once.
+    public var webhookConcurrency: Int
 
     public static let defaults = Settings(environment: [:])
 
@@ -172,6 +187,13 @@ public struct Settings: Sendable {
         self.sweepInterval = seconds("LECTOR_SWEEP_INTERVAL", 600, min: 1)
         // Never below the longest a body may take, or a slow upload could be swept from under its request.
         self.abandonedAge = max(seconds("LECTOR_ABANDONED_AGE", 3600, min: 60), httpBodyTimeout + 60)
+        self.webhookAllowPrivate = (env["LECTOR_WEBHOOK_ALLOW_PRIVATE"] ?? "false").lowercased() == "true"
+        self.webhookTimeout = seconds("LECTOR_WEBHOOK_TIMEOUT", 10, min: 0.1, max: 120)
+        self.webhookRetryBaseSeconds = seconds("LECTOR_WEBHOOK_RETRY_BASE_SECONDS", 5)
+        self.webhookRetryMaxSeconds = seconds("LECTOR_WEBHOOK_RETRY_MAX_SECONDS", 3600)
+        self.webhookGiveUpSeconds = seconds("LECTOR_WEBHOOK_GIVE_UP_SECONDS", 86_400, min: 1, max: 30 * 86_400)
+        self.webhookPollInterval = seconds("LECTOR_WEBHOOK_POLL_INTERVAL", 1, max: 3600)
+        self.webhookConcurrency = int("LECTOR_WEBHOOK_CONCURRENCY", 4, max: 256)
     }
 }
 

@@ -216,11 +216,11 @@ struct Work: AsyncParsableCommand {
         if let concurrency { settings.workerConcurrency = max(1, concurrency) }
         let logger = Runtime.logger("lector.worker", settings: settings)
         try await Runtime.checkSchema(settings, logger: logger)
-        // One connection per slot, plus the listener, the rescuer and the lease keeper. Fewer (a smaller
-        // LECTOR_DATABASE_POOL_SIZE) works, with the keeper and the rescuer queueing behind the slots.
-        let connections = max(2, min(settings.databasePoolSize, settings.workerConcurrency + 3))
-        if connections < settings.workerConcurrency + 3 {
-            logger.warning("LECTOR_DATABASE_POOL_SIZE is below the worker's slots + 3; lease renewals may wait", metadata: [
+        // One connection per slot, plus the listener, the rescuer, the lease keeper and the webhook deliverer.
+        // Fewer (a smaller LECTOR_DATABASE_POOL_SIZE) works, with the others queueing behind the slots.
+        let connections = max(2, min(settings.databasePoolSize, settings.workerConcurrency + 4))
+        if connections < settings.workerConcurrency + 4 {
+            logger.warning("LECTOR_DATABASE_POOL_SIZE is below the worker's slots + 4; lease renewals may wait", metadata: [
                 "connections": "\(connections)", "slots": "\(settings.workerConcurrency)",
             ])
         }
@@ -239,13 +239,17 @@ struct Work: AsyncParsableCommand {
             jobs: jobs, interval: .milliseconds(Int64(settings.rescueInterval * 1000)),
             maxAttempts: settings.maxAttempts, grace: .milliseconds(Int64(settings.heartbeatSeconds * 1000)),
             metrics: metrics, logger: logger)
+        // Delivers the webhook outbox; every worker process runs one (they never take the same delivery).
+        let deliverer = WebhookDeliverer(
+            store: WebhookStore(client: client, logger: logger), configuration: WebhookDeliveryConfiguration(settings: settings),
+            metrics: metrics, logger: logger)
         // The worker's sweeper also removes scratch folders of workers that died on this host.
         let sweeper = Runtime.sweeper(storage: storage, jobs: jobs, settings: settings, logger: logger) {
             ScratchFolder.sweep(olderThan: 300)
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)]
         if settings.workerListen { services.append(.init(service: worker.queuedListener())) }
-        services += [.init(service: rescuer), .init(service: sweeper)]
+        services += [.init(service: rescuer), .init(service: deliverer), .init(service: sweeper)]
         if settings.metricsPort > 0 {
             services.append(.init(service: buildMetricsApplication(
                 metrics: metrics, host: settings.httpHost, port: settings.metricsPort, logger: logger)))
@@ -276,7 +280,61 @@ struct Migrate: AsyncParsableCommand {
 
 struct Keys: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Manage API keys.", subcommands: [Create.self, List.self, Revoke.self])
+        abstract: "Manage API keys and webhook settings.",
+        subcommands: [Create.self, List.self, Revoke.self, Webhook.self, WebhookSecretCommand.self])
+
+    struct Webhook: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set a key's default callback URL, used by its submits that name none (--clear removes it).")
+        @Option(help: "The key's ID from `keys list`.") var key: Int64
+        @Option(help: "An https URL (http and private addresses only with LECTOR_WEBHOOK_ALLOW_PRIVATE=true).") var url: String?
+        @Flag(help: "Remove the key's default callback URL.") var clear = false
+
+        func validate() throws {
+            guard (url == nil) == clear else { throw ValidationError("give either --url or --clear") }
+        }
+
+        func run() async throws {
+            let settings = Runtime.settings()
+            let logger = Runtime.logger("lector.keys", settings: settings)
+            let checked: String?
+            if let url {
+                // The same checks as a submit's callbackUrl, the resolution included (without a time limit here).
+                let policy = CallbackURLPolicy(allowPrivate: settings.webhookAllowPrivate)
+                do {
+                    let target = try policy.check(url)
+                    _ = try await policy.resolve(target)
+                    checked = target.url
+                } catch let error as CallbackURLRefused {
+                    throw ValidationError(error.description)
+                }
+            } else {
+                checked = nil
+            }
+            try await Runtime.withClient(settings, logger: logger) { [key] client in
+                try await KeyStore(client: client, logger: logger).setDefaultCallbackURL(keyID: key, url: checked)
+            }
+            print(checked.map { "key \(key) now calls \($0) when its jobs end" } ?? "key \(key) has no default callback URL")
+        }
+    }
+
+    struct WebhookSecretCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "webhook-secret",
+            abstract: "Create or replace a user's webhook signing secret and print it once (pending deliveries are then signed with the new one).")
+        @Option(help: "The user.") var user: String
+
+        func run() async throws {
+            let settings = Runtime.settings()
+            let logger = Runtime.logger("lector.keys", settings: settings)
+            let secret = try await Runtime.withClient(settings, logger: logger) { [user] client in
+                try await KeyStore(client: client, logger: logger).rotateWebhookSecret(user: user)
+            }
+            guard let secret else { throw ValidationError("no user named \(user)") }
+            print(secret.text)
+            FileHandle.standardError.write(Data("webhook secret of \(user) set; it is shown only now\n".utf8))
+        }
+    }
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a key; it is printed once.")

@@ -107,12 +107,15 @@ struct QueueTests {
 
     @Test("the schema version the binaries require is the newest migration, and a migrated database has it")
     func requiredSchemaVersion() async throws {
-        let newest = try #require(try Migrator(directory: TestDatabase.migrationsDirectory).migrations.last?.version)
+        let versions = try Migrator(directory: TestDatabase.migrationsDirectory).migrations.map(\.version)
+        let newest = try #require(versions.last)
+        // Numbers may have gaps (branches take numbers that the lead renumbers at merge).
+        let previous = versions.dropLast().last ?? 0
         #expect(Migrator.requiredVersion == newest)
         try await TestHarness.run { harness in
             #expect(try await Migrator.appliedVersion(client: harness.client, logger: TestDatabase.logger) == newest)
             try await harness.client.query("DELETE FROM schema_migrations WHERE version = \(newest)")
-            #expect(try await Migrator.appliedVersion(client: harness.client, logger: TestDatabase.logger) == newest - 1)
+            #expect(try await Migrator.appliedVersion(client: harness.client, logger: TestDatabase.logger) == previous)
             try await harness.client.query("DROP TABLE schema_migrations")
             #expect(try await Migrator.appliedVersion(client: harness.client, logger: TestDatabase.logger) == 0)
         }

@@ -26,15 +26,27 @@ if [[ ! -x "$generator" ]]; then
   swift build --package-path "$root/tools/openapi" -c release --product swift-openapi-generator >&2
 fi
 client="$root/Sources/LectorClient"
+# Generate beside, and replace the committed files only when the generator succeeded.
+fresh=$(mktemp -d)
+trap 'rm -rf "$fresh"' EXIT
+if ! "$generator" generate "$json" --config "$root/tools/openapi/openapi-generator-config.yaml" --output-directory "$fresh" >"$fresh.log" 2>&1; then
+  grep -E "Error|error:" "$fresh.log" | grep -v '^\s*"' | tail -5 >&2
+  rm -f "$fresh.log"
+  echo "openapi: the generator refused openapi.json; Sources/LectorClient is unchanged" >&2
+  exit 1
+fi
+rm -f "$fresh.log"
 find "$client" -name '*.swift' -delete
-"$generator" generate "$json" --config "$root/tools/openapi/openapi-generator-config.yaml" --output-directory "$client" >/dev/null 2>&1
+mv "$fresh"/*.swift "$client"/
 # The generator marks each import `@diagnose(UnusedImportAccess, as: ignored)` for Swift 6.4; on 6.3 an import
 # a file does not use is a warning, and the project builds with none: drop those imports.
 python3 - "$client" <<'PY'
 import pathlib, re, sys
 for path in pathlib.Path(sys.argv[1]).glob("*.swift"):
     lines = path.read_text().split("\n")
-    body = "\n".join(line for line in lines if " import " not in line and not line.startswith("import "))
+    # Code only: doc comments mention "URL" and "Date" too.
+    body = "\n".join(line for line in lines
+                     if " import " not in line and not line.startswith("import ") and not line.lstrip().startswith("//"))
     kept, index = [], 0
     while index < len(lines):
         line = lines[index]
