@@ -122,12 +122,15 @@ public final class TesseractEngine: OCREngine {
         // scene page (Tesseract's renderer lays out only its own page analysis).
         var pdf: PDFRendering?
         var pdfPossible = true
+        var previews: [PagePreview?] = []
         for index in 0..<images.count {
             try cancellation.check()
             let decoded = try images.page(index, cancellation: cancellation)
             decodedPixels += decoded.width * decoded.height
             guard decodedPixels <= limits.maxDocumentPixels else { throw PageImages.documentPixelsExceeded(limits) }
             let pix = try preprocessor.apply(options.operations, to: decoded)
+            // The page as it is read, so that its boxes fit it once scaled.
+            previews.append(PagePreview(page: pix))
             let mode = options.mode == .auto ? PageClassifier.classify(pix).mode : options.mode
             switch mode {
             case .auto, .document:
@@ -158,7 +161,7 @@ public final class TesseractEngine: OCREngine {
         }
         let hocr = HOCR.document(pages: hocrPages, engine: TesseractEngineFactory.version, language: options.lang)
         return OCRResult(engine: TesseractEngineFactory.version, language: options.lang, pages: pages,
-                         renderings: Renderings(hocr: Data(hocr.utf8), pdf: pdf?.finish()))
+                         renderings: Renderings(hocr: Data(hocr.utf8), pdf: pdf?.finish(), previews: previews))
     }
 
     private func handle(for language: String) throws(OCRError) -> TesseractHandle {
