@@ -12,7 +12,7 @@ export MALLOC_ARENA_MAX ?= 2
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
 
-.PHONY: run test chaos fuzz corpus bench eval models openapi deps db build migrate stop clean
+.PHONY: run test chaos fuzz corpus web-test bench eval models openapi web deps db build migrate stop clean
 
 deps:
 	@deploy/scripts/deps.sh
@@ -48,6 +48,10 @@ fuzz: build
 corpus: build
 	python3 Tests/corpus/bad_documents.py
 
+# The web page in a real browser (Debian's chromium, driven by selenium): upload, live list, boxes, hostile text.
+web-test: build
+	Tests/web/web.sh
+
 # Every measure of BENCHMARKS.md at a small size, on a release build (full sizes: benchmarks/bench.py).
 bench: deps
 	deploy/scripts/deps.sh bench
@@ -71,6 +75,10 @@ models: build
 # Embeds Sources/LectorAPI/openapi.json into the binary (run after editing it).
 openapi:
 	deploy/scripts/embed-openapi.sh
+
+# Embeds the web page (Sources/LectorAPI/Web/) into the binary (run after editing it).
+web:
+	deploy/scripts/embed-web.sh
 
 stop:
 	@deploy/scripts/pg.sh stop

@@ -64,3 +64,38 @@ struct PendingResult: Encodable {
     let status: JobStatus
     let links: JobLinks
 }
+
+/// The body of `GET /v1/jobs`.
+struct JobList: Encodable {
+    struct Item: Encodable {
+        struct Document: Encodable {
+            let name: String
+            let contentType: String
+            let size: Int64
+        }
+
+        let id: String
+        let status: JobStatus
+        let createdAt: Date
+        let startedAt: Date?
+        let endedAt: Date?
+        let reason: String?
+        let document: Document
+        let links: JobLinks
+
+        init(_ job: JobSummary) {
+            self.id = job.id.uuidString.lowercased()
+            self.status = job.status
+            self.createdAt = job.createdAt
+            self.startedAt = job.startedAt
+            self.endedAt = job.endedAt
+            self.reason = job.reason
+            self.document = Document(name: job.documentName, contentType: job.contentType, size: job.sizeBytes)
+            self.links = JobLinks(id: job.id)
+        }
+    }
+
+    let jobs: [Item]
+    /// Absent on the last page.
+    let nextCursor: String?
+}
