@@ -22,6 +22,8 @@ packages=(
   tesseract-ocr              # benchmarks: the tesseract CLI, side by side with the service
   tesseract-ocr-osd          # orientation detection, for the `orient` preprocessing operation
   poppler-utils              # pdfinfo and pdftoppm: PDF input is rasterised in their own processes
+  chromium                   # the web page's browser test (Tests/web), headless
+  chromium-driver            # ...driven through chromedriver by Python selenium (.venv-web)
 )
 if [[ "${1:-}" == bench ]]; then
   packages+=(
