@@ -1557,6 +1557,24 @@ extension OpenAPIDocument {
             "type": "string",
             "description": "The latest transition's reason: why the job failed, or why it was requeued."
           },
+          "progress": {
+            "type": "object",
+            "description": "While IN_PROGRESS: pages read so far of the document's pages, as of the worker's latest lease renewal (every LECTOR_HEARTBEAT_SECONDS).",
+            "required": [
+              "pagesDone",
+              "pagesTotal"
+            ],
+            "properties": {
+              "pagesDone": {
+                "type": "integer",
+                "minimum": 0
+              },
+              "pagesTotal": {
+                "type": "integer",
+                "minimum": 0
+              }
+            }
+          },
           "document": {
             "type": "object",
             "required": [

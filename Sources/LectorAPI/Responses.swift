@@ -80,8 +80,15 @@ struct JobList: Encodable {
         let startedAt: Date?
         let endedAt: Date?
         let reason: String?
+        /// While IN_PROGRESS, once the worker has reported it.
+        let progress: Progress?
         let document: Document
         let links: JobLinks
+
+        struct Progress: Encodable {
+            let pagesDone: Int
+            let pagesTotal: Int
+        }
 
         init(_ job: JobSummary) {
             self.id = job.id.uuidString.lowercased()
@@ -90,6 +97,7 @@ struct JobList: Encodable {
             self.startedAt = job.startedAt
             self.endedAt = job.endedAt
             self.reason = job.reason
+            self.progress = job.pagesDone.flatMap { done in job.pagesTotal.map { Progress(pagesDone: done, pagesTotal: $0) } }
             self.document = Document(name: job.documentName, contentType: job.contentType, size: job.sizeBytes)
             self.links = JobLinks(id: job.id)
         }

@@ -303,7 +303,7 @@ $("#older").addEventListener("click", () => {
 
 // Rebuilds the list only when something shown changed, and keeps the keyboard focus on the job it was on.
 function renderJobs(jobs) {
-  const signature = JSON.stringify(jobs.map((job) => [job.id, job.status, job.reason, job.startedAt, job.endedAt]));
+  const signature = JSON.stringify(jobs.map((job) => [job.id, job.status, job.reason, job.startedAt, job.endedAt, job.progress]));
   if (signature === list.signature) return;
   list.signature = signature;
   const focused = document.activeElement?.closest?.("#job-list li[data-job-id]")?.dataset.jobId;
@@ -314,6 +314,9 @@ function renderJobs(jobs) {
     if (job.status === "FINISHED" && took) details.push(`took ${took}`);
     if (job.status === "FAILURE" && job.reason) details.push(job.reason);
     if (job.status === "QUEUED" && job.reason) details.push(job.reason);
+    if (job.status === "IN_PROGRESS" && job.progress) {
+      details.push(`page ${Math.min(job.progress.pagesDone + 1, job.progress.pagesTotal)} of ${job.progress.pagesTotal}`);
+    }
     const open = el("button", { type: "button", class: "open", "aria-label": `Open ${job.document.name} (${statusWord(job.status)})` },
       job.document.name);
     open.addEventListener("click", () => openJob(job.id));

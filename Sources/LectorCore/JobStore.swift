@@ -40,6 +40,9 @@ public struct JobSummary: Sendable, Equatable {
     public let startedAt: Date?
     /// When the job ended (FINISHED or FAILURE).
     public let endedAt: Date?
+    /// While IN_PROGRESS: pages read so far and pages in all, as of the worker's latest lease renewal.
+    public let pagesDone: Int?
+    public let pagesTotal: Int?
 }
 
 /// Where a page of `JobStore.list` ends: the last job's creation time (in microseconds, PostgreSQL's precision,
@@ -236,7 +239,12 @@ public struct JobStore: Sendable {
     /// Never waits for the lease row's lock: one worker renews all its leases in turn, so one renewal stuck
     /// behind a lock would let the others expire. A locked row is being ended (by this attempt) or rescued; it
     /// counts as held, unrenewed, and the next beat finds out which.
-    public func renew(_ lease: Lease, duration: Duration, maxRuntime: Duration = .seconds(86_400), now: Date? = nil) async throws -> Bool {
+    ///
+    /// `pages`, when given, is written with the renewal: the attempt's progress, shown by `GET /v1/jobs`.
+    public func renew(
+        _ lease: Lease, duration: Duration, maxRuntime: Duration = .seconds(86_400), now: Date? = nil,
+        pages: (done: Int, total: Int)? = nil
+    ) async throws -> Bool {
         let rows = try await client.query(
             """
             WITH mine AS (
@@ -246,7 +254,9 @@ public struct JobStore: Sendable {
             ), unlocked AS (
                 SELECT l.job_id FROM job_leases l JOIN mine USING (job_id) FOR UPDATE OF l SKIP LOCKED
             ), renewed AS (
-                UPDATE job_leases l SET expires_at = coalesce(\(now)::timestamptz, now()) + make_interval(secs => \(duration.secondsValue))
+                UPDATE job_leases l SET expires_at = coalesce(\(now)::timestamptz, now()) + make_interval(secs => \(duration.secondsValue)),
+                    pages_done = coalesce(\(pages?.done)::int4, l.pages_done),
+                    pages_total = coalesce(\(pages?.total)::int4, l.pages_total)
                 FROM unlocked WHERE l.job_id = unlocked.job_id
                 RETURNING 1
             )
@@ -412,12 +422,14 @@ public struct JobStore: Sendable {
             """
             SELECT j.id, j.document_name, j.content_type, j.size_bytes, j.created_at,
                    (extract(epoch FROM j.created_at) * 1000000)::int8, j.status,
-                   last.reason, started.at, CASE WHEN j.status IN ('FINISHED', 'FAILURE') THEN last.at END
+                   last.reason, started.at, CASE WHEN j.status IN ('FINISHED', 'FAILURE') THEN last.at END,
+                   lease.pages_done, lease.pages_total
             FROM jobs j
             JOIN LATERAL (SELECT reason, at FROM job_transitions
                           WHERE job_id = j.id ORDER BY id DESC LIMIT 1) last ON true
             LEFT JOIN LATERAL (SELECT at FROM job_transitions
                                WHERE job_id = j.id AND status = 'IN_PROGRESS' ORDER BY id DESC LIMIT 1) started ON true
+            LEFT JOIN job_leases lease ON lease.job_id = j.id AND j.status = 'IN_PROGRESS'
             WHERE j.owner_id = \(ownerID)
               AND (\(status?.rawValue)::text IS NULL OR j.status = \(status?.rawValue))
               AND (\(after?.createdAtMicros)::int8 IS NULL
@@ -429,10 +441,13 @@ public struct JobStore: Sendable {
             logger: logger)
         var jobs: [JobSummary] = []
         var cursors: [JobListCursor] = []
-        for try await row in rows.decode((UUID, String, String, Int64, Date, Int64, String?, String?, Date?, Date?).self) {
+        for try await row in rows.decode((UUID, String, String, Int64, Date, Int64, String?, String?, Date?, Date?, Int32?, Int32?).self) {
+            var pages: (done: Int, total: Int)?
+            if let done = row.10, let total = row.11 { pages = (Int(done), Int(total)) }
             jobs.append(JobSummary(
                 id: row.0, documentName: row.1, contentType: row.2, sizeBytes: row.3, createdAt: row.4,
-                status: row.6.flatMap(JobStatus.init(rawValue:)) ?? .queued, reason: row.7, startedAt: row.8, endedAt: row.9))
+                status: row.6.flatMap(JobStatus.init(rawValue:)) ?? .queued, reason: row.7, startedAt: row.8, endedAt: row.9,
+                pagesDone: pages?.done, pagesTotal: pages?.total))
             cursors.append(JobListCursor(createdAtMicros: row.5, id: row.0))
         }
         guard jobs.count > limit else { return (jobs, nil) }

@@ -19,6 +19,7 @@ public final class OCRCancellation: Sendable {
         var cancelled = false
         var deadline: ContinuousClock.Instant?
         var budget: Duration = .zero
+        var progress: OCRProgress?
     }
 
     private let state = NIOLockedValueBox(State())
@@ -36,6 +37,14 @@ public final class OCRCancellation: Sendable {
         }
     }
 
+    /// Called by the engine as it goes: `done` pages of `total` read.
+    public func reportProgress(done: Int, total: Int) {
+        state.withLockedValue { $0.progress = OCRProgress(pagesDone: done, pagesTotal: total) }
+    }
+
+    /// The latest progress the engine reported, if any (the worker writes it with each lease renewal).
+    public var progress: OCRProgress? { state.withLockedValue { $0.progress } }
+
     /// Whether the work should stop now: cancelled, or past the document's time budget.
     public var shouldStop: Bool {
         let state = state.withLockedValue { $0 }
@@ -50,6 +59,17 @@ public final class OCRCancellation: Sendable {
             throw OCRError(.limitExceeded,
                 "the document took longer than the limit of \(Int(state.budget.components.seconds)) s (LECTOR_MAX_DOCUMENT_SECONDS)")
         }
+    }
+}
+
+/// How far the engine is through a document.
+public struct OCRProgress: Sendable, Equatable {
+    public var pagesDone: Int
+    public var pagesTotal: Int
+
+    public init(pagesDone: Int, pagesTotal: Int) {
+        self.pagesDone = pagesDone
+        self.pagesTotal = pagesTotal
     }
 }
 

@@ -124,6 +124,7 @@ public final class TesseractEngine: OCREngine {
         var pdfPossible = true
         var previews: [PagePreview?] = []
         for index in 0..<images.count {
+            cancellation.reportProgress(done: index, total: images.count)
             try cancellation.check()
             let decoded = try images.page(index, cancellation: cancellation)
             decodedPixels += decoded.width * decoded.height
@@ -159,6 +160,7 @@ public final class TesseractEngine: OCREngine {
                 hocrPages.append(HOCR.page(page))
             }
         }
+        cancellation.reportProgress(done: images.count, total: images.count)
         let hocr = HOCR.document(pages: hocrPages, engine: TesseractEngineFactory.version, language: options.lang)
         return OCRResult(engine: TesseractEngineFactory.version, language: options.lang, pages: pages,
                          renderings: Renderings(hocr: Data(hocr.utf8), pdf: pdf?.finish(), previews: previews))

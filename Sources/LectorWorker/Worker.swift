@@ -237,8 +237,10 @@ public struct Worker: Service {
             guard (try? await Task.sleep(for: configuration.heartbeatInterval)) != nil else { return }
             for running in inFlight.withLockedValue({ $0.renewable }) {
                 do {
+                    let progress = running.cancellation.progress
                     let held = try await jobs.renew(
-                        running.lease, duration: configuration.leaseDuration, maxRuntime: configuration.maxRuntime)
+                        running.lease, duration: configuration.leaseDuration, maxRuntime: configuration.maxRuntime,
+                        pages: progress.map { ($0.pagesDone, $0.pagesTotal) })
                     // An attempt that ended during this pass has left `inFlight`: its lease is gone, not lost.
                     if !held, inFlight.withLockedValue({ $0.leaseLost(running) }) {
                         running.logger.warning("lease lost: the job was rescued, ended elsewhere, or ran past its time limit")

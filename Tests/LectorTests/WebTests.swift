@@ -101,6 +101,35 @@ struct WebTests {
         }
     }
 
+    @Test("a running job's page progress, written with the lease renewal, shows in the list until the job ends")
+    func progress() async throws {
+        try await TestHarness.run { harness in
+            let user = try await harness.newUser()
+            let image = try TestImages.render(["progress"])
+            try await harness.application().test(.router) { client in
+                let id = try await Self.submit(client, token: user.token, name: "long.png", image: image)
+                let claimed = try #require(try await harness.jobs.claimNext(worker: "w/1", leaseDuration: .seconds(60)))
+                #expect(claimed.id.uuidString.lowercased() == id)
+                var job = try #require((try await Self.list(client, token: user.token, "").json["jobs"] as? [[String: Any]])?.first)
+                #expect(job["status"] as? String == "IN_PROGRESS")
+                #expect(job["startedAt"] is String)
+                #expect(job["progress"] == nil, "no progress before the first renewal")
+                #expect(try await harness.jobs.renew(claimed.lease, duration: .seconds(60), pages: (done: 2, total: 5)))
+                job = try #require((try await Self.list(client, token: user.token, "").json["jobs"] as? [[String: Any]])?.first)
+                #expect(job["progress"] as? [String: Int] == ["pagesDone": 2, "pagesTotal": 5])
+                // A renewal without progress keeps the last one.
+                #expect(try await harness.jobs.renew(claimed.lease, duration: .seconds(60)))
+                job = try #require((try await Self.list(client, token: user.token, "").json["jobs"] as? [[String: Any]])?.first)
+                #expect(job["progress"] as? [String: Int] == ["pagesDone": 2, "pagesTotal": 5])
+                try await harness.jobs.end(claimed.lease, as: .failure, reason: "page 3 could not be decoded")
+                job = try #require((try await Self.list(client, token: user.token, "").json["jobs"] as? [[String: Any]])?.first)
+                #expect(job["progress"] == nil)
+                #expect(job["reason"] as? String == "page 3 could not be decoded")
+                #expect(job["endedAt"] is String)
+            }
+        }
+    }
+
     @Test("the list cursor: one spelling, round trip")
     func cursor() {
         let cursor = JobListCursor(createdAtMicros: 1_764_400_000_123_456, id: UUID())
