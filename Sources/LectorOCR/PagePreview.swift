@@ -43,11 +43,18 @@ public struct PagePreview: Sendable, Equatable {
         return (try Pix(owning: pixScale(pix.pointer, factor, factor), failure: "the page could not be scaled"), Double(factor))
     }
 
-    /// JPEG of any depth (Leptonica turns 1-, 2-, 4- and 16-bit and colour-mapped images into 8 or 32 bits).
+    /// JPEG: 8-bit grey and 32-bit colour as they are; any other depth, or a colour map, through 32 bits first
+    /// (the picture is small by now).
     private static func jpeg(_ pix: Pix, quality: Int32) -> Data? {
+        var source = pix
+        if (pix.depth != 8 && pix.depth != 32) || pixGetColormap(pix.pointer) != nil {
+            guard let converted = try? Pix(owning: pixConvertTo32(pix.pointer), failure: "") else { return nil }
+            source = converted
+        }
         var bytes: UnsafeMutablePointer<UInt8>?
         var size = 0
-        guard pixWriteMemJpeg(&bytes, &size, pix.pointer, quality, 0) == 0, let bytes else { return nil }
+        let status = withExtendedLifetime(source) { pixWriteMemJpeg(&bytes, &size, source.pointer, quality, 0) }
+        guard status == 0, let bytes else { return nil }
         defer { free(bytes) }
         return Data(bytes: bytes, count: size)
     }

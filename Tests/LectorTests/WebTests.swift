@@ -205,6 +205,38 @@ struct WebTests {
         }
     }
 
+    @Test("a 1-bit page and a small one get previews too (converted for JPEG, never enlarged)")
+    func previewsOfOtherDepths() async throws {
+        try await TestHarness.run { harness in
+            let user = try await harness.newUser()
+            let grey = FileManager.default.temporaryDirectory.appendingPathComponent("lector-\(UUID().uuidString).png")
+            let bilevel = FileManager.default.temporaryDirectory.appendingPathComponent("lector-\(UUID().uuidString).png")
+            defer {
+                try? FileManager.default.removeItem(at: grey)
+                try? FileManager.default.removeItem(at: bilevel)
+            }
+            try TestImages.render(["one bit per pixel"], width: 1000).write(to: grey)
+            try TestImages.runTool(TestImages.convert, [grey.path, "-type", "bilevel", "-depth", "1", "png:\(bilevel.path)"])
+            // The PNG header's bit depth (byte 24; ImageMagick's identify reports 8 for it).
+            let depth = try Data(contentsOf: bilevel)[24]
+            #expect(depth == 1, "the test page is 1-bit: \(depth)")
+            try await harness.application().test(.router) { client in
+                let id = try await Self.submit(client, token: user.token, name: "bilevel.png", image: try Data(contentsOf: bilevel))
+                let auth: HTTPFields = [.authorization: "Bearer \(user.token)"]
+                let finished = try await harness.withWorker {
+                    try await client.execute(uri: "/v1/jobs/\(id)/result?wait=30", method: .get, headers: auth)
+                }
+                #expect(finished.status == .found)
+                let folder = harness.storage.folder(of: try #require(UUID(uuidString: id)))
+                let preview = folder.appendingPathComponent("page-1.jpg")
+                let size = try TestImages.output("/usr/bin/identify", ["-format", "%w %h", preview.path])
+                #expect(size == "1000 160", "kept at its size: \(size)")
+                let thumbnail = try TestImages.output("/usr/bin/identify", ["-format", "%w", folder.appendingPathComponent("thumb-1.jpg").path])
+                #expect(thumbnail == "240")
+            }
+        }
+    }
+
     @Test("the web page is served with a strict Content-Security-Policy, from the embedded copy of Web/")
     func webPage() async throws {
         try await TestHarness.run { harness in
