@@ -115,6 +115,7 @@ button:disabled { opacity: 0.45; cursor: default; }
 main { display: grid; grid-template-columns: minmax(18rem, 26rem) 1fr; gap: 1.2rem; padding: 0 1.2rem 2rem; }
 main > section { background: white; border: 1px solid var(--line); border-radius: 6px; padding: 1rem; min-width: 0; }
 #job { grid-column: 1 / -1; }
+#back { margin-bottom: 0.8rem; }
 @media (max-width: 900px) { main { grid-template-columns: 1fr; padding: 0 0.6rem 2rem; } }
 
 .drop-zone { border: 2px dashed var(--line); border-radius: 6px; padding: 1rem; text-align: center; }

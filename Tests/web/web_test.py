@@ -78,11 +78,11 @@ def browser(width):
 
 
 def set_width(driver, width, height=1000):
+    """Makes the viewport (not the window, which may have borders) `width` × `height` CSS pixels."""
     driver.set_window_size(width, height)
-    # The window's outer size includes no chrome when headless; make sure the viewport is what we asked.
-    inner = driver.execute_script("return window.innerWidth")
-    if inner != width:
-        driver.set_window_size(width + (width - inner), height)
+    inner_width, inner_height = driver.execute_script("return [window.innerWidth, window.innerHeight]")
+    if (inner_width, inner_height) != (width, height):
+        driver.set_window_size(2 * width - inner_width, 2 * height - inner_height)
 
 
 def screenshot(driver, name, width):
@@ -178,6 +178,14 @@ def run(check, base, key, storage):
         # A marker that a reload would wipe out.
         driver.execute_script("window.lectorNoReload = 'still here'")
 
+        # Dropping files onto the zone chooses them (a synthetic drop: WebDriver cannot drag from the desktop).
+        driver.execute_script("""
+            const data = new DataTransfer();
+            data.items.add(new File(['x'], 'dropped-1.png', { type: 'image/png' }));
+            data.items.add(new File(['y'], 'dropped-2.png', { type: 'image/png' }));
+            document.querySelector('#drop-zone').dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+        """)
+        check(driver.find_element(By.ID, "chosen").text == "2 files chosen: dropped-1.png, dropped-2.png", "dropping two files chooses them")
         Select(driver.find_element(By.ID, "mode")).select_by_value("document")
         driver.find_element(By.ID, "files").send_keys(plain + "\n" + hostile)
         check("2 files chosen" in driver.find_element(By.ID, "chosen").text, "two files chosen with the picker")
