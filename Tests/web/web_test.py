@@ -22,7 +22,9 @@ import urllib.request
 from selenium import webdriver
 from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -231,12 +233,22 @@ def run(check, base, key, storage):
         check("/files/" in href and "signature=" in href and key not in href, "download links are signed /files links, without the key")
         with urllib.request.urlopen(href, timeout=10) as response:
             check(response.read().decode() == result["text"], "the txt link serves the text")
-        first = driver.find_element(By.CSS_SELECTOR, "polygon.word")
-        driver.execute_script("arguments[0].focus()", first)
+        # With the keyboard only: from the back button, Tab passes the four download links and reaches the first word.
+        driver.execute_script("document.querySelector('#back').focus()")
+        stops = []
+        for _ in range(8):
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+            stops.append(driver.execute_script("const e = document.activeElement; return e.tagName + ':' + (e.dataset.format || e.getAttribute('aria-label') || '')"))
+            if stops[-1].startswith("polygon"):
+                break
         word = result["pages"][0]["lines"][0]["words"][0]
+        check(stops[:4] == ["A:txt", "A:json", "A:hocr", "A:pdf"] and stops[-1].startswith(f"polygon:{word['text']}, confidence"),
+              f"Tab walks the downloads, then the words: {stops}")
         info = driver.find_element(By.ID, "word-info").text
         check(word["text"] in info and "confidence" in info, f"focusing a word shows it and its confidence: {info!r}")
-        check(driver.execute_script("return document.activeElement.tagName") == "polygon", "words take the keyboard focus")
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        second = result["pages"][0]["lines"][0]["words"][1]
+        check(second["text"] in driver.find_element(By.ID, "word-info").text, "the next Tab moves to the next word")
         screenshot(driver, "letter", 1280)
         screenshot(driver, "letter", 390)
         check_boxes(check, driver, result, 390)
