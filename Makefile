@@ -12,7 +12,7 @@ export MALLOC_ARENA_MAX ?= 2
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
 
-.PHONY: run test chaos fuzz corpus bench eval models openapi deps db build migrate stop clean deploy-check
+.PHONY: run test chaos fuzz corpus web-test bench eval models openapi web deps db build migrate stop clean deploy-check
 
 deps:
 	@deploy/scripts/deps.sh
@@ -48,6 +48,10 @@ fuzz: build
 corpus: build
 	python3 Tests/corpus/bad_documents.py
 
+# The web page in a real browser (Debian's chromium, driven by selenium): upload, live list, boxes, hostile text.
+web-test: build
+	Tests/web/web.sh
+
 # Every measure of BENCHMARKS.md at a small size, on a release build (full sizes: benchmarks/bench.py).
 bench: deps
 	deploy/scripts/deps.sh bench
@@ -75,6 +79,10 @@ openapi:
 # The Dockerfile, compose file and Kubernetes manifests, checked offline (see docs/deploy.md).
 deploy-check:
 	deploy/scripts/check-deploy.sh
+
+# Embeds the web page (Sources/LectorAPI/Web/) into the binary (run after editing it).
+web:
+	deploy/scripts/embed-web.sh
 
 stop:
 	@deploy/scripts/pg.sh stop

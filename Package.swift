@@ -84,7 +84,7 @@ let package = Package(
                 .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            exclude: ["openapi.json"]
+            exclude: ["openapi.json", "Web"]
         ),
         .target(
             name: "LectorWorker",

@@ -8,7 +8,7 @@ import LectorCore
 import Logging
 import PostgresNIO
 
-/// Builds the router: public health routes, the signed file links, and `/v1` behind API keys.
+/// Builds the router: public health routes, the web page, the signed file links, and `/v1` behind API keys.
 public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequestContext> {
     let router = Router(context: LectorRequestContext.self)
     let timeout = Duration.milliseconds(Int64(dependencies.settings.databaseTimeout * 1000))
@@ -48,6 +48,7 @@ public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequest
             status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.data)))
     }
+    WebAssets.addRoutes(to: router)
     let limiter = RateLimiter(rate: dependencies.settings.rateLimit, burst: dependencies.settings.rateBurst)
     let v1 = router.group("v1").add(
         middleware: AuthMiddleware(keys: dependencies.keys, timeout: timeout, limiter: limiter))

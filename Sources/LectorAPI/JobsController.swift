@@ -65,10 +65,12 @@ struct JobsController {
 
     func addRoutes(v1: RouterGroup<LectorRequestContext>, root: Router<LectorRequestContext>) {
         v1.post("jobs", use: submit)
+        v1.get("jobs", use: list)
         v1.get("languages", use: languages)
         v1.get("jobs/:id", use: status)
         v1.get("jobs/:id/result", use: result)
         v1.get("jobs/:id/deliveries", use: deliveries)
+        v1.get("jobs/:id/pages/:page", use: page)
         root.get("files/:id/:file", use: file)
     }
 
@@ -251,6 +253,90 @@ struct JobsController {
         return try json(JobView(record: record, history: history), status: .ok)
     }
 
+    // MARK: GET /v1/jobs?status=&limit=&cursor=
+
+    /// The user's jobs, newest first, `limit` at a time (1-100, default 20); `cursor` is the previous page's
+    /// `nextCursor`. Another user's jobs never appear.
+    @Sendable func list(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let query = request.uri.queryParameters
+        for (name, _) in query where !["status", "limit", "cursor"].contains(String(name)) {
+            throw APIError.badRequest("unknown_parameter", "unknown query parameter '\(name.prefix(64))'; this route takes status, limit and cursor")
+        }
+        var status: JobStatus?
+        if let raw = query.get("status") {
+            guard let value = JobStatus(rawValue: raw) else {
+                throw APIError.badRequest("invalid_status", "status must be one of: QUEUED, IN_PROGRESS, FINISHED, FAILURE")
+            }
+            status = value
+        }
+        var limit = 20
+        if let raw = query.get("limit") {
+            guard let value = Int(raw), (1...100).contains(value), raw == "\(value)" else {
+                throw APIError.badRequest("invalid_limit", "limit must be a whole number from 1 to 100")
+            }
+            limit = value
+        }
+        var cursor: JobListCursor?
+        if let raw = query.get("cursor") {
+            guard let value = JobListCursor(token: raw) else {
+                throw APIError.badRequest("invalid_cursor", "cursor must be a nextCursor this route returned")
+            }
+            cursor = value
+        }
+        let jobs = dependencies.jobs
+        let page = try await database { [status, cursor, limit] in
+            try await jobs.list(ownerID: user.id, status: status, after: cursor, limit: limit)
+        }
+        return try json(JobList(jobs: page.jobs.map(JobList.Item.init), nextCursor: page.next?.token), status: .ok)
+    }
+
+    // MARK: GET /v1/jobs/{id}/pages/{page}?size=preview|thumbnail
+
+    /// A finished job's page picture: 302 to a signed link, like the result route. The preview's long side is
+    /// at most 1600 px; scale `result.json`'s boxes by the preview's width over the page's `width`.
+    @Sendable func page(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let id = try jobID(context)
+        let query = request.uri.queryParameters
+        for (name, _) in query where String(name) != "size" {
+            throw APIError.badRequest("unknown_parameter", "unknown query parameter '\(name.prefix(64))'; this route takes size")
+        }
+        guard let raw = context.parameters.get("page"), let number = Int(raw), number >= 1, raw == "\(number)" else {
+            throw APIError.badRequest("invalid_page", "the page must be a page number, 1 or more")
+        }
+        let fileName: String
+        switch query.get("size") ?? "preview" {
+        case "preview": fileName = FileStorage.previewFileName(page: number)
+        case "thumbnail": fileName = FileStorage.thumbnailFileName(page: number)
+        default: throw APIError.badRequest("invalid_size", "size must be preview or thumbnail")
+        }
+        let jobs = dependencies.jobs
+        guard let state = try await database({ try await jobs.state(of: id, ownerID: user.id) }) else {
+            throw APIError.jobNotFound
+        }
+        switch state.status {
+        case .finished:
+            guard try await dependencies.storage.hasResult(id: id, fileName: fileName) else {
+                throw APIError(.notFound, "page_unavailable", "this job has no picture of page \(number)")
+            }
+            var headers = HTTPFields()
+            headers[.location] = dependencies.signer.link(job: id, file: fileName)
+            headers[.cacheControl] = "no-store"
+            return Response(status: .found, headers: headers)
+        case .failure:
+            var error = APIError(.conflict, "job_failed", "the job failed: \(state.reason ?? "no reason recorded")")
+            error.details["reason"] = state.reason ?? ""
+            error.details["status"] = JobStatus.failure.rawValue
+            throw error
+        case .queued, .inProgress:
+            var headers = HTTPFields()
+            headers[.retryAfter] = "\(dependencies.settings.retryAfter)"
+            return try json(PendingResult(id: id.uuidString.lowercased(), status: state.status, links: JobLinks(id: id)),
+                            status: .accepted, headers: headers)
+        }
+    }
+
     // MARK: GET /v1/jobs/{id}/result
 
     @Sendable func result(_ request: Request, context: LectorRequestContext) async throws -> Response {
@@ -320,7 +406,7 @@ struct JobsController {
     @Sendable func file(_ request: Request, context: LectorRequestContext) async throws -> Response {
         let id = try jobID(context)
         let fileName = context.parameters.get("file") ?? ""
-        guard let format = Self.resultFormats.values.first(where: { $0.file == fileName }) else {
+        guard let contentType = Self.contentType(ofFile: fileName) else {
             throw APIError(.notFound, "not_found", "no such file")
         }
         // A link is valid in exactly the spelling the signer wrote: lower-case id, no doubled or trailing slash.
@@ -337,12 +423,18 @@ struct JobsController {
             throw APIError(.notFound, "not_found", "no such file")
         }
         var headers = HTTPFields()
-        headers[.contentType] = format.contentType
+        headers[.contentType] = contentType
         headers[.cacheControl] = "private, max-age=\(dependencies.signer.ttl)"
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     // MARK: helpers
+
+    /// The type of a file a signed link may name: a result format, or a page picture; nil for anything else.
+    static func contentType(ofFile name: String) -> String? {
+        if let format = resultFormats.values.first(where: { $0.file == name }) { return format.contentType }
+        return FileStorage.isResultFileName(name) && name.hasSuffix(".jpg") ? "image/jpeg" : nil
+    }
 
     /// A database call bounded by `LECTOR_DATABASE_TIMEOUT`: past it the request answers 503.
     private func database<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {

@@ -367,6 +367,96 @@ extension OpenAPIDocument {
             }
           }
         }
+      },
+      "get": {
+        "operationId": "listJobs",
+        "summary": "The caller's jobs, newest first, a page at a time (keyset pagination).",
+        "parameters": [
+          {
+            "name": "status",
+            "in": "query",
+            "description": "Only jobs in this state now.",
+            "schema": {
+              "$ref": "#/components/schemas/Status"
+            }
+          },
+          {
+            "name": "limit",
+            "in": "query",
+            "description": "Jobs per page.",
+            "schema": {
+              "type": "integer",
+              "minimum": 1,
+              "maximum": 100,
+              "default": 20
+            }
+          },
+          {
+            "name": "cursor",
+            "in": "query",
+            "description": "The previous page's `nextCursor`.",
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "A page of jobs.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/JobList"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "An invalid status, limit or cursor (`invalid_cursor`), an unknown or repeated query parameter.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
       }
     },
     "/v1/languages": {
@@ -756,7 +846,7 @@ extension OpenAPIDocument {
     "/files/{id}/{file}": {
       "get": {
         "operationId": "getFile",
-        "summary": "A result file behind a signed link (no API key).",
+        "summary": "A result file or page picture behind a signed link (no API key).",
         "security": [],
         "parameters": [
           {
@@ -775,13 +865,9 @@ extension OpenAPIDocument {
             "required": true,
             "schema": {
               "type": "string",
-              "enum": [
-                "result.json",
-                "result.txt",
-                "result.hocr",
-                "result.pdf"
-              ]
-            }
+              "pattern": "^(result\\.(json|txt|hocr|pdf)|(page|thumb)-[1-9][0-9]{0,4}\\.jpg)$"
+            },
+            "description": "result.json, .txt, .hocr, .pdf, or a page's preview (page-N.jpg) or thumbnail (thumb-N.jpg)."
           },
           {
             "name": "expires",
@@ -818,6 +904,12 @@ extension OpenAPIDocument {
                 }
               },
               "application/pdf": {
+                "schema": {
+                  "type": "string",
+                  "format": "binary"
+                }
+              },
+              "image/jpeg": {
                 "schema": {
                   "type": "string",
                   "format": "binary"
@@ -1138,6 +1230,245 @@ extension OpenAPIDocument {
           },
           "426": {
             "description": "Not a WebSocket upgrade request (`upgrade_required`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/": {
+      "get": {
+        "operationId": "webPage",
+        "summary": "The web page: sign in with an API key, upload, watch jobs, read results with their word boxes.",
+        "security": [],
+        "responses": {
+          "200": {
+            "description": "index.html.",
+            "headers": {
+              "Content-Security-Policy": {
+                "description": "Scripts and styles from this origin only; no inline script.",
+                "schema": {
+                  "type": "string"
+                }
+              }
+            },
+            "content": {
+              "text/html": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "A repeated query parameter (`repeated_parameter`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/web/{file}": {
+      "get": {
+        "operationId": "webFile",
+        "summary": "The web page's scripts, style sheet and icon.",
+        "security": [],
+        "parameters": [
+          {
+            "name": "file",
+            "in": "path",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The file.",
+            "headers": {
+              "Content-Security-Policy": {
+                "description": "Scripts and styles from this origin only; no inline script.",
+                "schema": {
+                  "type": "string"
+                }
+              }
+            },
+            "content": {
+              "text/javascript": {
+                "schema": {
+                  "type": "string"
+                }
+              },
+              "text/css": {
+                "schema": {
+                  "type": "string"
+                }
+              },
+              "text/html": {
+                "schema": {
+                  "type": "string"
+                }
+              },
+              "image/svg+xml": {
+                "schema": {
+                  "type": "string"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "A repeated query parameter (`repeated_parameter`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such file.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/v1/jobs/{id}/pages/{page}": {
+      "get": {
+        "operationId": "getPagePicture",
+        "summary": "A page's picture as the engine read it: 202 while the job runs, 302 to a signed link when it finished, 409 when it failed. The preview's long side is at most 1600 px (boxes in result.json are in the page's pixels: scale them by the preview's width over the page's width); the thumbnail's at most 240 px.",
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The job's id.",
+            "schema": {
+              "type": "string",
+              "format": "uuid"
+            }
+          },
+          {
+            "name": "page",
+            "in": "path",
+            "required": true,
+            "description": "The page number, from 1.",
+            "schema": {
+              "type": "integer",
+              "minimum": 1
+            }
+          },
+          {
+            "name": "size",
+            "in": "query",
+            "schema": {
+              "type": "string",
+              "enum": [
+                "preview",
+                "thumbnail"
+              ],
+              "default": "preview"
+            }
+          }
+        ],
+        "responses": {
+          "202": {
+            "description": "The job is QUEUED or IN_PROGRESS.",
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            },
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/PendingResult"
+                }
+              }
+            }
+          },
+          "302": {
+            "description": "FINISHED: the Location is a signed link to the JPEG, valid without an API key until it expires.",
+            "headers": {
+              "Location": {
+                "$ref": "#/components/headers/Location"
+              }
+            }
+          },
+          "400": {
+            "description": "The id is not a UUID, the page not a page number, or a parameter is invalid.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such job for this key, or (`page_unavailable`) no picture of this page (no such page, or an engine that makes none).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "409": {
+            "description": "FAILURE: the job failed; error.reason says why.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database is unreachable; try again shortly.",
             "content": {
               "application/json": {
                 "schema": {
@@ -1726,6 +2057,102 @@ extension OpenAPIDocument {
             "items": {
               "$ref": "#/components/schemas/Delivery"
             }
+          }
+        }
+      },
+      "JobSummary": {
+        "type": "object",
+        "required": [
+          "id",
+          "status",
+          "createdAt",
+          "document",
+          "links"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "status": {
+            "$ref": "#/components/schemas/Status"
+          },
+          "createdAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "startedAt": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the latest attempt started; absent while the job never ran."
+          },
+          "endedAt": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the job ended (FINISHED or FAILURE)."
+          },
+          "reason": {
+            "type": "string",
+            "description": "The latest transition's reason: why the job failed, or why it was requeued."
+          },
+          "progress": {
+            "type": "object",
+            "description": "While IN_PROGRESS: pages read so far of the document's pages, as of the worker's latest lease renewal (every LECTOR_HEARTBEAT_SECONDS).",
+            "required": [
+              "pagesDone",
+              "pagesTotal"
+            ],
+            "properties": {
+              "pagesDone": {
+                "type": "integer",
+                "minimum": 0
+              },
+              "pagesTotal": {
+                "type": "integer",
+                "minimum": 0
+              }
+            }
+          },
+          "document": {
+            "type": "object",
+            "required": [
+              "name",
+              "contentType",
+              "size"
+            ],
+            "properties": {
+              "name": {
+                "type": "string"
+              },
+              "contentType": {
+                "type": "string"
+              },
+              "size": {
+                "type": "integer",
+                "minimum": 0
+              }
+            }
+          },
+          "links": {
+            "$ref": "#/components/schemas/Links"
+          }
+        }
+      },
+      "JobList": {
+        "type": "object",
+        "required": [
+          "jobs"
+        ],
+        "properties": {
+          "jobs": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/JobSummary"
+            }
+          },
+          "nextCursor": {
+            "type": "string",
+            "description": "Pass as `cursor` for the next (older) page; absent on the last page."
           }
         }
       }

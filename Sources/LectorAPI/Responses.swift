@@ -115,3 +115,46 @@ struct DeliveryView: Encodable {
         }
     }
 }
+
+/// The body of `GET /v1/jobs`.
+struct JobList: Encodable {
+    struct Item: Encodable {
+        struct Document: Encodable {
+            let name: String
+            let contentType: String
+            let size: Int64
+        }
+
+        let id: String
+        let status: JobStatus
+        let createdAt: Date
+        let startedAt: Date?
+        let endedAt: Date?
+        let reason: String?
+        /// While IN_PROGRESS, once the worker has reported it.
+        let progress: Progress?
+        let document: Document
+        let links: JobLinks
+
+        struct Progress: Encodable {
+            let pagesDone: Int
+            let pagesTotal: Int
+        }
+
+        init(_ job: JobSummary) {
+            self.id = job.id.uuidString.lowercased()
+            self.status = job.status
+            self.createdAt = job.createdAt
+            self.startedAt = job.startedAt
+            self.endedAt = job.endedAt
+            self.reason = job.reason
+            self.progress = job.pagesDone.flatMap { done in job.pagesTotal.map { Progress(pagesDone: done, pagesTotal: $0) } }
+            self.document = Document(name: job.documentName, contentType: job.contentType, size: job.sizeBytes)
+            self.links = JobLinks(id: job.id)
+        }
+    }
+
+    let jobs: [Item]
+    /// Absent on the last page.
+    let nextCursor: String?
+}

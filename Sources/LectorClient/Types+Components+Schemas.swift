@@ -953,5 +953,157 @@ extension Components {
                 ])
             }
         }
+        /// - Remark: Generated from `#/components/schemas/JobSummary`.
+        public struct JobSummary: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/JobSummary/id`.
+            public var id: Swift.String
+            /// - Remark: Generated from `#/components/schemas/JobSummary/status`.
+            public var status: Components.Schemas.Status
+            /// - Remark: Generated from `#/components/schemas/JobSummary/createdAt`.
+            public var createdAt: Foundation.Date
+            /// When the latest attempt started; absent while the job never ran.
+            ///
+            /// - Remark: Generated from `#/components/schemas/JobSummary/startedAt`.
+            public var startedAt: Foundation.Date?
+            /// When the job ended (FINISHED or FAILURE).
+            ///
+            /// - Remark: Generated from `#/components/schemas/JobSummary/endedAt`.
+            public var endedAt: Foundation.Date?
+            /// The latest transition's reason: why the job failed, or why it was requeued.
+            ///
+            /// - Remark: Generated from `#/components/schemas/JobSummary/reason`.
+            public var reason: Swift.String?
+            /// While IN_PROGRESS: pages read so far of the document's pages, as of the worker's latest lease renewal (every LECTOR_HEARTBEAT_SECONDS).
+            ///
+            /// - Remark: Generated from `#/components/schemas/JobSummary/progress`.
+            public struct ProgressPayload: Codable, Hashable, Sendable {
+                /// - Remark: Generated from `#/components/schemas/JobSummary/progress/pagesDone`.
+                public var pagesDone: Swift.Int
+                /// - Remark: Generated from `#/components/schemas/JobSummary/progress/pagesTotal`.
+                public var pagesTotal: Swift.Int
+                /// Creates a new `ProgressPayload`.
+                ///
+                /// - Parameters:
+                ///   - pagesDone:
+                ///   - pagesTotal:
+                public init(
+                    pagesDone: Swift.Int,
+                    pagesTotal: Swift.Int
+                ) {
+                    self.pagesDone = pagesDone
+                    self.pagesTotal = pagesTotal
+                }
+                public enum CodingKeys: String, CodingKey {
+                    case pagesDone
+                    case pagesTotal
+                }
+            }
+            /// While IN_PROGRESS: pages read so far of the document's pages, as of the worker's latest lease renewal (every LECTOR_HEARTBEAT_SECONDS).
+            ///
+            /// - Remark: Generated from `#/components/schemas/JobSummary/progress`.
+            public var progress: Components.Schemas.JobSummary.ProgressPayload?
+            /// - Remark: Generated from `#/components/schemas/JobSummary/document`.
+            public struct DocumentPayload: Codable, Hashable, Sendable {
+                /// - Remark: Generated from `#/components/schemas/JobSummary/document/name`.
+                public var name: Swift.String
+                /// - Remark: Generated from `#/components/schemas/JobSummary/document/contentType`.
+                public var contentType: Swift.String
+                /// - Remark: Generated from `#/components/schemas/JobSummary/document/size`.
+                public var size: Swift.Int
+                /// Creates a new `DocumentPayload`.
+                ///
+                /// - Parameters:
+                ///   - name:
+                ///   - contentType:
+                ///   - size:
+                public init(
+                    name: Swift.String,
+                    contentType: Swift.String,
+                    size: Swift.Int
+                ) {
+                    self.name = name
+                    self.contentType = contentType
+                    self.size = size
+                }
+                public enum CodingKeys: String, CodingKey {
+                    case name
+                    case contentType
+                    case size
+                }
+            }
+            /// - Remark: Generated from `#/components/schemas/JobSummary/document`.
+            public var document: Components.Schemas.JobSummary.DocumentPayload
+            /// - Remark: Generated from `#/components/schemas/JobSummary/links`.
+            public var links: Components.Schemas.Links
+            /// Creates a new `JobSummary`.
+            ///
+            /// - Parameters:
+            ///   - id:
+            ///   - status:
+            ///   - createdAt:
+            ///   - startedAt: When the latest attempt started; absent while the job never ran.
+            ///   - endedAt: When the job ended (FINISHED or FAILURE).
+            ///   - reason: The latest transition's reason: why the job failed, or why it was requeued.
+            ///   - progress: While IN_PROGRESS: pages read so far of the document's pages, as of the worker's latest lease renewal (every LECTOR_HEARTBEAT_SECONDS).
+            ///   - document:
+            ///   - links:
+            public init(
+                id: Swift.String,
+                status: Components.Schemas.Status,
+                createdAt: Foundation.Date,
+                startedAt: Foundation.Date? = nil,
+                endedAt: Foundation.Date? = nil,
+                reason: Swift.String? = nil,
+                progress: Components.Schemas.JobSummary.ProgressPayload? = nil,
+                document: Components.Schemas.JobSummary.DocumentPayload,
+                links: Components.Schemas.Links
+            ) {
+                self.id = id
+                self.status = status
+                self.createdAt = createdAt
+                self.startedAt = startedAt
+                self.endedAt = endedAt
+                self.reason = reason
+                self.progress = progress
+                self.document = document
+                self.links = links
+            }
+            public enum CodingKeys: String, CodingKey {
+                case id
+                case status
+                case createdAt
+                case startedAt
+                case endedAt
+                case reason
+                case progress
+                case document
+                case links
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/JobList`.
+        public struct JobList: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/JobList/jobs`.
+            public var jobs: [Components.Schemas.JobSummary]
+            /// Pass as `cursor` for the next (older) page; absent on the last page.
+            ///
+            /// - Remark: Generated from `#/components/schemas/JobList/nextCursor`.
+            public var nextCursor: Swift.String?
+            /// Creates a new `JobList`.
+            ///
+            /// - Parameters:
+            ///   - jobs:
+            ///   - nextCursor: Pass as `cursor` for the next (older) page; absent on the last page.
+            public init(
+                jobs: [Components.Schemas.JobSummary],
+                nextCursor: Swift.String? = nil
+            ) {
+                self.jobs = jobs
+                self.nextCursor = nextCursor
+            }
+            public enum CodingKeys: String, CodingKey {
+                case jobs
+                case nextCursor
+            }
+        }
     }
 }

@@ -21,6 +21,11 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `GET /openapi.json`.
     /// - Remark: Generated from `#/paths//openapi.json/get(openapi)`.
     func openapi(_ input: Operations.Openapi.Input) async throws -> Operations.Openapi.Output
+    /// The caller's jobs, newest first, a page at a time (keyset pagination).
+    ///
+    /// - Remark: HTTP `GET /v1/jobs`.
+    /// - Remark: Generated from `#/paths//v1/jobs/get(listJobs)`.
+    func listJobs(_ input: Operations.ListJobs.Input) async throws -> Operations.ListJobs.Output
     /// Submit a document.
     ///
     /// multipart/form-data with a `document` part and optional `metadata` (a JSON object) and `options` (`{"lang": "eng+deu"}`) parts; or the raw document as the body, options in the query. The type is detected from the bytes.
@@ -50,7 +55,7 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `GET /v1/jobs/{id}/deliveries`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/deliveries/get(getJobDeliveries)`.
     func getJobDeliveries(_ input: Operations.GetJobDeliveries.Input) async throws -> Operations.GetJobDeliveries.Output
-    /// A result file behind a signed link (no API key).
+    /// A result file or page picture behind a signed link (no API key).
     ///
     /// - Remark: HTTP `GET /files/{id}/{file}`.
     /// - Remark: Generated from `#/paths//files/{id}/{file}/get(getFile)`.
@@ -76,6 +81,21 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `GET /v1/jobs/{id}/ws`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/ws/get(getJobWebSocket)`.
     func getJobWebSocket(_ input: Operations.GetJobWebSocket.Input) async throws -> Operations.GetJobWebSocket.Output
+    /// The web page: sign in with an API key, upload, watch jobs, read results with their word boxes.
+    ///
+    /// - Remark: HTTP `GET /`.
+    /// - Remark: Generated from `#/paths///get(webPage)`.
+    func webPage(_ input: Operations.WebPage.Input) async throws -> Operations.WebPage.Output
+    /// The web page's scripts, style sheet and icon.
+    ///
+    /// - Remark: HTTP `GET /web/{file}`.
+    /// - Remark: Generated from `#/paths//web/{file}/get(webFile)`.
+    func webFile(_ input: Operations.WebFile.Input) async throws -> Operations.WebFile.Output
+    /// A page's picture as the engine read it: 202 while the job runs, 302 to a signed link when it finished, 409 when it failed. The preview's long side is at most 1600 px (boxes in result.json are in the page's pixels: scale them by the preview's width over the page's width); the thumbnail's at most 240 px.
+    ///
+    /// - Remark: HTTP `GET /v1/jobs/{id}/pages/{page}`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/pages/{page}/get(getPagePicture)`.
+    func getPagePicture(_ input: Operations.GetPagePicture.Input) async throws -> Operations.GetPagePicture.Output
 }
 
 /// Convenience overloads for operation inputs.
@@ -107,6 +127,19 @@ extension APIProtocol {
     /// - Remark: Generated from `#/paths//openapi.json/get(openapi)`.
     public func openapi(headers: Operations.Openapi.Input.Headers = .init()) async throws -> Operations.Openapi.Output {
         try await openapi(Operations.Openapi.Input(headers: headers))
+    }
+    /// The caller's jobs, newest first, a page at a time (keyset pagination).
+    ///
+    /// - Remark: HTTP `GET /v1/jobs`.
+    /// - Remark: Generated from `#/paths//v1/jobs/get(listJobs)`.
+    public func listJobs(
+        query: Operations.ListJobs.Input.Query = .init(),
+        headers: Operations.ListJobs.Input.Headers = .init()
+    ) async throws -> Operations.ListJobs.Output {
+        try await listJobs(Operations.ListJobs.Input(
+            query: query,
+            headers: headers
+        ))
     }
     /// Submit a document.
     ///
@@ -175,7 +208,7 @@ extension APIProtocol {
             headers: headers
         ))
     }
-    /// A result file behind a signed link (no API key).
+    /// A result file or page picture behind a signed link (no API key).
     ///
     /// - Remark: HTTP `GET /files/{id}/{file}`.
     /// - Remark: Generated from `#/paths//files/{id}/{file}/get(getFile)`.
@@ -228,6 +261,41 @@ extension APIProtocol {
     ) async throws -> Operations.GetJobWebSocket.Output {
         try await getJobWebSocket(Operations.GetJobWebSocket.Input(
             path: path,
+            headers: headers
+        ))
+    }
+    /// The web page: sign in with an API key, upload, watch jobs, read results with their word boxes.
+    ///
+    /// - Remark: HTTP `GET /`.
+    /// - Remark: Generated from `#/paths///get(webPage)`.
+    public func webPage(headers: Operations.WebPage.Input.Headers = .init()) async throws -> Operations.WebPage.Output {
+        try await webPage(Operations.WebPage.Input(headers: headers))
+    }
+    /// The web page's scripts, style sheet and icon.
+    ///
+    /// - Remark: HTTP `GET /web/{file}`.
+    /// - Remark: Generated from `#/paths//web/{file}/get(webFile)`.
+    public func webFile(
+        path: Operations.WebFile.Input.Path,
+        headers: Operations.WebFile.Input.Headers = .init()
+    ) async throws -> Operations.WebFile.Output {
+        try await webFile(Operations.WebFile.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// A page's picture as the engine read it: 202 while the job runs, 302 to a signed link when it finished, 409 when it failed. The preview's long side is at most 1600 px (boxes in result.json are in the page's pixels: scale them by the preview's width over the page's width); the thumbnail's at most 240 px.
+    ///
+    /// - Remark: HTTP `GET /v1/jobs/{id}/pages/{page}`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/pages/{page}/get(getPagePicture)`.
+    public func getPagePicture(
+        path: Operations.GetPagePicture.Input.Path,
+        query: Operations.GetPagePicture.Input.Query = .init(),
+        headers: Operations.GetPagePicture.Input.Headers = .init()
+    ) async throws -> Operations.GetPagePicture.Output {
+        try await getPagePicture(Operations.GetPagePicture.Input(
+            path: path,
+            query: query,
             headers: headers
         ))
     }

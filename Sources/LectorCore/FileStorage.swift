@@ -110,8 +110,24 @@ public struct FileStorage: JobStorage {
     public let reserve: StorageReserve
     private let threadPool: NIOThreadPool
 
-    /// Files a job folder may contain; anything else is refused.
+    /// Result files a job folder may contain besides the page pictures; anything else is refused.
     public static let resultFileNames: Set<String> = ["result.json", "result.txt", "result.hocr", "result.pdf"]
+
+    /// The preview of page `number` (1-based): the page as read, long side at most 1600 px, JPEG.
+    public static func previewFileName(page number: Int) -> String { "page-\(number).jpg" }
+    /// The thumbnail of page `number`: long side at most 240 px, JPEG.
+    public static func thumbnailFileName(page number: Int) -> String { "thumb-\(number).jpg" }
+
+    /// Whether `name` is a result file: one of `resultFileNames`, or `page-N.jpg` / `thumb-N.jpg` with N a page
+    /// number written without leading zeros (one spelling per file, as for signed links).
+    public static func isResultFileName(_ name: String) -> Bool {
+        if resultFileNames.contains(name) { return true }
+        for prefix in ["page-", "thumb-"] where name.hasPrefix(prefix) && name.hasSuffix(".jpg") {
+            let digits = name.dropFirst(prefix.count).dropLast(4)
+            return (1...5).contains(digits.count) && digits.first != "0" && digits.allSatisfy { ("0"..."9").contains($0) }
+        }
+        return false
+    }
     /// The folder of uploads in progress, under the root.
     public static let spoolFolderName = ".uploads"
 
@@ -271,7 +287,7 @@ public struct FileStorage: JobStorage {
     }
 
     public func readResult(id: UUID, fileName: String) async throws -> Data? {
-        guard Self.resultFileNames.contains(fileName) else { return nil }
+        guard Self.isResultFileName(fileName) else { return nil }
         let url = folder(of: id).appendingPathComponent(fileName, isDirectory: false)
         return try await threadPool.runIfActive {
             guard FileManager.default.fileExists(atPath: url.path) else { return nil }
@@ -284,7 +300,7 @@ public struct FileStorage: JobStorage {
     }
 
     public func hasResult(id: UUID, fileName: String) async throws -> Bool {
-        guard Self.resultFileNames.contains(fileName) else { return false }
+        guard Self.isResultFileName(fileName) else { return false }
         let path = folder(of: id).appendingPathComponent(fileName, isDirectory: false).path
         return try await threadPool.runIfActive { FileManager.default.fileExists(atPath: path) }
     }

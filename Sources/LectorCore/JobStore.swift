@@ -29,6 +29,59 @@ public struct JobTransition: Sendable, Equatable {
     public let reason: String?
 }
 
+/// A job as the list shows it: what it is, where it stands, and how long it took.
+public struct JobSummary: Sendable, Equatable {
+    public let id: UUID
+    public let documentName: String
+    public let contentType: String
+    public let sizeBytes: Int64
+    public let createdAt: Date
+    public let status: JobStatus
+    /// The latest transition's reason (a failure's, or why a job was requeued).
+    public let reason: String?
+    /// When the latest attempt started (nil while the job never ran).
+    public let startedAt: Date?
+    /// When the job ended (FINISHED or FAILURE).
+    public let endedAt: Date?
+    /// While IN_PROGRESS: pages read so far and pages in all, as of the worker's latest lease renewal.
+    public let pagesDone: Int?
+    public let pagesTotal: Int?
+}
+
+/// Where a page of `JobStore.list` ends: the last job's creation time (in microseconds, PostgreSQL's precision,
+/// so that no job is skipped or repeated) and its id. Clients see it as an opaque string.
+public struct JobListCursor: Sendable, Equatable {
+    public let createdAtMicros: Int64
+    public let id: UUID
+
+    public init(createdAtMicros: Int64, id: UUID) {
+        self.createdAtMicros = createdAtMicros
+        self.id = id
+    }
+
+    /// base64url of "<micros>.<uuid>", without padding.
+    public var token: String {
+        Data("\(createdAtMicros).\(id.uuidString.lowercased())".utf8).base64EncodedString()
+            .replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+
+    /// The cursor `token` wrote; nil for anything else.
+    public init?(token: String) {
+        guard (1...100).contains(token.utf8.count),
+            token.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x41...0x5A).contains($0) || (0x61...0x7A).contains($0) || $0 == 0x2D || $0 == 0x5F })
+        else { return nil }
+        var base64 = token.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        while base64.utf8.count % 4 != 0 { base64 += "=" }
+        guard let data = Data(base64Encoded: base64), let text = String(data: data, encoding: .utf8) else { return nil }
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, let micros = Int64(parts[0]), micros >= 0, let id = UUID(uuidString: String(parts[1])),
+            parts[0] == "\(micros)", parts[1] == id.uuidString.lowercased()
+        else { return nil }
+        self.init(createdAtMicros: micros, id: id)
+    }
+}
+
 /// A worker's hold on one attempt of one job. Every write a worker makes about the job names its lease, and
 /// is refused once the lease is gone (expired and rescued, or the job ended): that is the fencing.
 public struct Lease: Sendable, Equatable {
@@ -192,7 +245,10 @@ public struct JobStore: Sendable {
     /// Never waits for the lease row's lock: one worker renews all its leases in turn, so one renewal stuck
     /// behind a lock would let the others expire. A locked row is being ended (by this attempt) or rescued; it
     /// counts as held, unrenewed, and the next beat finds out which.
-    public func renew(_ lease: Lease, duration: Duration, maxRuntime: Duration = .seconds(86_400), now: Date? = nil) async throws -> Bool {
+    ///
+    public func renew(
+        _ lease: Lease, duration: Duration, maxRuntime: Duration = .seconds(86_400), now: Date? = nil
+    ) async throws -> Bool {
         let rows = try await client.query(
             """
             WITH mine AS (
@@ -359,6 +415,49 @@ public struct JobStore: Sendable {
         }
         guard let record else { return nil }
         return (record, try await history(of: id))
+    }
+
+    /// One page of a user's jobs, newest first (`created_at`, then id, both descending), for `GET /v1/jobs`.
+    ///
+    /// Keyset pagination: `after` is the last job of the previous page, so a page costs the same however deep
+    /// it is, and jobs created meanwhile never shift it. Reads `jobs_owner_idx`; `status` filters on the
+    /// current status. Fetches `limit + 1` rows to know whether another page follows.
+    public func list(
+        ownerID: Int64, status: JobStatus? = nil, after: JobListCursor? = nil, limit: Int
+    ) async throws -> (jobs: [JobSummary], next: JobListCursor?) {
+        let rows = try await client.query(
+            """
+            SELECT j.id, j.document_name, j.content_type, j.size_bytes, j.created_at,
+                   (extract(epoch FROM j.created_at) * 1000000)::int8, j.status,
+                   last.reason, started.at, CASE WHEN j.status IN ('FINISHED', 'FAILURE') THEN last.at END,
+                   j.pages_done, j.pages_total
+            FROM jobs j
+            JOIN LATERAL (SELECT reason, at FROM job_transitions
+                          WHERE job_id = j.id ORDER BY id DESC LIMIT 1) last ON true
+            LEFT JOIN LATERAL (SELECT at FROM job_transitions
+                               WHERE job_id = j.id AND status = 'IN_PROGRESS' ORDER BY id DESC LIMIT 1) started ON true
+            WHERE j.owner_id = \(ownerID)
+              AND (\(status?.rawValue)::text IS NULL OR j.status = \(status?.rawValue))
+              AND (\(after?.createdAtMicros)::int8 IS NULL
+                   OR (j.created_at, j.id) < ('epoch'::timestamptz + \(after?.createdAtMicros)::int8 * interval '1 microsecond',
+                                             \(after?.id)::uuid))
+            ORDER BY j.created_at DESC, j.id DESC
+            LIMIT \(limit + 1)
+            """,
+            logger: logger)
+        var jobs: [JobSummary] = []
+        var cursors: [JobListCursor] = []
+        for try await row in rows.decode((UUID, String, String, Int64, Date, Int64, String?, String?, Date?, Date?, Int32?, Int32?).self) {
+            var pages: (done: Int, total: Int)?
+            if let done = row.10, let total = row.11 { pages = (Int(done), Int(total)) }
+            jobs.append(JobSummary(
+                id: row.0, documentName: row.1, contentType: row.2, sizeBytes: row.3, createdAt: row.4,
+                status: row.6.flatMap(JobStatus.init(rawValue:)) ?? .queued, reason: row.7, startedAt: row.8, endedAt: row.9,
+                pagesDone: pages?.done, pagesTotal: pages?.total))
+            cursors.append(JobListCursor(createdAtMicros: row.5, id: row.0))
+        }
+        guard jobs.count > limit else { return (jobs, nil) }
+        return (Array(jobs.prefix(limit)), cursors[limit - 1])
     }
 
     /// Every transition of a job, oldest first.

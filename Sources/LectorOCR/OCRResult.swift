@@ -175,9 +175,13 @@ public struct Renderings: Sendable, Equatable {
     /// when every page went through the document pipeline (the renderer lays out what Tesseract's own page
     /// analysis found); nil otherwise.
     public var pdf: Data?
+    /// Each page's preview and thumbnail, in page order (nil for a page Leptonica could not encode; empty
+    /// when the engine makes none, as the no-op engine).
+    public var previews: [PagePreview?]
 
-    public init(hocr: Data? = nil, pdf: Data? = nil) {
+    public init(hocr: Data? = nil, pdf: Data? = nil, previews: [PagePreview?] = []) {
         self.hocr = hocr
         self.pdf = pdf
+        self.previews = previews
     }
 }

@@ -124,6 +124,7 @@ public final class TesseractEngine: OCREngine {
         var pdfPossible = true
         var timings: [PageTiming] = []
         cancellation.reportProgress(done: 0, total: images.count)
+        var previews: [PagePreview?] = []
         for index in 0..<images.count {
             try cancellation.check()
             let pageStarted = ContinuousClock.now
@@ -132,6 +133,8 @@ public final class TesseractEngine: OCREngine {
             decodedPixels += decoded.width * decoded.height
             guard decodedPixels <= limits.maxDocumentPixels else { throw PageImages.documentPixelsExceeded(limits) }
             let pix = try preprocessor.apply(options.operations, to: decoded)
+            // The page as it is read, so that its boxes fit it once scaled.
+            previews.append(PagePreview(page: pix))
             let mode = options.mode == .auto ? PageClassifier.classify(pix).mode : options.mode
             defer { timings.append(PageTiming(mode: mode == .scene ? .scene : .document, duration: ContinuousClock.now - pageStarted)) }
             switch mode {
@@ -163,7 +166,7 @@ public final class TesseractEngine: OCREngine {
         }
         let hocr = HOCR.document(pages: hocrPages, engine: TesseractEngineFactory.version, language: options.lang)
         var result = OCRResult(engine: TesseractEngineFactory.version, language: options.lang, pages: pages,
-                               renderings: Renderings(hocr: Data(hocr.utf8), pdf: pdf?.finish()))
+                               renderings: Renderings(hocr: Data(hocr.utf8), pdf: pdf?.finish(), previews: previews))
         result.pageTimings = timings
         return result
     }

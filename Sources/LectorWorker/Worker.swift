@@ -75,7 +75,8 @@ public struct Worker: Service {
 
     /// The doorbell key every slot waits on.
     public static let queuedKey = 0
-    /// Every result file an attempt may stage (`result.pdf` only when the renderer made one).
+    /// Every fixed result file an attempt may stage (`result.pdf` only when the renderer made one); the page
+    /// previews are named by page (`FileStorage.previewFileName`).
     static let resultFiles = ["result.json", "result.txt", "result.hocr", "result.pdf"]
 
     public init(
@@ -325,7 +326,19 @@ public struct Worker: Service {
             ]
             if let hocr = result.renderings.hocr { files.append(("result.hocr", hocr)) }
             if let pdf = result.renderings.pdf { files.append(("result.pdf", pdf)) }
-            try await storage.stageResults(id: job.id, attempt: job.lease.attempt, files: files)
+            // Each page's preview and thumbnail, for the web page (boxes scale onto them).
+            for (index, preview) in result.renderings.previews.enumerated() {
+                guard let preview else { continue }
+                files.append((FileStorage.previewFileName(page: index + 1), preview.image))
+                files.append((FileStorage.thumbnailFileName(page: index + 1), preview.thumbnail))
+            }
+            do {
+                try await storage.stageResults(id: job.id, attempt: job.lease.attempt, files: files)
+            } catch {
+                // `record` discards only the fixed result files of a failed attempt: drop the pages' too.
+                await storage.discardResults(id: job.id, fileNames: files.map(\.name), attempt: job.lease.attempt)
+                throw error
+            }
             return .finished(files.map(\.name))
         } catch let error as OCRError {
             if error.kind == .cancelled { return Task.isShuttingDownGracefully ? .handBack : .leaseLost }
@@ -398,7 +411,9 @@ public struct Worker: Service {
                 delay = min(delay * 2, .seconds(5))
             }
         }
-        await storage.discardResults(id: lease.jobID, fileNames: Self.resultFiles, attempt: lease.attempt)
+        var staged = Self.resultFiles
+        if case .finished(let files) = outcome { staged = files }
+        await storage.discardResults(id: lease.jobID, fileNames: staged, attempt: lease.attempt)
     }
 }
 

@@ -23,6 +23,8 @@ packages=(
   tesseract-ocr-osd          # orientation detection, for the `orient` preprocessing operation
   poppler-utils              # pdfinfo and pdftoppm: PDF input is rasterised in their own processes
   prometheus                 # tests: a real Prometheus scrapes the API and a worker (and promtool checks them)
+  chromium                   # the web page's browser test (Tests/web), headless
+  chromium-driver            # ...driven through chromedriver by Python selenium (.venv-web)
 )
 if [[ "${1:-}" == bench ]]; then
   packages+=(

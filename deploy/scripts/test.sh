@@ -30,6 +30,9 @@ Tests/fuzz/fuzz.sh "${LECTOR_FUZZ_EXAMPLES:-20}" 200
 # The bad-document corpus through a real API and worker process.
 python3 Tests/corpus/bad_documents.py
 
+# The web page in a real browser (chromium + chromedriver from Debian, selenium in .venv-web).
+Tests/web/web.sh
+
 # A short chaos run: workers killed with SIGKILL and PostgreSQL restarted under 150 jobs; none may be lost.
 python3 Tests/chaos/chaos.py --jobs "${LECTOR_CHAOS_JOBS:-150}"
 

@@ -1,0 +1,61 @@
+import CTesseract
+import Foundation
+
+/// A page's picture for people: the page as the engine read it (after preprocessing), downscaled so that its
+/// long side is at most `PagePreview.longSide` pixels, and a thumbnail, both JPEG. Boxes in `result.json` are
+/// in the page's pixels (`OCRPage.width` × `height`); scale them by `width / page.width` to draw them over
+/// the preview.
+public struct PagePreview: Sendable, Equatable {
+    /// The preview's longest side, in pixels (never enlarged: a smaller page keeps its size).
+    public static let longSide = 1600
+    /// The thumbnail's longest side.
+    public static let thumbnailLongSide = 240
+
+    public var image: Data
+    public var width: Int
+    public var height: Int
+    public var thumbnail: Data
+
+    public init(image: Data, width: Int, height: Int, thumbnail: Data) {
+        self.image = image
+        self.width = width
+        self.height = height
+        self.thumbnail = thumbnail
+    }
+
+    /// Both pictures of one page; nil when Leptonica cannot scale or encode it (a page without a preview is
+    /// still read: previews are never a reason for a job to fail).
+    init?(page: Pix) {
+        guard let preview = try? Self.scaled(page, longSide: Self.longSide),
+            let image = Self.jpeg(preview.pix, quality: 85),
+            let small = try? Self.scaled(preview.pix, longSide: Self.thumbnailLongSide),
+            let thumbnail = Self.jpeg(small.pix, quality: 75)
+        else { return nil }
+        self.init(image: image, width: preview.pix.width, height: preview.pix.height, thumbnail: thumbnail)
+    }
+
+    /// `pix` scaled down to fit `longSide` (the same image when it already fits).
+    private static func scaled(_ pix: Pix, longSide: Int) throws(OCRError) -> (pix: Pix, factor: Double) {
+        let long = max(pix.width, pix.height)
+        guard long > longSide else { return (pix, 1) }
+        let factor = Float(longSide) / Float(long)
+        // pixScale averages when shrinking (1-bit pages become grey rather than losing strokes).
+        return (try Pix(owning: pixScale(pix.pointer, factor, factor), failure: "the page could not be scaled"), Double(factor))
+    }
+
+    /// JPEG: 8-bit grey and 32-bit colour as they are; any other depth, or a colour map, through 32 bits first
+    /// (the picture is small by now).
+    private static func jpeg(_ pix: Pix, quality: Int32) -> Data? {
+        var source = pix
+        if (pix.depth != 8 && pix.depth != 32) || pixGetColormap(pix.pointer) != nil {
+            guard let converted = try? Pix(owning: pixConvertTo32(pix.pointer), failure: "") else { return nil }
+            source = converted
+        }
+        var bytes: UnsafeMutablePointer<UInt8>?
+        var size = 0
+        let status = withExtendedLifetime(source) { pixWriteMemJpeg(&bytes, &size, source.pointer, quality, 0) }
+        guard status == 0, let bytes else { return nil }
+        defer { free(bytes) }
+        return Data(bytes: bytes, count: size)
+    }
+}
