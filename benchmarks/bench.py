@@ -8,6 +8,7 @@
     benchmarks/bench.py p5 [--waiters 1000]             1,000 long-poll waiters: API RSS and answer delay
     benchmarks/bench.py p6 [--photos 50] [--rounds 3]   scene pipeline: lector ocr --mode scene vs OpenCV+pytesseract
     benchmarks/bench.py p7 [--noop 10000 --real 500]    worker RSS across many jobs
+    benchmarks/bench.py e1 [--subscribers 1000]         live events: API RSS and delivery delay with 1,000 SSE subscribers
     benchmarks/bench.py h1 [--uploads 2 8] [--concurrent 30]  hostile uploads: /healthz latency, API RSS
     benchmarks/bench.py h2 [--clients 50]               trickling clients: how soon they are closed
     benchmarks/bench.py h3 [--megapixels 10 30 60]      worker peak memory per megapixel, per pipeline
@@ -568,6 +569,59 @@ def h3(args):
     return rows
 
 
+def e1(args):
+    """1,000 concurrent SSE subscribers (GET /v1/events, one user): the API's RSS, and the delay from each
+    FINISHED transition's time in the database to its arrival at every subscriber."""
+    import json as jsonlib
+    svc = Service("e1", workers=1, engine="noop", extra={"LECTOR_MAX_UPLOADS_IN_FLIGHT": "64"})
+    delays, connected = [], []
+
+    async def subscriber(ready, stop):
+        reader, writer = await asyncio.open_connection("127.0.0.1", HTTP_PORT)
+        writer.write(f"GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {svc.key}\r\n\r\n".encode())
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")
+        connected.append(1)
+        ready.set() if len(connected) >= args.subscribers else None
+        try:
+            while not stop.is_set():
+                line = await asyncio.wait_for(reader.readline(), timeout=60)
+                if line.startswith(b"data: ") and b'"FINISHED"' in line:
+                    at = jsonlib.loads(line[6:])["at"]
+                    sent = __import__("datetime").datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+                    delays.append(time.time() - sent)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def run():
+        ready, stop = asyncio.Event(), asyncio.Event()
+        tasks = [asyncio.create_task(subscriber(ready, stop)) for _ in range(args.subscribers)]
+        await asyncio.wait_for(ready.wait(), timeout=120)
+        idle_rss = rss_mb(svc.api.pid)
+        for _ in range(args.jobs):
+            await asyncio.get_running_loop().run_in_executor(None, svc.submit, tiny_png())
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(3)
+        peak = rss_mb(svc.api.pid, "VmHWM")
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        return idle_rss, peak
+
+    try:
+        before = rss_mb(svc.api.pid)
+        idle_rss, peak = asyncio.run(run())
+        expected = args.subscribers * args.jobs
+        print(f"E1 {args.subscribers} SSE subscribers, {args.jobs} jobs: API RSS {before:.0f} MB before, {idle_rss:.0f} MB "
+              f"with the subscribers, peak {peak:.0f} MB; {len(delays)}/{expected} FINISHED events delivered; delay "
+              f"p50 {quantile(delays, 0.5) * 1000:.0f} ms, p99 {quantile(delays, 0.99) * 1000:.0f} ms, max {max(delays) * 1000:.0f} ms",
+              flush=True)
+    finally:
+        svc.stop()
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="measure", required=True)
@@ -580,6 +634,7 @@ def main():
     a = sub.add_parser("p5"); a.add_argument("--waiters", type=int, default=1000); a.add_argument("--jobs", type=int, default=10)
     a = sub.add_parser("p6"); a.add_argument("--photos", type=int, default=50); a.add_argument("--rounds", type=int, default=3)
     a = sub.add_parser("p7"); a.add_argument("--noop", type=int, default=10000); a.add_argument("--real", type=int, default=500)
+    a = sub.add_parser("e1"); a.add_argument("--subscribers", type=int, default=1000); a.add_argument("--jobs", type=int, default=20)
     a = sub.add_parser("h1"); a.add_argument("--uploads", type=int, nargs="+", default=[2, 8]); a.add_argument("--concurrent", type=int, default=30)
     a = sub.add_parser("h2"); a.add_argument("--clients", type=int, default=50); a.add_argument("--limit", type=int, default=120)
     a = sub.add_parser("h3"); a.add_argument("--megapixels", type=int, nargs="+", default=[10, 30, 60])
@@ -596,7 +651,7 @@ def main():
         p6(argparse.Namespace(photos=5 if small else 50, rounds=1 if small else 3))
         p7(argparse.Namespace(noop=300 if small else 10000, real=10 if small else 500))
     else:
-        {"p1": p1, "p2": p2, "p3": p3, "p4": p4, "p5": p5, "p6": p6, "p7": p7, "h1": h1, "h2": h2, "h3": h3}[args.measure](args)
+        {"p1": p1, "p2": p2, "p3": p3, "p4": p4, "p5": p5, "p6": p6, "p7": p7, "h1": h1, "h2": h2, "h3": h3, "e1": e1}[args.measure](args)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,9 @@ Tests/web/web.sh
 # A short chaos run: workers killed with SIGKILL and PostgreSQL restarted under 150 jobs; none may be lost.
 python3 Tests/chaos/chaos.py --jobs "${LECTOR_CHAOS_JOBS:-150}"
 
+# lector submit: results, exit statuses, idempotent reruns, Ctrl-C.
+python3 Tests/clients/submit_test.py
+
 # The hot folder: 200 files while the API is killed twice and the watcher once; none lost, none duplicated.
 python3 Tests/clients/watch_test.py
 
