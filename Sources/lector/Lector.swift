@@ -422,15 +422,20 @@ struct OCR: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ocr", abstract: "Run the engine on local files (no database, no server) and print or write the results.")
 
+    /// The API's format names (`txt`, …); `text` is kept as an alias.
     enum Format: String, ExpressibleByArgument, CaseIterable {
-        case text, json, hocr, pdf
-        var fileExtension: String { self == .text ? "txt" : rawValue }
+        case text = "txt", json, hocr, pdf
+        var fileExtension: String { rawValue }
+
+        init?(argument: String) {
+            self.init(rawValue: argument == "text" ? "txt" : argument)
+        }
     }
 
     @Argument(help: "Documents: PNG, JPEG, TIFF (all pages), PDF, BMP, WebP, PNM.") var files: [String]
     @Option(help: "Languages joined by '+' (see `tesseract --list-langs`).") var lang: String?
     @Option(help: "auto, document or scene.") var mode: PipelineMode = .auto
-    @Option(help: "text, json, hocr or pdf (pdf: document pages only).") var format: Format = .text
+    @Option(help: "txt (or text), json, hocr or pdf (pdf: document pages only).") var format: Format = .text
     @Option(help: "Text detector of the scene pipeline: db or east.") var detector: DetectorKind = .db
     @Option(help: "Preprocessing, comma-separated, in order: deskew, orient, grayscale, binarize[:otsu|adaptive], denoise, scale[:factor].")
     var operations: String?

@@ -54,15 +54,22 @@ struct AuthTests {
                     headers: [.authorization: "Bearer \(alice.token)", .contentType: "image/png"],
                     body: ByteBuffer(bytes: image))
                 let id = try #require(submitted.json["id"] as? String)
-                for uri in ["/v1/jobs/\(id)", "/v1/jobs/\(id)/result", "/v1/jobs/\(id)/result?wait=1"] {
+                // The owner's answers, exactly: the job's status (200), and 202 while it waits in the queue.
+                for (uri, expected) in [("/v1/jobs/\(id)", HTTPResponse.Status.ok), ("/v1/jobs/\(id)/result", .accepted),
+                                        ("/v1/jobs/\(id)/result?wait=1", .accepted)] {
                     let response = try await client.execute(
                         uri: uri, method: .get, headers: [.authorization: "Bearer \(mallory.token)"])
                     #expect(response.status == .notFound, "\(uri)")
                     #expect(response.errorCode == "job_not_found")
                     let own = try await client.execute(
                         uri: uri, method: .get, headers: [.authorization: "Bearer \(alice.token)"])
-                    #expect(own.status != .notFound, "\(uri)")
+                    #expect(own.status == expected, "\(uri)")
                 }
+                // The event stream too: 404 before any event is sent.
+                let events = try await client.execute(
+                    uri: "/v1/jobs/\(id)/events", method: .get, headers: [.authorization: "Bearer \(mallory.token)"])
+                #expect(events.status == .notFound)
+                #expect(events.errorCode == "job_not_found")
             }
         }
     }
