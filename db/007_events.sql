@@ -12,6 +12,11 @@ DECLARE
     v_owner bigint;
 BEGIN
     SELECT owner_id INTO v_owner FROM jobs WHERE id = NEW.job_id;
+    -- A job that goes back to the queue or starts a new attempt has no progress yet (the row is already
+    -- locked by this transaction; nothing is written when there is nothing to clear).
+    IF NEW.status IN ('QUEUED', 'IN_PROGRESS') THEN
+        UPDATE jobs SET pages_done = NULL, pages_total = NULL WHERE id = NEW.job_id AND pages_done IS NOT NULL;
+    END IF;
     PERFORM pg_notify('lector_job_events',
         't ' || NEW.id || ' ' || NEW.job_id || ' ' || v_owner || ' ' || NEW.status || ' '
         || (extract(epoch FROM NEW.at) * 1000)::bigint || ' ' || left(coalesce(NEW.reason, ''), 2000));
@@ -24,7 +29,7 @@ CREATE TRIGGER job_transitions_event AFTER INSERT ON job_transitions
 
 -- Page progress of the running attempt: scheduling state, mutable, outside the append-only log (like
 -- attempts and not_before). Kept on the job so that GET /v1/jobs/{id} shows it and a late subscriber starts
--- from it; reset when the job is claimed again.
+-- from it; cleared when the job is queued again or a new attempt starts (job_transition_event).
 ALTER TABLE jobs ADD COLUMN pages_done integer, ADD COLUMN pages_total integer;
 
 -- Records progress for the attempt that holds the lease, and announces it: 'p <job id> <owner id> <done>
@@ -36,7 +41,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_owner bigint;
 BEGIN
-    PERFORM 1 FROM job_leases WHERE job_id = p_job AND worker = p_worker AND attempt = p_attempt;
+    -- FOR SHARE: an end holding the lease row is waited for, and then the lease is gone (nothing written after
+    -- the final state); the lock order, lease then job, is the end's.
+    PERFORM 1 FROM job_leases WHERE job_id = p_job AND worker = p_worker AND attempt = p_attempt FOR SHARE;
     IF NOT FOUND THEN
         RETURN false;
     END IF;

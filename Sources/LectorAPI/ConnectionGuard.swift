@@ -52,6 +52,10 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private var responseStarted = false
     private var responseEnded = false
     private var requestEnded = false
+    /// Request heads received and responses ended: the connection waits for a head only when they are equal
+    /// (a pipelining client may send the next head while the previous response is being written).
+    private var headsReceived = 0
+    private var responsesEnded = 0
     /// Whether the next handler asked for data that has not arrived yet.
     private var readOutstanding = false
     private var closing = false
@@ -94,6 +98,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         readOutstanding = false
         switch unwrapInboundIn(data) {
         case .head:
+            headsReceived += 1
             waitingForHeadSince = nil
             let now = NIODeadline.now()
             body = (now, now, 0)
@@ -106,7 +111,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             body = nil
             requestEnded = true
             // Answered before its body was all read (an early 4xx): the wait for the next head starts now.
-            if responseEnded { waitingForHeadSince = .now() }
+            if responseEnded, responsesEnded == headsReceived { waitingForHeadSince = .now() }
         }
         context.fireChannelRead(data)
     }
@@ -124,7 +129,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
             // The response is complete: the connection now waits for the next head (the body, if the client is
             // still sending one, is drained by Hummingbird under the body limits).
             responseEnded = true
-            if requestEnded { waitingForHeadSince = .now() }
+            responsesEnded += 1
+            if requestEnded, responsesEnded == headsReceived { waitingForHeadSince = .now() }
         default:
             break
         }
@@ -265,10 +271,11 @@ final class FirstHeadTimer: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
         seen += buffer.readableBytes
-        tail += buffer.readableBytesView.suffix(4096)
+        // The last 3 bytes of the previous read, then the whole of this one: the blank line may span reads.
+        let bytes = tail + Array(buffer.readableBytesView)
         let terminator: [UInt8] = [13, 10, 13, 10]
-        let found = tail.count >= 4 && (0...(tail.count - 4)).contains { tail[$0..<$0 + 4].elementsEqual(terminator) }
-        tail = Array(tail.suffix(3))
+        let found = bytes.count >= 4 && (0...(bytes.count - 4)).contains { bytes[$0..<$0 + 4].elementsEqual(terminator) }
+        tail = Array(bytes.suffix(3))
         context.fireChannelRead(data)
         if found {
             timer?.cancel()

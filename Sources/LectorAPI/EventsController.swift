@@ -1,3 +1,4 @@
+import AsyncAlgorithms
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -164,7 +165,7 @@ struct EventsController {
     /// unavailable) — because a refused upgrade would be answered by hummingbird-websocket with a redirect to the
     /// same address. The key comes in `Authorization: Bearer`, like every `/v1` route.
     func addWebSocketRoutes(_ router: Router<LectorRequestContext>) {
-        router.ws("v1/jobs/:id/ws") { _, outbound, context in
+        router.ws("v1/jobs/:id/ws") { inbound, outbound, context in
             let request = context.request
             func refuse(_ code: UInt16, _ error: APIError) async throws {
                 let reason = "{\"code\":\"\(error.code)\"}"
@@ -190,8 +191,25 @@ struct EventsController {
             } catch {
                 return try await refuse(4503, .databaseUnavailable)
             }
-            try await feed.run { message in try await outbound.write(.text(message.frame)) }
-            try await outbound.close(.normalClosure, reason: nil)
+            // Whichever ends first ends the socket: the job's final state, the client going away (its inbound
+            // stream ends), or a graceful shutdown of the server (clients resume with Last-Event-ID).
+            let ended = try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    try await feed.run { message in try await outbound.write(.text(message.frame)) }
+                    return true
+                }
+                group.addTask {
+                    for try await _ in inbound {}
+                    return false
+                }
+                group.addTask {
+                    try await gracefulShutdown()
+                    return false
+                }
+                defer { group.cancelAll() }
+                return try await group.next() ?? false
+            }
+            if ended { try await outbound.close(.normalClosure, reason: nil) } else { try? await outbound.close(.goingAway, reason: nil) }
         }
     }
 
@@ -217,21 +235,23 @@ struct EventsController {
         headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
             try await writer.write(ByteBuffer(string: ": lector events\n\n"))
-            let (outputs, output) = AsyncStream<String>.makeStream(bufferingPolicy: .bufferingNewest(1024))
+            // A channel, not a buffer: a slow client holds the producer back, so the hub's bounded buffer fills and
+            // the feed re-reads the log (`.resync`) instead of losing messages silently here.
+            let output = AsyncChannel<String>()
             // A server shutting down ends its streams (clients reconnect with Last-Event-ID) instead of waiting.
             try await withGracefulShutdownHandler {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
                     defer { output.finish() }
-                    try await produce { message in output.yield(message.sse) }
+                    try await produce { message in await output.send(message.sse) }
                 }
                 group.addTask {
                     while true {
                         try await Task.sleep(for: keepAlive)
-                        output.yield(": keep-alive\n\n")
+                        await output.send(": keep-alive\n\n")
                     }
                 }
-                for await text in outputs {
+                for await text in output {
                     try await writer.write(ByteBuffer(string: text))
                 }
                 group.cancelAll()

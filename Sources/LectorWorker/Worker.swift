@@ -347,7 +347,14 @@ public struct Worker: Service {
             logger.error("storage error", metadata: ["error": "\(error)"])
             switch error.kind {
             case .full:
+                // Whose fault? What this attempt staged is gone already (see above), so look again: if storage
+                // has room now, this job's own results did not fit, and retrying for free would loop forever (a
+                // counted retry, then a failure at the attempt limit); if it is still full, the system is, and
+                // the attempt is free.
                 storageHealth.invalidate()
+                if (try? await storageHealth.check()) != nil {
+                    return .retry("the results did not fit in the free storage: \(error.description)")
+                }
                 return .storageFull(error.description)
             case .unavailable: return .retry("storage error: \(error.description)")
             case .missing: return .failed(error.description)

@@ -124,6 +124,7 @@ struct LectorConnection: Sendable {
         }
         let output = try await client.getResult(.init(path: .init(id: id), query: .init(format: format)))
         guard case .found(let found) = output else {
+            if case .notFound = output { throw ResultUnavailable(description: "the job has no \(format.rawValue) result") }
             throw CLIFailure("the job \(id) has no \(format.rawValue) result")
         }
         guard let link = found.headers.location, let url = URL(string: link, relativeTo: baseURL) else { throw CLIFailure("the server answered a bad link") }
@@ -187,6 +188,11 @@ struct BearerAuth: ClientMiddleware {
         request.headerFields[.authorization] = "Bearer \(key)"
         return try await next(request, body, baseURL)
     }
+}
+
+/// A finished job without the asked format (a searchable PDF of a job with a scene page): retrying cannot help.
+struct ResultUnavailable: Error, CustomStringConvertible {
+    let description: String
 }
 
 /// A mistake in how the command was called: exit status 2.

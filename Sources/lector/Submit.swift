@@ -33,6 +33,11 @@ struct Submit: AsyncParsableCommand {
         guard let key = apiKey ?? environment["LECTOR_API_KEY"], !key.isEmpty else { usage("no API key: set LECTOR_API_KEY or --api-key") }
         let urls = files.map { URL(fileURLWithPath: $0) }
         for file in urls where !FileManager.default.isReadableFile(atPath: file.path) { usage("\(file.path) cannot be read") }
+        // Results are written as <name>.<format>: two documents of one name would overwrite each other's.
+        let stems = urls.map { $0.deletingPathExtension().lastPathComponent }
+        if let twice = stems.first(where: { stem in stems.filter { $0 == stem }.count > 1 }), wait || output != nil {
+            usage("two documents would both write \(twice).\(format): submit them in separate runs")
+        }
         let waiting = wait || output != nil
         let outputFolder = URL(fileURLWithPath: output ?? ".", isDirectory: true)
         if waiting {
@@ -80,6 +85,7 @@ struct Submit: AsyncParsableCommand {
             for (index, file) in urls.enumerated() {
                 var delay = Duration.milliseconds(500)
                 var unreachable = 0
+                var refusals = 0
                 submitting: while true {
                     let key = (try? options.idempotencyKey(for: file)) ?? UUID().uuidString
                     switch await connection.submit(file, options: options, idempotencyKey: key) {
@@ -98,6 +104,13 @@ struct Submit: AsyncParsableCommand {
                                 board.printSubmitted()
                                 Foundation.exit(Self.exitUnreachable)
                             }
+                        } else {
+                            // An overloaded or failing server: a few tries with backoff, then this file fails.
+                            refusals += 1
+                            if refusals >= 8 {
+                                board.refused(index, reason: "gave up after \(refusals) tries: \(reason)")
+                                break submitting
+                            }
                         }
                         board.note("\(file.lastPathComponent): \(reason); retrying")
                         try await Task.sleep(for: delay)
@@ -106,11 +119,23 @@ struct Submit: AsyncParsableCommand {
                 }
             }
             if waiting {
-                // Poll the jobs the stream has not ended, every few seconds, until all have.
+                // Poll the jobs the stream has not ended, every few seconds, until all have; a server that stays
+                // away for two minutes is exit 3 (the jobs go on; their ids are printed).
+                var lastAnswer = ContinuousClock.now
                 while !board.allEnded {
                     for id in board.pending {
-                        if let job = try? await connection.job(id) {
-                            board.update(JobUpdate(id: id, status: job.status, reason: job.reason, pagesDone: job.pagesDone, pagesTotal: job.pagesTotal))
+                        do {
+                            if let job = try await connection.job(id) {
+                                board.update(JobUpdate(id: id, status: job.status, reason: job.reason, pagesDone: job.pagesDone, pagesTotal: job.pagesTotal))
+                            }
+                            lastAnswer = .now
+                        } catch {
+                            guard ContinuousClock.now - lastAnswer < .seconds(120) else {
+                                board.finish()
+                                printError("lector submit: the server stopped answering while waiting")
+                                board.printSubmitted()
+                                Foundation.exit(Self.exitUnreachable)
+                            }
                         }
                     }
                     if board.allEnded { break }

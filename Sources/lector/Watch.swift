@@ -55,14 +55,20 @@ struct Watch: AsyncParsableCommand {
 
         while !Task.isCancelled {
             let now = ContinuousClock.now
-            // New files, once they stopped changing.
-            for name in folder.candidates() where journal.entries[name] == nil {
+            // New files (or a name seen before, dropped again after it was done or failed), once unchanged.
+            for name in folder.candidates() {
+                if let entry = journal.entries[name], entry.state != .done, entry.state != .failed { continue }
                 guard let (size, modified) = folder.stat(name) else { continue }
                 if let seen = sizes[name], seen.size == size, seen.modified == modified {
                     guard now - seen.since >= .milliseconds(Int64(settle * 1000)) else { continue }
-                    let idempotencyKey = try options.idempotencyKey(for: folder.input.appendingPathComponent(name), salt: name)
-                    try journal.record(Journal.Entry(file: name, key: idempotencyKey, state: .submitting))
                     sizes[name] = nil
+                    do {
+                        let idempotencyKey = try options.idempotencyKey(for: folder.input.appendingPathComponent(name), salt: name)
+                        try journal.record(Journal.Entry(file: name, key: idempotencyKey, state: .submitting))
+                    } catch {
+                        // Unreadable (permissions, a file that vanished): set aside with the reason, never a crash.
+                        setAside(name, failing: ["message": "the file cannot be read: \(error.localizedDescription)"], journal: &journal)
+                    }
                 } else {
                     sizes[name] = (size, modified, now)
                 }
@@ -84,8 +90,7 @@ struct Watch: AsyncParsableCommand {
                         nextTry[name] = nil
                         printError("submitted \(name) → job \(id)")
                     case .refused(let status, let code, let message):
-                        try folder.fail(name, reason: ["status": status, "code": code, "message": message])
-                        try journal.record(entry.with(state: .failed))
+                        setAside(name, failing: ["status": status, "code": code, "message": message], journal: &journal, entry: entry)
                         printError("refused \(name): \(status) \(code): \(message)")
                     case .retry(let reason):
                         let delay = min((nextTry[name]?.delay ?? .milliseconds(500)) * 2, .seconds(30))
@@ -98,19 +103,21 @@ struct Watch: AsyncParsableCommand {
                     nextPoll[name] = now + .seconds(1)
                     do {
                         guard let job = try await connection.job(id) else {
-                            try folder.fail(name, reason: ["job": id, "message": "the server no longer knows the job"])
-                            try journal.record(entry.with(state: .failed))
+                            setAside(name, failing: ["job": id, "message": "the server no longer knows the job"], journal: &journal, entry: entry)
                             continue
                         }
                         switch job.status {
                         case "FINISHED":
-                            let data = try await connection.result(id, format: format)
-                            try folder.finish(name, result: data, format: format)
-                            try journal.record(entry.with(state: .done))
-                            printError("\(name) → \(folder.output.path)")
+                            do {
+                                let data = try await connection.result(id, format: format)
+                                try folder.finish(name, result: data, format: format)
+                                try journal.record(entry.with(state: .done))
+                                printError("\(name) → \(folder.output.path)")
+                            } catch let error as ResultUnavailable {
+                                setAside(name, failing: ["job": id, "message": error.description], journal: &journal, entry: entry)
+                            }
                         case "FAILURE":
-                            try folder.fail(name, reason: ["job": id, "message": job.reason ?? "the job failed"])
-                            try journal.record(entry.with(state: .failed))
+                            setAside(name, failing: ["job": id, "message": job.reason ?? "the job failed"], journal: &journal, entry: entry)
                             printError("failed \(name): \(job.reason ?? "the job failed")")
                         default:
                             break
@@ -118,6 +125,7 @@ struct Watch: AsyncParsableCommand {
                     } catch {
                         let delay = min((nextTry[name]?.delay ?? .milliseconds(500)) * 2, .seconds(30))
                         nextTry[name] = (now + delay, delay)
+                        printError("\(name): \(error); trying again in \(delay)")
                     }
                 case .done, .failed:
                     break
@@ -125,6 +133,23 @@ struct Watch: AsyncParsableCommand {
             }
             try journal.compactIfLarge()
             try await Task.sleep(for: .milliseconds(250))
+        }
+
+        /// Moves a file to `failed/` with its reason and journals it; a file that cannot even be moved (a name
+        /// too long for `<name>.json`) is journalled as failed and left where it is, with a line on stderr.
+        func setAside(_ name: String, failing reason: [String: Any], journal: inout Journal, entry: Journal.Entry? = nil) {
+            do {
+                try folder.fail(name, reason: reason)
+            } catch {
+                printError("\(name): cannot be moved to failed/ (\(error)); left in place")
+            }
+            let failed = entry?.with(state: .failed) ?? Journal.Entry(file: name, key: "", state: .failed)
+            do {
+                try journal.record(failed)
+            } catch {
+                printError("lector watch: the journal cannot be written: \(error)")
+                Foundation.exit(1)
+            }
         }
     }
 }
@@ -155,8 +180,9 @@ struct HotFolder {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: input.path)) ?? []
         return names.filter { name in
             guard !name.hasPrefix(".") else { return false }
-            var isFolder: ObjCBool = false
-            return FileManager.default.fileExists(atPath: input.appendingPathComponent(name).path, isDirectory: &isFolder) && !isFolder.boolValue
+            // Regular files only: a named pipe would block the hash, a folder is not a document.
+            let type = (try? FileManager.default.attributesOfItem(atPath: input.appendingPathComponent(name).path))?[.type] as? FileAttributeType
+            return type == .typeRegular
         }.sorted()
     }
 
@@ -171,8 +197,8 @@ struct HotFolder {
 
     /// Writes the result (atomically), then moves the original to `done/`.
     func finish(_ name: String, result: Data, format: String) throws {
-        let stem = (name as NSString).deletingPathExtension
-        try result.write(to: output.appendingPathComponent("\(stem).\(format)"), options: .atomic)
+        // The whole name, then the format (a.png → a.png.txt): two originals never share a result.
+        try result.write(to: output.appendingPathComponent("\(name).\(format)"), options: .atomic)
         try move(name, to: done)
     }
 

@@ -322,7 +322,10 @@ struct ReliabilityTests {
                     uri: "/v1/jobs/\(UUID())", method: .get, headers: [.authorization: "Bearer \(APIKey.generate().token)"])
                 #expect(response.status == .serviceUnavailable)
                 #expect(response.errorCode == "database_unavailable")
-                #expect(ContinuousClock.now - started < .seconds(10))
+                // Bounded, not hung: the deadline is 1 s, but the suite runs engine tests on the two cooperative
+                // threads of this machine, which can delay any timer by seconds; 30 s still tells "answered" from
+                // "waits for the database forever".
+                #expect(ContinuousClock.now - started < .seconds(30))
                 let ready = try await http.execute(uri: "/readyz", method: .get)
                 #expect(ready.status == .serviceUnavailable)
                 #expect(ready.json["database"] as? String == "unreachable")

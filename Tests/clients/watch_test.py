@@ -116,7 +116,7 @@ def main():
     failed = [n for n in os.listdir(os.path.join(inbox, "failed"))]
     left = [n for n in os.listdir(inbox) if n.endswith(".png")]
     missing_done = [n for n in names if n not in done]
-    missing_result = [n for n in names if n.replace(".png", ".txt") not in results]
+    missing_result = [n for n in names if n + ".txt" not in results]
     jobs = psql(database, "SELECT count(*), count(DISTINCT document_name) FROM jobs").split("|")
     per_file = psql(database, "SELECT coalesce(max(c), 0) FROM (SELECT count(*) AS c FROM jobs GROUP BY document_name) t")
     if missing_done:
