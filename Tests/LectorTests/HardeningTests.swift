@@ -148,6 +148,35 @@ struct HardeningTests {
         }
     }
 
+    @Test("a long head and the body's start in one read: the connection is not cut at the head timeout")
+    func longHeadWithBody() async throws {
+        try await TestHarness.run(environment: ["LECTOR_HTTP_HEADER_TIMEOUT": "1"]) { harness in
+            let user = try await harness.newUser()
+            let image = try TestImages.render(["a long head"])
+            try await harness.application().test(.live) { client in
+                let port = try #require(client.port)
+                let connection = try RawConnection(port: port)
+                // A 6 KB head (a long header) and 8 KB of body in one send: NIO reads them into one buffer, whose
+                // blank line is not among its last 4 KB (the timer once looked only there).
+                let padding = String(repeating: "p", count: 6000)
+                let body = Array(image + Data(count: 24_000))  // bytes after a PNG's end are stored as sent
+                let head = Array(("POST /v1/jobs?filename=long.png HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \(user.token)\r\n"
+                    + "X-Padding: \(padding)\r\nContent-Type: image/png\r\nContent-Length: \(body.count)\r\n\r\n").utf8)
+                try connection.sendBytes(head + body[0..<8000])
+                // The rest trickles in well above the minimum rate, for longer than the head timeout.
+                var offset = 8000
+                while offset < body.count {
+                    try await Task.sleep(for: .milliseconds(150))
+                    try connection.sendBytes(Array(body[offset..<min(body.count, offset + 1500)]))
+                    offset += 1500
+                }
+                let answer = try await connection.readUntil(timeout: 15) { $0.contains("\r\n\r\n") && $0.contains("}") }
+                #expect(answer.hasPrefix("HTTP/1.1 202"), "\(answer.prefix(200))")
+                connection.close()
+            }
+        }
+    }
+
     @Test("errors of the HTTP parser (oversized head, invalid request) are answered with a JSON body")
     func parserErrorsAreJSON() async throws {
         try await TestHarness.run { harness in
@@ -446,6 +475,15 @@ final class RawConnection: @unchecked Sendable {
                 peerClosed = true
                 throw TestFailure("send failed: errno \(errno)")
             }
+            offset += sent
+        }
+    }
+
+    func sendBytes(_ bytes: [UInt8]) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard sent > 0 else { throw TestFailure("send failed: errno \(errno)") }
             offset += sent
         }
     }
