@@ -68,6 +68,7 @@ struct JobsController {
         v1.get("jobs", use: list)
         v1.get("languages", use: languages)
         v1.get("jobs/:id", use: status)
+        v1.post("jobs/:id/cancel", use: cancel)
         v1.get("jobs/:id/result", use: result)
         v1.get("jobs/:id/deliveries", use: deliveries)
         v1.get("jobs/:id/pages/:page", use: page)
@@ -251,6 +252,37 @@ struct JobsController {
             throw APIError.jobNotFound
         }
         return try json(JobView(record: record, history: history), status: .ok)
+    }
+
+    // MARK: POST /v1/jobs/{id}/cancel
+
+    /// Cancels a job (owner only; 404 otherwise). Queued: it ends at once, `FAILURE` "cancelled", and the answer is
+    /// 200 with the job. Running: the request goes to its worker, which stops the OCR within about a second and
+    /// ends the job the same way; the answer is 202 with the job as it stands. Ended already: 409 `job_ended`.
+    @Sendable func cancel(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let id = try jobID(context)
+        let jobs = dependencies.jobs
+        guard let outcome = try await database({ try await jobs.cancel(id, ownerID: user.id) }) else {
+            throw APIError.jobNotFound
+        }
+        guard let (record, history) = try await database({ try await jobs.job(id, ownerID: user.id) }) else {
+            throw APIError.jobNotFound
+        }
+        switch outcome {
+        case .ended:
+            var error = APIError(.conflict, "job_ended", "the job has ended (\(record.status.rawValue)); there is nothing to cancel")
+            error.details["status"] = record.status.rawValue
+            throw error
+        case .cancelled:
+            context.logger.info("job cancelled", metadata: ["job_id": "\(id.uuidString.lowercased())"])
+            return try json(JobView(record: record, history: history), status: .ok)
+        case .requested:
+            context.logger.info("job cancel requested", metadata: ["job_id": "\(id.uuidString.lowercased())"])
+            var headers = HTTPFields()
+            headers[.retryAfter] = "1"
+            return try json(JobView(record: record, history: history), status: .accepted, headers: headers)
+        }
     }
 
     // MARK: GET /v1/jobs?status=&limit=&cursor=

@@ -43,6 +43,13 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `GET /v1/jobs/{id}`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/get(getJob)`.
     func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output
+    /// Cancel a job.
+    ///
+    /// A queued job ends at once, `FAILURE` with reason `cancelled` (200). A running job's worker is asked to stop: it cancels the OCR within about a second and ends the job the same way (202; follow the job's status or events). A job that has ended already is 409 `job_ended`. A cancel that reaches a running job after its OCR has finished loses the race: the job finishes.
+    ///
+    /// - Remark: HTTP `POST /v1/jobs/{id}/cancel`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/cancel/post(cancelJob)`.
+    func cancelJob(_ input: Operations.CancelJob.Input) async throws -> Operations.CancelJob.Output
     /// The result: 202 while the job runs, 302 to a signed link when it finished, 409 when it failed.
     ///
     /// - Remark: HTTP `GET /v1/jobs/{id}/result`.
@@ -174,6 +181,21 @@ extension APIProtocol {
         headers: Operations.GetJob.Input.Headers = .init()
     ) async throws -> Operations.GetJob.Output {
         try await getJob(Operations.GetJob.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// Cancel a job.
+    ///
+    /// A queued job ends at once, `FAILURE` with reason `cancelled` (200). A running job's worker is asked to stop: it cancels the OCR within about a second and ends the job the same way (202; follow the job's status or events). A job that has ended already is 409 `job_ended`. A cancel that reaches a running job after its OCR has finished loses the race: the job finishes.
+    ///
+    /// - Remark: HTTP `POST /v1/jobs/{id}/cancel`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/cancel/post(cancelJob)`.
+    public func cancelJob(
+        path: Operations.CancelJob.Input.Path,
+        headers: Operations.CancelJob.Input.Headers = .init()
+    ) async throws -> Operations.CancelJob.Output {
+        try await cancelJob(Operations.CancelJob.Input(
             path: path,
             headers: headers
         ))

@@ -181,6 +181,8 @@ public struct JobStore: Sendable {
     public static let queuedChannel = "lector_job_queued"
     /// Channel notified with the job's id whenever a job ends (`FINISHED` or `FAILURE`).
     public static let endedChannel = "lector_job_ended"
+    /// Channel notified with the job's id when the cancel of a running job is requested (`cancel_job`, db/009).
+    public static let cancelChannel = "lector_job_cancel"
 
     public let client: PostgresClient
     public let logger: Logger
@@ -333,6 +335,41 @@ public struct JobStore: Sendable {
         var found = false
         for try await _ in try await connection.execute(LockLeaseStatement(lease: lease), logger: logger) { found = true }
         if !found { throw TransitionRefused(jobID: lease.jobID, status: status) }
+    }
+
+    /// What `cancel` did.
+    public enum CancelOutcome: String, Sendable {
+        /// The job was queued and is now `FAILURE` "cancelled".
+        case cancelled
+        /// The job is running: the request is recorded and announced to its worker, which ends it.
+        case requested
+        /// The job had ended already; nothing was written.
+        case ended
+    }
+
+    /// The reason of a cancelled job's `FAILURE`.
+    public static let cancelledReason = "cancelled"
+
+    /// Cancels a job of `ownerID` (`cancel_job`, db/009_cancel_delete.sql: under the claim's table lock, so a
+    /// cancel and a claim of the same job are serialised); nil when there is no such job of this owner.
+    public func cancel(_ id: UUID, ownerID: Int64) async throws -> CancelOutcome? {
+        let rows = try await client.query("SELECT cancel_job(\(id), \(ownerID))", logger: logger)
+        var outcome: CancelOutcome?
+        // Read to the end: an error at the implicit COMMIT arrives after the row.
+        for try await value in rows.decode(String?.self) { outcome = value.flatMap(CancelOutcome.init(rawValue:)) }
+        return outcome
+    }
+
+    /// Which of `ids` have a cancel request: the worker asks at every heartbeat, for the jobs it runs, in case it
+    /// missed the NOTIFY.
+    public func cancelRequested(_ ids: [UUID]) async throws -> Set<UUID> {
+        guard !ids.isEmpty else { return [] }
+        let rows = try await client.query(
+            "SELECT id FROM jobs WHERE id = ANY(\(ids)) AND cancel_requested_at IS NOT NULL AND status = 'IN_PROGRESS'",
+            logger: logger)
+        var found: Set<UUID> = []
+        for try await id in rows.decode(UUID.self) { found.insert(id) }
+        return found
     }
 
     /// Requeues jobs whose lease expired ("worker lost"), or fails them once `maxAttempts` attempts were made.

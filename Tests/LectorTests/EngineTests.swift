@@ -1,0 +1,154 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import LectorAPI
+import LectorCore
+import LectorOCR
+import LectorWorker
+import Logging
+import NIOCore
+import Testing
+
+@Suite("Cancel, re-OCR, delete and retention")
+struct EngineTests {
+    static let t0 = Date(timeIntervalSince1970: 1_900_000_000)
+
+    /// A user: its bearer token and its id.
+    static func user(_ harness: TestHarness) async throws -> (token: String, id: Int64) {
+        let token = try await harness.newUser().token
+        return (token, try #require(try await harness.keys.authenticate(token: token)).id)
+    }
+
+    static func post(_ client: some TestClientProtocol, _ uri: String, token: String, json: String? = nil) async throws -> TestResponse {
+        var headers: HTTPFields = [.authorization: "Bearer \(token)"]
+        if json != nil { headers[.contentType] = "application/json" }
+        return try await client.execute(uri: uri, method: .post, headers: headers, body: json.map { ByteBuffer(string: $0) })
+    }
+
+    // MARK: cancel
+
+    @Test("cancelling a queued job ends it FAILURE \"cancelled\"; again is 409 job_ended; another user's is 404")
+    func cancelQueued() async throws {
+        try await TestHarness.run { harness in
+            let alice = try await Self.user(harness)
+            let mallory = try await Self.user(harness)
+            let id = try await ReliabilityTests.submit(harness, owner: alice.id)
+            try await harness.application().test(.router) { client in
+                let stranger = try await Self.post(client, "/v1/jobs/\(id)/cancel", token: mallory.token)
+                #expect(stranger.status == .notFound)
+                #expect(stranger.errorCode == "job_not_found")
+                let unknown = try await Self.post(client, "/v1/jobs/\(UUID())/cancel", token: alice.token)
+                #expect(unknown.status == .notFound)
+
+                let cancelled = try await Self.post(client, "/v1/jobs/\(id)/cancel", token: alice.token)
+                #expect(cancelled.status == .ok)
+                #expect(cancelled.json["status"] as? String == "FAILURE")
+                let history = try await harness.jobs.history(of: id)
+                #expect(history.map(\.status) == [.queued, .failure])
+                #expect(history.last?.reason == "cancelled")
+
+                let again = try await Self.post(client, "/v1/jobs/\(id)/cancel", token: alice.token)
+                #expect(again.status == .conflict)
+                #expect(again.errorCode == "job_ended")
+            }
+            // Nothing is left to claim.
+            #expect(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)) == nil)
+        }
+    }
+
+    @Test("cancelling a running job stops its OCR: FAILURE \"cancelled\" within 2 s")
+    func cancelRunning() async throws {
+        try await TestHarness.run { harness in
+            let alice = try await Self.user(harness)
+            let id = try await ReliabilityTests.submit(harness, owner: alice.id)
+            let engine = ScriptedEngineFactory(steps: [.slow(.seconds(60), "never")])
+            let worker = ReliabilityTests.worker(harness, engine: engine)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await worker.cancelListener().run() }
+                group.addTask { try await worker.run() }
+                defer { group.cancelAll() }
+                let deadline = ContinuousClock.now + .seconds(30)
+                while try await harness.jobs.history(of: id).last?.status != .inProgress {
+                    guard ContinuousClock.now < deadline else { throw TestFailure("the job was not claimed") }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                // Let the listener's LISTEN be in place.
+                try await Task.sleep(for: .milliseconds(300))
+                try await harness.application().test(.router) { client in
+                    let started = ContinuousClock.now
+                    let requested = try await Self.post(client, "/v1/jobs/\(id)/cancel", token: alice.token)
+                    #expect(requested.status == .accepted)
+                    // The job as it stands: still running, or already ended by its worker.
+                    #expect(["IN_PROGRESS", "FAILURE"].contains(requested.json["status"] as? String))
+                    try await ReliabilityTests.waitForEnd(harness, id, timeout: .seconds(10))
+                    #expect(ContinuousClock.now - started < .seconds(2))
+                    let ended = try await Self.post(client, "/v1/jobs/\(id)/cancel", token: alice.token)
+                    #expect(ended.errorCode == "job_ended")
+                }
+            }
+            let history = try await harness.jobs.history(of: id)
+            #expect(history.map(\.status) == [.queued, .inProgress, .failure])
+            #expect(history.last?.reason == "cancelled")
+            #expect(history.last?.worker == "scripted/1")
+        }
+    }
+
+    @Test("a cancel racing a claim: the job is either claimed (and the cancel requested) or cancelled, never both",
+          arguments: ClaimStrategy.allCases)
+    func cancelRacesClaim(strategy: ClaimStrategy) async throws {
+        try await TestHarness.run { harness in
+            let owner = try await QueueTests.owner(harness)
+            for index in 0..<60 {
+                let job = QueueTests.makeJob(owner: owner, index: index)
+                try await harness.jobs.create(job)
+                async let claimed = harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60), strategy: strategy)
+                async let cancelled = harness.jobs.cancel(job.id, ownerID: owner)
+                let (claim, cancel) = try await (claimed, cancelled)
+                let history = try await harness.jobs.history(of: job.id).map(\.status)
+                if let claim {
+                    #expect(claim.id == job.id)
+                    #expect(cancel == .requested)
+                    #expect(history == [.queued, .inProgress])
+                    // Its worker ends it.
+                    try await harness.jobs.end(claim.lease, as: .failure, reason: JobStore.cancelledReason)
+                } else {
+                    #expect(cancel == .cancelled)
+                    #expect(history == [.queued, .failure])
+                }
+            }
+            #expect(try await harness.jobs.countsByStatus() == [.failure: 60])
+        }
+    }
+
+    @Test("a job whose cancel was requested is never requeued: a retry or a rescue of it ends it \"cancelled\"")
+    func cancelRequestedNeverRequeued() async throws {
+        try await TestHarness.run { harness in
+            let owner = try await QueueTests.owner(harness)
+            var ids: [UUID] = []
+            for index in 0..<2 {
+                let job = QueueTests.makeJob(owner: owner, index: index)
+                try await harness.jobs.create(job)
+                ids.append(job.id)
+            }
+            let first = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(10), now: Self.t0))
+            let second = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(10), now: Self.t0))
+            #expect(Set([first.id, second.id]) == Set(ids))
+            #expect(try await harness.jobs.cancel(first.id, ownerID: owner) == .requested)
+            #expect(try await harness.jobs.cancel(second.id, ownerID: owner) == .requested)
+            #expect(try await harness.jobs.cancelRequested(ids + [UUID()]) == Set(ids))
+            // The worker's retry becomes the end.
+            try await harness.jobs.requeue(first.lease, reason: "retrying in 1 s: engine failure", now: Self.t0)
+            // The rescuer's requeue too.
+            let rescuer = Rescuer(jobs: harness.jobs, interval: .seconds(1), maxAttempts: 3, logger: TestDatabase.logger)
+            #expect(await rescuer.runOnce(now: Self.t0 + 11) == RescueReport(failed: 1))
+            for id in ids {
+                let history = try await harness.jobs.history(of: id)
+                #expect(history.map(\.status) == [.queued, .inProgress, .failure])
+                #expect(history.last?.reason == "cancelled")
+            }
+            #expect(try await harness.jobs.cancelRequested(ids).isEmpty)
+            #expect(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(10), now: Self.t0 + 12) == nil)
+        }
+    }
+}

@@ -1,0 +1,64 @@
+-- Cancelling a job (POST /v1/jobs/{id}/cancel). See ARCHITECTURE.md, "Cancel, re-OCR, delete".
+--
+-- A queued job ends at once, FAILURE "cancelled". That moves a job out of QUEUED, so, like the claim, it happens
+-- under LOCK TABLE job_claim_lock IN EXCLUSIVE MODE: a cancel and a claim of the same job are serialised, and
+-- whichever comes second sees the other's commit (the claim no longer finds the job QUEUED; the cancel finds it
+-- IN_PROGRESS and asks its worker instead). Lock order is the claim's: the table lock, then the job's row.
+--
+-- A running job cannot be ended by the API: its worker holds the lease, and every end is fenced by it. The
+-- request is recorded (jobs.cancel_requested_at) and announced on lector_job_cancel with the job's id; the
+-- worker that runs it cancels the attempt's OCR and ends the job FAILURE "cancelled" with its lease. A worker
+-- that missed the NOTIFY finds the request at its next lease renewal.
+ALTER TABLE jobs ADD COLUMN cancel_requested_at timestamptz;
+
+-- Returns 'cancelled' (it was QUEUED and is now FAILURE "cancelled"), 'requested' (it is IN_PROGRESS: the request
+-- is recorded and announced), 'ended' (FINISHED or FAILURE already: nothing written), or NULL (no such job of
+-- this owner).
+CREATE FUNCTION cancel_job(p_job uuid, p_owner bigint) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_status text;
+BEGIN
+    LOCK TABLE job_claim_lock IN EXCLUSIVE MODE;
+    SELECT status INTO v_status FROM jobs WHERE id = p_job AND owner_id = p_owner FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF v_status = 'QUEUED' THEN
+        UPDATE jobs SET cancel_requested_at = now() WHERE id = p_job;
+        INSERT INTO job_transitions (job_id, status, reason) VALUES (p_job, 'FAILURE', 'cancelled');
+        RETURN 'cancelled';
+    ELSIF v_status = 'IN_PROGRESS' THEN
+        UPDATE jobs SET cancel_requested_at = coalesce(cancel_requested_at, now()) WHERE id = p_job;
+        PERFORM pg_notify('lector_job_cancel', p_job::text);
+        RETURN 'requested';
+    END IF;
+    RETURN 'ended';
+END;
+$$;
+
+-- A job whose cancel was requested never goes back to the queue: a requeue (a worker's retry, storage full, the
+-- graceful hand-back) or a rescue (its worker was lost) of it becomes FAILURE "cancelled" instead. Triggers of
+-- one event fire in the order of their names, so this one ('job_transitions_a_cancel') runs before
+-- job_transitions_apply, which then sees the transition as it is meant. It locks the job's row first, as the
+-- apply trigger would: a cancel_job that committed meanwhile is seen, and one that comes later waits for this
+-- transaction and then finds the job QUEUED or ended.
+CREATE FUNCTION job_transition_cancelled() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_status text;
+    v_requested timestamptz;
+BEGIN
+    IF NEW.status <> 'QUEUED' THEN
+        RETURN NEW;
+    END IF;
+    SELECT status, cancel_requested_at INTO v_status, v_requested FROM jobs WHERE id = NEW.job_id FOR UPDATE;
+    IF v_status = 'IN_PROGRESS' AND v_requested IS NOT NULL THEN
+        NEW.status := 'FAILURE';
+        NEW.reason := 'cancelled';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER job_transitions_a_cancel BEFORE INSERT ON job_transitions
+    FOR EACH ROW EXECUTE FUNCTION job_transition_cancelled();
