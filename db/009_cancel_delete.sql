@@ -1,4 +1,4 @@
--- Cancelling a job (POST /v1/jobs/{id}/cancel). See ARCHITECTURE.md, "Cancel, re-OCR, delete".
+-- Cancelling a job (POST /v1/jobs/{id}/cancel) and re-reading one with other options (POST /v1/jobs/{id}/rerun). See ARCHITECTURE.md, "Cancel, re-OCR, delete".
 --
 -- A queued job ends at once, FAILURE "cancelled". That moves a job out of QUEUED, so, like the claim, it happens
 -- under LOCK TABLE job_claim_lock IN EXCLUSIVE MODE: a cancel and a claim of the same job are serialised, and
@@ -62,3 +62,29 @@ $$;
 
 CREATE TRIGGER job_transitions_a_cancel BEFORE INSERT ON job_transitions
     FOR EACH ROW EXECUTE FUNCTION job_transition_cancelled();
+
+-- Re-OCR: a new job made from a job's stored document with new options, linked to it. One statement, like
+-- create_job: the row (document, metadata and callback URL copied from the first job, the callback URL replaced
+-- when the request names one) and its QUEUED transition. NULL when the first job does not exist or belongs to
+-- someone else: nothing is written. The API has already put the new job's folder in place (a hard link of the
+-- document), as for a submit.
+ALTER TABLE jobs ADD COLUMN rerun_of uuid REFERENCES jobs(id);
+
+CREATE FUNCTION rerun_job(p_id uuid, p_source uuid, p_owner bigint, p_options text, p_callback_url text)
+RETURNS timestamptz
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_created timestamptz;
+BEGIN
+    INSERT INTO jobs (id, owner_id, document_name, content_type, size_bytes, sha256, options, metadata, callback_url, rerun_of)
+    SELECT p_id, j.owner_id, j.document_name, j.content_type, j.size_bytes, j.sha256, p_options::jsonb, j.metadata,
+           coalesce(p_callback_url, j.callback_url), j.id
+    FROM jobs j WHERE j.id = p_source AND j.owner_id = p_owner
+    RETURNING created_at INTO v_created;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO job_transitions (job_id, status) VALUES (p_id, 'QUEUED');
+    RETURN v_created;
+END;
+$$;

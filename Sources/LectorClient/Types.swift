@@ -50,6 +50,13 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `POST /v1/jobs/{id}/cancel`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/cancel/post(cancelJob)`.
     func cancelJob(_ input: Operations.CancelJob.Input) async throws -> Operations.CancelJob.Output
+    /// Read a job's document again with other options.
+    ///
+    /// Makes a new job from the stored document of this one (no upload; the document is linked into the new job's folder), with `options` checked as a submit's options part (absent: the defaults). Its metadata is the first job's; its callback URL too, unless `options.callbackUrl` names one. The new job shows `rerunOf`. Answers like a submit.
+    ///
+    /// - Remark: HTTP `POST /v1/jobs/{id}/rerun`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/rerun/post(rerunJob)`.
+    func rerunJob(_ input: Operations.RerunJob.Input) async throws -> Operations.RerunJob.Output
     /// The result: 202 while the job runs, 302 to a signed link when it finished, 409 when it failed.
     ///
     /// - Remark: HTTP `GET /v1/jobs/{id}/result`.
@@ -198,6 +205,23 @@ extension APIProtocol {
         try await cancelJob(Operations.CancelJob.Input(
             path: path,
             headers: headers
+        ))
+    }
+    /// Read a job's document again with other options.
+    ///
+    /// Makes a new job from the stored document of this one (no upload; the document is linked into the new job's folder), with `options` checked as a submit's options part (absent: the defaults). Its metadata is the first job's; its callback URL too, unless `options.callbackUrl` names one. The new job shows `rerunOf`. Answers like a submit.
+    ///
+    /// - Remark: HTTP `POST /v1/jobs/{id}/rerun`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/rerun/post(rerunJob)`.
+    public func rerunJob(
+        path: Operations.RerunJob.Input.Path,
+        headers: Operations.RerunJob.Input.Headers = .init(),
+        body: Operations.RerunJob.Input.Body? = nil
+    ) async throws -> Operations.RerunJob.Output {
+        try await rerunJob(Operations.RerunJob.Input(
+            path: path,
+            headers: headers,
+            body: body
         ))
     }
     /// The result: 202 while the job runs, 302 to a signed link when it finished, 409 when it failed.

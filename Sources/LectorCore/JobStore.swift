@@ -19,6 +19,8 @@ public struct JobRecord: Sendable {
     /// Page progress of the running (or last) attempt, when the worker reported it.
     public var pagesDone: Int?
     public var pagesTotal: Int?
+    /// The job this one re-reads with other options (`POST /v1/jobs/{id}/rerun`).
+    public var rerunOf: UUID? = nil
 }
 
 /// One row of the append-only status log.
@@ -337,6 +339,19 @@ public struct JobStore: Sendable {
         if !found { throw TransitionRefused(jobID: lease.jobID, status: status) }
     }
 
+    /// Creates job `id` from the stored document of job `source` of `ownerID`, with new options (and callback URL,
+    /// when given; otherwise the first job's), linked to it (`rerun_job`, db/009_cancel_delete.sql): the row and
+    /// its `QUEUED` transition in one statement. Returns the new job's creation time; nil when `source` is no job
+    /// of this owner (nothing is written). Its folder must be in place first, as for `create`.
+    public func rerun(_ id: UUID, of source: UUID, ownerID: Int64, optionsJSON: String, callbackURL: String?) async throws -> Date? {
+        let rows = try await client.query(
+            "SELECT rerun_job(\(id), \(source), \(ownerID), \(optionsJSON), \(callbackURL))", logger: logger)
+        var createdAt: Date?
+        // Read to the end: an error at the implicit COMMIT arrives after the row.
+        for try await date in rows.decode(Date?.self) { createdAt = date }
+        return createdAt
+    }
+
     /// What `cancel` did.
     public enum CancelOutcome: String, Sendable {
         /// The job was queued and is now `FAILURE` "cancelled".
@@ -435,19 +450,20 @@ public struct JobStore: Sendable {
         let rows = try await client.query(
             """
             SELECT id, owner_id, document_name, content_type, size_bytes, encode(sha256, 'hex'),
-                   options::text, metadata::text, created_at, status, pages_done, pages_total
+                   options::text, metadata::text, created_at, status, pages_done, pages_total, rerun_of
             FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)
             """,
             logger: logger
         )
         var record: JobRecord?
         for try await row in rows.decode(
-            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?).self
+            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?, UUID?).self
         ) {
             record = JobRecord(
                 id: row.0, ownerID: row.1, documentName: row.2, contentType: row.3, sizeBytes: row.4,
                 sha256Hex: row.5, optionsJSON: row.6, metadataJSON: row.7, createdAt: row.8,
-                status: row.9.flatMap(JobStatus.init(rawValue:)) ?? .queued, pagesDone: row.10, pagesTotal: row.11
+                status: row.9.flatMap(JobStatus.init(rawValue:)) ?? .queued, pagesDone: row.10, pagesTotal: row.11,
+                rerunOf: row.12
             )
         }
         guard let record else { return nil }

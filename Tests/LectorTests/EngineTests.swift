@@ -151,4 +151,72 @@ struct EngineTests {
             #expect(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(10), now: Self.t0 + 12) == nil)
         }
     }
+
+    // MARK: re-OCR
+
+    @Test("re-OCR makes a new job from the stored document with new options, linked to the first")
+    func rerun() async throws {
+        try await TestHarness.run { harness in
+            let alice = try await Self.user(harness)
+            let mallory = try await Self.user(harness)
+            let source = try await ReliabilityTests.submit(harness, owner: alice.id)
+            try await harness.application().test(.router) { client in
+                let refused = [
+                    #"{"options": {"mode": "sideways"}}"#, #"{"options": {"colour": true}}"#, #"{"other": 1}"#, "[1]", "not json",
+                ]
+                for body in refused {
+                    let response = try await Self.post(client, "/v1/jobs/\(source)/rerun", token: alice.token, json: body)
+                    #expect(response.status == .badRequest, "\(body)")
+                }
+                let stranger = try await Self.post(client, "/v1/jobs/\(source)/rerun", token: mallory.token, json: "{}")
+                #expect(stranger.status == .notFound)
+
+                let response = try await Self.post(
+                    client, "/v1/jobs/\(source)/rerun", token: alice.token, json: #"{"options": {"mode": "document", "operations": ["grayscale"]}}"#)
+                #expect(response.status == .accepted)
+                #expect(response.headers[.retryAfter] != nil)
+                let id = try #require((response.json["id"] as? String).flatMap(UUID.init(uuidString:)))
+                #expect(id != source)
+                #expect(response.headers[.location] == "/v1/jobs/\(id.uuidString.lowercased())")
+                let view = try await client.execute(uri: "/v1/jobs/\(id)", method: .get, headers: [.authorization: "Bearer \(alice.token)"])
+                #expect(view.status == .ok)
+                #expect(view.json["rerunOf"] as? String == source.uuidString.lowercased())
+                #expect(view.json["status"] as? String == "QUEUED")
+                let options = try #require(view.json["options"] as? [String: Any])
+                #expect(options["mode"] as? String == "document")
+                #expect(options["operations"] as? [String] == ["grayscale"])
+                let first = try await client.execute(uri: "/v1/jobs/\(source)", method: .get, headers: [.authorization: "Bearer \(alice.token)"])
+                #expect(first.json["rerunOf"] == nil)
+                // No body: the defaults.
+                let plain = try await Self.post(client, "/v1/jobs/\(source)/rerun", token: alice.token)
+                #expect(plain.status == .accepted)
+                // The same document, in a folder of its own; the first job's folder is untouched.
+                let copy = try await harness.storage.readDocument(id: id, fileName: DocumentType.png.storedFileName)
+                #expect(copy == (try await harness.storage.readDocument(id: source, fileName: DocumentType.png.storedFileName)))
+                let metadata = try Data(contentsOf: harness.storage.folder(of: id).appendingPathComponent("metadata.json"))
+                #expect(String(decoding: metadata, as: UTF8.self).contains(source.uuidString.lowercased()))
+            }
+            // The new jobs are queued like any other: a worker claims them.
+            let claimed = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)))
+            #expect(claimed.id == source)
+            #expect(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)) != nil)
+        }
+    }
+
+    @Test("re-OCR of a job whose document is gone is 409 document_unavailable and leaves nothing behind")
+    func rerunWithoutDocument() async throws {
+        try await TestHarness.run { harness in
+            let alice = try await Self.user(harness)
+            let source = try await ReliabilityTests.submit(harness, owner: alice.id)
+            try await harness.storage.removeJobFolder(id: source)
+            try await harness.application().test(.router) { client in
+                let response = try await Self.post(client, "/v1/jobs/\(source)/rerun", token: alice.token, json: "{}")
+                #expect(response.status == .conflict)
+                #expect(response.errorCode == "document_unavailable")
+            }
+            #expect(try await harness.jobs.countsByStatus() == [.queued: 1])
+            let spooled = (try? FileManager.default.contentsOfDirectory(atPath: harness.storage.spoolDirectory)) ?? []
+            #expect(spooled.isEmpty)
+        }
+    }
 }
