@@ -1,4 +1,5 @@
--- Cancelling a job (POST /v1/jobs/{id}/cancel) and re-reading one with other options (POST /v1/jobs/{id}/rerun). See ARCHITECTURE.md, "Cancel, re-OCR, delete".
+-- Cancelling a job (POST /v1/jobs/{id}/cancel), re-reading one with other options (POST /v1/jobs/{id}/rerun) and
+-- deleting one (DELETE /v1/jobs/{id}). See ARCHITECTURE.md, "Cancel, re-OCR, delete".
 --
 -- A queued job ends at once, FAILURE "cancelled". That moves a job out of QUEUED, so, like the claim, it happens
 -- under LOCK TABLE job_claim_lock IN EXCLUSIVE MODE: a cancel and a claim of the same job are serialised, and
@@ -12,17 +13,21 @@
 ALTER TABLE jobs ADD COLUMN cancel_requested_at timestamptz;
 
 -- Returns 'cancelled' (it was QUEUED and is now FAILURE "cancelled"), 'requested' (it is IN_PROGRESS: the request
--- is recorded and announced), 'ended' (FINISHED or FAILURE already: nothing written), or NULL (no such job of
--- this owner).
+-- is recorded and announced), 'ended' (FINISHED or FAILURE already: nothing written), 'gone' (deleted), or NULL
+-- (no such job of this owner).
 CREATE FUNCTION cancel_job(p_job uuid, p_owner bigint) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_status text;
+    v_deleted timestamptz;
 BEGIN
     LOCK TABLE job_claim_lock IN EXCLUSIVE MODE;
-    SELECT status INTO v_status FROM jobs WHERE id = p_job AND owner_id = p_owner FOR UPDATE;
+    SELECT status, deleted_at INTO v_status, v_deleted FROM jobs WHERE id = p_job AND owner_id = p_owner FOR UPDATE;
     IF NOT FOUND THEN
         RETURN NULL;
+    END IF;
+    IF v_deleted IS NOT NULL THEN
+        RETURN 'gone';  -- deleted (below)
     END IF;
     IF v_status = 'QUEUED' THEN
         UPDATE jobs SET cancel_requested_at = now() WHERE id = p_job;
@@ -79,12 +84,50 @@ BEGIN
     INSERT INTO jobs (id, owner_id, document_name, content_type, size_bytes, sha256, options, metadata, callback_url, rerun_of)
     SELECT p_id, j.owner_id, j.document_name, j.content_type, j.size_bytes, j.sha256, p_options::jsonb, j.metadata,
            coalesce(p_callback_url, j.callback_url), j.id
-    FROM jobs j WHERE j.id = p_source AND j.owner_id = p_owner
+    FROM jobs j WHERE j.id = p_source AND j.owner_id = p_owner AND j.deleted_at IS NULL  -- its document is gone
     RETURNING created_at INTO v_created;
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
     INSERT INTO job_transitions (job_id, status) VALUES (p_id, 'QUEUED');
     RETURN v_created;
+END;
+$$;
+
+-- Deleting a job (DELETE /v1/jobs/{id}). The row and its transitions stay, so that the job's existence, owner,
+-- times and outcome remain on record (and the append-only log is never rewritten); what the client gave us is
+-- cleared: the document's name, the options, the metadata, the callback URL. The API then removes the folder.
+-- From then on every job route answers 410.
+--
+-- A running job is refused ('running'; the API answers 409 job_running): its worker holds the lease and would
+-- put result files into the folder; the client cancels it first. A queued job is cancelled in the same
+-- transaction, under the claim's table lock like cancel_job, so it can never be claimed once deleted.
+-- Returns 'deleted', 'running', 'gone' (deleted before) or NULL (no such job of this owner).
+ALTER TABLE jobs ADD COLUMN deleted_at timestamptz;
+
+CREATE FUNCTION delete_job(p_job uuid, p_owner bigint) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_status text;
+    v_deleted timestamptz;
+BEGIN
+    LOCK TABLE job_claim_lock IN EXCLUSIVE MODE;
+    SELECT status, deleted_at INTO v_status, v_deleted FROM jobs WHERE id = p_job AND owner_id = p_owner FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF v_deleted IS NOT NULL THEN
+        RETURN 'gone';
+    END IF;
+    IF v_status = 'IN_PROGRESS' THEN
+        RETURN 'running';
+    END IF;
+    IF v_status = 'QUEUED' THEN
+        UPDATE jobs SET cancel_requested_at = now() WHERE id = p_job;
+        INSERT INTO job_transitions (job_id, status, reason) VALUES (p_job, 'FAILURE', 'cancelled');
+    END IF;
+    UPDATE jobs SET deleted_at = now(), document_name = '', options = '{}', metadata = '{}', callback_url = NULL
+    WHERE id = p_job;
+    RETURN 'deleted';
 END;
 $$;

@@ -70,6 +70,7 @@ struct JobsController {
         v1.get("jobs/:id", use: status)
         v1.post("jobs/:id/cancel", use: cancel)
         v1.post("jobs/:id/rerun", use: rerun)
+        v1.delete("jobs/:id", use: delete)
         v1.get("jobs/:id/result", use: result)
         v1.get("jobs/:id/deliveries", use: deliveries)
         v1.get("jobs/:id/pages/:page", use: page)
@@ -195,6 +196,8 @@ struct JobsController {
         let user = try context.requireUser()
         let id = try jobID(context)
         let webhooks = WebhookStore(client: dependencies.jobs.client, logger: dependencies.jobs.logger)
+        // A deleted job is 410 here too (`JobDeleted`).
+        _ = try await database({ [jobs = dependencies.jobs] in try await jobs.state(of: id, ownerID: user.id) })
         guard let records = try await database({ try await webhooks.deliveries(jobID: id, ownerID: user.id) }) else {
             throw APIError.jobNotFound
         }
@@ -271,6 +274,8 @@ struct JobsController {
             throw APIError.jobNotFound
         }
         switch outcome {
+        case .gone:
+            throw APIError.jobDeleted
         case .ended:
             var error = APIError(.conflict, "job_ended", "the job has ended (\(record.status.rawValue)); there is nothing to cancel")
             error.details["status"] = record.status.rawValue
@@ -383,6 +388,40 @@ struct JobsController {
             index = next
         }
         return bytes
+    }
+
+    // MARK: DELETE /v1/jobs/{id}
+
+    /// Deletes a job (owner only; 404 otherwise): its folder (document, results, pictures) and the metadata the
+    /// client gave (document name, options, metadata, callback URL); the row and its history stay, so that it
+    /// is on record that the job existed. 204. Afterwards every route of the job answers 410 `job_deleted`. A
+    /// queued job is cancelled in the same transaction; a running one is refused with 409 `job_running` (its
+    /// worker would write results into the folder): cancel it, then delete it once it has ended.
+    @Sendable func delete(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let id = try jobID(context)
+        let jobs = dependencies.jobs
+        guard let outcome = try await database({ try await jobs.delete(id, ownerID: user.id) }) else {
+            throw APIError.jobNotFound
+        }
+        switch outcome {
+        case .gone:
+            throw APIError.jobDeleted
+        case .running:
+            throw APIError(.conflict, "job_running",
+                "the job is running: cancel it (POST /v1/jobs/{id}/cancel), then delete it once it has ended")
+        case .deleted:
+            do {
+                try await dependencies.storage.removeJobFolder(id: id)
+            } catch {
+                // The job is deleted; its folder is now an orphan, which the storage sweeper removes.
+                context.logger.error("a deleted job's folder could not be removed; the sweeper will", metadata: [
+                    "job_id": "\(id.uuidString.lowercased())", "error": "\(String(reflecting: error))",
+                ])
+            }
+            context.logger.info("job deleted", metadata: ["job_id": "\(id.uuidString.lowercased())"])
+            return Response(status: .noContent)
+        }
     }
 
     // MARK: GET /v1/jobs?status=&limit=&cursor=

@@ -613,6 +613,113 @@ extension OpenAPIDocument {
                 }
               }
             }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      },
+      "delete": {
+        "operationId": "deleteJob",
+        "summary": "Delete a job.",
+        "description": "Removes the job's folder (document, results, page pictures) and the metadata the client gave (document name, options, metadata, callback URL). The job's row and history stay, so that it is on record that the job existed; every route of the job answers 410 `job_deleted` from then on, and it leaves the list. A queued job is cancelled in the same transaction; a running job is refused with 409 `job_running`: cancel it, then delete it once it has ended.",
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The job's id.",
+            "schema": {
+              "type": "string",
+              "format": "uuid"
+            }
+          }
+        ],
+        "responses": {
+          "204": {
+            "description": "Deleted."
+          },
+          "400": {
+            "description": "The id is not a UUID, or a parameter is invalid.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such job for this key (unknown, or another user's), or no such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "409": {
+            "description": "The job is running (`job_running`): cancel it first.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -717,6 +824,16 @@ extension OpenAPIDocument {
           },
           "503": {
             "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -864,6 +981,16 @@ extension OpenAPIDocument {
                 }
               }
             }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -1004,6 +1131,16 @@ extension OpenAPIDocument {
                 }
               }
             }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -1082,6 +1219,16 @@ extension OpenAPIDocument {
           },
           "503": {
             "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -1324,6 +1471,16 @@ extension OpenAPIDocument {
                 }
               }
             }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -1407,7 +1564,7 @@ extension OpenAPIDocument {
       "get": {
         "operationId": "getJobWebSocket",
         "summary": "A job's live events over a WebSocket.",
-        "description": "Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.",
+        "description": "Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4410 (the job was deleted), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.",
         "parameters": [
           {
             "name": "id",
@@ -1720,6 +1877,16 @@ extension OpenAPIDocument {
           },
           "503": {
             "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
             "content": {
               "application/json": {
                 "schema": {

@@ -43,6 +43,13 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `GET /v1/jobs/{id}`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/get(getJob)`.
     func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output
+    /// Delete a job.
+    ///
+    /// Removes the job's folder (document, results, page pictures) and the metadata the client gave (document name, options, metadata, callback URL). The job's row and history stay, so that it is on record that the job existed; every route of the job answers 410 `job_deleted` from then on, and it leaves the list. A queued job is cancelled in the same transaction; a running job is refused with 409 `job_running`: cancel it, then delete it once it has ended.
+    ///
+    /// - Remark: HTTP `DELETE /v1/jobs/{id}`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/delete(deleteJob)`.
+    func deleteJob(_ input: Operations.DeleteJob.Input) async throws -> Operations.DeleteJob.Output
     /// Cancel a job.
     ///
     /// A queued job ends at once, `FAILURE` with reason `cancelled` (200). A running job's worker is asked to stop: it cancels the OCR within about a second and ends the job the same way (202; follow the job's status or events). A job that has ended already is 409 `job_ended`. A cancel that reaches a running job after its OCR has finished loses the race: the job finishes.
@@ -90,7 +97,7 @@ public protocol APIProtocol: Sendable {
     func getEvents(_ input: Operations.GetEvents.Input) async throws -> Operations.GetEvents.Output
     /// A job's live events over a WebSocket.
     ///
-    /// Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.
+    /// Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4410 (the job was deleted), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.
     ///
     /// - Remark: HTTP `GET /v1/jobs/{id}/ws`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/ws/get(getJobWebSocket)`.
@@ -188,6 +195,21 @@ extension APIProtocol {
         headers: Operations.GetJob.Input.Headers = .init()
     ) async throws -> Operations.GetJob.Output {
         try await getJob(Operations.GetJob.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// Delete a job.
+    ///
+    /// Removes the job's folder (document, results, page pictures) and the metadata the client gave (document name, options, metadata, callback URL). The job's row and history stay, so that it is on record that the job existed; every route of the job answers 410 `job_deleted` from then on, and it leaves the list. A queued job is cancelled in the same transaction; a running job is refused with 409 `job_running`: cancel it, then delete it once it has ended.
+    ///
+    /// - Remark: HTTP `DELETE /v1/jobs/{id}`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/delete(deleteJob)`.
+    public func deleteJob(
+        path: Operations.DeleteJob.Input.Path,
+        headers: Operations.DeleteJob.Input.Headers = .init()
+    ) async throws -> Operations.DeleteJob.Output {
+        try await deleteJob(Operations.DeleteJob.Input(
             path: path,
             headers: headers
         ))
@@ -297,7 +319,7 @@ extension APIProtocol {
     }
     /// A job's live events over a WebSocket.
     ///
-    /// Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.
+    /// Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4410 (the job was deleted), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.
     ///
     /// - Remark: HTTP `GET /v1/jobs/{id}/ws`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/ws/get(getJobWebSocket)`.

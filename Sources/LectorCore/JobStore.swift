@@ -170,6 +170,13 @@ public struct IdempotencyKeyTaken: Error, CustomStringConvertible {
     public var description: String { "the idempotency key is already in use" }
 }
 
+/// Thrown by the look-ups of one job when the job was deleted (`DELETE /v1/jobs/{id}`): the API answers 410.
+public struct JobDeleted: Error, CustomStringConvertible {
+    public let jobID: UUID
+    public init(jobID: UUID) { self.jobID = jobID }
+    public var description: String { "job \(jobID) was deleted" }
+}
+
 /// A transition that the database refused (an illegal move, or the job is not where the caller thought).
 public struct TransitionRefused: Error, CustomStringConvertible {
     public let jobID: UUID
@@ -360,6 +367,31 @@ public struct JobStore: Sendable {
         case requested
         /// The job had ended already; nothing was written.
         case ended
+        /// The job was deleted.
+        case gone
+    }
+
+    /// What `delete` did.
+    public enum DeleteOutcome: String, Sendable {
+        /// The job's metadata is cleared and it is marked deleted (a queued job was cancelled first): remove its
+        /// folder now.
+        case deleted
+        /// The job is running: refused (cancel it first).
+        case running
+        /// It was deleted before.
+        case gone
+    }
+
+    /// Deletes a job of `ownerID` (`delete_job`, db/009_cancel_delete.sql): the row and its transitions stay,
+    /// the document name, options, metadata and callback URL are cleared, `deleted_at` is set; a queued job is
+    /// cancelled in the same transaction, under the claim's lock. The caller removes the folder afterwards (a
+    /// crash in between leaves an orphan folder, which `StorageSweeper` removes: `existingJobIDs` does not count
+    /// deleted jobs). nil when there is no such job of this owner.
+    public func delete(_ id: UUID, ownerID: Int64) async throws -> DeleteOutcome? {
+        let rows = try await client.query("SELECT delete_job(\(id), \(ownerID))", logger: logger)
+        var outcome: DeleteOutcome?
+        for try await value in rows.decode(String?.self) { outcome = value.flatMap(DeleteOutcome.init(rawValue:)) }
+        return outcome
     }
 
     /// The reason of a cancelled job's `FAILURE`.
@@ -450,15 +482,17 @@ public struct JobStore: Sendable {
         let rows = try await client.query(
             """
             SELECT id, owner_id, document_name, content_type, size_bytes, encode(sha256, 'hex'),
-                   options::text, metadata::text, created_at, status, pages_done, pages_total, rerun_of
+                   options::text, metadata::text, created_at, status, pages_done, pages_total, rerun_of,
+                   deleted_at IS NOT NULL
             FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)
             """,
             logger: logger
         )
         var record: JobRecord?
         for try await row in rows.decode(
-            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?, UUID?).self
+            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?, UUID?, Bool).self
         ) {
+            if row.13 { throw JobDeleted(jobID: id) }
             record = JobRecord(
                 id: row.0, ownerID: row.1, documentName: row.2, contentType: row.3, sizeBytes: row.4,
                 sha256Hex: row.5, optionsJSON: row.6, metadataJSON: row.7, createdAt: row.8,
@@ -489,7 +523,7 @@ public struct JobStore: Sendable {
                           WHERE job_id = j.id ORDER BY id DESC LIMIT 1) last ON true
             LEFT JOIN LATERAL (SELECT at FROM job_transitions
                                WHERE job_id = j.id AND status = 'IN_PROGRESS' ORDER BY id DESC LIMIT 1) started ON true
-            WHERE j.owner_id = \(ownerID)
+            WHERE j.owner_id = \(ownerID) AND j.deleted_at IS NULL
               AND (\(status?.rawValue)::text IS NULL OR j.status = \(status?.rawValue))
               AND (\(after?.createdAtMicros)::int8 IS NULL
                    OR (j.created_at, j.id) < ('epoch'::timestamptz + \(after?.createdAtMicros)::int8 * interval '1 microsecond',
@@ -531,14 +565,15 @@ public struct JobStore: Sendable {
     public func state(of id: UUID, ownerID: Int64) async throws -> JobState? {
         let rows = try await client.query(
             """
-            SELECT t.status, t.reason FROM jobs j
+            SELECT t.status, t.reason, j.deleted_at IS NOT NULL FROM jobs j
             JOIN LATERAL (SELECT status, reason FROM job_transitions
                           WHERE job_id = j.id ORDER BY id DESC LIMIT 1) t ON true
             WHERE j.id = \(id) AND j.owner_id = \(ownerID)
             """,
             logger: logger
         )
-        for try await (status, reason) in rows.decode((String, String?).self) {
+        for try await (status, reason, deleted) in rows.decode((String, String?, Bool).self) {
+            if deleted { throw JobDeleted(jobID: id) }
             guard let status = JobStatus(rawValue: status) else { return nil }
             return JobState(status: status, reason: reason)
         }
@@ -550,10 +585,12 @@ public struct JobStore: Sendable {
     /// nil when the job does not exist or belongs to someone else. For a subscriber that starts or resumes.
     public func events(of id: UUID, ownerID: Int64, after: Int64?) async throws -> (events: [JobEvent], progress: (done: Int, total: Int)?)? {
         let job = try await client.query(
-            "SELECT pages_done, pages_total FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)", logger: logger)
+            "SELECT pages_done, pages_total, deleted_at IS NOT NULL FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)",
+            logger: logger)
         var found = false
         var progress: (Int, Int)?
-        for try await (done, total) in job.decode((Int?, Int?).self) {
+        for try await (done, total, deleted) in job.decode((Int?, Int?, Bool).self) {
+            if deleted { throw JobDeleted(jobID: id) }
             found = true
             if let done, let total { progress = (done, total) }
         }
@@ -598,10 +635,10 @@ public struct JobStore: Sendable {
         return LectorMetrics.QueueDepth(queued: 0, running: 0, oldestQueuedAge: nil)
     }
 
-    /// Which of `ids` have a job row (for the sweeper: a folder without one is an orphan).
+    /// Which of `ids` have a job row that is not deleted (for the sweeper: a folder without one is an orphan).
     public func existingJobIDs(_ ids: [UUID]) async throws -> Set<UUID> {
         guard !ids.isEmpty else { return [] }
-        let rows = try await client.query("SELECT id FROM jobs WHERE id = ANY(\(ids))", logger: logger)
+        let rows = try await client.query("SELECT id FROM jobs WHERE id = ANY(\(ids)) AND deleted_at IS NULL", logger: logger)
         var found: Set<UUID> = []
         for try await id in rows.decode(UUID.self) { found.insert(id) }
         return found

@@ -219,4 +219,134 @@ struct EngineTests {
             #expect(spooled.isEmpty)
         }
     }
+
+    // MARK: delete
+
+    @Test("deleting a job removes its folder and metadata, keeps its row and history; every route of it is then 410")
+    func deleteEnded() async throws {
+        try await TestHarness.run { harness in
+            let alice = try await Self.user(harness)
+            let mallory = try await Self.user(harness)
+            let id = try await ReliabilityTests.submit(harness, owner: alice.id)
+            let claimed = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)))
+            try await harness.storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data("text".utf8))])
+            try await harness.jobs.end(claimed.lease, as: .finished) {
+                try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 1)
+            }
+            let auth: HTTPFields = [.authorization: "Bearer \(alice.token)"]
+            try await harness.application().test(.router) { client in
+                let stranger = try await client.execute(uri: "/v1/jobs/\(id)", method: .delete, headers: [.authorization: "Bearer \(mallory.token)"])
+                #expect(stranger.status == .notFound)
+                let deleted = try await client.execute(uri: "/v1/jobs/\(id)", method: .delete, headers: auth)
+                #expect(deleted.status == .noContent)
+                #expect(!FileManager.default.fileExists(atPath: harness.storage.folder(of: id).path))
+                for (uri, method) in [
+                    ("/v1/jobs/\(id)", HTTPRequest.Method.get), ("/v1/jobs/\(id)/result", .get), ("/v1/jobs/\(id)/result?wait=1", .get),
+                    ("/v1/jobs/\(id)/pages/1", .get), ("/v1/jobs/\(id)/deliveries", .get), ("/v1/jobs/\(id)/events", .get),
+                    ("/v1/jobs/\(id)/cancel", .post), ("/v1/jobs/\(id)/rerun", .post), ("/v1/jobs/\(id)", .delete),
+                ] {
+                    let response = try await client.execute(uri: uri, method: method, headers: auth)
+                    #expect(response.status == .gone, "\(method) \(uri)")
+                    #expect(response.errorCode == "job_deleted", "\(method) \(uri)")
+                }
+                // Another user still gets 404: a deleted job is no more theirs than before.
+                let other = try await client.execute(uri: "/v1/jobs/\(id)", method: .get, headers: [.authorization: "Bearer \(mallory.token)"])
+                #expect(other.status == .notFound)
+                let list = try await client.execute(uri: "/v1/jobs", method: .get, headers: auth)
+                #expect((list.json["jobs"] as? [Any])?.isEmpty == true)
+            }
+            // The fact remains: the row and its history; what the client gave is gone.
+            #expect(try await harness.jobs.history(of: id).map(\.status) == [.queued, .inProgress, .finished])
+            let rows = try await harness.client.query(
+                "SELECT document_name, options::text, metadata::text, deleted_at IS NOT NULL FROM jobs WHERE id = \(id)",
+                logger: TestDatabase.logger)
+            var found = false
+            for try await (name, options, metadata, deleted) in rows.decode((String, String, String, Bool).self) {
+                found = true
+                #expect(name == "" && options == "{}" && metadata == "{}" && deleted)
+            }
+            #expect(found)
+            // Its folder, if one came back, would be an orphan to the sweeper.
+            #expect(try await harness.jobs.existingJobIDs([id]).isEmpty)
+        }
+    }
+
+    @Test("deleting a queued job cancels it; a running job is refused with 409 job_running")
+    func deleteQueuedAndRunning() async throws {
+        try await TestHarness.run { harness in
+            let alice = try await Self.user(harness)
+            let queued = try await ReliabilityTests.submit(harness, owner: alice.id)
+            try await harness.application().test(.router) { client in
+                let auth: HTTPFields = [.authorization: "Bearer \(alice.token)"]
+                #expect(try await client.execute(uri: "/v1/jobs/\(queued)", method: .delete, headers: auth).status == .noContent)
+                let history = try await harness.jobs.history(of: queued)
+                #expect(history.map(\.status) == [.queued, .failure])
+                #expect(history.last?.reason == "cancelled")
+                #expect(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)) == nil)
+
+                let running = try await ReliabilityTests.submit(harness, owner: alice.id)
+                let claimed = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)))
+                let refused = try await client.execute(uri: "/v1/jobs/\(running)", method: .delete, headers: auth)
+                #expect(refused.status == .conflict)
+                #expect(refused.errorCode == "job_running")
+                #expect(FileManager.default.fileExists(atPath: harness.storage.folder(of: running).path))
+                try await harness.jobs.end(claimed.lease, as: .failure, reason: "x")
+                #expect(try await client.execute(uri: "/v1/jobs/\(running)", method: .delete, headers: auth).status == .noContent)
+            }
+        }
+    }
+
+    @Test("a delete racing a worker's end: deleted only after the end, and then no file comes back")
+    func deleteRacesEnd() async throws {
+        try await TestHarness.run { harness in
+            let alice = try await Self.user(harness)
+            try await harness.application().test(.router) { client in
+                let auth: HTTPFields = [.authorization: "Bearer \(alice.token)"]
+                for _ in 0..<30 {
+                    let id = try await ReliabilityTests.submit(harness, owner: alice.id)
+                    let claimed = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)))
+                    try await harness.storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data("text".utf8))])
+                    async let ended: Void = harness.jobs.end(claimed.lease, as: .finished) {
+                        try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 1)
+                    }
+                    async let deleted = client.execute(uri: "/v1/jobs/\(id)", method: .delete, headers: auth)
+                    let (_, response) = try await (ended, deleted)
+                    await harness.storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 1)
+                    #expect(try await harness.jobs.history(of: id).last?.status == .finished)
+                    if response.status == .noContent {
+                        #expect(!FileManager.default.fileExists(atPath: harness.storage.folder(of: id).path))
+                    } else {
+                        #expect(response.errorCode == "job_running")
+                        #expect(try await harness.storage.readResult(id: id, fileName: "result.txt") == Data("text".utf8))
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("a stale attempt of a deleted job can neither recreate its folder nor end it")
+    func staleAttemptAfterDelete() async throws {
+        try await TestHarness.run { harness in
+            let alice = try await Self.user(harness)
+            let id = try await ReliabilityTests.submit(harness, owner: alice.id)
+            let stale = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(10), now: Self.t0))
+            // Its worker is lost; at the attempt limit the rescuer fails the job, and the owner deletes it.
+            #expect(try await harness.jobs.rescueExpired(maxAttempts: 1, now: Self.t0 + 11) == RescueReport(failed: 1))
+            #expect(try await harness.jobs.delete(id, ownerID: alice.id) == .deleted)
+            try await harness.storage.removeJobFolder(id: id)
+            await #expect(throws: StorageError.self) {
+                try await harness.storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data("late".utf8))])
+            }
+            await #expect(throws: TransitionRefused.self) {
+                try await harness.jobs.end(stale.lease, as: .finished) {
+                    try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 1)
+                }
+            }
+            // Even a commit of the files, were it attempted, fails without making the folder.
+            await #expect(throws: StorageError.self) {
+                try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 1)
+            }
+            #expect(!FileManager.default.fileExists(atPath: harness.storage.folder(of: id).path))
+        }
+    }
 }
