@@ -131,3 +131,8 @@ BEGIN
     RETURN 'deleted';
 END;
 $$;
+
+-- Retention (LECTOR_RETENTION_DAYS): ended jobs not yet deleted, oldest first, so that a pass reads the head of a
+-- small index instead of the whole history. Partial like jobs_queued_idx: a job enters it when it ends and leaves
+-- it when it is deleted.
+CREATE INDEX jobs_retention_idx ON jobs (created_at) WHERE deleted_at IS NULL AND status IN ('FINISHED', 'FAILURE');

@@ -382,6 +382,33 @@ public struct JobStore: Sendable {
         case gone
     }
 
+    /// Marks up to `limit` ended jobs created more than `days` days before `now` deleted, as `delete` does (the row
+    /// and history stay; document name, options, metadata and callback URL are cleared), and returns their ids:
+    /// the caller removes their folders. One statement; rows are taken with `FOR UPDATE SKIP LOCKED`, so
+    /// processes running this at once never take the same job, and a job another transaction holds (being
+    /// deleted by its owner) is left for the next pass. Reads `jobs_retention_idx` (db/009).
+    public func expireEnded(olderThanDays days: Int, now: Date? = nil, limit: Int = 100) async throws -> [UUID] {
+        let rows = try await client.query(
+            """
+            WITH old AS (
+                SELECT id FROM jobs
+                WHERE deleted_at IS NULL AND status IN ('FINISHED', 'FAILURE')
+                  AND created_at < coalesce(\(now)::timestamptz, now()) - make_interval(days => \(days)::int)
+                ORDER BY created_at
+                LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE jobs j SET deleted_at = coalesce(\(now)::timestamptz, now()), document_name = '', options = '{}',
+                metadata = '{}', callback_url = NULL
+            FROM old WHERE j.id = old.id
+            RETURNING j.id
+            """,
+            logger: logger)
+        var ids: [UUID] = []
+        for try await id in rows.decode(UUID.self) { ids.append(id) }
+        return ids
+    }
+
     /// Deletes a job of `ownerID` (`delete_job`, db/009_cancel_delete.sql): the row and its transitions stay,
     /// the document name, options, metadata and callback URL are cleared, `deleted_at` is set; a queued job is
     /// cancelled in the same transaction, under the claim's lock. The caller removes the folder afterwards (a

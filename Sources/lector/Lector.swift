@@ -252,7 +252,9 @@ struct Work: AsyncParsableCommand {
         if settings.workerListen { services.append(.init(service: worker.queuedListener())) }
         // Always: a cancel should stop the OCR within a second, not at the next heartbeat.
         services.append(.init(service: worker.cancelListener()))
-        services += [.init(service: rescuer), .init(service: deliverer), .init(service: sweeper)]
+        // Deletes ended jobs past LECTOR_RETENTION_DAYS (returns at once when it is 0).
+        let retention = Retention(jobs: jobs, storage: storage, days: settings.retentionDays, logger: logger)
+        services += [.init(service: rescuer), .init(service: retention), .init(service: deliverer), .init(service: sweeper)]
         if settings.metricsPort > 0 {
             services.append(.init(service: buildMetricsApplication(
                 metrics: metrics, host: settings.httpHost, port: settings.metricsPort, logger: logger)))

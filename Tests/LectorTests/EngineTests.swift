@@ -349,4 +349,89 @@ struct EngineTests {
             #expect(!FileManager.default.fileExists(atPath: harness.storage.folder(of: id).path))
         }
     }
+
+    // MARK: retention
+
+    @Test("retention deletes ended jobs older than its days, in batches, and nothing else")
+    func retention() async throws {
+        try await TestHarness.run { harness in
+            let alice = try await Self.user(harness)
+            // Twelve ended jobs, eight of them old; one old job still queued, one old job running.
+            var old: [UUID] = []
+            var recent: [UUID] = []
+            for index in 0..<12 {
+                let id = try await ReliabilityTests.submit(harness, owner: alice.id)
+                let claimed = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)))
+                try await harness.jobs.end(claimed.lease, as: index % 2 == 0 ? .finished : .failure, reason: "x")
+                if index < 8 { old.append(id) } else { recent.append(id) }
+            }
+            let running = try await ReliabilityTests.submit(harness, owner: alice.id)
+            #expect(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60))?.id == running)
+            let queued = try await ReliabilityTests.submit(harness, owner: alice.id)
+            // Fabricated ages: created_at is not written by the application otherwise.
+            try await harness.client.query(
+                "UPDATE jobs SET created_at = \(Self.t0) - interval '40 days' WHERE id = ANY(\(old + [queued, running]))",
+                logger: TestDatabase.logger)
+            try await harness.client.query(
+                "UPDATE jobs SET created_at = \(Self.t0) - interval '10 days' WHERE id = ANY(\(recent))", logger: TestDatabase.logger)
+
+            let off = Retention(jobs: harness.jobs, storage: harness.storage, days: 0, logger: TestDatabase.logger)
+            #expect(await off.runOnce(now: Self.t0) == 0)
+            let retention = Retention(jobs: harness.jobs, storage: harness.storage, days: 30, batchSize: 3, logger: TestDatabase.logger)
+            #expect(await retention.runOnce(now: Self.t0) == 8)
+            #expect(await retention.runOnce(now: Self.t0) == 0)
+            for id in old {
+                #expect(!FileManager.default.fileExists(atPath: harness.storage.folder(of: id).path))
+                #expect(try await harness.jobs.history(of: id).count == 3)
+            }
+            for id in recent + [queued, running] {
+                #expect(FileManager.default.fileExists(atPath: harness.storage.folder(of: id).path))
+            }
+            #expect(try await harness.jobs.existingJobIDs(old).isEmpty)
+            #expect(try await harness.jobs.existingJobIDs(recent + [queued, running]).count == 6)
+            let first = old[0]
+            try await harness.application().test(.router) { client in
+                let response = try await client.execute(uri: "/v1/jobs/\(first)", method: .get, headers: [.authorization: "Bearer \(alice.token)"])
+                #expect(response.status == .gone)
+            }
+            // Later, the recent ones pass the limit too.
+            #expect(await retention.runOnce(now: Self.t0 + 86_400 * 25) == 4)
+        }
+    }
+
+    @Test("retention in several processes at once: each job is taken by one of them")
+    func retentionConcurrent() async throws {
+        try await TestHarness.run { harness in
+            let owner = try await QueueTests.owner(harness)
+            var ids: [UUID] = []
+            for index in 0..<40 {
+                let job = QueueTests.makeJob(owner: owner, index: index)
+                try await harness.jobs.create(job)
+                ids.append(job.id)
+            }
+            try await harness.client.query(
+                """
+                INSERT INTO job_transitions (job_id, status, reason) SELECT id, 'FAILURE', 'x' FROM jobs WHERE id = ANY(\(ids))
+                """, logger: TestDatabase.logger)
+            try await harness.client.query(
+                "UPDATE jobs SET created_at = \(Self.t0) - interval '40 days' WHERE id = ANY(\(ids))", logger: TestDatabase.logger)
+            let taken = try await withThrowingTaskGroup(of: [UUID].self) { group in
+                for _ in 0..<4 {
+                    group.addTask {
+                        var mine: [UUID] = []
+                        while true {
+                            let batch = try await harness.jobs.expireEnded(olderThanDays: 30, now: Self.t0, limit: 3)
+                            if batch.isEmpty { return mine }
+                            mine += batch
+                        }
+                    }
+                }
+                var all: [UUID] = []
+                for try await batch in group { all += batch }
+                return all
+            }
+            #expect(taken.count == 40)
+            #expect(Set(taken) == Set(ids))
+        }
+    }
 }
