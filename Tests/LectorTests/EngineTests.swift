@@ -94,6 +94,28 @@ struct EngineTests {
         }
     }
 
+    @Test("a worker that missed the NOTIFY finds the cancel request at its next heartbeat")
+    func cancelFoundByHeartbeat() async throws {
+        try await TestHarness.run(environment: ["LECTOR_HEARTBEAT_SECONDS": "0.2"]) { harness in
+            let alice = try await Self.user(harness)
+            let id = try await ReliabilityTests.submit(harness, owner: alice.id)
+            let engine = ScriptedEngineFactory(steps: [.slow(.seconds(60), "never")])
+            // No cancel listener: only the lease keeper can learn of the request.
+            try await ReliabilityTests.runWorker(harness, engine: engine) {
+                let deadline = ContinuousClock.now + .seconds(30)
+                while try await harness.jobs.history(of: id).last?.status != .inProgress {
+                    guard ContinuousClock.now < deadline else { throw TestFailure("the job was not claimed") }
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                #expect(try await harness.jobs.cancel(id, ownerID: alice.id) == .requested)
+                try await ReliabilityTests.waitForEnd(harness, id, timeout: .seconds(10))
+            }
+            let history = try await harness.jobs.history(of: id)
+            #expect(history.map(\.status) == [.queued, .inProgress, .failure])
+            #expect(history.last?.reason == "cancelled")
+        }
+    }
+
     @Test("a cancel racing a claim: the job is either claimed (and the cancel requested) or cancelled, never both",
           arguments: ClaimStrategy.allCases)
     func cancelRacesClaim(strategy: ClaimStrategy) async throws {
