@@ -33,5 +33,6 @@ public struct APIError: Error, HTTPResponseError, Sendable {
     static func badRequest(_ code: String, _ message: String) -> APIError { APIError(.badRequest, code, message) }
     static let unauthorized = APIError(.unauthorized, "unauthorized", "a valid API key is required: send 'Authorization: Bearer <key>'")
     static let jobNotFound = APIError(.notFound, "job_not_found", "no such job")
+    static let jobDeleted = APIError(.gone, "job_deleted", "this job was deleted: its files and metadata are gone")
     static let databaseUnavailable = APIError(.serviceUnavailable, "database_unavailable", "the database is unreachable; try again shortly")
 }

@@ -17,6 +17,8 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             return try await next(request, context)
         } catch let error as APIError {
             throw error
+        } catch is JobDeleted {
+            throw APIError.jobDeleted
         } catch let error as HTTPError {
             throw APIError(error.status, Self.code(for: error.status), error.body ?? Self.message(for: error.status))
         } catch is NIOTooManyBytesError {

@@ -188,6 +188,8 @@ struct EventsController {
                 feed = try await jobFeed(id: id, ownerID: user.id, after: try Self.lastEventID(request))
             } catch let error as APIError {
                 return try await refuse(error.status == .notFound ? 4404 : 4400, error)
+            } catch is JobDeleted {
+                return try await refuse(4410, .jobDeleted)
             } catch {
                 return try await refuse(4503, .databaseUnavailable)
             }

@@ -68,6 +68,9 @@ struct JobsController {
         v1.get("jobs", use: list)
         v1.get("languages", use: languages)
         v1.get("jobs/:id", use: status)
+        v1.post("jobs/:id/cancel", use: cancel)
+        v1.post("jobs/:id/rerun", use: rerun)
+        v1.delete("jobs/:id", use: delete)
         v1.get("jobs/:id/result", use: result)
         v1.get("jobs/:id/deliveries", use: deliveries)
         v1.get("jobs/:id/pages/:page", use: page)
@@ -193,6 +196,8 @@ struct JobsController {
         let user = try context.requireUser()
         let id = try jobID(context)
         let webhooks = WebhookStore(client: dependencies.jobs.client, logger: dependencies.jobs.logger)
+        // A deleted job is 410 here too (`JobDeleted`).
+        _ = try await database({ [jobs = dependencies.jobs] in try await jobs.state(of: id, ownerID: user.id) })
         guard let records = try await database({ try await webhooks.deliveries(jobID: id, ownerID: user.id) }) else {
             throw APIError.jobNotFound
         }
@@ -251,6 +256,172 @@ struct JobsController {
             throw APIError.jobNotFound
         }
         return try json(JobView(record: record, history: history), status: .ok)
+    }
+
+    // MARK: POST /v1/jobs/{id}/cancel
+
+    /// Cancels a job (owner only; 404 otherwise). Queued: it ends at once, `FAILURE` "cancelled", and the answer is
+    /// 200 with the job. Running: the request goes to its worker, which stops the OCR within about a second and
+    /// ends the job the same way; the answer is 202 with the job as it stands. Ended already: 409 `job_ended`.
+    @Sendable func cancel(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let id = try jobID(context)
+        let jobs = dependencies.jobs
+        guard let outcome = try await database({ try await jobs.cancel(id, ownerID: user.id) }) else {
+            throw APIError.jobNotFound
+        }
+        guard let (record, history) = try await database({ try await jobs.job(id, ownerID: user.id) }) else {
+            throw APIError.jobNotFound
+        }
+        switch outcome {
+        case .gone:
+            throw APIError.jobDeleted
+        case .ended:
+            var error = APIError(.conflict, "job_ended", "the job has ended (\(record.status.rawValue)); there is nothing to cancel")
+            error.details["status"] = record.status.rawValue
+            throw error
+        case .cancelled:
+            context.logger.info("job cancelled", metadata: ["job_id": "\(id.uuidString.lowercased())"])
+            return try json(JobView(record: record, history: history), status: .ok)
+        case .requested:
+            context.logger.info("job cancel requested", metadata: ["job_id": "\(id.uuidString.lowercased())"])
+            var headers = HTTPFields()
+            headers[.retryAfter] = "1"
+            return try json(JobView(record: record, history: history), status: .accepted, headers: headers)
+        }
+    }
+
+    // MARK: POST /v1/jobs/{id}/rerun
+
+    /// Reads a job's stored document again with new options: a new job, linked to the first (`rerunOf`), 202 like a
+    /// submit. Body: `{"options": {...}}`, checked as a submit's options part (an empty body or no `options`:
+    /// the defaults). No upload: the document is hard-linked into the new job's folder. Owner only (404).
+    @Sendable func rerun(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let source = try jobID(context)
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: Upload.maxOptionsBytes + 1024)
+        } catch {
+            throw APIError(.contentTooLarge, "body_too_large", "the body must be at most \(Upload.maxOptionsBytes) bytes of JSON")
+        }
+        var optionsBody = ByteBuffer(string: "{}")
+        if body.readableBytes > 0 {
+            guard let value = JSONValue.parse(Data(buffer: body)), case .object(let members) = value else {
+                throw APIError.badRequest("invalid_body", "the body must be a JSON object: {\"options\": {...}}")
+            }
+            for key in members.keys where key != "options" {
+                throw APIError.badRequest("invalid_body", "unknown field '\(key.prefix(64))'; the body takes options")
+            }
+            if let options = members["options"] { optionsBody = ByteBuffer(string: options.jsonString()) }
+        }
+        let parser = UploadParser(
+            maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
+            availableLanguages: dependencies.availableLanguages, availableDetectors: dependencies.availableDetectors,
+            defaultLanguage: dependencies.settings.defaultLanguage, spoolDirectory: dependencies.storage.spoolDirectory,
+            callbackPolicy: CallbackURLPolicy(allowPrivate: dependencies.settings.webhookAllowPrivate))
+        let (options, callback) = try parser.parseOptions(optionsBody)
+        let jobs = dependencies.jobs
+        guard let (record, _) = try await database({ try await jobs.job(source, ownerID: user.id) }) else {
+            throw APIError.jobNotFound
+        }
+        // A callback URL named now replaces the first job's; none keeps it.
+        let callbackURL = callback == nil ? nil : try await resolveCallbackURL(callback, user: user)
+        guard let type = DocumentType(mediaType: record.contentType) else {
+            throw APIError(.conflict, "document_unavailable", "this job's document type can no longer be read")
+        }
+        try await dependencies.storageHealth.check()
+        let document: SpooledDocument
+        do {
+            document = try await dependencies.storage.spoolDocument(
+                of: source, fileName: type.storedFileName, sha256: Self.bytes(hex: record.sha256Hex))
+        } catch let error as StorageError where error.kind == .missing {
+            throw APIError(.conflict, "document_unavailable", "this job's document is no longer stored")
+        }
+        let id = UUID()
+        let optionsJSON = String(decoding: try JSONEncoder.lector().encode(options), as: UTF8.self)
+        let jobDescription: JSONValue = .object([
+            "id": .string(id.uuidString.lowercased()),
+            "owner": .string(user.name),
+            "documentName": .string(record.documentName),
+            "documentFile": .string(type.storedFileName),
+            "contentType": .string(record.contentType),
+            "size": .integer(record.sizeBytes),
+            "sha256": .string(record.sha256Hex),
+            "options": JSONValue.parse(Data(optionsJSON.utf8)) ?? .object([:]),
+            "rerunOf": .string(source.uuidString.lowercased()),
+        ])
+        let folderMetadata = #"{"job":"# + jobDescription.jsonString() + #","metadata":"# + record.metadataJSON + "}\n"
+        try await dependencies.storage.createJobFolder(
+            id: id, documentFileName: type.storedFileName, document: document, metadataJSON: Data(folderMetadata.utf8))
+        let createdAt: Date?
+        do {
+            createdAt = try await database { try await jobs.rerun(id, of: source, ownerID: user.id, optionsJSON: optionsJSON, callbackURL: callbackURL) }
+        } catch {
+            // As for a submit: the folder goes only when the database certainly rolled back.
+            if let error = error as? PSQLError, error.serverInfo != nil {
+                try? await dependencies.storage.removeJobFolder(id: id)
+            }
+            throw error
+        }
+        guard let createdAt else {
+            try? await dependencies.storage.removeJobFolder(id: id)
+            throw APIError.jobNotFound
+        }
+        dependencies.metrics.jobSubmitted(mode: options.mode.rawValue)
+        context.logger.info("job queued (re-OCR)", metadata: [
+            "job_id": "\(id.uuidString.lowercased())", "rerun_of": "\(source.uuidString.lowercased())",
+        ])
+        let response = SubmittedJob(id: id.uuidString.lowercased(), status: .queued, createdAt: createdAt, links: JobLinks(id: id))
+        var headers = HTTPFields()
+        headers[.location] = JobLinks(id: id).`self`
+        headers[.retryAfter] = "\(dependencies.settings.retryAfter)"
+        return try json(response, status: .accepted, headers: headers)
+    }
+
+    /// Bytes of a hex string (the stored SHA-256).
+    static func bytes(hex: String) -> [UInt8] {
+        var bytes: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex, let next = hex.index(index, offsetBy: 2, limitedBy: hex.endIndex) {
+            if let byte = UInt8(hex[index..<next], radix: 16) { bytes.append(byte) }
+            index = next
+        }
+        return bytes
+    }
+
+    // MARK: DELETE /v1/jobs/{id}
+
+    /// Deletes a job (owner only; 404 otherwise): its folder (document, results, pictures) and the metadata the
+    /// client gave (document name, options, metadata, callback URL); the row and its history stay, so that it
+    /// is on record that the job existed. 204. Afterwards every route of the job answers 410 `job_deleted`. A
+    /// queued job is cancelled in the same transaction; a running one is refused with 409 `job_running` (its
+    /// worker would write results into the folder): cancel it, then delete it once it has ended.
+    @Sendable func delete(_ request: Request, context: LectorRequestContext) async throws -> Response {
+        let user = try context.requireUser()
+        let id = try jobID(context)
+        let jobs = dependencies.jobs
+        guard let outcome = try await database({ try await jobs.delete(id, ownerID: user.id) }) else {
+            throw APIError.jobNotFound
+        }
+        switch outcome {
+        case .gone:
+            throw APIError.jobDeleted
+        case .running:
+            throw APIError(.conflict, "job_running",
+                "the job is running: cancel it (POST /v1/jobs/{id}/cancel), then delete it once it has ended")
+        case .deleted:
+            do {
+                try await dependencies.storage.removeJobFolder(id: id)
+            } catch {
+                // The job is deleted; its folder is now an orphan, which the storage sweeper removes.
+                context.logger.error("a deleted job's folder could not be removed; the sweeper will", metadata: [
+                    "job_id": "\(id.uuidString.lowercased())", "error": "\(String(reflecting: error))",
+                ])
+            }
+            context.logger.info("job deleted", metadata: ["job_id": "\(id.uuidString.lowercased())"])
+            return Response(status: .noContent)
+        }
     }
 
     // MARK: GET /v1/jobs?status=&limit=&cursor=

@@ -613,6 +613,384 @@ extension OpenAPIDocument {
                 }
               }
             }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      },
+      "delete": {
+        "operationId": "deleteJob",
+        "summary": "Delete a job.",
+        "description": "Removes the job's folder (document, results, page pictures) and the metadata the client gave (document name, options, metadata, callback URL). The job's row and history stay, so that it is on record that the job existed; every route of the job answers 410 `job_deleted` from then on, and it leaves the list. A queued job is cancelled in the same transaction; a running job is refused with 409 `job_running`: cancel it, then delete it once it has ended.",
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The job's id.",
+            "schema": {
+              "type": "string",
+              "format": "uuid"
+            }
+          }
+        ],
+        "responses": {
+          "204": {
+            "description": "Deleted."
+          },
+          "400": {
+            "description": "The id is not a UUID, or a parameter is invalid.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such job for this key (unknown, or another user's), or no such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "409": {
+            "description": "The job is running (`job_running`): cancel it first.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/v1/jobs/{id}/cancel": {
+      "post": {
+        "operationId": "cancelJob",
+        "summary": "Cancel a job.",
+        "description": "A queued job ends at once, `FAILURE` with reason `cancelled` (200). A running job's worker is asked to stop: it cancels the OCR within about a second and ends the job the same way (202; follow the job's status or events). A job that has ended already is 409 `job_ended`. A cancel that reaches a running job after its OCR has finished loses the race: the job finishes.",
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The job's id.",
+            "schema": {
+              "type": "string",
+              "format": "uuid"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The job was queued and is now cancelled (`FAILURE`, reason `cancelled`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Job"
+                }
+              }
+            }
+          },
+          "202": {
+            "description": "The job is running: its worker was asked to cancel it, and ends it `FAILURE` with reason `cancelled` (or it finishes, when its OCR was done already).",
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            },
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Job"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "The id is not a UUID, or a parameter is invalid.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such job for this key (unknown, or another user's), or no such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "409": {
+            "description": "The job has ended already (`job_ended`): there is nothing to cancel.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/v1/jobs/{id}/rerun": {
+      "post": {
+        "operationId": "rerunJob",
+        "summary": "Read a job's document again with other options.",
+        "description": "Makes a new job from the stored document of this one (no upload; the document is linked into the new job's folder), with `options` checked as a submit's options part (absent: the defaults). Its metadata is the first job's; its callback URL too, unless `options.callbackUrl` names one. The new job shows `rerunOf`. Answers like a submit.",
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The job's id.",
+            "schema": {
+              "type": "string",
+              "format": "uuid"
+            }
+          }
+        ],
+        "requestBody": {
+          "required": false,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                  "options": {
+                    "$ref": "#/components/schemas/Options"
+                  }
+                }
+              }
+            }
+          }
+        },
+        "responses": {
+          "202": {
+            "description": "The new job is queued.",
+            "headers": {
+              "Location": {
+                "$ref": "#/components/headers/Location"
+              },
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            },
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/SubmittedJob"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "The body is not `{\"options\": {...}}`, or the options are invalid (as for a submit), or the id is not a UUID.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such job for this key (unknown, or another user's), or no such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "409": {
+            "description": "The job's document is no longer stored (`document_unavailable`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "413": {
+            "description": "The body is larger than the options may be.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "507": {
+            "description": "The server's storage is full (`storage_full`, with `Retry-After`); nothing was created.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -753,6 +1131,16 @@ extension OpenAPIDocument {
                 }
               }
             }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -831,6 +1219,16 @@ extension OpenAPIDocument {
           },
           "503": {
             "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -1073,6 +1471,16 @@ extension OpenAPIDocument {
                 }
               }
             }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -1156,7 +1564,7 @@ extension OpenAPIDocument {
       "get": {
         "operationId": "getJobWebSocket",
         "summary": "A job's live events over a WebSocket.",
-        "description": "Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.",
+        "description": "Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4410 (the job was deleted), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.",
         "parameters": [
           {
             "name": "id",
@@ -1476,6 +1884,16 @@ extension OpenAPIDocument {
                 }
               }
             }
+          },
+          "410": {
+            "description": "The job was deleted (`job_deleted`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -1738,6 +2156,11 @@ extension OpenAPIDocument {
             "type": "integer",
             "minimum": 0,
             "description": "Pages of the document, when the worker reported them."
+          },
+          "rerunOf": {
+            "type": "string",
+            "format": "uuid",
+            "description": "The job whose document this one re-reads with other options (`POST /v1/jobs/{id}/rerun`); absent for a submitted job."
           }
         }
       },

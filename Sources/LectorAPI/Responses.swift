@@ -49,9 +49,12 @@ struct JobView: Encodable {
     /// Page progress of the running (or last) attempt, when known.
     let pagesDone: Int?
     let pagesTotal: Int?
+    /// The job this one re-reads (`POST /v1/jobs/{id}/rerun`).
+    let rerunOf: String?
     let links: JobLinks
 
     init(record: JobRecord, history: [JobTransition]) {
+        self.rerunOf = record.rerunOf?.uuidString.lowercased()
         self.id = record.id.uuidString.lowercased()
         self.status = history.last?.status ?? record.status
         self.createdAt = record.createdAt

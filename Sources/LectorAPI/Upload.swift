@@ -203,7 +203,7 @@ struct UploadParser {
         return text
     }
 
-    private func parseOptions(_ body: ByteBuffer) throws -> (OCROptions, CallbackURLPolicy.Target?) {
+    func parseOptions(_ body: ByteBuffer) throws -> (OCROptions, CallbackURLPolicy.Target?) {
         guard body.readableBytes <= Upload.maxOptionsBytes, let value = JSONValue.parse(Data(buffer: body)),
             case .object(let members) = value
         else {

@@ -350,6 +350,10 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Job/pagesTotal`.
             public var pagesTotal: Swift.Int?
+            /// The job whose document this one re-reads with other options (`POST /v1/jobs/{id}/rerun`); absent for a submitted job.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Job/rerunOf`.
+            public var rerunOf: Swift.String?
             /// Creates a new `Job`.
             ///
             /// - Parameters:
@@ -363,6 +367,7 @@ extension Components {
             ///   - links:
             ///   - pagesDone: Pages read so far by the running (or last) attempt, when the worker reported them.
             ///   - pagesTotal: Pages of the document, when the worker reported them.
+            ///   - rerunOf: The job whose document this one re-reads with other options (`POST /v1/jobs/{id}/rerun`); absent for a submitted job.
             public init(
                 id: Swift.String,
                 status: Components.Schemas.Status,
@@ -373,7 +378,8 @@ extension Components {
                 history: Components.Schemas.Job.HistoryPayload,
                 links: Components.Schemas.Links,
                 pagesDone: Swift.Int? = nil,
-                pagesTotal: Swift.Int? = nil
+                pagesTotal: Swift.Int? = nil,
+                rerunOf: Swift.String? = nil
             ) {
                 self.id = id
                 self.status = status
@@ -385,6 +391,7 @@ extension Components {
                 self.links = links
                 self.pagesDone = pagesDone
                 self.pagesTotal = pagesTotal
+                self.rerunOf = rerunOf
             }
             public enum CodingKeys: String, CodingKey {
                 case id
@@ -397,6 +404,7 @@ extension Components {
                 case links
                 case pagesDone
                 case pagesTotal
+                case rerunOf
             }
         }
         /// - Remark: Generated from `#/components/schemas/Box`.

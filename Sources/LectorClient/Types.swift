@@ -43,6 +43,27 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `GET /v1/jobs/{id}`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/get(getJob)`.
     func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output
+    /// Delete a job.
+    ///
+    /// Removes the job's folder (document, results, page pictures) and the metadata the client gave (document name, options, metadata, callback URL). The job's row and history stay, so that it is on record that the job existed; every route of the job answers 410 `job_deleted` from then on, and it leaves the list. A queued job is cancelled in the same transaction; a running job is refused with 409 `job_running`: cancel it, then delete it once it has ended.
+    ///
+    /// - Remark: HTTP `DELETE /v1/jobs/{id}`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/delete(deleteJob)`.
+    func deleteJob(_ input: Operations.DeleteJob.Input) async throws -> Operations.DeleteJob.Output
+    /// Cancel a job.
+    ///
+    /// A queued job ends at once, `FAILURE` with reason `cancelled` (200). A running job's worker is asked to stop: it cancels the OCR within about a second and ends the job the same way (202; follow the job's status or events). A job that has ended already is 409 `job_ended`. A cancel that reaches a running job after its OCR has finished loses the race: the job finishes.
+    ///
+    /// - Remark: HTTP `POST /v1/jobs/{id}/cancel`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/cancel/post(cancelJob)`.
+    func cancelJob(_ input: Operations.CancelJob.Input) async throws -> Operations.CancelJob.Output
+    /// Read a job's document again with other options.
+    ///
+    /// Makes a new job from the stored document of this one (no upload; the document is linked into the new job's folder), with `options` checked as a submit's options part (absent: the defaults). Its metadata is the first job's; its callback URL too, unless `options.callbackUrl` names one. The new job shows `rerunOf`. Answers like a submit.
+    ///
+    /// - Remark: HTTP `POST /v1/jobs/{id}/rerun`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/rerun/post(rerunJob)`.
+    func rerunJob(_ input: Operations.RerunJob.Input) async throws -> Operations.RerunJob.Output
     /// The result: 202 while the job runs, 302 to a signed link when it finished, 409 when it failed.
     ///
     /// - Remark: HTTP `GET /v1/jobs/{id}/result`.
@@ -76,7 +97,7 @@ public protocol APIProtocol: Sendable {
     func getEvents(_ input: Operations.GetEvents.Input) async throws -> Operations.GetEvents.Output
     /// A job's live events over a WebSocket.
     ///
-    /// Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.
+    /// Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4410 (the job was deleted), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.
     ///
     /// - Remark: HTTP `GET /v1/jobs/{id}/ws`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/ws/get(getJobWebSocket)`.
@@ -178,6 +199,53 @@ extension APIProtocol {
             headers: headers
         ))
     }
+    /// Delete a job.
+    ///
+    /// Removes the job's folder (document, results, page pictures) and the metadata the client gave (document name, options, metadata, callback URL). The job's row and history stay, so that it is on record that the job existed; every route of the job answers 410 `job_deleted` from then on, and it leaves the list. A queued job is cancelled in the same transaction; a running job is refused with 409 `job_running`: cancel it, then delete it once it has ended.
+    ///
+    /// - Remark: HTTP `DELETE /v1/jobs/{id}`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/delete(deleteJob)`.
+    public func deleteJob(
+        path: Operations.DeleteJob.Input.Path,
+        headers: Operations.DeleteJob.Input.Headers = .init()
+    ) async throws -> Operations.DeleteJob.Output {
+        try await deleteJob(Operations.DeleteJob.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// Cancel a job.
+    ///
+    /// A queued job ends at once, `FAILURE` with reason `cancelled` (200). A running job's worker is asked to stop: it cancels the OCR within about a second and ends the job the same way (202; follow the job's status or events). A job that has ended already is 409 `job_ended`. A cancel that reaches a running job after its OCR has finished loses the race: the job finishes.
+    ///
+    /// - Remark: HTTP `POST /v1/jobs/{id}/cancel`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/cancel/post(cancelJob)`.
+    public func cancelJob(
+        path: Operations.CancelJob.Input.Path,
+        headers: Operations.CancelJob.Input.Headers = .init()
+    ) async throws -> Operations.CancelJob.Output {
+        try await cancelJob(Operations.CancelJob.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// Read a job's document again with other options.
+    ///
+    /// Makes a new job from the stored document of this one (no upload; the document is linked into the new job's folder), with `options` checked as a submit's options part (absent: the defaults). Its metadata is the first job's; its callback URL too, unless `options.callbackUrl` names one. The new job shows `rerunOf`. Answers like a submit.
+    ///
+    /// - Remark: HTTP `POST /v1/jobs/{id}/rerun`.
+    /// - Remark: Generated from `#/paths//v1/jobs/{id}/rerun/post(rerunJob)`.
+    public func rerunJob(
+        path: Operations.RerunJob.Input.Path,
+        headers: Operations.RerunJob.Input.Headers = .init(),
+        body: Operations.RerunJob.Input.Body? = nil
+    ) async throws -> Operations.RerunJob.Output {
+        try await rerunJob(Operations.RerunJob.Input(
+            path: path,
+            headers: headers,
+            body: body
+        ))
+    }
     /// The result: 202 while the job runs, 302 to a signed link when it finished, 409 when it failed.
     ///
     /// - Remark: HTTP `GET /v1/jobs/{id}/result`.
@@ -251,7 +319,7 @@ extension APIProtocol {
     }
     /// A job's live events over a WebSocket.
     ///
-    /// Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.
+    /// Open it as a WebSocket (`Upgrade: websocket`, with the API key in `Authorization`): text frames carry the same messages as the event stream, as JSON with a `type` of `status` or `progress`; the server closes normally after the job's final state. Refusals are close frames: 4401 (no valid key), 4404 (no such job), 4410 (the job was deleted), 4400 (bad request), 4503 (database unavailable), with a JSON reason. A plain GET is answered 426.
     ///
     /// - Remark: HTTP `GET /v1/jobs/{id}/ws`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/ws/get(getJobWebSocket)`.

@@ -10,6 +10,10 @@ public protocol JobStorage: Sendable {
     /// Creates the job's folder holding the spooled document and `metadata.json`, complete or not at all. The
     /// folder takes the spool file over.
     func createJobFolder(id: UUID, documentFileName: String, document: SpooledDocument, metadataJSON: Data) async throws
+    /// A spool file holding a job's document (a hard link of it; a copy where links fail), for a new job made
+    /// from it (re-OCR): `createJobFolder` takes it over as it takes an upload. `sha256` is the document's, as
+    /// recorded. A missing document is a permanent `StorageError`.
+    func spoolDocument(of id: UUID, fileName: String, sha256: [UInt8]) async throws -> SpooledDocument
     /// Removes a job's folder and everything in it (used when the database refuses a job).
     func removeJobFolder(id: UUID) async throws
     /// The document's bytes.
@@ -181,6 +185,45 @@ public struct FileStorage: JobStorage {
                 try? FileManager.default.removeItem(at: staging)
                 throw StorageError.from(error, doing: "create a job folder")
             }
+        }
+    }
+
+    public func spoolDocument(of id: UUID, fileName: String, sha256: [UInt8]) async throws -> SpooledDocument {
+        try Self.checkName(fileName)
+        let source = folder(of: id).appendingPathComponent(fileName, isDirectory: false).path
+        let spool = spoolDirectory
+        return try await threadPool.runIfActive {
+            if mkdir(spool, 0o755) != 0, errno != EEXIST { throw StorageError(errno: errno, doing: "create the upload folder") }
+            let path = spool + "/" + UUID().uuidString.lowercased() + ".upload"
+            // The document never changes once stored, so both jobs may share its inode.
+            if link(source, path) != 0 {
+                let code = errno
+                if code == ENOENT {
+                    throw StorageError(description: "the document is missing from storage", isTransient: false)
+                }
+                do {
+                    try FileManager.default.copyItem(atPath: source, toPath: path)
+                } catch {
+                    unlink(path)
+                    throw StorageError.from(error, doing: "copy a document")
+                }
+            }
+            var info = stat()
+            guard stat(path, &info) == 0 else {
+                let code = errno
+                unlink(path)
+                throw StorageError(errno: code, doing: "read a document's size")
+            }
+            var head = [UInt8](repeating: 0, count: DocumentSpoolWriter.headBytes)
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            if fd >= 0 {
+                let count = head.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                close(fd)
+                head = Array(head.prefix(max(0, count)))
+            } else {
+                head = []
+            }
+            return SpooledDocument(path: path, size: Int64(info.st_size), sha256: sha256, head: head)
         }
     }
 

@@ -19,6 +19,8 @@ public struct JobRecord: Sendable {
     /// Page progress of the running (or last) attempt, when the worker reported it.
     public var pagesDone: Int?
     public var pagesTotal: Int?
+    /// The job this one re-reads with other options (`POST /v1/jobs/{id}/rerun`).
+    public var rerunOf: UUID? = nil
 }
 
 /// One row of the append-only status log.
@@ -168,6 +170,13 @@ public struct IdempotencyKeyTaken: Error, CustomStringConvertible {
     public var description: String { "the idempotency key is already in use" }
 }
 
+/// Thrown by the look-ups of one job when the job was deleted (`DELETE /v1/jobs/{id}`): the API answers 410.
+public struct JobDeleted: Error, CustomStringConvertible {
+    public let jobID: UUID
+    public init(jobID: UUID) { self.jobID = jobID }
+    public var description: String { "job \(jobID) was deleted" }
+}
+
 /// A transition that the database refused (an illegal move, or the job is not where the caller thought).
 public struct TransitionRefused: Error, CustomStringConvertible {
     public let jobID: UUID
@@ -181,6 +190,8 @@ public struct JobStore: Sendable {
     public static let queuedChannel = "lector_job_queued"
     /// Channel notified with the job's id whenever a job ends (`FINISHED` or `FAILURE`).
     public static let endedChannel = "lector_job_ended"
+    /// Channel notified with the job's id when the cancel of a running job is requested (`cancel_job`, db/009).
+    public static let cancelChannel = "lector_job_cancel"
 
     public let client: PostgresClient
     public let logger: Logger
@@ -335,6 +346,106 @@ public struct JobStore: Sendable {
         if !found { throw TransitionRefused(jobID: lease.jobID, status: status) }
     }
 
+    /// Creates job `id` from the stored document of job `source` of `ownerID`, with new options (and callback URL,
+    /// when given; otherwise the first job's), linked to it (`rerun_job`, db/009_cancel_delete.sql): the row and
+    /// its `QUEUED` transition in one statement. Returns the new job's creation time; nil when `source` is no job
+    /// of this owner (nothing is written). Its folder must be in place first, as for `create`.
+    public func rerun(_ id: UUID, of source: UUID, ownerID: Int64, optionsJSON: String, callbackURL: String?) async throws -> Date? {
+        let rows = try await client.query(
+            "SELECT rerun_job(\(id), \(source), \(ownerID), \(optionsJSON), \(callbackURL))", logger: logger)
+        var createdAt: Date?
+        // Read to the end: an error at the implicit COMMIT arrives after the row.
+        for try await date in rows.decode(Date?.self) { createdAt = date }
+        return createdAt
+    }
+
+    /// What `cancel` did.
+    public enum CancelOutcome: String, Sendable {
+        /// The job was queued and is now `FAILURE` "cancelled".
+        case cancelled
+        /// The job is running: the request is recorded and announced to its worker, which ends it.
+        case requested
+        /// The job had ended already; nothing was written.
+        case ended
+        /// The job was deleted.
+        case gone
+    }
+
+    /// What `delete` did.
+    public enum DeleteOutcome: String, Sendable {
+        /// The job's metadata is cleared and it is marked deleted (a queued job was cancelled first): remove its
+        /// folder now.
+        case deleted
+        /// The job is running: refused (cancel it first).
+        case running
+        /// It was deleted before.
+        case gone
+    }
+
+    /// Marks up to `limit` ended jobs created more than `days` days before `now` deleted, as `delete` does (the row
+    /// and history stay; document name, options, metadata and callback URL are cleared), and returns their ids:
+    /// the caller removes their folders. One statement; rows are taken with `FOR UPDATE SKIP LOCKED`, so
+    /// processes running this at once never take the same job, and a job another transaction holds (being
+    /// deleted by its owner) is left for the next pass. Reads `jobs_retention_idx` (db/009).
+    public func expireEnded(olderThanDays days: Int, now: Date? = nil, limit: Int = 100) async throws -> [UUID] {
+        let rows = try await client.query(
+            """
+            WITH old AS (
+                SELECT id FROM jobs
+                WHERE deleted_at IS NULL AND status IN ('FINISHED', 'FAILURE')
+                  AND created_at < coalesce(\(now)::timestamptz, now()) - make_interval(days => \(days)::int)
+                ORDER BY created_at
+                LIMIT \(limit)
+                FOR UPDATE SKIP LOCKED
+            )
+            UPDATE jobs j SET deleted_at = coalesce(\(now)::timestamptz, now()), document_name = '', options = '{}',
+                metadata = '{}', callback_url = NULL
+            FROM old WHERE j.id = old.id
+            RETURNING j.id
+            """,
+            logger: logger)
+        var ids: [UUID] = []
+        for try await id in rows.decode(UUID.self) { ids.append(id) }
+        return ids
+    }
+
+    /// Deletes a job of `ownerID` (`delete_job`, db/009_cancel_delete.sql): the row and its transitions stay,
+    /// the document name, options, metadata and callback URL are cleared, `deleted_at` is set; a queued job is
+    /// cancelled in the same transaction, under the claim's lock. The caller removes the folder afterwards (a
+    /// crash in between leaves an orphan folder, which `StorageSweeper` removes: `existingJobIDs` does not count
+    /// deleted jobs). nil when there is no such job of this owner.
+    public func delete(_ id: UUID, ownerID: Int64) async throws -> DeleteOutcome? {
+        let rows = try await client.query("SELECT delete_job(\(id), \(ownerID))", logger: logger)
+        var outcome: DeleteOutcome?
+        for try await value in rows.decode(String?.self) { outcome = value.flatMap(DeleteOutcome.init(rawValue:)) }
+        return outcome
+    }
+
+    /// The reason of a cancelled job's `FAILURE`.
+    public static let cancelledReason = "cancelled"
+
+    /// Cancels a job of `ownerID` (`cancel_job`, db/009_cancel_delete.sql: under the claim's table lock, so a
+    /// cancel and a claim of the same job are serialised); nil when there is no such job of this owner.
+    public func cancel(_ id: UUID, ownerID: Int64) async throws -> CancelOutcome? {
+        let rows = try await client.query("SELECT cancel_job(\(id), \(ownerID))", logger: logger)
+        var outcome: CancelOutcome?
+        // Read to the end: an error at the implicit COMMIT arrives after the row.
+        for try await value in rows.decode(String?.self) { outcome = value.flatMap(CancelOutcome.init(rawValue:)) }
+        return outcome
+    }
+
+    /// Which of `ids` have a cancel request: the worker asks at every heartbeat, for the jobs it runs, in case it
+    /// missed the NOTIFY.
+    public func cancelRequested(_ ids: [UUID]) async throws -> Set<UUID> {
+        guard !ids.isEmpty else { return [] }
+        let rows = try await client.query(
+            "SELECT id FROM jobs WHERE id = ANY(\(ids)) AND cancel_requested_at IS NOT NULL AND status = 'IN_PROGRESS'",
+            logger: logger)
+        var found: Set<UUID> = []
+        for try await id in rows.decode(UUID.self) { found.insert(id) }
+        return found
+    }
+
     /// Requeues jobs whose lease expired ("worker lost"), or fails them once `maxAttempts` attempts were made.
     ///
     /// Safe to run in every worker at once: each pass locks the expired leases it handles with
@@ -398,19 +509,22 @@ public struct JobStore: Sendable {
         let rows = try await client.query(
             """
             SELECT id, owner_id, document_name, content_type, size_bytes, encode(sha256, 'hex'),
-                   options::text, metadata::text, created_at, status, pages_done, pages_total
+                   options::text, metadata::text, created_at, status, pages_done, pages_total, rerun_of,
+                   deleted_at IS NOT NULL
             FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)
             """,
             logger: logger
         )
         var record: JobRecord?
         for try await row in rows.decode(
-            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?).self
+            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?, UUID?, Bool).self
         ) {
+            if row.13 { throw JobDeleted(jobID: id) }
             record = JobRecord(
                 id: row.0, ownerID: row.1, documentName: row.2, contentType: row.3, sizeBytes: row.4,
                 sha256Hex: row.5, optionsJSON: row.6, metadataJSON: row.7, createdAt: row.8,
-                status: row.9.flatMap(JobStatus.init(rawValue:)) ?? .queued, pagesDone: row.10, pagesTotal: row.11
+                status: row.9.flatMap(JobStatus.init(rawValue:)) ?? .queued, pagesDone: row.10, pagesTotal: row.11,
+                rerunOf: row.12
             )
         }
         guard let record else { return nil }
@@ -436,7 +550,7 @@ public struct JobStore: Sendable {
                           WHERE job_id = j.id ORDER BY id DESC LIMIT 1) last ON true
             LEFT JOIN LATERAL (SELECT at FROM job_transitions
                                WHERE job_id = j.id AND status = 'IN_PROGRESS' ORDER BY id DESC LIMIT 1) started ON true
-            WHERE j.owner_id = \(ownerID)
+            WHERE j.owner_id = \(ownerID) AND j.deleted_at IS NULL
               AND (\(status?.rawValue)::text IS NULL OR j.status = \(status?.rawValue))
               AND (\(after?.createdAtMicros)::int8 IS NULL
                    OR (j.created_at, j.id) < ('epoch'::timestamptz + \(after?.createdAtMicros)::int8 * interval '1 microsecond',
@@ -478,14 +592,15 @@ public struct JobStore: Sendable {
     public func state(of id: UUID, ownerID: Int64) async throws -> JobState? {
         let rows = try await client.query(
             """
-            SELECT t.status, t.reason FROM jobs j
+            SELECT t.status, t.reason, j.deleted_at IS NOT NULL FROM jobs j
             JOIN LATERAL (SELECT status, reason FROM job_transitions
                           WHERE job_id = j.id ORDER BY id DESC LIMIT 1) t ON true
             WHERE j.id = \(id) AND j.owner_id = \(ownerID)
             """,
             logger: logger
         )
-        for try await (status, reason) in rows.decode((String, String?).self) {
+        for try await (status, reason, deleted) in rows.decode((String, String?, Bool).self) {
+            if deleted { throw JobDeleted(jobID: id) }
             guard let status = JobStatus(rawValue: status) else { return nil }
             return JobState(status: status, reason: reason)
         }
@@ -497,10 +612,12 @@ public struct JobStore: Sendable {
     /// nil when the job does not exist or belongs to someone else. For a subscriber that starts or resumes.
     public func events(of id: UUID, ownerID: Int64, after: Int64?) async throws -> (events: [JobEvent], progress: (done: Int, total: Int)?)? {
         let job = try await client.query(
-            "SELECT pages_done, pages_total FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)", logger: logger)
+            "SELECT pages_done, pages_total, deleted_at IS NOT NULL FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)",
+            logger: logger)
         var found = false
         var progress: (Int, Int)?
-        for try await (done, total) in job.decode((Int?, Int?).self) {
+        for try await (done, total, deleted) in job.decode((Int?, Int?, Bool).self) {
+            if deleted { throw JobDeleted(jobID: id) }
             found = true
             if let done, let total { progress = (done, total) }
         }
@@ -545,10 +662,10 @@ public struct JobStore: Sendable {
         return LectorMetrics.QueueDepth(queued: 0, running: 0, oldestQueuedAge: nil)
     }
 
-    /// Which of `ids` have a job row (for the sweeper: a folder without one is an orphan).
+    /// Which of `ids` have a job row that is not deleted (for the sweeper: a folder without one is an orphan).
     public func existingJobIDs(_ ids: [UUID]) async throws -> Set<UUID> {
         guard !ids.isEmpty else { return [] }
-        let rows = try await client.query("SELECT id FROM jobs WHERE id = ANY(\(ids))", logger: logger)
+        let rows = try await client.query("SELECT id FROM jobs WHERE id = ANY(\(ids)) AND deleted_at IS NULL", logger: logger)
         var found: Set<UUID> = []
         for try await id in rows.decode(UUID.self) { found.insert(id) }
         return found

@@ -39,6 +39,8 @@ public struct Settings: Sendable {
     public var heartbeatSeconds: Double
     /// `LECTOR_MAX_JOB_SECONDS`: longest one attempt may run; past it the lease is no longer renewed.
     public var maxJobSeconds: Double
+    /// `LECTOR_RETENTION_DAYS`: ended jobs older than this many days are deleted by the workers (0: kept forever).
+    public var retentionDays: Int
     /// `LECTOR_MAX_ATTEMPTS`: attempts before a job that keeps losing its worker or hitting transient errors fails.
     public var maxAttempts: Int
     /// `LECTOR_RETRY_BASE_SECONDS` and `LECTOR_RETRY_MAX_SECONDS`: exponential backoff after a transient error.
@@ -156,6 +158,7 @@ public struct Settings: Sendable {
         self.heartbeatSeconds = min(seconds("LECTOR_HEARTBEAT_SECONDS", Double(leaseSeconds) / 4), Double(leaseSeconds) / 3)
         self.maxJobSeconds = seconds("LECTOR_MAX_JOB_SECONDS", 1800, min: 1)
         self.maxAttempts = int("LECTOR_MAX_ATTEMPTS", 3, max: 100)
+        self.retentionDays = int("LECTOR_RETENTION_DAYS", 0, max: 1_000_000)
         self.retryBaseSeconds = seconds("LECTOR_RETRY_BASE_SECONDS", 2)
         self.retryMaxSeconds = seconds("LECTOR_RETRY_MAX_SECONDS", 300)
         self.rescueInterval = seconds("LECTOR_RESCUE_INTERVAL", 5)

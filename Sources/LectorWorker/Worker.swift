@@ -102,6 +102,18 @@ public struct Worker: Service {
             onNotification: { [doorbell] _ in doorbell.signal(Self.queuedKey) })
     }
 
+    /// The listener that cancels the attempt of a job whose cancel was requested (`POST /v1/jobs/{id}/cancel`,
+    /// `lector_job_cancel`); run it beside the worker. A request missed while the connection was down is found
+    /// by the lease keeper at its next beat.
+    public func cancelListener() -> NotificationListener {
+        NotificationListener(
+            client: jobs.client, channel: JobStore.cancelChannel, logger: logger,
+            onNotification: { [inFlight] payload in
+                guard let id = UUID(uuidString: payload) else { return }
+                for running in inFlight.withLockedValue({ $0.attempts(of: id) }) { running.requestCancel() }
+            })
+    }
+
     public func run() async throws {
         let id = configuration.workerID
         logger.info("worker started", metadata: ["worker": "\(id)", "slots": "\(configuration.concurrency)"])
@@ -212,6 +224,8 @@ public struct Worker: Service {
         case storageFull(String)
         case handBack
         case leaseLost
+        /// The job's owner cancelled it: it ends `FAILURE` "cancelled".
+        case cancelled
 
         var description: String {
             switch self {
@@ -221,6 +235,7 @@ public struct Worker: Service {
             case .storageFull: "storage full"
             case .handBack: "handed back"
             case .leaseLost: "lease lost"
+            case .cancelled: "cancelled"
             }
         }
     }
@@ -247,7 +262,15 @@ public struct Worker: Service {
         defer { metrics.slotBusy(-1) }
         let facts = AttemptFacts()
         let outcome = await withTaskCancellationHandler {
-            let outcome = await attempt(job, slot: slot, cancellation: running.cancellation, facts: facts, logger: logger)
+            var outcome = await attempt(job, slot: slot, cancellation: running.cancellation, facts: facts, logger: logger)
+            // A cancel request wins over anything but an end the attempt reached by itself (its results are
+            // staged, or the document failed): the job is not requeued, handed back or left to the rescuer.
+            if running.isCancelRequested {
+                switch outcome {
+                case .finished, .failed, .cancelled: break
+                case .retry, .storageFull, .handBack, .leaseLost: outcome = .cancelled
+                }
+            }
             await record(outcome, job: job, mode: facts.mode, pages: facts.pages, logger: logger)
             return outcome
         } onCancel: {
@@ -285,7 +308,17 @@ public struct Worker: Service {
     func keepLeases() async {
         while !Task.isCancelled {
             guard (try? await Task.sleep(for: configuration.heartbeatInterval)) != nil else { return }
-            for running in inFlight.withLockedValue({ $0.renewable }) {
+            let renewable = inFlight.withLockedValue({ $0.renewable })
+            // Cancel requests this worker's listener may have missed (its connection was down): one query a beat.
+            if !renewable.isEmpty {
+                do {
+                    let cancelled = try await jobs.cancelRequested(renewable.map(\.lease.jobID))
+                    for running in renewable where cancelled.contains(running.lease.jobID) { running.requestCancel() }
+                } catch {
+                    logger.warning("could not look for cancel requests", metadata: ["error": "\(String(reflecting: error))"])
+                }
+            }
+            for running in renewable {
                 do {
                     let held = try await jobs.renew(
                         running.lease, duration: configuration.leaseDuration, maxRuntime: configuration.maxRuntime)
@@ -400,6 +433,9 @@ public struct Worker: Service {
                 case .handBack:
                     try await jobs.requeue(lease, reason: "worker shutdown", countAttempt: false)
                     metrics.jobRequeued(reason: "shutdown")
+                case .cancelled:
+                    try await jobs.end(lease, as: .failure, reason: JobStore.cancelledReason)
+                    metrics.jobFailed(mode: mode)
                 case .leaseLost:
                     break
                 }
@@ -437,6 +473,20 @@ final class RunningAttempt: Sendable {
     let lease: Lease
     let cancellation = OCRCancellation()
     let logger: Logger
+    /// Whether the job's owner asked to cancel it.
+    private let cancelRequested = NIOLockedValueBox(false)
+
+    /// The owner cancelled the job: stop its OCR, and end it `FAILURE` "cancelled".
+    func requestCancel() {
+        let first = cancelRequested.withLockedValue { requested -> Bool in
+            defer { requested = true }
+            return !requested
+        }
+        if first { logger.info("cancel requested: stopping the OCR") }
+        cancellation.cancel()
+    }
+
+    var isCancelRequested: Bool { cancelRequested.withLockedValue { $0 } }
     /// The progress last published.
     private let published = NIOLockedValueBox<(done: Int, total: Int)?>(nil)
 
@@ -468,6 +518,11 @@ struct InFlight {
 
     mutating func remove(_ attempt: RunningAttempt) {
         attempts[ObjectIdentifier(attempt)] = nil
+    }
+
+    /// The attempts of one job running here (one, normally).
+    func attempts(of jobID: UUID) -> [RunningAttempt] {
+        attempts.values.map(\.attempt).filter { $0.lease.jobID == jobID }
     }
 
     /// The attempts whose lease should be renewed.

@@ -216,11 +216,12 @@ struct Work: AsyncParsableCommand {
         if let concurrency { settings.workerConcurrency = max(1, concurrency) }
         let logger = Runtime.logger("lector.worker", settings: settings)
         try await Runtime.checkSchema(settings, logger: logger)
-        // One connection per slot, plus the listener, the rescuer, the lease keeper and the webhook deliverer.
-        // Fewer (a smaller LECTOR_DATABASE_POOL_SIZE) works, with the others queueing behind the slots.
-        let connections = max(2, min(settings.databasePoolSize, settings.workerConcurrency + 4))
-        if connections < settings.workerConcurrency + 4 {
-            logger.warning("LECTOR_DATABASE_POOL_SIZE is below the worker's slots + 4; lease renewals may wait", metadata: [
+        // One connection per slot, plus the two listeners (queued, cancel), the rescuer, the lease keeper and the
+        // webhook deliverer. Fewer (a smaller LECTOR_DATABASE_POOL_SIZE) works, with the others queueing behind
+        // the slots.
+        let connections = max(2, min(settings.databasePoolSize, settings.workerConcurrency + 5))
+        if connections < settings.workerConcurrency + 5 {
+            logger.warning("LECTOR_DATABASE_POOL_SIZE is below the worker's slots + 5; lease renewals may wait", metadata: [
                 "connections": "\(connections)", "slots": "\(settings.workerConcurrency)",
             ])
         }
@@ -249,7 +250,11 @@ struct Work: AsyncParsableCommand {
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)]
         if settings.workerListen { services.append(.init(service: worker.queuedListener())) }
-        services += [.init(service: rescuer), .init(service: deliverer), .init(service: sweeper)]
+        // Always: a cancel should stop the OCR within a second, not at the next heartbeat.
+        services.append(.init(service: worker.cancelListener()))
+        // Deletes ended jobs past LECTOR_RETENTION_DAYS (returns at once when it is 0).
+        let retention = Retention(jobs: jobs, storage: storage, days: settings.retentionDays, logger: logger)
+        services += [.init(service: rescuer), .init(service: retention), .init(service: deliverer), .init(service: sweeper)]
         if settings.metricsPort > 0 {
             services.append(.init(service: buildMetricsApplication(
                 metrics: metrics, host: settings.httpHost, port: settings.metricsPort, logger: logger)))
