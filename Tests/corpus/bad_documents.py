@@ -222,7 +222,8 @@ def run_corpus(base, key, database, storage, rows, problems):
         req.add_header("Authorization", f"Bearer {key}")
         req.add_header("Content-Type", "image/png" if named else "application/octet-stream")
         try:
-            with urllib.request.urlopen(req, timeout=30) as response:
+            # Generous: the 36 MB page is spooled and synced, on a shared 2-core machine.
+            with urllib.request.urlopen(req, timeout=180) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as error:
             status, raw = error.code, error.read()
