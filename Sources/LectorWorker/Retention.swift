@@ -30,7 +30,12 @@ public struct Retention: Service {
     }
 
     public func run() async throws {
-        guard days > 0 else { return }
+        // Off (0 days): wait for shutdown like a service with nothing to do. Returning early would end the
+        // process's ServiceGroup, which treats a service that finishes as a failure.
+        guard days > 0 else {
+            try? await gracefulShutdown()
+            return
+        }
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 await runOnce()
