@@ -90,9 +90,9 @@ BEGIN
             INSERT INTO queue_owners (owner_id, turn, joined) VALUES (v_owner, 0, nextval('queue_turns'));
         END IF;
         PERFORM pg_notify('lector_job_queued', '');
-    ELSIF NEW.status IN ('FINISHED', 'FAILURE') THEN
-        PERFORM pg_notify('lector_job_ended', NEW.job_id::text || ' ' || NEW.status);
     END IF;
+    -- Endings are announced on lector_job_events with every other transition (db/007), which the API
+    -- LISTENs to; the lector_job_ended channel of 002 has no listener any more and is not sent.
     RETURN NEW;
 END;
 $$;

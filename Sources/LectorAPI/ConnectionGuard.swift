@@ -253,7 +253,6 @@ final class FirstHeadTimer: ChannelInboundHandler, RemovableChannelHandler {
     private let timeout: TimeAmount
     private var timer: Scheduled<Void>?
     private var tail: [UInt8] = []
-    private var seen = 0
 
     init(timeout: TimeAmount) {
         self.timeout = timeout
@@ -270,7 +269,6 @@ final class FirstHeadTimer: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
-        seen += buffer.readableBytes
         // The last 3 bytes of the previous read, then the whole of this one: the blank line may span reads.
         let bytes = tail + Array(buffer.readableBytesView)
         let terminator: [UInt8] = [13, 10, 13, 10]

@@ -2,7 +2,7 @@ import Foundation
 import LectorCore
 import NIOConcurrencyHelpers
 
-/// The jobs this API process heard end (from `NOTIFY lector_job_ended, '<id> <STATUS>'`) in the last minute.
+/// The jobs this API process heard end (from `NOTIFY lector_job_events`) in the last minute.
 ///
 /// A long-poll waiter woken for a `FINISHED` job answers from here, without a query: with a thousand waiters
 /// the re-query of each one queued behind the pool's connections (BENCHMARKS.md, P5). Ownership was checked
@@ -37,12 +37,5 @@ final class EndedJobs: Sendable {
 
     func status(of id: UUID) -> JobStatus? {
         state.withLockedValue { $0.statuses[id] }
-    }
-
-    /// Parses a `lector_job_ended` payload: "<id> <STATUS>" (or a bare id, as migration 001 sent it).
-    static func parse(_ payload: String) -> (UUID, JobStatus?)? {
-        let parts = payload.split(separator: " ", maxSplits: 1)
-        guard let first = parts.first, let id = UUID(uuidString: String(first)) else { return nil }
-        return (id, parts.count == 2 ? JobStatus(rawValue: String(parts[1])) : nil)
     }
 }

@@ -27,5 +27,4 @@ final class UploadGate: Sendable {
         return admitted ? Pass(gate: self) : nil
     }
 
-    var count: Int { inFlight.withLockedValue { $0 } }
 }

@@ -120,6 +120,4 @@ public final class JobEventHub: Sendable {
         let all = subscribers.withLockedValue { $0.values.flatMap(\.values) }
         for subscriber in all { subscriber.continuation.yield(.resync) }
     }
-
-    public var count: Int { subscribers.withLockedValue { $0.values.reduce(0) { $0 + $1.count } } }
 }

@@ -188,8 +188,6 @@ public struct TransitionRefused: Error, CustomStringConvertible {
 public struct JobStore: Sendable {
     /// Channel notified with an empty payload whenever a job becomes `QUEUED`.
     public static let queuedChannel = "lector_job_queued"
-    /// Channel notified with the job's id whenever a job ends (`FINISHED` or `FAILURE`).
-    public static let endedChannel = "lector_job_ended"
     /// Channel notified with the job's id when the cancel of a running job is requested (`cancel_job`, db/009).
     public static let cancelChannel = "lector_job_cancel"
 
