@@ -7,10 +7,10 @@ import Testing
 
 @testable import S3Kit
 
-/// The store the integration tests use, from the environment (`start_weed.sh` prints it).
+/// The store the integration tests use, from the environment (`deploy/scripts/weed.sh env` prints it).
 enum TestStore {
     static let environment = ProcessInfo.processInfo.environment
-    static let endpoint = environment["S3KIT_TEST_ENDPOINT"]
+    static let endpoint = environment["LECTOR_TEST_S3_ENDPOINT"]
     static var isConfigured: Bool { endpoint != nil }
 
     static func configuration(
@@ -18,11 +18,11 @@ enum TestStore {
     ) -> S3Configuration {
         S3Configuration(
             endpoint: URL(string: endpoint ?? self.endpoint ?? "http://127.0.0.1:18433")!,
-            region: environment["S3KIT_TEST_REGION"] ?? "us-east-1",
-            bucket: environment["S3KIT_TEST_BUCKET"] ?? "s3kit-test",
+            region: environment["LECTOR_TEST_S3_REGION"] ?? "us-east-1",
+            bucket: environment["LECTOR_TEST_S3_BUCKET"] ?? "s3kit-test",
             keyPrefix: "s3kit-tests/\(UUID().uuidString)/",
-            accessKey: environment["S3KIT_TEST_ACCESS_KEY"] ?? "s3kitaccess",
-            secretKey: environment["S3KIT_TEST_SECRET_KEY"] ?? "s3kitsecret0123456789",
+            accessKey: environment["LECTOR_TEST_S3_ACCESS_KEY"] ?? "s3kitaccess",
+            secretKey: environment["LECTOR_TEST_S3_SECRET_KEY"] ?? "s3kitsecret0123456789",
             requestTimeout: timeout, retry: retry)
     }
 
@@ -53,9 +53,9 @@ enum Memory {
     }
 }
 
-/// Round trips against a real S3 store; run only when `S3KIT_TEST_ENDPOINT` is set. Serialized so
+/// Round trips against a real S3 store; run only when `LECTOR_TEST_S3_ENDPOINT` is set. Serialized so
 /// that the memory measurement of the large transfer is not disturbed by other tests.
-@Suite(.enabled(if: TestStore.isConfigured, "S3KIT_TEST_ENDPOINT is not set"), .serialized)
+@Suite(.enabled(if: TestStore.isConfigured, "LECTOR_TEST_S3_ENDPOINT is not set"), .serialized)
 struct IntegrationTests {
     @Test func putGetHeadDeleteRoundTrip() async throws {
         let client = try TestStore.client()
@@ -292,12 +292,12 @@ struct IntegrationTests {
     }
 }
 
-/// Virtual-host addressing against the store (`start_weed.sh` sets `-s3.domainName`): the bucket
+/// Virtual-host addressing against the store (`deploy/scripts/weed.sh` sets `-s3.domainName`): the bucket
 /// name is in the host, which AsyncHTTPClient's `dnsOverride` maps to 127.0.0.1.
-@Suite(.enabled(if: TestStore.environment["S3KIT_TEST_VHOST_DOMAIN"] != nil && TestStore.isConfigured))
+@Suite(.enabled(if: TestStore.environment["LECTOR_TEST_S3_VHOST_DOMAIN"] != nil && TestStore.isConfigured))
 struct VirtualHostTests {
     @Test func roundTripWithBucketInHostName() async throws {
-        let domain = try #require(TestStore.environment["S3KIT_TEST_VHOST_DOMAIN"])
+        let domain = try #require(TestStore.environment["LECTOR_TEST_S3_VHOST_DOMAIN"])
         let endpoint = try #require(URLComponents(string: TestStore.endpoint ?? ""))
         var configuration = TestStore.configuration(endpoint: "http://\(domain):\(endpoint.port ?? 80)")
         configuration.addressing = .virtualHost

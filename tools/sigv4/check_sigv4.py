@@ -11,7 +11,7 @@ normalises the path (`//`, `.` and `..` are part of keys) nor encodes it a secon
 safe='/~')` to the already-encoded path, i.e. normalise and double-encode (`%20` -> `%2520`); they are
 NOT the right oracle for S3 and would disagree on any key with an escaped byte.
 
-Usage: check_sigv4.py [path-to-sigv4-cases]   (default: .build/debug/sigv4-cases)
+Usage: check_sigv4.py [path-to-sigv4-cases]   (default: .build/debug/sigv4-cases; run from the repository root)
 """
 
 import datetime

@@ -173,23 +173,28 @@ public struct S3Client: Sendable {
     // MARK: - Objects
 
     /// Uploads `data` to `key`. Returns the ETag.
+    ///
+    /// With `onlyIfAbsent`, the request carries `If-None-Match: *`: a store that supports conditional writes
+    /// answers 412 (`PreconditionFailed`) when the key exists, and the upload does not happen.
     @discardableResult
     public func putObject(
-        key: String, data: Data, contentType: String? = nil, metadata: [String: String] = [:]
+        key: String, data: Data, contentType: String? = nil, metadata: [String: String] = [:], onlyIfAbsent: Bool = false
     ) async throws -> String? {
-        try await putObject(key: key, body: ByteBuffer(data: data), contentType: contentType, metadata: metadata)
+        try await putObject(
+            key: key, body: ByteBuffer(data: data), contentType: contentType, metadata: metadata, onlyIfAbsent: onlyIfAbsent)
     }
 
-    /// Uploads `body` to `key`. Returns the ETag.
+    /// Uploads `body` to `key`. Returns the ETag. `onlyIfAbsent`: as for `putObject(key:data:)`.
     @discardableResult
     public func putObject(
-        key: String, body: ByteBuffer, contentType: String? = nil, metadata: [String: String] = [:]
+        key: String, body: ByteBuffer, contentType: String? = nil, metadata: [String: String] = [:], onlyIfAbsent: Bool = false
     ) async throws -> String? {
         try validate(metadata: metadata)
         let sha = SHA256.hash(data: body.readableBytesView)
         let md5 = Insecure.MD5.hash(data: body.readableBytesView)
-        let headers = uploadHeaders(
+        var headers = uploadHeaders(
             size: Int64(body.readableBytes), sha256: sha, md5: md5, contentType: contentType, metadata: metadata)
+        if onlyIfAbsent { headers.append((name: "if-none-match", value: "*")) }
         let request = Request(
             operation: "PutObject", method: .PUT, key: key, headers: headers, body: .bytes(body),
             payloadHash: SigV4Signer.hex(sha))
