@@ -1,11 +1,11 @@
 import Foundation
 import NIOPosix
 
-/// Where job folders live. The local filesystem implementation is `FileStorage`; object storage comes later
-/// behind the same protocol.
+/// Where job folders live: `FileStorage` (a local or shared filesystem, the default) or `ObjectStorage` (an
+/// S3-compatible store, `LECTOR_STORAGE=s3://bucket/prefix`).
 public protocol JobStorage: Sendable {
-    /// Where uploads are received before they become jobs (on the same filesystem as the job folders, so that
-    /// `createJobFolder` renames rather than copies).
+    /// Where uploads are received before they become jobs (files: on the same filesystem as the job folders, so
+    /// that `createJobFolder` renames rather than copies; objects: `LECTOR_SPOOL_DIR` on local disk).
     var spoolDirectory: String { get }
     /// Creates the job's folder holding the spooled document and `metadata.json`, complete or not at all. The
     /// folder takes the spool file over.
@@ -34,9 +34,17 @@ public protocol JobStorage: Sendable {
     /// Whether the storage accepts writes now: a write probe, and free space and inodes above the minimum.
     /// Throws a `StorageError` of kind `.full` when either is below it.
     func checkWritable() async throws
+    /// A link that serves a result file straight from the store (an object store's presigned GET), valid for
+    /// `expires`, answered with `contentType` and named `downloadName`; nil when the store has none (files: the
+    /// API serves its own signed `/files` links).
+    func resultLink(id: UUID, fileName: String, contentType: String, downloadName: String, expires: Duration) throws -> String?
 }
 
 extension JobStorage {
+    public func resultLink(id: UUID, fileName: String, contentType: String, downloadName: String, expires: Duration) throws -> String? {
+        nil
+    }
+
     /// Spools `document` and creates the job folder from it (for tests and tools; the API streams uploads).
     public func createJobFolder(id: UUID, documentFileName: String, document: Data, metadataJSON: Data) async throws {
         let writer = try DocumentSpoolWriter(directory: spoolDirectory)
@@ -333,7 +341,12 @@ public struct FileStorage: JobStorage {
         guard Self.isResultFileName(fileName) else { return nil }
         let url = folder(of: id).appendingPathComponent(fileName, isDirectory: false)
         return try await threadPool.runIfActive {
-            guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+            // Only "no such file" means no result; any other failure (ENOTDIR, EIO, EACCES) is the storage's.
+            var info = stat()
+            if stat(url.path, &info) != 0 {
+                if errno == ENOENT { return nil }
+                throw StorageError(errno: errno, doing: "read \(fileName)")
+            }
             do {
                 return try Data(contentsOf: url)
             } catch {
@@ -345,7 +358,12 @@ public struct FileStorage: JobStorage {
     public func hasResult(id: UUID, fileName: String) async throws -> Bool {
         guard Self.isResultFileName(fileName) else { return false }
         let path = folder(of: id).appendingPathComponent(fileName, isDirectory: false).path
-        return try await threadPool.runIfActive { FileManager.default.fileExists(atPath: path) }
+        return try await threadPool.runIfActive {
+            var info = stat()
+            if stat(path, &info) == 0 { return true }
+            if errno == ENOENT { return false }
+            throw StorageError(errno: errno, doing: "look for \(fileName)")
+        }
     }
 
     public func checkWritable() async throws {

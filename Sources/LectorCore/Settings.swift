@@ -12,8 +12,31 @@ public struct Settings: Sendable {
     /// `LECTOR_HTTP_HOST` and `LECTOR_HTTP_PORT`: where `lector serve` listens.
     public var httpHost: String
     public var httpPort: Int
-    /// `LECTOR_STORAGE_ROOT`: the folder that holds one sub-folder per job.
+    /// `LECTOR_STORAGE_ROOT`: the folder that holds one sub-folder per job (file storage).
     public var storageRoot: String
+    /// `LECTOR_STORAGE`: empty or `files` (the default: job folders under `LECTOR_STORAGE_ROOT`), or
+    /// `s3://bucket/prefix` for an S3-compatible object store (then the `LECTOR_S3_*` settings apply).
+    public var storage: String
+    /// `LECTOR_S3_ENDPOINT`: the store's base URL, e.g. `https://s3.eu-west-1.amazonaws.com` or
+    /// `http://127.0.0.1:8333` (also the host of the presigned result links clients are sent to).
+    public var s3Endpoint: String
+    /// `LECTOR_S3_REGION`: the signing region (default `us-east-1`).
+    public var s3Region: String
+    /// `LECTOR_S3_ACCESS_KEY_ID` and `LECTOR_S3_SECRET_ACCESS_KEY`: static credentials.
+    public var s3AccessKeyID: String
+    public var s3SecretAccessKey: String
+    /// `LECTOR_S3_ADDRESSING`: `path` (default: `endpoint/bucket/key`) or `virtual` (`bucket.endpoint/key`).
+    public var s3Addressing: String
+    /// `LECTOR_S3_TIMEOUT`: seconds one request to the store may take, body included (default 60).
+    public var s3Timeout: Double
+    /// `LECTOR_S3_MAX_ATTEMPTS`: attempts per request, retries of 5xx, SlowDown and connection errors included
+    /// (default 3, with exponential backoff and full jitter).
+    public var s3MaxAttempts: Int
+    /// `LECTOR_SPOOL_DIR`: where uploads are received before they go to the object store (object storage only;
+    /// default `lector-spool` in the temporary folder). File storage spools under its root.
+    public var spoolDirectory: String
+    /// Whether `LECTOR_STORAGE` names an object store.
+    public var usesObjectStorage: Bool { storage.hasPrefix("s3://") }
     /// `LECTOR_MAX_UPLOAD_BYTES`: the largest document accepted (413 above).
     public var maxUploadBytes: Int
     /// `LECTOR_MAX_PAGE_PIXELS`: the most pixels one page may have before decoding is refused.
@@ -21,7 +44,8 @@ public struct Settings: Sendable {
     /// `LECTOR_MAX_PAGES`: the most pages one document may have.
     public var maxPages: Int
     /// `LECTOR_SIGNING_KEY`: secret for result links; when empty, a random key is kept in
-    /// `<storage root>/.signing-key` so that every API process sharing the storage agrees on it.
+    /// `<storage root>/.signing-key` (object storage: the object `<prefix>/.signing-key`) so that every API
+    /// process sharing the storage agrees on it.
     public var signingKey: String
     /// `LECTOR_RESULT_LINK_TTL`: seconds a signed result link stays valid.
     public var resultLinkTTL: Int
@@ -138,6 +162,15 @@ public struct Settings: Sendable {
         self.httpHost = string("LECTOR_HTTP_HOST", "127.0.0.1")
         self.httpPort = int("LECTOR_HTTP_PORT", 8080, max: 65535)
         self.storageRoot = string("LECTOR_STORAGE_ROOT", "storage")
+        self.storage = string("LECTOR_STORAGE", "files")
+        self.s3Endpoint = string("LECTOR_S3_ENDPOINT", "")
+        self.s3Region = string("LECTOR_S3_REGION", "us-east-1")
+        self.s3AccessKeyID = string("LECTOR_S3_ACCESS_KEY_ID", "")
+        self.s3SecretAccessKey = string("LECTOR_S3_SECRET_ACCESS_KEY", "")
+        self.s3Addressing = string("LECTOR_S3_ADDRESSING", "path").lowercased()
+        self.s3MaxAttempts = int("LECTOR_S3_MAX_ATTEMPTS", 3, max: 20)
+        self.spoolDirectory = string(
+            "LECTOR_SPOOL_DIR", FileManager.default.temporaryDirectory.appendingPathComponent("lector-spool", isDirectory: true).path)
         self.maxUploadBytes = int("LECTOR_MAX_UPLOAD_BYTES", 50_000_000)
         self.maxPagePixels = int("LECTOR_MAX_PAGE_PIXELS", 36_000_000)
         self.maxPages = int("LECTOR_MAX_PAGES", 200)
@@ -153,6 +186,7 @@ public struct Settings: Sendable {
             else { return fallback }
             return Swift.min(Swift.max(value, lower), upper)
         }
+        self.s3Timeout = seconds("LECTOR_S3_TIMEOUT", 60, min: 0.1, max: 3600)
         self.leaseSeconds = int("LECTOR_LEASE_SECONDS", 60, max: 86_400)
         // A heartbeat must come well within the lease, or live jobs would be rescued.
         self.heartbeatSeconds = min(seconds("LECTOR_HEARTBEAT_SECONDS", Double(leaseSeconds) / 4), Double(leaseSeconds) / 3)

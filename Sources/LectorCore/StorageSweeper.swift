@@ -6,14 +6,15 @@ import ServiceLifecycle
 /// Removes what killed processes leave behind, by age, in every API and worker process (`StorageSweeper` is a
 /// `Service`): uploads that were being received (`.uploads/*.upload`), job folders being assembled
 /// (`.staging-<id>`), job folders whose job row never committed (orphans: the submit's outcome was unknown),
-/// and, through `extra`, the engine's scratch folders of dead workers.
+/// and, through `extra`, the engine's scratch folders of dead workers. With object storage only the spool
+/// folder (uploads) is swept here: orphaned object prefixes are not swept yet.
 ///
 /// Safe with several processes sweeping one storage at once: every removal is of something old enough that no
 /// live request can still use it, and removing what another sweeper removed first is not an error. An orphan
 /// is removed only when the database answered that no job has its id, and only past `orphanAge`, long after
 /// any submit could still commit.
 public struct StorageSweeper: Service {
-    public let storage: FileStorage
+    public let storage: any JobStorage
     public let jobs: JobStore
     public let interval: Duration
     /// Uploads and staging folders older than this are abandoned.
@@ -25,7 +26,7 @@ public struct StorageSweeper: Service {
     public let logger: Logger
 
     public init(
-        storage: FileStorage, jobs: JobStore, interval: Duration = .seconds(600), abandonedAge: TimeInterval = 3600,
+        storage: any JobStorage, jobs: JobStore, interval: Duration = .seconds(600), abandonedAge: TimeInterval = 3600,
         orphanAge: TimeInterval = 3600, extra: @escaping @Sendable () -> Void = {}, logger: Logger
     ) {
         self.storage = storage
@@ -73,7 +74,9 @@ public struct StorageSweeper: Service {
     /// One pass. `now` is a parameter so tests need not wait; with `orphansSince`, only job folders last
     /// modified after that time are checked for a row (orphans never change after they are made).
     public func sweep(now: Date = Date(), orphansSince: Date? = nil) async throws -> Removed {
-        let root = storage.root
+        // Job folders, staging folders and orphans exist only on a filesystem; uploads are spooled by both.
+        let root = (storage as? FileStorage)?.root
+        let spool = URL(fileURLWithPath: storage.spoolDirectory, isDirectory: true)
         let (abandonedAge, orphanAge) = (self.abandonedAge, self.orphanAge)
         var removed = Removed()
         // Uploads and staging folders: by age alone.
@@ -84,12 +87,12 @@ public struct StorageSweeper: Service {
             }
             func age(_ url: URL) -> TimeInterval? { modified(url).map { now.timeIntervalSince($0) } }
             var uploads = 0, staging = 0
-            let spool = root.appendingPathComponent(FileStorage.spoolFolderName, isDirectory: true)
             for name in (try? fm.contentsOfDirectory(atPath: spool.path)) ?? [] where name.hasSuffix(".upload") {
                 let url = spool.appendingPathComponent(name, isDirectory: false)
                 if let age = age(url), age > abandonedAge, unlink(url.path) == 0 { uploads += 1 }
             }
             var candidates: [UUID] = []
+            guard let root else { return (uploads, staging, candidates) }
             for name in (try? fm.contentsOfDirectory(atPath: root.path)) ?? [] {
                 let url = root.appendingPathComponent(name, isDirectory: true)
                 if name.hasPrefix(".staging-") {

@@ -66,11 +66,29 @@ enum Runtime {
     }
 
     static func sweeper(
-        storage: FileStorage, jobs: JobStore, settings: Settings, logger: Logger, extra: @escaping @Sendable () -> Void = {}
+        storage: any JobStorage, jobs: JobStore, settings: Settings, logger: Logger, extra: @escaping @Sendable () -> Void = {}
     ) -> StorageSweeper {
         StorageSweeper(
             storage: storage, jobs: jobs, interval: .milliseconds(Int64(settings.sweepInterval * 1000)),
             abandonedAge: settings.abandonedAge, orphanAge: settings.abandonedAge, extra: extra, logger: logger)
+    }
+
+    /// The job storage `LECTOR_STORAGE` names: files under `LECTOR_STORAGE_ROOT` (the default), or an
+    /// S3-compatible object store (`s3://bucket/prefix`, with the `LECTOR_S3_*` settings).
+    static func storage(_ settings: Settings) throws -> any JobStorage {
+        if settings.usesObjectStorage { return try ObjectStorage(settings: settings) }
+        guard ["files", "file"].contains(settings.storage) else {
+            throw CommandFailure(description: "LECTOR_STORAGE must be files or s3://bucket/prefix, not '\(settings.storage)'")
+        }
+        return try FileStorage(settings: settings)
+    }
+
+    /// The secret of result links: `LECTOR_SIGNING_KEY`, else one kept in the storage and shared by every process.
+    static func signingKey(_ settings: Settings, storage: any JobStorage) async throws -> [UInt8] {
+        if !settings.signingKey.isEmpty { return Array(settings.signingKey.utf8) }
+        if let objects = storage as? ObjectStorage { return try await objects.sharedSigningKey() }
+        if let files = storage as? FileStorage { return try files.sharedSigningKey() }
+        throw CommandFailure(description: "set LECTOR_SIGNING_KEY for this storage")
     }
 
     /// Two settings that only work from the environment a process starts with:
@@ -183,8 +201,8 @@ struct Serve: AsyncParsableCommand {
         let logger = Runtime.logger("lector.api", settings: settings)
         try await Runtime.checkSchema(settings, logger: logger)
         let client = try Runtime.postgresClient(settings, logger: logger)
-        let storage = try FileStorage(settings: settings)
-        let signingKey = settings.signingKey.isEmpty ? try storage.sharedSigningKey() : Array(settings.signingKey.utf8)
+        let storage = try Runtime.storage(settings)
+        let signingKey = try await Runtime.signingKey(settings, storage: storage)
         let engines = Runtime.engineFactory(settings)
         let dependencies = APIDependencies(
             jobs: JobStore(client: client, logger: logger), keys: KeyStore(client: client, logger: logger),
@@ -227,7 +245,7 @@ struct Work: AsyncParsableCommand {
         }
         let client = try Runtime.postgresClient(settings, logger: logger, steady: connections)
         let jobs = JobStore(client: client, logger: logger)
-        let storage = try FileStorage(settings: settings)
+        let storage = try Runtime.storage(settings)
         var configuration = WorkerConfiguration(settings: settings, workerID: Runtime.workerID(settings))
         configuration.exitWhenIdle = exitWhenIdle
         configuration.maxJobs = maxJobs

@@ -1,0 +1,342 @@
+import AsyncHTTPClient
+import Foundation
+import LectorCore
+import NIOCore
+import S3Kit
+import Testing
+
+/// The contract of `JobStorage`, run against every backend: `FileStorage` always, and `ObjectStorage` on a real
+/// S3-compatible store when `LECTOR_TEST_S3_ENDPOINT` is set (`eval "$(deploy/scripts/weed.sh env)"` after
+/// `deploy/scripts/weed.sh start`; the suite is reported as skipped otherwise). Nothing is mocked.
+enum StorageContract {
+    static let document = Data("%PDF-1.4 not really a pdf, but bytes to keep\n".utf8) + Data((0..<4096).map { UInt8($0 % 251) })
+
+    /// Create, read back (bytes, spool copy), remove; removing again is no error; a removed document is missing.
+    static func createReadRemove(_ storage: any JobStorage) async throws {
+        let id = UUID()
+        try await storage.createJobFolder(id: id, documentFileName: "document.pdf", document: document, metadataJSON: Data("{\"job\":1}\n".utf8))
+        #expect(try await storage.readDocument(id: id, fileName: "document.pdf") == document)
+        // The spool was handed over: nothing of the upload is left in the spool folder.
+        #expect(spooled(storage).isEmpty)
+
+        let copy = try await storage.spoolDocument(of: id, fileName: "document.pdf", sha256: [1, 2, 3])
+        #expect(copy.size == Int64(document.count))
+        #expect(copy.head == Array(document.prefix(copy.head.count)) && !copy.head.isEmpty)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: copy.path)) == document)
+        copy.discard()
+        #expect(spooled(storage).isEmpty)
+
+        try await storage.removeJobFolder(id: id)
+        try await storage.removeJobFolder(id: id)
+        await expectKind(.missing) { _ = try await storage.readDocument(id: id, fileName: "document.pdf") }
+        await expectKind(.missing) { _ = try await storage.spoolDocument(of: id, fileName: "document.pdf", sha256: []) }
+        #expect(spooled(storage).isEmpty)
+    }
+
+    /// Staged results are invisible until committed; a commit is idempotent; discarding after the commit keeps
+    /// the live results.
+    static func stagedInvisibleUntilCommit(_ storage: any JobStorage) async throws {
+        let id = UUID()
+        try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1, 2]), metadataJSON: Data("{}".utf8))
+        let files: [(name: String, contents: Data)] = [
+            ("result.txt", Data("hello".utf8)), ("result.json", Data("{}".utf8)),
+            ("page-1.jpg", Data([0xFF, 0xD8, 1])), ("thumb-1.jpg", Data([0xFF, 0xD8, 2])),
+        ]
+        try await storage.stageResults(id: id, attempt: 1, files: files)
+        for file in files {
+            #expect(try await storage.readResult(id: id, fileName: file.name) == nil)
+            #expect(try await !storage.hasResult(id: id, fileName: file.name))
+        }
+        try await storage.commitResults(id: id, fileNames: files.map(\.name), attempt: 1)
+        try await storage.commitResults(id: id, fileNames: files.map(\.name), attempt: 1)
+        for file in files {
+            #expect(try await storage.readResult(id: id, fileName: file.name) == file.contents)
+            #expect(try await storage.hasResult(id: id, fileName: file.name))
+        }
+        await storage.discardResults(id: id, fileNames: files.map(\.name), attempt: 1)
+        for file in files {
+            #expect(try await storage.readResult(id: id, fileName: file.name) == file.contents)
+        }
+        try await storage.removeJobFolder(id: id)
+        #expect(try await storage.readResult(id: id, fileName: "result.txt") == nil)
+    }
+
+    /// A stale attempt's files never become live, and discarding them never touches the committed results.
+    static func staleAttemptNeverTouchesCommitted(_ storage: any JobStorage) async throws {
+        let id = UUID()
+        try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1]), metadataJSON: Data("{}".utf8))
+        try await storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data("stale".utf8)), ("page-1.jpg", Data([1]))])
+        try await storage.stageResults(id: id, attempt: 2, files: [("result.txt", Data("current".utf8))])
+        try await storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 2)
+        await storage.discardResults(id: id, fileNames: ["result.txt", "page-1.jpg"], attempt: 1)
+        #expect(try await storage.readResult(id: id, fileName: "result.txt") == Data("current".utf8))
+        #expect(try await !storage.hasResult(id: id, fileName: "page-1.jpg"))
+        // The discarded attempt cannot be committed any more (its staged files are gone).
+        await expectStorageError { try await storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 1) }
+        #expect(try await storage.readResult(id: id, fileName: "result.txt") == Data("current".utf8))
+        await storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 2)
+        #expect(try await storage.readResult(id: id, fileName: "result.txt") == Data("current".utf8))
+        // A later attempt replaces the results whole.
+        try await storage.stageResults(id: id, attempt: 3, files: [("result.txt", Data("third".utf8))])
+        try await storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 3)
+        #expect(try await storage.readResult(id: id, fileName: "result.txt") == Data("third".utf8))
+        try await storage.removeJobFolder(id: id)
+    }
+
+    /// `readResult`/`hasResult` answer only for result file names; anything else is nil/false, never a read.
+    static func readResultOnlyResultNames(_ storage: any JobStorage) async throws {
+        let id = UUID()
+        try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([7]), metadataJSON: Data("{}".utf8))
+        for name in ["document.png", "metadata.json", "../document.png", "page-01.jpg", "page-0.jpg", ".signing-key", ""] {
+            #expect(try await storage.readResult(id: id, fileName: name) == nil)
+            #expect(try await !storage.hasResult(id: id, fileName: name))
+        }
+        #expect(try await storage.readResult(id: id, fileName: "result.pdf") == nil)
+        #expect(try await storage.readResult(id: UUID(), fileName: "result.txt") == nil)
+        #expect(try await !storage.hasResult(id: UUID(), fileName: "result.txt"))
+        try await storage.removeJobFolder(id: id)
+    }
+
+    /// Names that could leave the job's folder are refused with a `StorageError` before anything is written.
+    static func hostileNamesRefused(_ storage: any JobStorage) async throws {
+        let id = UUID()
+        for name in ["../escape.png", "a/b.png", ".hidden", "", "..", "x\0y", "/etc/passwd"] {
+            await expectStorageError {
+                try await storage.createJobFolder(id: id, documentFileName: name, document: Data([1]), metadataJSON: Data("{}".utf8))
+            }
+            await expectStorageError { _ = try await storage.readDocument(id: id, fileName: name) }
+            await expectStorageError { try await storage.stageResults(id: id, attempt: 1, files: [(name, Data([1]))]) }
+            await expectStorageError { try await storage.commitResults(id: id, fileNames: [name], attempt: 1) }
+            await expectStorageError { _ = try await storage.spoolDocument(of: id, fileName: name, sha256: []) }
+        }
+        #expect(spooled(storage).isEmpty)
+        await expectKind(.missing) { _ = try await storage.readDocument(id: id, fileName: "document.png") }
+    }
+
+    /// A store that cannot be reached: every call is a `StorageError` of kind `.unavailable` (transient).
+    static func storeDown(_ storage: any JobStorage) async throws {
+        let id = UUID()
+        await expectKind(.unavailable) { try await storage.checkWritable() }
+        await expectKind(.unavailable) { _ = try await storage.readDocument(id: id, fileName: "document.png") }
+        await expectKind(.unavailable) {
+            try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1]), metadataJSON: Data("{}".utf8))
+        }
+        await expectKind(.unavailable) { try await storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data([1]))]) }
+        await expectKind(.unavailable) { _ = try await storage.readResult(id: id, fileName: "result.txt") }
+        await storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 1)  // never throws
+    }
+
+    static func spooled(_ storage: any JobStorage) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: storage.spoolDirectory)) ?? []).filter { $0.hasSuffix(".upload") }
+    }
+
+    static func expectStorageError(_ body: () async throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) async {
+        do {
+            try await body()
+            Issue.record("expected a StorageError", sourceLocation: sourceLocation)
+        } catch {
+            #expect(error is StorageError, "\(error)", sourceLocation: sourceLocation)
+        }
+    }
+
+    static func expectKind(_ kind: StorageError.Kind, _ body: () async throws -> Void, sourceLocation: SourceLocation = #_sourceLocation) async {
+        do {
+            try await body()
+            Issue.record("expected a StorageError of kind \(kind)", sourceLocation: sourceLocation)
+        } catch let error as StorageError {
+            #expect(error.kind == kind, "\(error)", sourceLocation: sourceLocation)
+        } catch {
+            Issue.record("expected a StorageError of kind \(kind), got \(String(reflecting: error))", sourceLocation: sourceLocation)
+        }
+    }
+}
+
+// MARK: - FileStorage
+
+@Suite struct FileStorageConformance {
+    /// A FileStorage in a fresh temporary folder, removed afterwards.
+    static func with(_ body: (FileStorage) async throws -> Void) async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("lector-conformance-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        try await body(try FileStorage(root: root.path))
+    }
+
+    @Test func createReadRemove() async throws { try await Self.with { try await StorageContract.createReadRemove($0) } }
+    @Test func stagedInvisibleUntilCommit() async throws { try await Self.with { try await StorageContract.stagedInvisibleUntilCommit($0) } }
+    @Test func staleAttemptNeverTouchesCommitted() async throws {
+        try await Self.with { try await StorageContract.staleAttemptNeverTouchesCommitted($0) }
+    }
+    @Test func readResultOnlyResultNames() async throws { try await Self.with { try await StorageContract.readResultOnlyResultNames($0) } }
+    @Test func hostileNamesRefused() async throws { try await Self.with { try await StorageContract.hostileNamesRefused($0) } }
+
+    /// "Down" for a filesystem: the root is no longer a folder (a regular file took its place).
+    @Test func storeDown() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("lector-conformance-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let storage = try FileStorage(root: root.path)
+        try FileManager.default.removeItem(at: root)
+        try Data("not a folder".utf8).write(to: root)
+        try await StorageContract.storeDown(storage)
+    }
+}
+
+// MARK: - ObjectStorage on a real store
+
+/// The store of the S3 tests, from `deploy/scripts/weed.sh env`.
+enum S3TestStore {
+    static let environment = ProcessInfo.processInfo.environment
+    static var isConfigured: Bool { !(environment["LECTOR_TEST_S3_ENDPOINT"] ?? "").isEmpty }
+
+    /// Settings for an `ObjectStorage` under a fresh prefix of the test bucket, spooling into `spool`.
+    static func settings(prefix: String, spool: String, endpoint: String? = nil, extra: [String: String] = [:]) -> Settings {
+        var env: [String: String] = [
+            "LECTOR_STORAGE": "s3://\(environment["LECTOR_TEST_S3_BUCKET"] ?? "lector-test")/\(prefix)",
+            "LECTOR_S3_ENDPOINT": endpoint ?? environment["LECTOR_TEST_S3_ENDPOINT"] ?? "",
+            "LECTOR_S3_REGION": environment["LECTOR_TEST_S3_REGION"] ?? "us-east-1",
+            "LECTOR_S3_ACCESS_KEY_ID": environment["LECTOR_TEST_S3_ACCESS_KEY"] ?? "",
+            "LECTOR_S3_SECRET_ACCESS_KEY": environment["LECTOR_TEST_S3_SECRET_KEY"] ?? "",
+            "LECTOR_SPOOL_DIR": spool,
+            "LECTOR_S3_TIMEOUT": "10",
+        ]
+        env.merge(extra) { $1 }
+        return Settings(environment: env)
+    }
+
+    /// An ObjectStorage under a fresh prefix; afterwards every object under it is removed (and checked gone).
+    static func with(_ body: (ObjectStorage) async throws -> Void) async throws {
+        let spool = FileManager.default.temporaryDirectory.appendingPathComponent("lector-spool-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: spool) }
+        let storage = try ObjectStorage(settings: settings(prefix: "conformance/\(UUID().uuidString.lowercased())", spool: spool.path))
+        do {
+            try await body(storage)
+        } catch {
+            _ = try? await storage.client.deleteObjects(keys: (try? await storage.client.listObjects().map(\.key)) ?? [])
+            throw error
+        }
+        // Every test removes its jobs: nothing may be left under the prefix but the probe-free bucket.
+        let left = try await storage.client.listObjects().map(\.key)
+        #expect(left.isEmpty, "objects left: \(left)")
+        try await storage.client.deleteObjects(keys: left)
+    }
+}
+
+@Suite(.enabled(if: S3TestStore.isConfigured, "LECTOR_TEST_S3_ENDPOINT is not set (deploy/scripts/weed.sh start; eval \"$(deploy/scripts/weed.sh env)\")"))
+struct ObjectStorageConformance {
+    @Test func createReadRemove() async throws { try await S3TestStore.with { try await StorageContract.createReadRemove($0) } }
+    @Test func stagedInvisibleUntilCommit() async throws {
+        try await S3TestStore.with { try await StorageContract.stagedInvisibleUntilCommit($0) }
+    }
+    @Test func staleAttemptNeverTouchesCommitted() async throws {
+        try await S3TestStore.with { try await StorageContract.staleAttemptNeverTouchesCommitted($0) }
+    }
+    @Test func readResultOnlyResultNames() async throws { try await S3TestStore.with { try await StorageContract.readResultOnlyResultNames($0) } }
+    @Test func hostileNamesRefused() async throws { try await S3TestStore.with { try await StorageContract.hostileNamesRefused($0) } }
+
+    /// Nothing listens on the endpoint: one 1 s attempt per call.
+    @Test func storeDown() async throws {
+        let spool = FileManager.default.temporaryDirectory.appendingPathComponent("lector-spool-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: spool) }
+        let storage = try ObjectStorage(settings: S3TestStore.settings(
+            prefix: "down", spool: spool.path, endpoint: "http://127.0.0.1:1",
+            extra: ["LECTOR_S3_TIMEOUT": "1", "LECTOR_S3_MAX_ATTEMPTS": "1"]))
+        try await StorageContract.storeDown(storage)
+        #expect(StorageContract.spooled(storage).isEmpty)
+    }
+
+    /// The layout on the store: one prefix per job; staged results under attempts/<n>/ until discarded.
+    @Test func keyLayout() async throws {
+        try await S3TestStore.with { storage in
+            let id = UUID()
+            let folder = id.uuidString.lowercased()
+            try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1, 2, 3]), metadataJSON: Data("{\"a\":1}".utf8))
+            #expect(try await storage.client.listObjects().map(\.key).sorted() == ["\(folder)/document.png", "\(folder)/metadata.json"])
+            #expect(try await storage.client.getObjectData(key: "\(folder)/metadata.json", maxBytes: 100) == Data("{\"a\":1}".utf8))
+            try await storage.stageResults(id: id, attempt: 4, files: [("result.txt", Data("x".utf8))])
+            #expect(try await storage.client.headObject(key: "\(folder)/attempts/4/result.txt") != nil)
+            try await storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 4)
+            await storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 4)
+            #expect(try await storage.client.listObjects().map(\.key).sorted() == [
+                "\(folder)/document.png", "\(folder)/metadata.json", "\(folder)/result.txt",
+            ])
+            try await storage.checkWritable()
+            try await storage.removeJobFolder(id: id)
+            #expect(try await storage.client.listObjects(prefix: folder + "/").isEmpty)
+        }
+    }
+
+    /// The shared signing key: created once (If-None-Match: * is honoured), the same for every process.
+    @Test func sharedSigningKey() async throws {
+        try await S3TestStore.with { storage in
+            let keys = try await withThrowingTaskGroup(of: [UInt8].self) { group in
+                for _ in 0..<4 { group.addTask { try await storage.sharedSigningKey() } }
+                return try await group.reduce(into: [[UInt8]]()) { $0.append($1) }
+            }
+            #expect(keys.count == 4 && Set(keys).count == 1 && keys[0].count == 32)
+            // A second write with If-None-Match: * is refused by the store.
+            await #expect(throws: S3Error.self) {
+                try await storage.client.putObject(key: ".signing-key", data: Data(repeating: 0, count: 32), onlyIfAbsent: true)
+            }
+            #expect(try await storage.sharedSigningKey() == keys[0])
+            try await storage.client.deleteObject(key: ".signing-key")
+        }
+    }
+
+    /// A presigned result link serves the bytes with the given type and name; a tampered one is refused.
+    @Test func resultLink() async throws {
+        try await S3TestStore.with { storage in
+            let id = UUID()
+            try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1]), metadataJSON: Data("{}".utf8))
+            try await storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data("héllo".utf8))])
+            try await storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 1)
+            #expect(try storage.resultLink(id: id, fileName: "document.png", contentType: "x/y", downloadName: "d", expires: .seconds(60)) == nil)
+            let link = try #require(try storage.resultLink(
+                id: id, fileName: "result.txt", contentType: "text/plain; charset=utf-8", downloadName: "job-result.txt",
+                expires: .seconds(60)))
+            let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: link), timeout: .seconds(10))
+            #expect(response.status == .ok)
+            #expect(response.headers.first(name: "content-type") == "text/plain; charset=utf-8")
+            #expect(response.headers.first(name: "content-disposition") == "inline; filename=\"job-result.txt\"")
+            let body = try await response.body.collect(upTo: 1 << 20)
+            #expect(String(buffer: body) == "héllo")
+            let tampered = link.replacingOccurrences(of: "result.txt", with: "result.json")
+            let refused = try await HTTPClient.shared.execute(HTTPClientRequest(url: tampered), timeout: .seconds(10))
+            #expect(refused.status == .forbidden)
+            await storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 1)
+            try await storage.removeJobFolder(id: id)
+        }
+    }
+}
+
+/// `LECTOR_STORAGE=s3://…` parsing and settings (no store needed).
+@Suite struct ObjectStorageSettingsTests {
+    @Test func locationParsing() {
+        #expect(ObjectStorage.parse(location: "s3://my-bucket/a/b/")! == ("my-bucket", "a/b"))
+        #expect(ObjectStorage.parse(location: "s3://my-bucket")! == ("my-bucket", ""))
+        for bad in ["s3://", "s3://UPPER/x", "s3://ab/x", "s3://b..b/../x", "s3://bucket/a/../b", "s3://bucket//x", "file:///x", "s3://-bucket/x"] {
+            #expect(ObjectStorage.parse(location: bad) == nil, "\(bad)")
+        }
+    }
+}
+
+extension ObjectStorageSettingsTests {
+    @Test func settingsAreChecked() {
+        let spool = FileManager.default.temporaryDirectory.appendingPathComponent("lector-spool-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: spool) }
+        let good: [String: String] = [
+            "LECTOR_STORAGE": "s3://bucket/p", "LECTOR_S3_ENDPOINT": "http://127.0.0.1:1", "LECTOR_S3_ACCESS_KEY_ID": "a",
+            "LECTOR_S3_SECRET_ACCESS_KEY": "b", "LECTOR_SPOOL_DIR": spool,
+        ]
+        #expect(Settings(environment: good).usesObjectStorage)
+        #expect(!Settings(environment: [:]).usesObjectStorage)
+        #expect(throws: Never.self) { _ = try ObjectStorage(settings: Settings(environment: good)) }
+        for (name, value) in [
+            ("LECTOR_STORAGE", "s3://Bad_Bucket/p"), ("LECTOR_S3_ENDPOINT", "ftp://x"), ("LECTOR_S3_ENDPOINT", "not a url"),
+            ("LECTOR_S3_ACCESS_KEY_ID", ""), ("LECTOR_S3_SECRET_ACCESS_KEY", ""),
+        ] {
+            var env = good
+            env[name] = value
+            if value.isEmpty { env[name] = nil }
+            #expect(throws: StorageError.self, "\(name)=\(value)") { _ = try ObjectStorage(settings: Settings(environment: env)) }
+        }
+    }
+}
