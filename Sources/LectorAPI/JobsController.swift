@@ -492,7 +492,7 @@ struct JobsController {
                 throw APIError(.notFound, "page_unavailable", "this job has no picture of page \(number)")
             }
             var headers = HTTPFields()
-            headers[.location] = dependencies.signer.link(job: id, file: fileName)
+            headers[.location] = try resultLocation(id: id, file: fileName, contentType: "image/jpeg")
             headers[.cacheControl] = "no-store"
             return Response(status: .found, headers: headers)
         case .failure:
@@ -556,7 +556,7 @@ struct JobsController {
                     ? "this job has no searchable PDF: it is made when every page is read by the document pipeline (submit with options {\"mode\": \"document\"}); json and txt are available"
                     : "this job has no \(formatName) result; json and txt are available")
             }
-            headers[.location] = dependencies.signer.link(job: id, file: format.file)
+            headers[.location] = try resultLocation(id: id, file: format.file, contentType: format.contentType)
             headers[.cacheControl] = "no-store"
             return Response(status: .found, headers: headers)
         case .failure:
@@ -600,6 +600,20 @@ struct JobsController {
     }
 
     // MARK: helpers
+
+    /// Where a result file is fetched: a presigned GET of the object store (object storage: the API serves no
+    /// bytes), else this API's signed `/files` link; both valid for `LECTOR_RESULT_LINK_TTL`.
+    private func resultLocation(id: UUID, file: String, contentType: String) throws -> String {
+        let storageLink: String?
+        do {
+            storageLink = try dependencies.storage.resultLink(
+                id: id, fileName: file, contentType: contentType,
+                downloadName: "\(id.uuidString.lowercased())-\(file)", expires: .seconds(dependencies.signer.ttl))
+        } catch {
+            throw APIError(.serviceUnavailable, "storage_unavailable", "a link to the result could not be made; try again")
+        }
+        return storageLink ?? dependencies.signer.link(job: id, file: file)
+    }
 
     /// The type of a file a signed link may name: a result format, or a page picture; nil for anything else.
     static func contentType(ofFile name: String) -> String? {
