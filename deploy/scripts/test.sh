@@ -7,8 +7,12 @@ cd "$root"
 port=${LECTOR_PG_PORT:-54329}
 
 pg_state=$(deploy/scripts/pg.sh start)
-stop_pg() { if [[ "$pg_state" == started ]]; then deploy/scripts/pg.sh stop; fi; }
-trap stop_pg EXIT
+weed_state=
+stop_services() {
+  if [[ "$weed_state" == started ]]; then deploy/scripts/weed.sh stop; fi
+  if [[ "$pg_state" == started ]]; then deploy/scripts/pg.sh stop; fi
+}
+trap stop_services EXIT
 
 # Databases left by an interrupted run. Each test makes its own from a migrated template.
 for db in $(deploy/scripts/pg.sh psql -d postgres -tAc \
@@ -49,3 +53,12 @@ python3 Tests/metrics/observability_test.py
 # trigger query against a live database.
 deploy/scripts/check-deploy.sh
 python3 Tests/deploy/test_keda_query.py
+
+# Object storage (a private SeaweedFS, `weed mini`, on loopback): S3Kit's signer byte for byte against botocore,
+# S3Kit's store tests and the storage conformance suite on a real store (both skipped above, without the
+# store's environment), then the API and a worker end to end with LECTOR_STORAGE=s3://.
+.venv-s3/bin/python tools/sigv4/check_sigv4.py .build/debug/sigv4-cases
+weed_state=$(deploy/scripts/weed.sh start)
+eval "$(deploy/scripts/weed.sh env)"
+swift test --skip-build --filter 'S3KitTests|ObjectStorageConformance'
+python3 Tests/storage/s3_e2e.py

@@ -1,0 +1,270 @@
+#!/usr/bin/env python3
+"""End to end on object storage: the real API and worker processes with LECTOR_STORAGE=s3://..., against the
+private SeaweedFS (`deploy/scripts/weed.sh`) and the private PostgreSQL cluster.
+
+Submits a rendered page, waits for FINISHED, follows the result route's 302 to the store's presigned URL and
+checks the text, checks the objects of the job's prefix (no staged attempt left), that no job folder and no
+upload appeared on local disk, then deletes the job and checks its prefix is gone.
+
+    eval "$(deploy/scripts/weed.sh env)"; Tests/storage/s3_e2e.py      (part of make test)
+
+Standard library only: the store is listed with a small SigV4 signer of its own (a second, independent one).
+"""
+import argparse
+import datetime
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import xml.etree.ElementTree as ET
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PG = os.path.join(ROOT, "deploy", "scripts", "pg.sh")
+WEED = os.path.join(ROOT, "deploy", "scripts", "weed.sh")
+DATABASE = "lector_s3_e2e"
+
+
+def store_env():
+    """LECTOR_TEST_S3_* from the environment, else from `weed.sh env`."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("LECTOR_TEST_S3_")}
+    if not env.get("LECTOR_TEST_S3_ENDPOINT"):
+        out = subprocess.run([WEED, "env"], check=True, capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            name, _, value = line.removeprefix("export ").partition("=")
+            if name.startswith("LECTOR_TEST_S3_"):
+                env[name] = value
+    return env
+
+
+class Store:
+    """Just enough S3 (signed GET/DELETE, ListObjectsV2) to look at the bucket from outside Lector."""
+
+    def __init__(self, env):
+        self.endpoint = env["LECTOR_TEST_S3_ENDPOINT"].rstrip("/")
+        self.host = urllib.parse.urlparse(self.endpoint).netloc
+        self.bucket = env["LECTOR_TEST_S3_BUCKET"]
+        self.access = env["LECTOR_TEST_S3_ACCESS_KEY"]
+        self.secret = env["LECTOR_TEST_S3_SECRET_KEY"]
+        self.region = env.get("LECTOR_TEST_S3_REGION", "us-east-1")
+
+    def request(self, method, key="", query=None):
+        path = "/" + urllib.parse.quote(self.bucket, safe="") + ("/" + urllib.parse.quote(key, safe="/~") if key else "")
+        pairs = sorted((urllib.parse.quote(k, safe="-_.~"), urllib.parse.quote(v, safe="-_.~")) for k, v in (query or {}).items())
+        qs = "&".join(f"{k}={v}" for k, v in pairs)
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        payload = hashlib.sha256(b"").hexdigest()
+        headers = {"host": self.host, "x-amz-content-sha256": payload, "x-amz-date": stamp}
+        signed = ";".join(sorted(headers))
+        canonical = "\n".join([method, path, qs, "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)), signed, payload])
+        scope = f"{stamp[:8]}/{self.region}/s3/aws4_request"
+        to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+        key_ = ("AWS4" + self.secret).encode()
+        for part in (stamp[:8], self.region, "s3", "aws4_request"):
+            key_ = hmac.new(key_, part.encode(), hashlib.sha256).digest()
+        signature = hmac.new(key_, to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = f"AWS4-HMAC-SHA256 Credential={self.access}/{scope}, SignedHeaders={signed}, Signature={signature}"
+        del headers["host"]
+        req = urllib.request.Request(self.endpoint + path + ("?" + qs if qs else ""), method=method, headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as response:
+            return response.status, response.read()
+
+    def keys(self, prefix):
+        keys, token = [], None
+        while True:
+            query = {"list-type": "2", "prefix": prefix}
+            if token:
+                query["continuation-token"] = token
+            _, body = self.request("GET", query=query)
+            root = ET.fromstring(body)
+            ns = root.tag.split("}")[0] + "}" if root.tag.startswith("{") else ""
+            keys += [c.find(f"{ns}Key").text for c in root.findall(f"{ns}Contents")]
+            token = root.findtext(f"{ns}NextContinuationToken")
+            if root.findtext(f"{ns}IsTruncated") != "true" or not token:
+                return keys
+
+    def delete_prefix(self, prefix):
+        for key in self.keys(prefix):
+            self.request("DELETE", key)
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+def http(method, url, key=None, data=None, headers=None, follow=True):
+    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    opener = urllib.request.build_opener() if follow else urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req, timeout=60) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def psql(database, sql):
+    return subprocess.run([PG, "psql", "-d", database, "-tAc", sql], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=int(os.environ.get("LECTOR_S3_E2E_PORT", "18383")))
+    parser.add_argument("--binary", default=os.environ.get("LECTOR_BIN", os.path.join(ROOT, ".build", "debug", "lector")))
+    args = parser.parse_args()
+    binary = os.path.abspath(args.binary)
+    env_s3 = store_env()
+    store = Store(env_s3)
+    prefix = f"e2e-{uuid.uuid4().hex[:12]}"
+
+    # The private cluster (started by `make test`; started here when nothing answers).
+    if subprocess.run([PG, "psql", "-d", "postgres", "-tAc", "SELECT 1"], capture_output=True).returncode != 0:
+        subprocess.run([PG, "start"], check=True, capture_output=True)
+    pg_port = os.environ.get("LECTOR_PG_PORT", "54329")
+    psql("postgres", f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    psql("postgres", f"CREATE DATABASE {DATABASE}")
+
+    scratch = tempfile.mkdtemp(prefix="lector-s3-e2e-")
+    workdir = os.path.join(scratch, "cwd")           # each process's working directory: must stay empty
+    spool = os.path.join(scratch, "spool")           # LECTOR_SPOOL_DIR
+    files_root = os.path.join(scratch, "no-storage")  # LECTOR_STORAGE_ROOT: must never be created
+    logs = os.path.join(scratch, "logs")
+    for d in (workdir, logs):
+        os.makedirs(d)
+    env = dict(os.environ, LECTOR_DATABASE_URL=f"postgres://lector@127.0.0.1:{pg_port}/{DATABASE}",
+               LECTOR_STORAGE=f"s3://{store.bucket}/{prefix}", LECTOR_S3_ENDPOINT=store.endpoint,
+               LECTOR_S3_REGION=store.region, LECTOR_S3_ACCESS_KEY_ID=store.access,
+               LECTOR_S3_SECRET_ACCESS_KEY=store.secret, LECTOR_S3_ADDRESSING="path", LECTOR_SPOOL_DIR=spool,
+               LECTOR_STORAGE_ROOT=files_root, LECTOR_HTTP_PORT=str(args.port), LECTOR_LOG_LEVEL="notice",
+               LECTOR_WORKER_POLL_INTERVAL="0.2", LECTOR_RESULT_LINK_TTL="60", OMP_THREAD_LIMIT="1")
+    env.pop("LECTOR_SIGNING_KEY", None)  # the shared key object in the bucket is part of what is tested
+    run = lambda *a: subprocess.run([binary, *a], env=env, cwd=workdir, check=True, capture_output=True, text=True).stdout.strip()
+    run("migrate", "--directory", os.path.join(ROOT, "db"))
+    key = run("keys", "create", "--user", "s3-e2e")
+    api = subprocess.Popen([binary, "serve"], env=env, cwd=workdir, stderr=open(os.path.join(logs, "api.log"), "wb"))
+    worker = subprocess.Popen([binary, "work"], env=env, cwd=workdir, stderr=open(os.path.join(logs, "worker.log"), "wb"))
+    base = f"http://127.0.0.1:{args.port}"
+    problems = []
+
+    def check(ok, what):
+        print(f"s3-e2e: {'ok  ' if ok else 'FAIL'} {what}")
+        if not ok:
+            problems.append(what)
+        return ok
+
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=1)
+                break
+            except (urllib.error.URLError, OSError):
+                if api.poll() is not None:
+                    break
+                time.sleep(0.1)
+        check(api.poll() is None, "the API started with s3:// storage")
+
+        image = os.path.join(scratch, "page.png")
+        subprocess.run(["convert", "-size", "900x160", "xc:white", "-font", "DejaVu-Sans", "-pointsize", "48", "-fill",
+                        "black", "-annotate", "+30+100", "Object storage works", image], check=True)
+        with open(image, "rb") as f:
+            status, _, body = http("POST", f"{base}/v1/jobs", key, f.read(), {"Content-Type": "image/png"})
+        check(status == 202, f"submit answered {status}")
+        job = json.loads(body)["id"]
+        folder = f"{prefix}/{job}/"
+        keys = store.keys(folder)
+        check(f"{folder}document.png" in keys and f"{folder}metadata.json" in keys,
+              f"document and metadata.json are in the store at submit: {keys}")
+
+        state = None
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            _, _, body = http("GET", f"{base}/v1/jobs/{job}", key)
+            state = json.loads(body).get("status")
+            if state in ("FINISHED", "FAILURE"):
+                break
+            time.sleep(0.3)
+        check(state == "FINISHED", f"the job ended {state}")
+
+        status, headers, _ = http("GET", f"{base}/v1/jobs/{job}/result?format=txt", key, follow=False)
+        location = headers.get("Location", "")
+        check(status == 302 and location.startswith(f"{store.endpoint}/{store.bucket}/{folder}result.txt?")
+              and "X-Amz-Signature=" in location and "X-Amz-Expires=60" in location,
+              f"result?format=txt answers 302 to a presigned URL of the store ({status} {location[:100]}...)")
+        status, headers, text = http("GET", location)
+        check(status == 200 and headers.get("Content-Type") == "text/plain; charset=utf-8",
+              f"the presigned URL serves text/plain ({status} {headers.get('Content-Type')})")
+        check("storage" in text.decode("utf-8", "replace").lower(), f"the text was read: {text.decode('utf-8', 'replace').strip()!r}")
+        check(f'filename="{job}-result.txt"' in headers.get("Content-Disposition", ""),
+              f"a download name: {headers.get('Content-Disposition')}")
+        tampered = location.replace("result.txt", "result.json", 1)
+        status, _, _ = http("GET", tampered)
+        check(status == 403, f"the same signature on another object is refused ({status})")
+
+        status, headers, _ = http("GET", f"{base}/v1/jobs/{job}/result", key, follow=False)
+        status2, headers2, body = http("GET", headers.get("Location", base))
+        result = json.loads(body) if status2 == 200 else {}
+        check(status == 302 and "storage" in result.get("text", "").lower(),
+              f"result (json) through the store: {status} then {status2}, {headers2.get('Content-Type')}")
+
+        status, headers, _ = http("GET", f"{base}/v1/jobs/{job}/pages/1?size=thumbnail", key, follow=False)
+        if status == 302:
+            status2, headers2, picture = http("GET", headers["Location"])
+            check(status2 == 200 and headers2.get("Content-Type") == "image/jpeg" and picture[:2] == b"\xff\xd8",
+                  f"the thumbnail through the store ({status2} {headers2.get('Content-Type')})")
+        else:
+            check(status == 404, f"pages/1 answers 302 or 404 page_unavailable ({status})")
+
+        keys = store.keys(folder)
+        check(not [k for k in keys if "/attempts/" in k], f"no staged attempt is left: {keys}")
+        check({f"{folder}result.json", f"{folder}result.txt"} <= set(keys), "the results are live objects")
+        check(f"{prefix}/.signing-key" in store.keys(prefix + "/."), "the shared signing key object was created")
+
+        check(not os.path.exists(files_root), "LECTOR_STORAGE_ROOT was never created")
+        check(os.listdir(workdir) == [], f"the working directory stayed empty: {os.listdir(workdir)}")
+        leftovers = [n for n in (os.listdir(spool) if os.path.isdir(spool) else []) if n.endswith(".upload")]
+        check(leftovers == [], f"no upload left in the spool folder: {leftovers}")
+
+        status, _, _ = http("DELETE", f"{base}/v1/jobs/{job}", key)
+        check(status == 204, f"delete answered {status}")
+        check(store.keys(folder) == [], "the job's prefix is gone after delete")
+        status, _, _ = http("GET", f"{base}/v1/jobs/{job}/result", key, follow=False)
+        check(status == 410, f"the result route answers 410 after delete ({status})")
+        check(api.poll() is None and worker.poll() is None, "API and worker ran to the end")
+    finally:
+        for process in (api, worker):
+            if process.poll() is None:
+                process.terminate()
+        for process in (api, worker):
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        try:
+            store.delete_prefix(prefix + "/")
+        except Exception as error:  # noqa: BLE001 - cleanup must not hide the verdict
+            print(f"s3-e2e: could not clean the prefix: {error}", file=sys.stderr)
+
+    print(f"s3-e2e: checks failed={len(problems)}")
+    if problems:
+        print(f"s3-e2e: logs in {logs}", file=sys.stderr)
+        for name in ("api.log", "worker.log"):
+            with open(os.path.join(logs, name), "rb") as f:
+                sys.stderr.write(f"--- {name} (tail)\n" + f.read()[-3000:].decode("utf-8", "replace"))
+        return 1
+    shutil.rmtree(scratch, ignore_errors=True)
+    psql("postgres", f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
