@@ -2,7 +2,9 @@
 """End to end on object storage: the real API and worker processes with LECTOR_STORAGE=s3://..., against the
 private SeaweedFS (`deploy/scripts/weed.sh`) and the private PostgreSQL cluster.
 
-Submits a rendered page, waits for FINISHED, follows the result route's 302 to the store's presigned URL and
+First with the store unreachable (an API and a worker pointed at a closed port): submit answers 503
+storage_unavailable and creates nothing, /readyz says "not writable", and that worker leaves a queued job
+alone. Then with the store: submits a rendered page, waits for FINISHED, follows the result route's 302 to the store's presigned URL and
 checks the text, checks the objects of the job's prefix (no staged attempt left), that no job folder and no
 upload appeared on local disk, then deletes the job and checks its prefix is gone.
 
@@ -152,8 +154,14 @@ def main():
     run("migrate", "--directory", os.path.join(ROOT, "db"))
     key = run("keys", "create", "--user", "s3-e2e")
     api = subprocess.Popen([binary, "serve"], env=env, cwd=workdir, stderr=open(os.path.join(logs, "api.log"), "wb"))
-    worker = subprocess.Popen([binary, "work"], env=env, cwd=workdir, stderr=open(os.path.join(logs, "worker.log"), "wb"))
+    # Processes whose store is unreachable (nothing listens on port 1): they must refuse work, not lose it.
+    env_down = dict(env, LECTOR_S3_ENDPOINT="http://127.0.0.1:1", LECTOR_S3_TIMEOUT="1", LECTOR_S3_MAX_ATTEMPTS="1",
+                    LECTOR_SIGNING_KEY="s3-e2e-key-for-the-api-whose-store-is-down", LECTOR_HTTP_PORT=str(args.port + 1))
+    api_down = subprocess.Popen([binary, "serve"], env=env_down, cwd=workdir, stderr=open(os.path.join(logs, "api-down.log"), "wb"))
+    worker_down = subprocess.Popen([binary, "work"], env=env_down, cwd=workdir, stderr=open(os.path.join(logs, "worker-down.log"), "wb"))
+    worker = None
     base = f"http://127.0.0.1:{args.port}"
+    base_down = f"http://127.0.0.1:{args.port + 1}"
     problems = []
 
     def check(ok, what):
@@ -163,23 +171,45 @@ def main():
         return ok
 
     try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1)
-                break
-            except (urllib.error.URLError, OSError):
-                if api.poll() is not None:
+        for url, process in ((base, api), (base_down, api_down)):
+            for _ in range(200):
+                try:
+                    urllib.request.urlopen(f"{url}/healthz", timeout=1)
                     break
-                time.sleep(0.1)
+                except (urllib.error.URLError, OSError):
+                    if process.poll() is not None:
+                        break
+                    time.sleep(0.1)
         check(api.poll() is None, "the API started with s3:// storage")
 
         image = os.path.join(scratch, "page.png")
         subprocess.run(["convert", "-size", "900x160", "xc:white", "-font", "DejaVu-Sans", "-pointsize", "48", "-fill",
                         "black", "-annotate", "+30+100", "Object storage works", image], check=True)
         with open(image, "rb") as f:
-            status, _, body = http("POST", f"{base}/v1/jobs", key, f.read(), {"Content-Type": "image/png"})
+            page = f.read()
+
+        # The store unreachable: submit answers 503 with a JSON error and creates nothing; /readyz says so.
+        status, headers, body = http("POST", f"{base_down}/v1/jobs", key, page, {"Content-Type": "image/png"})
+        error = json.loads(body or b"{}").get("error", {}) if headers.get("Content-Type", "").startswith("application/json") else {}
+        check(status == 503 and error.get("code") == "storage_unavailable",
+              f"submit with the store down answers 503 storage_unavailable ({status} {error.get('code')})")
+        check(psql(DATABASE, "SELECT count(*) FROM jobs") == "0", "...and creates no job")
+        status, _, body = http("GET", f"{base_down}/readyz")
+        check(status == 503 and json.loads(body or b"{}").get("storage") == "not writable",
+              f"/readyz with the store down: {status} {body[:120]!r}")
+
+        status, _, body = http("POST", f"{base}/v1/jobs", key, page, {"Content-Type": "image/png"})
         check(status == 202, f"submit answered {status}")
         job = json.loads(body)["id"]
+        # A worker whose store is unreachable does not claim (nor fail) the job: it stays QUEUED.
+        time.sleep(3)
+        state = psql(DATABASE, f"SELECT status FROM jobs WHERE id = '{job}'")
+        check(state == "QUEUED" and worker_down.poll() is None,
+              f"a worker whose store is down leaves the job queued ({state})")
+        for process in (api_down, worker_down):
+            process.terminate()
+            process.wait(timeout=60)
+        worker = subprocess.Popen([binary, "work"], env=env, cwd=workdir, stderr=open(os.path.join(logs, "worker.log"), "wb"))
         folder = f"{prefix}/{job}/"
         keys = store.keys(folder)
         check(f"{folder}document.png" in keys and f"{folder}metadata.json" in keys,
@@ -241,10 +271,11 @@ def main():
         check(status == 410, f"the result route answers 410 after delete ({status})")
         check(api.poll() is None and worker.poll() is None, "API and worker ran to the end")
     finally:
-        for process in (api, worker):
+        processes = [p for p in (api, worker, api_down, worker_down) if p is not None]
+        for process in processes:
             if process.poll() is None:
                 process.terminate()
-        for process in (api, worker):
+        for process in processes:
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -257,7 +288,7 @@ def main():
     print(f"s3-e2e: checks failed={len(problems)}")
     if problems:
         print(f"s3-e2e: logs in {logs}", file=sys.stderr)
-        for name in ("api.log", "worker.log"):
+        for name in sorted(os.listdir(logs)):
             with open(os.path.join(logs, name), "rb") as f:
                 sys.stderr.write(f"--- {name} (tail)\n" + f.read()[-3000:].decode("utf-8", "replace"))
         return 1
