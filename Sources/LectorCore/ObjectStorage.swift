@@ -298,6 +298,45 @@ public struct ObjectStorage: JobStorage {
         }
     }
 
+    // MARK: sweeping
+
+    /// What the sweeper found in one listing of the whole prefix.
+    public struct SweepScan: Sendable {
+        /// Staged objects (`<id>/attempts/<n>/…`) older than the abandoned age: their attempt ended long ago.
+        public var staleAttemptKeys: [String]
+        /// Jobs whose newest object is older than the orphan age (and, with `modifiedAfter`, newer than it):
+        /// orphans unless the database knows them.
+        public var quietJobs: [UUID]
+    }
+
+    /// Lists every object under the prefix (one ListObjectsV2 page per 1,000 keys) for `StorageSweeper`.
+    public func scanForSweep(now: Date, abandonedAge: TimeInterval, orphanAge: TimeInterval, modifiedAfter: Date?) async throws -> SweepScan {
+        let objects = try await call("list the object store") { try await client.listObjects() }
+        var newest: [UUID: Date] = [:]
+        var stale: [String] = []
+        for object in objects {
+            let parts = object.key.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts.count == 2, let id = UUID(uuidString: String(parts[0])), parts[0] == id.uuidString.lowercased() else {
+                continue  // .signing-key, probes, anything not Lector's
+            }
+            // An object without a date counts as new: never removed on a guess.
+            let modified = object.lastModified ?? now
+            if parts[1].hasPrefix("attempts/"), now.timeIntervalSince(modified) > abandonedAge { stale.append(object.key) }
+            newest[id] = max(newest[id] ?? .distantPast, modified)
+        }
+        let quiet = newest.filter { _, modified in
+            now.timeIntervalSince(modified) > orphanAge && (modifiedAfter.map { modified > $0 } ?? true)
+        }.map(\.key)
+        return SweepScan(staleAttemptKeys: stale, quietJobs: quiet.sorted { $0.uuidString < $1.uuidString })
+    }
+
+    /// Deletes `keys` (relative to the prefix); returns how many the store removed.
+    public func removeObjects(keys: [String]) async throws -> Int {
+        guard !keys.isEmpty else { return 0 }
+        let failed = try await call("remove objects") { try await client.deleteObjects(keys: keys) }
+        return keys.count - failed.count
+    }
+
     /// A presigned GET of a result file, valid for `expires`, answered with `contentType` and as `downloadName`.
     public func resultLink(id: UUID, fileName: String, contentType: String, downloadName: String, expires: Duration) throws -> String? {
         guard FileStorage.isResultFileName(fileName) else { return nil }

@@ -6,8 +6,9 @@ import ServiceLifecycle
 /// Removes what killed processes leave behind, by age, in every API and worker process (`StorageSweeper` is a
 /// `Service`): uploads that were being received (`.uploads/*.upload`), job folders being assembled
 /// (`.staging-<id>`), job folders whose job row never committed (orphans: the submit's outcome was unknown),
-/// and, through `extra`, the engine's scratch folders of dead workers. With object storage only the spool
-/// folder (uploads) is swept here: orphaned object prefixes are not swept yet.
+/// and, through `extra`, the engine's scratch folders of dead workers. With object storage: uploads in the spool
+/// folder, staged objects of attempts that ended long ago (`<id>/attempts/<n>/`, counted as `staging`), and the
+/// objects of jobs whose row never committed (orphans), found by listing the whole prefix each pass.
 ///
 /// Safe with several processes sweeping one storage at once: every removal is of something old enough that no
 /// live request can still use it, and removing what another sweeper removed first is not an error. An orphan
@@ -80,7 +81,7 @@ public struct StorageSweeper: Service {
         let (abandonedAge, orphanAge) = (self.abandonedAge, self.orphanAge)
         var removed = Removed()
         // Uploads and staging folders: by age alone.
-        let (uploads, staging, candidates) = try await NIOThreadPool.singleton.runIfActive { () -> (Int, Int, [UUID]) in
+        let (uploads, staging, listed) = try await NIOThreadPool.singleton.runIfActive { () -> (Int, Int, [UUID]) in
             let fm = FileManager.default
             func modified(_ url: URL) -> Date? {
                 (try? fm.attributesOfItem(atPath: url.path))?[.modificationDate] as? Date
@@ -108,6 +109,15 @@ public struct StorageSweeper: Service {
         }
         removed.uploads = uploads
         removed.staging = staging
+        var candidates = listed
+        if let objects = storage as? ObjectStorage {
+            // A staged object older than `abandonedAge` (≥ an hour) belongs to an attempt that ended: the worker
+            // discards it right after the end transaction.
+            let scan = try await objects.scanForSweep(
+                now: now, abandonedAge: abandonedAge, orphanAge: orphanAge, modifiedAfter: orphansSince)
+            removed.staging += try await objects.removeObjects(keys: scan.staleAttemptKeys)
+            candidates += scan.quietJobs
+        }
         // Orphans: old folders whose id the database does not know, asked in batches.
         var start = 0
         while start < candidates.count {
