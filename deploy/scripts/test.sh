@@ -60,5 +60,5 @@ python3 Tests/deploy/test_keda_query.py
 .venv-s3/bin/python tools/sigv4/check_sigv4.py .build/debug/sigv4-cases
 weed_state=$(deploy/scripts/weed.sh start)
 eval "$(deploy/scripts/weed.sh env)"
-swift test --skip-build --filter 'S3KitTests|ObjectStorageConformance'
+swift test --skip-build --filter 'S3KitTests|ObjectStorageConformance|ObjectStorageSweeperTests'
 python3 Tests/storage/s3_e2e.py
