@@ -31,7 +31,8 @@ public struct ObjectStorage: JobStorage {
     /// The key prefix inside the bucket, without a trailing slash ("" for the bucket's root).
     public let prefix: String
     public let spoolDirectory: String
-    /// The largest document read into memory (`readDocument`).
+    /// The largest document read into memory (`readDocument`; 2 GiB by default, not `LECTOR_MAX_UPLOAD_BYTES`:
+    /// a document accepted before that limit was lowered must stay readable).
     public let maxDocumentBytes: Int
     /// The largest result read into memory (`readResult`).
     public let maxResultBytes: Int
@@ -80,8 +81,11 @@ public struct ObjectStorage: JobStorage {
         self.spoolDirectory = spoolDirectory
         self.maxDocumentBytes = maxDocumentBytes
         self.maxResultBytes = maxResultBytes
-        if mkdir(spoolDirectory, 0o700) != 0, errno != EEXIST {
-            throw StorageError(errno: errno, doing: "create the spool folder \(spoolDirectory)")
+        do {
+            try FileManager.default.createDirectory(
+                atPath: spoolDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw StorageError.from(error, doing: "create the spool folder \(spoolDirectory)")
         }
     }
 
@@ -103,8 +107,7 @@ public struct ObjectStorage: JobStorage {
             accessKeyID: settings.s3AccessKeyID, secretAccessKey: settings.s3SecretAccessKey,
             addressing: settings.s3Addressing == "virtual" ? .virtualHost : .path, spoolDirectory: settings.spoolDirectory,
             requestTimeout: .milliseconds(Int64(settings.s3Timeout * 1000)),
-            retry: RetryPolicy(maxAttempts: settings.s3MaxAttempts),
-            maxDocumentBytes: max(settings.maxUploadBytes, 1))
+            retry: RetryPolicy(maxAttempts: settings.s3MaxAttempts))
     }
 
     // MARK: keys
