@@ -12,7 +12,7 @@ export MALLOC_ARENA_MAX ?= 2
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
 
-.PHONY: run test chaos fuzz corpus web-test bench eval models openapi web deps db build migrate stop clean deploy-check
+.PHONY: run test chaos chaos-s3 fuzz corpus web-test bench eval models openapi web deps db build migrate stop clean deploy-check
 
 deps:
 	@deploy/scripts/deps.sh
@@ -38,6 +38,13 @@ CHAOS_JOBS ?= 1000
 chaos: build
 	@deploy/scripts/pg.sh start >/dev/null
 	python3 Tests/chaos/chaos.py --jobs $(CHAOS_JOBS)
+
+# The same with LECTOR_STORAGE=s3://… on the private SeaweedFS (deploy/scripts/weed.sh), restarted once mid-run.
+chaos-s3: build
+	@deploy/scripts/deps.sh
+	@deploy/scripts/pg.sh start >/dev/null
+	@deploy/scripts/weed.sh start >/dev/null
+	python3 Tests/chaos/chaos.py --storage s3 --jobs $(CHAOS_JOBS)
 
 # schemathesis against the live API, from our OpenAPI document (see BENCHMARKS.md, Hostile input).
 FUZZ_EXAMPLES ?= 100

@@ -11,6 +11,9 @@ attempt's files never overwrite). extra_jobs counts jobs created by a submit ret
 
     Tests/chaos/chaos.py --jobs 1000          (make chaos)
     Tests/chaos/chaos.py --jobs 150           (part of make test)
+    Tests/chaos/chaos.py --storage s3         (make chaos-s3: LECTOR_STORAGE=s3://… on the private SeaweedFS of
+                                               deploy/scripts/weed.sh, which is restarted once instead of PostgreSQL;
+                                               results are read from the store)
 
 Standard library only. Documents are rendered here with ImageMagick; nothing is read from elsewhere.
 """
@@ -31,6 +34,8 @@ import urllib.request
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 PG = os.path.join(ROOT, "deploy", "scripts", "pg.sh")
+WEED = os.path.join(ROOT, "deploy", "scripts", "weed.sh")
+sys.path.insert(0, os.path.join(ROOT, "Tests", "storage"))
 
 
 def log(message):
@@ -124,11 +129,19 @@ def main():
     parser.add_argument("--port", type=int, default=int(os.environ.get("LECTOR_CHAOS_PORT", "18080")))
     parser.add_argument("--timeout", type=float, default=1500)
     parser.add_argument("--binary", default=os.environ.get("LECTOR_BIN", os.path.join(ROOT, ".build", "debug", "lector")))
+    parser.add_argument("--storage", choices=["files", "s3"], default="files")
+    parser.add_argument("--restart", choices=["postgres", "store"], default=None,
+                        help="what is restarted once mid-run (default: postgres with files, the store with s3)")
     args = parser.parse_args()
+    restart = args.restart or ("store" if args.storage == "s3" else "postgres")
+    if restart == "store" and args.storage != "s3":
+        parser.error("--restart store needs --storage s3")
+    store = None
 
     pg_port = os.environ.get("LECTOR_PG_PORT", "54329")
-    database = "lector_chaos"
-    subprocess.run([PG, "start"], check=True, capture_output=True)
+    database = "lector_chaos" if args.storage == "files" else "lector_chaos_s3"
+    if subprocess.run([PG, "psql", "-d", "postgres", "-tAc", "SELECT 1"], capture_output=True).returncode != 0:
+        subprocess.run([PG, "start"], check=True, capture_output=True)
     psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
     psql("postgres", f"CREATE DATABASE {database}")
     storage = tempfile.mkdtemp(prefix="lector-chaos-")
@@ -138,6 +151,16 @@ def main():
                LECTOR_LEASE_SECONDS="4", LECTOR_HEARTBEAT_SECONDS="1", LECTOR_RESCUE_INTERVAL="1",
                LECTOR_WORKER_POLL_INTERVAL="0.5", LECTOR_MAX_ATTEMPTS="25", LECTOR_RETRY_BASE_SECONDS="0.2",
                LECTOR_RETRY_MAX_SECONDS="2", LECTOR_SHUTDOWN_GRACE="5", OMP_THREAD_LIMIT="1")
+    if args.storage == "s3":
+        from s3_e2e import Store, store_env
+        subprocess.run([WEED, "start"], check=True, capture_output=True)
+        store = Store(store_env())
+        prefix = f"chaos-{os.urandom(6).hex()}"
+        # Short store deadlines, so that requests during the store's restart fail fast and are retried.
+        env.update(LECTOR_STORAGE=f"s3://{store.bucket}/{prefix}", LECTOR_S3_ENDPOINT=store.endpoint,
+                   LECTOR_S3_REGION=store.region, LECTOR_S3_ACCESS_KEY_ID=store.access,
+                   LECTOR_S3_SECRET_ACCESS_KEY=store.secret, LECTOR_S3_TIMEOUT="5", LECTOR_S3_MAX_ATTEMPTS="3",
+                   LECTOR_SPOOL_DIR=os.path.join(storage, "spool"), LECTOR_SIGNING_KEY="chaos-signing-key-0123456789")
     subprocess.run([args.binary, "migrate", "--directory", os.path.join(ROOT, "db")], env=env, check=True,
                    capture_output=True)
     key = subprocess.run([args.binary, "keys", "create", "--user", "chaos"], env=env, check=True,
@@ -174,13 +197,21 @@ def main():
                 next_kill = time.time() + args.kill_interval
 
     def restart_postgres():
-        # Once, after the first third of the jobs have ended (or 20 s at most).
+        # Once, after the first third of the jobs have ended (or 20 s at most): PostgreSQL, or the object store.
         while not done.is_set():
             ended = int(psql(database, "SELECT count(*) FROM jobs WHERE status IN ('FINISHED', 'FAILURE')") or 0)
             if ended >= args.jobs // 3 or time.time() - started > 20:
                 break
             time.sleep(0.5)
         if done.is_set():
+            return
+        if restart == "store":
+            log("restarting the object store")
+            subprocess.run([WEED, "stop"], check=True)
+            time.sleep(2)
+            subprocess.run([WEED, "start"], check=True, capture_output=True)
+            pg_restarted.set()
+            log("the object store is back")
             return
         log("restarting PostgreSQL")
         subprocess.run([PG, "stop"], check=True)
@@ -226,20 +257,31 @@ def main():
     failures = psql(database, "SELECT string_agg(DISTINCT reason, ' | ') FROM job_transitions WHERE status = 'FAILURE'")
     mismatched = 0   # result text without the document's own number
     stale = 0        # result files written by an attempt other than the one that finished the job
+    def read_result(job, name):
+        if store:
+            return store.request("GET", f"{prefix}/{job}/{name}")[1].decode("utf-8")
+        with open(os.path.join(storage, job, name), encoding="utf-8") as f:
+            return f.read()
+
     for job, token in token_of.items():
         try:
-            with open(os.path.join(storage, job, "result.txt"), encoding="utf-8") as f:
-                if token not in f.read():
-                    mismatched += 1
-            with open(os.path.join(storage, job, "result.json"), encoding="utf-8") as f:
-                if str(json.load(f).get("attempt")) != attempts_of.get(job):
-                    stale += 1
+            if token not in read_result(job, "result.txt"):
+                mismatched += 1
+            if str(json.loads(read_result(job, "result.json")).get("attempt")) != attempts_of.get(job):
+                stale += 1
         except (OSError, ValueError):
             mismatched += 1
+    if store:
+        # Staged objects of killed attempts, and of discards that failed while the store restarted, stay until the
+        # sweeper's age: counted, not an error.
+        leftovers = sum(1 for k in store.keys(prefix + "/") if "/attempts/" in k)
+        log(f"staged objects left for the sweeper (killed attempts, discards during the restart): {leftovers}")
+        store.delete_prefix(prefix + "/")
     lost = len(ids) - finished
     print(f"chaos: jobs={args.jobs} finished={finished} lost={lost} double_finished={double} rescued={rescued} "
           f"retried={retried} mismatched={mismatched} stale_results={stale} extra_jobs={extra} kills={lector.kills} "
-          f"pg_restarts={int(pg_restarted.is_set())} seconds={seconds:.0f}", flush=True)
+          f"{'store_restarts' if restart == 'store' else 'pg_restarts'}={int(pg_restarted.is_set())} "
+          f"storage={args.storage} seconds={seconds:.0f}", flush=True)
     ok = (lost == 0 and double == 0 and mismatched == 0 and stale == 0 and len(set(ids)) == args.jobs
           and pg_restarted.is_set())
     if not ok:
