@@ -140,7 +140,10 @@ func errorXML(_ code: String) -> [UInt8] {
         }
         #expect(error?.kind == .transport)
         #expect(error?.attempts == 2)
-        #expect(ContinuousClock.now - start < .seconds(3))
+        // Two 300 ms deadlines: well under a second when idle. The bound is loose because on 2 shared cores,
+        // with the whole suite running, the event loop was seen to fire them 4.4 s late; what matters is that
+        // a server that never answers cannot hold the client past its deadlines (it would hang forever).
+        #expect(ContinuousClock.now - start < .seconds(15))
         try await server.stop()
     }
 }
