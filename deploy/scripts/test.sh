@@ -57,6 +57,7 @@ python3 Tests/deploy/test_keda_query.py
 # Object storage (a private SeaweedFS, `weed mini`, on loopback): S3Kit's signer byte for byte against botocore,
 # S3Kit's store tests and the storage conformance suite on a real store (both skipped above, without the
 # store's environment), then the API and a worker end to end with LECTOR_STORAGE=s3://.
+[[ -x .venv-s3/bin/weed ]] || deploy/scripts/deps.sh   # make test runs it first; test.sh alone may not have
 .venv-s3/bin/python tools/sigv4/check_sigv4.py .build/debug/sigv4-cases
 weed_state=$(deploy/scripts/weed.sh start)
 eval "$(deploy/scripts/weed.sh env)"
