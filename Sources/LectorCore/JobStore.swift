@@ -210,10 +210,15 @@ public struct JobStore: Sendable {
         // key in one transaction, waiting at most 2 s for a concurrent request's key.
         let statement = CreateJobStatement(
             job: job, idempotencyKey: idempotencyKey?.key, fingerprint: idempotencyKey?.fingerprint)
-        var createdAt: Date?
+        let createdAt: Date?
         do {
-            // Read to the end: an error at the implicit COMMIT arrives after the row.
-            for try await date in try await client.execute(statement, logger: logger) { createdAt = date }
+            // In an explicit transaction: the caller answers 202 on this, so it needs COMMIT's own answer
+            // (see `committed`).
+            createdAt = try await committed { connection -> Date? in
+                var createdAt: Date?
+                for try await date in try await connection.execute(statement, logger: logger) { createdAt = date }
+                return createdAt
+            }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.idempotencyKeyTakenState {
             throw IdempotencyKeyTaken()
         }
@@ -240,7 +245,8 @@ public struct JobStore: Sendable {
         let statement = ClaimJobStatement(
             worker: worker, leaseSeconds: leaseDuration.secondsValue, now: now, skipLocked: strategy == .skipLocked)
         var claimed: ClaimedJob?
-        // Read to the end: an error at the implicit COMMIT arrives after the row.
+        // A commit that fails after the row arrived goes unseen (see `committed`), and that is safe here: the
+        // job is still queued, another worker claims it, and this attempt's end is refused (fencing).
         for try await (id, attempt, contentType, options) in try await client.execute(statement, logger: logger) {
             claimed = ClaimedJob(lease: Lease(jobID: id, worker: worker, attempt: attempt), contentType: contentType, optionsJSON: options)
         }
@@ -349,12 +355,13 @@ public struct JobStore: Sendable {
     /// its `QUEUED` transition in one statement. Returns the new job's creation time; nil when `source` is no job
     /// of this owner (nothing is written). Its folder must be in place first, as for `create`.
     public func rerun(_ id: UUID, of source: UUID, ownerID: Int64, optionsJSON: String, callbackURL: String?) async throws -> Date? {
-        let rows = try await client.query(
-            "SELECT rerun_job(\(id), \(source), \(ownerID), \(optionsJSON), \(callbackURL))", logger: logger)
-        var createdAt: Date?
-        // Read to the end: an error at the implicit COMMIT arrives after the row.
-        for try await date in rows.decode(Date?.self) { createdAt = date }
-        return createdAt
+        try await committed { connection -> Date? in
+            let rows = try await connection.query(
+                "SELECT rerun_job(\(id), \(source), \(ownerID), \(optionsJSON), \(callbackURL))", logger: logger)
+            var createdAt: Date?
+            for try await date in rows.decode(Date?.self) { createdAt = date }
+            return createdAt
+        }
     }
 
     /// What `cancel` did.
@@ -386,25 +393,28 @@ public struct JobStore: Sendable {
     /// processes running this at once never take the same job, and a job another transaction holds (being
     /// deleted by its owner) is left for the next pass. Reads `jobs_retention_idx` (db/009).
     public func expireEnded(olderThanDays days: Int, now: Date? = nil, limit: Int = 100) async throws -> [UUID] {
-        let rows = try await client.query(
-            """
-            WITH old AS (
-                SELECT id FROM jobs
-                WHERE deleted_at IS NULL AND status IN ('FINISHED', 'FAILURE')
-                  AND created_at < coalesce(\(now)::timestamptz, now()) - make_interval(days => \(days)::int)
-                ORDER BY created_at
-                LIMIT \(limit)
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE jobs j SET deleted_at = coalesce(\(now)::timestamptz, now()), document_name = '', options = '{}',
-                metadata = '{}', callback_url = NULL
-            FROM old WHERE j.id = old.id
-            RETURNING j.id
-            """,
-            logger: logger)
-        var ids: [UUID] = []
-        for try await id in rows.decode(UUID.self) { ids.append(id) }
-        return ids
+        // Committed before the caller removes the folders (see `committed`).
+        try await committed { connection -> [UUID] in
+            let rows = try await connection.query(
+                """
+                WITH old AS (
+                    SELECT id FROM jobs
+                    WHERE deleted_at IS NULL AND status IN ('FINISHED', 'FAILURE')
+                      AND created_at < coalesce(\(now)::timestamptz, now()) - make_interval(days => \(days)::int)
+                    ORDER BY created_at
+                    LIMIT \(limit)
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE jobs j SET deleted_at = coalesce(\(now)::timestamptz, now()), document_name = '', options = '{}',
+                    metadata = '{}', callback_url = NULL
+                FROM old WHERE j.id = old.id
+                RETURNING j.id
+                """,
+                logger: logger)
+            var ids: [UUID] = []
+            for try await id in rows.decode(UUID.self) { ids.append(id) }
+            return ids
+        }
     }
 
     /// Deletes a job of `ownerID` (`delete_job`, db/009_cancel_delete.sql): the row and its transitions stay,
@@ -413,10 +423,13 @@ public struct JobStore: Sendable {
     /// crash in between leaves an orphan folder, which `StorageSweeper` removes: `existingJobIDs` does not count
     /// deleted jobs). nil when there is no such job of this owner.
     public func delete(_ id: UUID, ownerID: Int64) async throws -> DeleteOutcome? {
-        let rows = try await client.query("SELECT delete_job(\(id), \(ownerID))", logger: logger)
-        var outcome: DeleteOutcome?
-        for try await value in rows.decode(String?.self) { outcome = value.flatMap(DeleteOutcome.init(rawValue:)) }
-        return outcome
+        // Committed before the caller removes the folder (see `committed`).
+        try await committed { connection -> DeleteOutcome? in
+            let rows = try await connection.query("SELECT delete_job(\(id), \(ownerID))", logger: logger)
+            var outcome: DeleteOutcome?
+            for try await value in rows.decode(String?.self) { outcome = value.flatMap(DeleteOutcome.init(rawValue:)) }
+            return outcome
+        }
     }
 
     /// The reason of a cancelled job's `FAILURE`.
@@ -425,11 +438,13 @@ public struct JobStore: Sendable {
     /// Cancels a job of `ownerID` (`cancel_job`, db/009_cancel_delete.sql: under the claim's table lock, so a
     /// cancel and a claim of the same job are serialised); nil when there is no such job of this owner.
     public func cancel(_ id: UUID, ownerID: Int64) async throws -> CancelOutcome? {
-        let rows = try await client.query("SELECT cancel_job(\(id), \(ownerID))", logger: logger)
-        var outcome: CancelOutcome?
-        // Read to the end: an error at the implicit COMMIT arrives after the row.
-        for try await value in rows.decode(String?.self) { outcome = value.flatMap(CancelOutcome.init(rawValue:)) }
-        return outcome
+        // Committed before the client is told (see `committed`).
+        try await committed { connection -> CancelOutcome? in
+            let rows = try await connection.query("SELECT cancel_job(\(id), \(ownerID))", logger: logger)
+            var outcome: CancelOutcome?
+            for try await value in rows.decode(String?.self) { outcome = value.flatMap(CancelOutcome.init(rawValue:)) }
+            return outcome
+        }
     }
 
     /// Which of `ids` have a cancel request: the worker asks at every heartbeat, for the jobs it runs, in case it
@@ -671,6 +686,19 @@ public struct JobStore: Sendable {
 
     public func ping() async throws {
         try await client.query("SELECT 1", logger: logger)
+    }
+
+    /// Runs `body` in an explicit transaction and returns once COMMIT has answered: for writes the caller acts on
+    /// (answers 202, tells the client a job is cancelled, removes a folder).
+    ///
+    /// A statement on its own is committed when PostgreSQL reaches the protocol's Sync, after it has sent the
+    /// statement's CommandComplete, and PostgresNIO reports success at CommandComplete. A commit that fails in
+    /// between (the server shutting down: the chaos run saw 202 answers for jobs that never existed) goes unseen.
+    /// An explicit COMMIT is answered only after it committed. Two more round trips; the hot paths (claim,
+    /// renew, end) stay single statements, because there an unseen rollback is safe: the job is still queued or
+    /// still leased, and the rescuer and fencing take it from there.
+    func committed<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> T {
+        try await transaction(body)
     }
 
     /// `withTransaction`, rethrowing the closure's own error (PostgresNIO wraps it in `PostgresTransactionError`)

@@ -3,7 +3,7 @@
 
 Starts the API and N worker processes against the project's private PostgreSQL cluster (its own database and
 storage root), submits JOBS small documents through HTTP, kills a random worker with SIGKILL every
-KILL_INTERVAL seconds and restarts it, restarts PostgreSQL once mid-run, then waits for every job to end and
+KILL_INTERVAL seconds and restarts it, restarts PostgreSQL twice (during the submits, and mid-run), then waits for every job to end and
 checks, for every id the server acknowledged: FINISHED, exactly one FINISHED transition, a result.txt that
 holds its document's own number, and a result.json written by the attempt that finished the job (a stale
 attempt's files never overwrite). extra_jobs counts jobs created by a submit retried after a lost answer
@@ -163,7 +163,7 @@ def main():
 
     started = time.time()
     done = threading.Event()
-    pg_restarted = threading.Event()
+    pg_restarts = []
 
     def chaos():
         next_kill = time.time() + args.kill_interval
@@ -173,21 +173,33 @@ def main():
                 lector.kill_random_worker()
                 next_kill = time.time() + args.kill_interval
 
+    acknowledged = []  # one entry per 202, appended by the submitting threads
+
     def restart_postgres():
-        # Once, after the first third of the jobs have ended (or 20 s at most).
-        while not done.is_set():
-            ended = int(psql(database, "SELECT count(*) FROM jobs WHERE status IN ('FINISHED', 'FAILURE')") or 0)
-            if ended >= args.jobs // 3 or time.time() - started > 20:
-                break
-            time.sleep(0.5)
-        if done.is_set():
-            return
-        log("restarting PostgreSQL")
-        subprocess.run([PG, "stop"], check=True)
-        time.sleep(2)
-        subprocess.run([PG, "start"], check=True, capture_output=True)
-        pg_restarted.set()
-        log("PostgreSQL is back")
+        # Twice: while submits are arriving (a fifth acknowledged, or 20 s at most), which is when a commit
+        # the API reports and PostgreSQL then loses would lose a job; and once a third of the jobs have ended
+        # (or 40 s at most), with claims, renewals and ends in flight.
+        def wait_for(condition, limit):
+            while not done.is_set() and not condition() and time.time() - started < limit:
+                time.sleep(0.2)
+            return not done.is_set()
+
+        def ended():
+            try:
+                return int(psql(database, "SELECT count(*) FROM jobs WHERE status IN ('FINISHED', 'FAILURE')") or 0)
+            except subprocess.CalledProcessError:
+                return 0
+
+        for condition, limit in ((lambda: len(acknowledged) >= args.jobs // 5, 20),
+                                 (lambda: ended() >= args.jobs // 3, 40)):
+            if not wait_for(condition, limit):
+                return
+            log("restarting PostgreSQL")
+            subprocess.run([PG, "stop"], check=True)
+            time.sleep(2)
+            subprocess.run([PG, "start"], check=True, capture_output=True)
+            pg_restarts.append(time.time())
+            log("PostgreSQL is back")
 
     killer = threading.Thread(target=chaos, daemon=True)
     restarter = threading.Thread(target=restart_postgres, daemon=True)
@@ -196,7 +208,12 @@ def main():
 
     log(f"submitting {args.jobs} jobs")
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        ids = list(pool.map(lambda path: submit(base, key, path), paths))
+        def submit_one(path):
+            job = submit(base, key, path)
+            acknowledged.append(job)
+            return job
+
+        ids = list(pool.map(submit_one, paths))
     token_of = {job: f"{index:04d}" for index, job in enumerate(ids)}
 
     deadline = started + args.timeout
@@ -206,13 +223,17 @@ def main():
             remaining = int(psql(database, "SELECT count(*) FROM jobs WHERE status IS DISTINCT FROM 'FINISHED' AND status IS DISTINCT FROM 'FAILURE'"))
         except subprocess.CalledProcessError:
             remaining = -1
-        if remaining == 0 and pg_restarted.is_set():
+        if remaining == 0 and len(pg_restarts) == 2:
             break
         time.sleep(1)
     done.set()
     killer.join()
     restarter.join()
     seconds = time.time() - started
+    # The database's sessions while the processes still run: a stuck job is often a lock someone holds.
+    backends = psql(database, "SELECT pid, application_name, state, wait_event_type, wait_event, now() - xact_start, "
+                              "left(regexp_replace(query, '\\s+', ' ', 'g'), 160) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid()") if remaining else ""
     lector.stop()
 
     # Every check is made on the ids the server acknowledged, not on table counts.
@@ -239,11 +260,25 @@ def main():
     lost = len(ids) - finished
     print(f"chaos: jobs={args.jobs} finished={finished} lost={lost} double_finished={double} rescued={rescued} "
           f"retried={retried} mismatched={mismatched} stale_results={stale} extra_jobs={extra} kills={lector.kills} "
-          f"pg_restarts={int(pg_restarted.is_set())} seconds={seconds:.0f}", flush=True)
+          f"pg_restarts={len(pg_restarts)} seconds={seconds:.0f}", flush=True)
     ok = (lost == 0 and double == 0 and mismatched == 0 and stale == 0 and len(set(ids)) == args.jobs
-          and pg_restarted.is_set())
+          and len(pg_restarts) == 2)
     if not ok:
         log(f"FAILED (failure reasons: {failures or '-'}); logs in {storage}")
+        for line in backends.splitlines():
+            log(f"backend at the deadline: {line}")
+        # What a lost job looked like at the end: its row, its lease, its history and what the logs say of it.
+        for job in [job for job in ids if status_of.get(job) != "FINISHED"][:5]:
+            log(f"lost {job}: " + psql(database, f"SELECT status, attempts, not_before FROM jobs WHERE id = '{job}'"))
+            log("  lease: " + (psql(database, f"SELECT worker, attempt, claimed_at, expires_at FROM job_leases WHERE job_id = '{job}'") or "-"))
+            for line in psql(database, f"SELECT at, status, worker, reason FROM job_transitions WHERE job_id = '{job}' ORDER BY id").splitlines():
+                log(f"  {line}")
+            for name in sorted(os.listdir(storage)):
+                if name.endswith(".log"):
+                    with open(os.path.join(storage, name), errors="replace") as f:
+                        for line in f:
+                            if job in line:
+                                log(f"  {name}: {line.rstrip()[:300]}")
         return 1
     shutil.rmtree(storage, ignore_errors=True)
     psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
