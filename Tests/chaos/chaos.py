@@ -257,12 +257,23 @@ def main():
                     stale += 1
         except (OSError, ValueError):
             mismatched += 1
+    # A crash is a defect even when nothing was lost (the rescuer hides it): Swift's runtime writes a backtrace
+    # to the process's stderr, our log files.
+    crashes = []
+    for name in sorted(os.listdir(storage)):
+        if name.endswith(".log"):
+            with open(os.path.join(storage, name), errors="replace") as f:
+                for line in f:
+                    if "*** Signal" in line or "Fatal error" in line or "Precondition failed" in line:
+                        crashes.append(f"{name}: {line.strip()[:200]}")
     lost = len(ids) - finished
     print(f"chaos: jobs={args.jobs} finished={finished} lost={lost} double_finished={double} rescued={rescued} "
           f"retried={retried} mismatched={mismatched} stale_results={stale} extra_jobs={extra} kills={lector.kills} "
-          f"pg_restarts={len(pg_restarts)} seconds={seconds:.0f}", flush=True)
+          f"pg_restarts={len(pg_restarts)} crashes={len(crashes)} seconds={seconds:.0f}", flush=True)
+    for line in crashes[:10]:
+        log(f"crash: {line}")
     ok = (lost == 0 and double == 0 and mismatched == 0 and stale == 0 and len(set(ids)) == args.jobs
-          and len(pg_restarts) == 2)
+          and len(pg_restarts) == 2 and not crashes)
     if not ok:
         log(f"FAILED (failure reasons: {failures or '-'}); logs in {storage}")
         for line in backends.splitlines():
