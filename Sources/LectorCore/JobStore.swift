@@ -21,6 +21,10 @@ public struct JobRecord: Sendable {
     public var pagesTotal: Int?
     /// The job this one re-reads with other options (`POST /v1/jobs/{id}/rerun`).
     public var rerunOf: UUID? = nil
+    /// 0-9, higher first (db/010).
+    public var priority: Int = 0
+    /// The jobs it depends on that have not finished yet: while any is left, the job waits in `QUEUED`.
+    public var waitingFor: [UUID] = []
 }
 
 /// One row of the append-only status log.
@@ -137,12 +141,22 @@ public struct NewJob: Sendable {
     public var metadataJSON: String
     /// Where to POST the job's end (checked by `CallbackURLPolicy`); nil for none.
     public var callbackURL: String?
+    /// 0-9, higher first within the owner's turn (db/010).
+    public var priority: Int
+    /// Jobs of the same owner that must finish first; one that fails fails this job (db/010).
+    public var dependsOn: [UUID]
+
+    /// The most dependencies one job may name.
+    public static let maxDependencies = 100
 
     public init(
         id: UUID, ownerID: Int64, documentName: String, contentType: String, sizeBytes: Int64,
-        sha256: [UInt8], optionsJSON: String, metadataJSON: String, callbackURL: String? = nil
+        sha256: [UInt8], optionsJSON: String, metadataJSON: String, callbackURL: String? = nil,
+        priority: Int = 0, dependsOn: [UUID] = []
     ) {
         self.callbackURL = callbackURL
+        self.priority = priority
+        self.dependsOn = dependsOn
         self.id = id
         self.ownerID = ownerID
         self.documentName = documentName
@@ -168,6 +182,12 @@ public struct JobState: Sendable, Equatable {
 /// Thrown by `create` when the idempotency key is already held by a live earlier request.
 public struct IdempotencyKeyTaken: Error, CustomStringConvertible {
     public var description: String { "the idempotency key is already in use" }
+}
+
+/// A submit named a job to depend on that is no job of its user (or was deleted); nothing was created.
+public struct UnknownDependency: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
 }
 
 /// Thrown by the look-ups of one job when the job was deleted (`DELETE /v1/jobs/{id}`): the API answers 410.
@@ -221,6 +241,8 @@ public struct JobStore: Sendable {
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.idempotencyKeyTakenState {
             throw IdempotencyKeyTaken()
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.unknownDependencyState {
+            throw UnknownDependency(message: error.serverInfo?[.message] ?? "a dependency is no job of this user")
         }
         guard let createdAt else { throw TransitionRefused(jobID: job.id, status: .queued) }
         return createdAt
@@ -228,6 +250,8 @@ public struct JobStore: Sendable {
 
     /// The SQLSTATE `create_job` raises when a live request holds the idempotency key.
     static let idempotencyKeyTakenState = "LK001"
+    /// The SQLSTATE `create_job` raises when a dependency is no job of the owner (db/010).
+    static let unknownDependencyState = "LK002"
 
     /// Claims the oldest claimable queued job for `worker` and gives it a lease, or returns nil.
     ///
@@ -523,21 +547,25 @@ public struct JobStore: Sendable {
             """
             SELECT id, owner_id, document_name, content_type, size_bytes, encode(sha256, 'hex'),
                    options::text, metadata::text, created_at, status, pages_done, pages_total, rerun_of,
-                   deleted_at IS NOT NULL
+                   deleted_at IS NOT NULL, priority::int8,
+                   CASE WHEN status = 'QUEUED' AND blocked_by > 0 THEN ARRAY(
+                       SELECT d.depends_on FROM job_dependencies d JOIN jobs w ON w.id = d.depends_on
+                       WHERE d.job_id = jobs.id AND w.status IS DISTINCT FROM 'FINISHED' ORDER BY 1)
+                   ELSE '{}'::uuid[] END
             FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)
             """,
             logger: logger
         )
         var record: JobRecord?
         for try await row in rows.decode(
-            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?, UUID?, Bool).self
+            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?, UUID?, Bool, Int64, [UUID]).self
         ) {
             if row.13 { throw JobDeleted(jobID: id) }
             record = JobRecord(
                 id: row.0, ownerID: row.1, documentName: row.2, contentType: row.3, sizeBytes: row.4,
                 sha256Hex: row.5, optionsJSON: row.6, metadataJSON: row.7, createdAt: row.8,
                 status: row.9.flatMap(JobStatus.init(rawValue:)) ?? .queued, pagesDone: row.10, pagesTotal: row.11,
-                rerunOf: row.12
+                rerunOf: row.12, priority: Int(row.14), waitingFor: row.15
             )
         }
         guard let record else { return nil }
