@@ -6,7 +6,10 @@ storage root), submits JOBS small documents through HTTP, kills a random worker 
 KILL_INTERVAL seconds and restarts it, restarts PostgreSQL twice (during the submits, and mid-run), then waits for every job to end and
 checks, for every id the server acknowledged: FINISHED, exactly one FINISHED transition, a result.txt that
 holds its document's own number, and a result.json written by the attempt that finished the job (a stale
-attempt's files never overwrite). extra_jobs counts jobs created by a submit retried after a lost answer
+attempt's files never overwrite). Meanwhile it cancels, deletes and re-OCRs a fifth as many jobs as it submits
+(--mix): a cancelled job ends FAILURE "cancelled" (or FINISHED, when the cancel of a running job lost the race
+with its end), a deleted one leaves no folder, a re-OCR finishes with its first job's text. A crash in any
+process's log fails the run. extra_jobs counts jobs created by a submit retried after a lost answer
 (idempotency keys are another issue's). Prints one summary line and exits non-zero on any loss.
 
     Tests/chaos/chaos.py --jobs 1000          (make chaos)
@@ -123,6 +126,8 @@ def main():
     parser.add_argument("--kill-interval", type=float, default=2.0)
     parser.add_argument("--port", type=int, default=int(os.environ.get("LECTOR_CHAOS_PORT", "18080")))
     parser.add_argument("--timeout", type=float, default=1500)
+    parser.add_argument("--mix", type=int, default=None,
+                        help="cancels, deletes and re-OCRs to mix into the run (default: a fifth of --jobs)")
     parser.add_argument("--binary", default=os.environ.get("LECTOR_BIN", os.path.join(ROOT, ".build", "debug", "lector")))
     args = parser.parse_args()
 
@@ -201,10 +206,50 @@ def main():
             pg_restarts.append(time.time())
             log("PostgreSQL is back")
 
+    # The mix: cancels, deletes and re-OCRs of random acknowledged jobs while they are queued or running. Each
+    # answer decides what the job must end as: 2xx is definite; 409 and 404 change nothing; anything else (a
+    # 503 while PostgreSQL restarts, a lost answer) leaves the job "touched", allowed any end.
+    mix = args.jobs // 5 if args.mix is None else args.mix
+    cancelled, deleted, touched, reruns = set(), set(), set(), {}
+    mixer_done = threading.Event()
+
+    def mixer():
+        rng = random.Random(1729)
+        actions = 0
+        try:
+            while not done.is_set() and actions < mix:
+                time.sleep(0.1)
+                candidates = [job for job in list(acknowledged) if job not in touched and job not in cancelled
+                              and job not in deleted]
+                if len(acknowledged) < 10 or not candidates:
+                    continue
+                job = rng.choice(candidates)
+                kind = rng.choice(["cancel", "delete", "rerun"])
+                actions += 1
+                try:
+                    if kind == "cancel":
+                        request("POST", f"{base}/v1/jobs/{job}/cancel", key)
+                        cancelled.add(job)
+                    elif kind == "delete":
+                        request("DELETE", f"{base}/v1/jobs/{job}", key)
+                        deleted.add(job)
+                    else:
+                        _, body = request("POST", f"{base}/v1/jobs/{job}/rerun", key, b"{}", "application/json")
+                        reruns[json.loads(body)["id"]] = job
+                except urllib.error.HTTPError as error:
+                    if error.code not in (404, 409):
+                        touched.add(job)
+                except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
+                    touched.add(job)
+        finally:
+            mixer_done.set()
+
     killer = threading.Thread(target=chaos, daemon=True)
     restarter = threading.Thread(target=restart_postgres, daemon=True)
+    mixing = threading.Thread(target=mixer, daemon=True)
     killer.start()
     restarter.start()
+    mixing.start()
 
     log(f"submitting {args.jobs} jobs")
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
@@ -223,12 +268,13 @@ def main():
             remaining = int(psql(database, "SELECT count(*) FROM jobs WHERE status IS DISTINCT FROM 'FINISHED' AND status IS DISTINCT FROM 'FAILURE'"))
         except subprocess.CalledProcessError:
             remaining = -1
-        if remaining == 0 and len(pg_restarts) == 2:
+        if remaining == 0 and len(pg_restarts) == 2 and mixer_done.is_set():
             break
         time.sleep(1)
     done.set()
     killer.join()
     restarter.join()
+    mixing.join()
     seconds = time.time() - started
     # The database's sessions while the processes still run: a stuck job is often a lock someone holds.
     backends = psql(database, "SELECT pid, application_name, state, wait_event_type, wait_event, now() - xact_start, "
@@ -239,15 +285,32 @@ def main():
     # Every check is made on the ids the server acknowledged, not on table counts.
     status_of = dict(line.split("|") for line in psql(database, "SELECT id, coalesce(status, '-') FROM jobs").splitlines())
     attempts_of = dict(line.split("|") for line in psql(database, "SELECT id, attempts FROM jobs").splitlines())
-    finished = sum(1 for job in ids if status_of.get(job) == "FINISHED")
-    extra = len(status_of) - len(set(ids))
+    # Re-OCRs read their first job's document, so their results hold its number.
+    for job, source in reruns.items():
+        token_of[job] = token_of[source]
+    everyone = list(ids) + list(reruns)
+    # What each job must end as: FINISHED, unless the mix cancelled (FINISHED or FAILURE "cancelled": a cancel of
+    # a running job can lose the race with its end), deleted (any end, no folder left, 410) or touched it.
+    must_finish = [job for job in everyone if job not in cancelled and job not in deleted and job not in touched]
+    finished = sum(1 for job in must_finish if status_of.get(job) == "FINISHED")
+    reason_of = dict(line.split("|", 1) for line in psql(
+        database, "SELECT DISTINCT ON (job_id) job_id, coalesce(reason, '') FROM job_transitions ORDER BY job_id, id DESC").splitlines())
+    bad_cancels = [job for job in cancelled if job not in deleted and job not in touched and not (
+        status_of.get(job) == "FINISHED" or (status_of.get(job) == "FAILURE" and reason_of.get(job) == "cancelled"))]
+    # No orphaned files: a deleted job is marked deleted and its folder is gone. (Folders without any row are
+    # those of submits whose outcome the API could not know; the sweeper removes them once they are old.)
+    deleted_rows = set(psql(database, "SELECT id FROM jobs WHERE deleted_at IS NOT NULL").split())
+    orphans = [job for job in deleted_rows if os.path.exists(os.path.join(storage, job))]
+    not_gone = [job for job in deleted if job not in deleted_rows]
+    extra = len(status_of) - len(set(everyone))
     double = int(psql(database, "SELECT count(*) FROM (SELECT job_id FROM job_transitions WHERE status = 'FINISHED' GROUP BY job_id HAVING count(*) > 1) d"))
     rescued = int(psql(database, "SELECT count(*) FROM job_transitions WHERE status = 'QUEUED' AND reason LIKE 'worker lost%'"))
     retried = int(psql(database, "SELECT count(*) FROM job_transitions WHERE status = 'QUEUED' AND reason LIKE 'retrying%'"))
     failures = psql(database, "SELECT string_agg(DISTINCT reason, ' | ') FROM job_transitions WHERE status = 'FAILURE'")
     mismatched = 0   # result text without the document's own number
     stale = 0        # result files written by an attempt other than the one that finished the job
-    for job, token in token_of.items():
+    for job in must_finish:
+        token = token_of[job]
         try:
             with open(os.path.join(storage, job, "result.txt"), encoding="utf-8") as f:
                 if token not in f.read():
@@ -266,20 +329,22 @@ def main():
                 for line in f:
                     if "*** Signal" in line or "Fatal error" in line or "Precondition failed" in line:
                         crashes.append(f"{name}: {line.strip()[:200]}")
-    lost = len(ids) - finished
+    lost = len(must_finish) - finished
     print(f"chaos: jobs={args.jobs} finished={finished} lost={lost} double_finished={double} rescued={rescued} "
           f"retried={retried} mismatched={mismatched} stale_results={stale} extra_jobs={extra} kills={lector.kills} "
-          f"pg_restarts={len(pg_restarts)} crashes={len(crashes)} seconds={seconds:.0f}", flush=True)
+          f"pg_restarts={len(pg_restarts)} crashes={len(crashes)} cancelled={len(cancelled)} deleted={len(deleted)} "
+          f"reruns={len(reruns)} touched={len(touched)} bad_cancels={len(bad_cancels)} orphaned_folders={len(orphans)} "
+          f"deletes_not_recorded={len(not_gone)} seconds={seconds:.0f}", flush=True)
     for line in crashes[:10]:
         log(f"crash: {line}")
     ok = (lost == 0 and double == 0 and mismatched == 0 and stale == 0 and len(set(ids)) == args.jobs
-          and len(pg_restarts) == 2 and not crashes)
+          and len(pg_restarts) == 2 and not crashes and not bad_cancels and not orphans and not not_gone)
     if not ok:
         log(f"FAILED (failure reasons: {failures or '-'}); logs in {storage}")
         for line in backends.splitlines():
             log(f"backend at the deadline: {line}")
         # What a lost job looked like at the end: its row, its lease, its history and what the logs say of it.
-        for job in [job for job in ids if status_of.get(job) != "FINISHED"][:5]:
+        for job in ([job for job in must_finish if status_of.get(job) != "FINISHED"] + bad_cancels + orphans + not_gone)[:5]:
             log(f"lost {job}: " + psql(database, f"SELECT status, attempts, not_before FROM jobs WHERE id = '{job}'"))
             log("  lease: " + (psql(database, f"SELECT worker, attempt, claimed_at, expires_at FROM job_leases WHERE job_id = '{job}'") or "-"))
             for line in psql(database, f"SELECT at, status, worker, reason FROM job_transitions WHERE job_id = '{job}' ORDER BY id").splitlines():
