@@ -51,7 +51,7 @@ CREATE INDEX job_transitions_job_idx ON job_transitions (job_id, id);
 
 -- The queue's mutex. Claimers take LOCK TABLE job_claim_lock IN EXCLUSIVE MODE: it serialises claimers
 -- with each other and with nothing else (submits, finishes, status reads and autovacuum on jobs never wait
--- for it). It holds no rows. See ARCHITECTURE.md, "The claim".
+-- for it). It holds no rows. See docs/design/queue.md, "The claim".
 CREATE TABLE job_claim_lock ();
 
 -- Every transition goes through this trigger: it checks that the move is legal, keeps jobs.status, and

@@ -3,7 +3,7 @@
 -- claim now takes turns between owners, the owner served least recently first, and the oldest claimable job
 -- within that owner. It stays one function call under the same table lock, and every read it makes is the
 -- head of a small index: its cost grows neither with the finished history nor with one owner's backlog. See
--- ARCHITECTURE.md, "The claim".
+-- docs/design/queue.md, "The claim".
 
 -- One owner's queued jobs, oldest first: the claim reads the head of one owner's range. Partial, like
 -- jobs_queued_idx, so finished jobs are not in it. (jobs_owner_idx holds every job an owner ever had, so a

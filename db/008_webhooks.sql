@@ -1,5 +1,5 @@
 -- Signed webhooks: when a job with a callback URL ends, Lector POSTs its status to that URL, signed the Standard
--- Webhooks way with its owner's secret. See ARCHITECTURE.md, "Webhooks".
+-- Webhooks way with its owner's secret. See docs/design/api.md, "Webhooks".
 
 -- The owner's signing secret, "whsec_" and the base64 of 32 random bytes. Stored as it is, not hashed: Lector
 -- must be able to sign with it (HMAC needs the key itself). `lector keys webhook-secret --user NAME` creates or

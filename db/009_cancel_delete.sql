@@ -1,5 +1,5 @@
 -- Cancelling a job (POST /v1/jobs/{id}/cancel), re-reading one with other options (POST /v1/jobs/{id}/rerun) and
--- deleting one (DELETE /v1/jobs/{id}). See ARCHITECTURE.md, "Cancel, re-OCR, delete".
+-- deleting one (DELETE /v1/jobs/{id}). See docs/design/queue.md, "Cancel, re-OCR, delete".
 --
 -- A queued job ends at once, FAILURE "cancelled". That moves a job out of QUEUED, so, like the claim, it happens
 -- under LOCK TABLE job_claim_lock IN EXCLUSIVE MODE: a cancel and a claim of the same job are serialised, and

@@ -107,6 +107,10 @@ struct JobsController {
         hasher.update(data: digest)
         hasher.update(data: Data([0]) + Data(optionsJSON.utf8) + Data([0]) + Data(upload.metadataJSON.utf8))
         if let callbackURL { hasher.update(data: Data([0]) + Data(callbackURL.utf8)) }
+        if upload.priority != 0 || !upload.dependsOn.isEmpty {
+            let scheduling = "\(upload.priority) " + upload.dependsOn.map { $0.uuidString.lowercased() }.joined(separator: ",")
+            hasher.update(data: Data([1]) + Data(scheduling.utf8))
+        }
         let fingerprint = Array(hasher.finalize())
         if let key = idempotencyKey, let replay = try await replay(key: key, user: user, fingerprint: fingerprint) {
             return replay
@@ -114,7 +118,8 @@ struct JobsController {
         let job = NewJob(
             id: id, ownerID: user.id, documentName: upload.documentName, contentType: upload.type.mediaType,
             sizeBytes: upload.document.size, sha256: digest, optionsJSON: optionsJSON,
-            metadataJSON: upload.metadataJSON, callbackURL: callbackURL)
+            metadataJSON: upload.metadataJSON, callbackURL: callbackURL, priority: upload.priority,
+            dependsOn: upload.dependsOn)
         let jobDescription: JSONValue = .object([
             "id": .string(id.uuidString.lowercased()),
             "owner": .string(user.name),
@@ -124,6 +129,8 @@ struct JobsController {
             "size": .integer(upload.document.size),
             "sha256": .string(digest.hexString),
             "options": JSONValue.parse(Data(optionsJSON.utf8)) ?? .object([:]),
+            "priority": .integer(Int64(upload.priority)),
+            "dependsOn": .array(upload.dependsOn.map { .string($0.uuidString.lowercased()) }),
         ])
         // The client's metadata goes in as sent; it was checked to be one JSON object.
         let folderMetadata = #"{"job":"# + jobDescription.jsonString() + #","metadata":"# + upload.metadataJSON + "}\n"
@@ -137,6 +144,10 @@ struct JobsController {
             createdAt = try await database { [jobs = dependencies.jobs] in
                 try await jobs.create(job, idempotencyKey: idempotencyKey.map { ($0, fingerprint) })
             }
+        } catch let error as UnknownDependency {
+            // The database refused the job (an ERROR): nothing was created.
+            try? await dependencies.storage.removeJobFolder(id: id)
+            throw APIError.badRequest("invalid_depends_on", error.message)
         } catch is IdempotencyKeyTaken {
             // A concurrent request with the same key won: answer with its job.
             try? await dependencies.storage.removeJobFolder(id: id)
@@ -145,11 +156,12 @@ struct JobsController {
             }
             throw APIError(.conflict, "idempotency_conflict", "a request with this Idempotency-Key is in progress; retry")
         } catch {
-            // Remove the folder only when the database certainly rolled the job back: it answered with an
-            // error of its own. A deadline, a broken connection or a failed COMMIT leave the outcome unknown
-            // (the transaction may still commit), so the folder stays: an orphan costs disk, a removed folder
-            // of a committed job would lose the job. (`StorageSweeper` removes orphans once they are old.)
-            if let error = error as? PSQLError, error.serverInfo != nil {
+            // Remove the folder only when the database certainly rolled the job back: a statement of the
+            // transaction failed with an ERROR of its own. A deadline, a broken connection or a FATAL (the
+            // server shutting down) leave the outcome unknown (COMMIT may have been reached), so the folder
+            // stays: an orphan costs disk, a removed folder of a committed job would lose the job.
+            // (`StorageSweeper` removes orphans once they are old.)
+            if let error = error as? PSQLError, error.serverInfo?[.severity] == "ERROR" {
                 try? await dependencies.storage.removeJobFolder(id: id)
             }
             throw error
@@ -320,7 +332,11 @@ struct JobsController {
             availableLanguages: dependencies.availableLanguages, availableDetectors: dependencies.availableDetectors,
             defaultLanguage: dependencies.settings.defaultLanguage, spoolDirectory: dependencies.storage.spoolDirectory,
             callbackPolicy: CallbackURLPolicy(allowPrivate: dependencies.settings.webhookAllowPrivate))
-        let (options, callback) = try parser.parseOptions(optionsBody)
+        let (options, parameters) = try parser.parseOptions(optionsBody)
+        guard parameters.priority == 0, parameters.dependsOn.isEmpty else {
+            throw APIError.badRequest("invalid_options", "a re-OCR takes engine options and callbackUrl only; priority and dependsOn belong to a submit")
+        }
+        let callback = parameters.callback
         let jobs = dependencies.jobs
         guard let (record, _) = try await database({ try await jobs.job(source, ownerID: user.id) }) else {
             throw APIError.jobNotFound
@@ -359,7 +375,7 @@ struct JobsController {
             createdAt = try await database { try await jobs.rerun(id, of: source, ownerID: user.id, optionsJSON: optionsJSON, callbackURL: callbackURL) }
         } catch {
             // As for a submit: the folder goes only when the database certainly rolled back.
-            if let error = error as? PSQLError, error.serverInfo != nil {
+            if let error = error as? PSQLError, error.serverInfo?[.severity] == "ERROR" {
                 try? await dependencies.storage.removeJobFolder(id: id)
             }
             throw error

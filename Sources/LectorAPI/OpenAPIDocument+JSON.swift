@@ -168,6 +168,25 @@ extension OpenAPIDocument {
             }
           },
           {
+            "name": "priority",
+            "in": "query",
+            "description": "Raw body only: the job's priority (see Options.priority).",
+            "schema": {
+              "type": "integer",
+              "minimum": 0,
+              "maximum": 9
+            }
+          },
+          {
+            "name": "dependsOn",
+            "in": "query",
+            "description": "Raw body only: comma-separated job ids the job depends on (see Options.dependsOn).",
+            "schema": {
+              "type": "string",
+              "maxLength": 3800
+            }
+          },
+          {
             "name": "Idempotency-Key",
             "in": "header",
             "description": "Retry-safe submits: the same key from the same user within 24 h returns the original job.",
@@ -262,7 +281,7 @@ extension OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Malformed multipart, metadata or options; unknown part, option or parameter; uninstalled language; empty document; a number in the metadata that cannot be stored exactly; a repeated query parameter. A callback URL that is not https, carries a user name or password, or whose host is or resolves to a private address (invalid_callback_url); a callback URL from a user without a webhook secret (webhook_secret_missing).",
+            "description": "Malformed multipart, metadata or options; unknown part, option or parameter; uninstalled language; empty document; a number in the metadata that cannot be stored exactly; a repeated query parameter. A callback URL that is not https, carries a user name or password, or whose host is or resolves to a private address (invalid_callback_url); a callback URL from a user without a webhook secret (webhook_secret_missing); a priority outside 0-9 (invalid_priority); dependsOn that is not a list of at most 100 job ids, or names a job that is not the caller's (invalid_depends_on).",
             "content": {
               "application/json": {
                 "schema": {
@@ -2021,6 +2040,22 @@ extension OpenAPIDocument {
             "type": "string",
             "maxLength": 2048,
             "description": "Where to POST the job's end (id, status, reason, links), signed the Standard Webhooks way with the user's webhook secret. https only; no user name or password; a host that is, or resolves to, a private, loopback, link-local, unspecified, multicast or CGNAT address is refused (400 invalid_callback_url), unless the server sets LECTOR_WEBHOOK_ALLOW_PRIVATE. Not an engine option: the job's `options` do not show it. Default: the key's callback URL, if set (`lector keys webhook`)."
+          },
+          "priority": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 9,
+            "default": 0,
+            "description": "Scheduling, not an engine option: 0-9, higher first among the caller's own queued jobs, oldest first within a priority. Users still take turns at the queue: a priority orders one user's work, it never puts one user ahead of another. Submit only (a re-OCR refuses it)."
+          },
+          "dependsOn": {
+            "type": "array",
+            "maxItems": 100,
+            "items": {
+              "type": "string",
+              "format": "uuid"
+            },
+            "description": "Scheduling, not an engine option: jobs of the caller that must finish first. The job waits in QUEUED (not claimable) until every one has FINISHED; if one ends in FAILURE (or is cancelled or deleted while queued), this job ends in FAILURE with the reason `dependency <id> failed`, and so do the jobs that depend on it. A job that is no job of the caller, or was deleted, is refused (400 invalid_depends_on) and nothing is created. Submit only."
           }
         }
       },
@@ -2161,6 +2196,20 @@ extension OpenAPIDocument {
             "type": "string",
             "format": "uuid",
             "description": "The job whose document this one re-reads with other options (`POST /v1/jobs/{id}/rerun`); absent for a submitted job."
+          },
+          "priority": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 9,
+            "description": "The job's priority (Options.priority)."
+          },
+          "waitingFor": {
+            "type": "array",
+            "items": {
+              "type": "string",
+              "format": "uuid"
+            },
+            "description": "While the job is queued behind its dependencies: the ones that have not finished yet. Absent otherwise."
           }
         }
       },

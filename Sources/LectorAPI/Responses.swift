@@ -51,10 +51,16 @@ struct JobView: Encodable {
     let pagesTotal: Int?
     /// The job this one re-reads (`POST /v1/jobs/{id}/rerun`).
     let rerunOf: String?
+    /// 0-9, higher first among the owner's jobs.
+    let priority: Int
+    /// Jobs this one depends on that have not finished yet (absent when none).
+    let waitingFor: [String]?
     let links: JobLinks
 
     init(record: JobRecord, history: [JobTransition]) {
         self.rerunOf = record.rerunOf?.uuidString.lowercased()
+        self.priority = record.priority
+        self.waitingFor = record.waitingFor.isEmpty ? nil : record.waitingFor.map { $0.uuidString.lowercased() }
         self.id = record.id.uuidString.lowercased()
         self.status = history.last?.status ?? record.status
         self.createdAt = record.createdAt

@@ -17,6 +17,9 @@ struct Upload {
     /// `callbackUrl`, checked without the network (scheme, userinfo, literal address); not an engine option, so
     /// kept out of `options`. The controller resolves its host before the job is created.
     var callback: CallbackURLPolicy.Target?
+    /// `priority` (0-9) and `dependsOn`: scheduling, not engine options either (db/010).
+    var priority = 0
+    var dependsOn: [UUID] = []
 
     /// Largest metadata accepted, in bytes of JSON text.
     static let maxMetadataBytes = 64 * 1024
@@ -41,7 +44,7 @@ struct UploadParser {
     var callbackPolicy = CallbackURLPolicy(allowPrivate: false)
     var threadPool: NIOThreadPool = .singleton
 
-    static let optionNames = ["lang", "mode", "operations", "detector", "callbackUrl"]
+    static let optionNames = ["lang", "mode", "operations", "detector", "callbackUrl", "priority", "dependsOn"]
     /// Chunks are gathered up to this size before one trip to the thread pool.
     static let batchBytes = 64 * 1024
 
@@ -76,9 +79,11 @@ struct UploadParser {
                 throw APIError.badRequest("missing_document", "the multipart body has no 'document' part")
             }
             let metadata = try parts.metadata.map(parseMetadata)
-            let (options, callback) = try parts.options.map(parseOptions) ?? (makeOptions(lang: nil), nil)
+            let (options, job) = try parts.options.map(parseOptions) ?? (makeOptions(lang: nil), JobParameters())
             var upload = try makeUpload(document: document, name: parts.documentName, options: options, metadataJSON: metadata ?? "{}")
-            upload.callback = callback
+            upload.callback = job.callback
+            upload.priority = job.priority
+            upload.dependsOn = job.dependsOn
             return upload
         }
         if contentType.lowercased().hasPrefix("application/json") || contentType.lowercased().hasPrefix("application/x-www-form-urlencoded") {
@@ -95,6 +100,14 @@ struct UploadParser {
         let operations = query.get("operations").map { $0.isEmpty ? [] : $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
         let options = try makeOptions(lang: query.get("lang"), mode: query.get("mode"), operations: operations, detector: query.get("detector"))
         let callback = try query.get("callbackUrl").map(checkCallback)
+        let priority = try query.get("priority").map { raw -> Int in
+            guard let value = Int(raw), (0...9).contains(value), raw == "\(value)" else { throw Self.badPriority() }
+            return value
+        }
+        // In a query, dependencies are comma-separated job ids: ?dependsOn=ID,ID
+        let dependsOn = try query.get("dependsOn").map { raw in
+            try Self.checkDependencies(raw.split(separator: ",", omittingEmptySubsequences: false).map(String.init))
+        }
         let name = Self.sanitizeFileName(query.get("filename"))
         let writer = try await threadPool.runIfActive { [spoolDirectory] in try DocumentSpoolWriter(directory: spoolDirectory) }
         let document: SpooledDocument
@@ -109,7 +122,35 @@ struct UploadParser {
         }
         var upload = try makeUpload(document: document, name: name, options: options, metadataJSON: "{}")
         upload.callback = callback
+        upload.priority = priority ?? 0
+        upload.dependsOn = dependsOn ?? []
         return upload
+    }
+
+    /// The job-level options beside the engine's: where to call back, the priority, the dependencies.
+    struct JobParameters {
+        var callback: CallbackURLPolicy.Target?
+        var priority = 0
+        var dependsOn: [UUID] = []
+    }
+
+    static func badPriority() -> APIError {
+        APIError.badRequest("invalid_priority", "priority must be an integer from 0 (the default) to 9 (first)")
+    }
+
+    /// Job ids, at most `NewJob.maxDependencies`, duplicates dropped (400 `invalid_depends_on`).
+    static func checkDependencies(_ raw: [String]) throws -> [UUID] {
+        guard raw.count <= NewJob.maxDependencies else {
+            throw APIError.badRequest("invalid_depends_on", "dependsOn names at most \(NewJob.maxDependencies) jobs")
+        }
+        var ids: [UUID] = []
+        for item in raw {
+            guard item.count == 36, let id = UUID(uuidString: item) else {
+                throw APIError.badRequest("invalid_depends_on", "dependsOn must list job ids; '\(item.prefix(64))' is not one")
+            }
+            if !ids.contains(id) { ids.append(id) }
+        }
+        return ids
     }
 
     /// The checks of a callback URL that need no network (400 `invalid_callback_url`).
@@ -203,17 +244,27 @@ struct UploadParser {
         return text
     }
 
-    func parseOptions(_ body: ByteBuffer) throws -> (OCROptions, CallbackURLPolicy.Target?) {
+    func parseOptions(_ body: ByteBuffer) throws -> (OCROptions, JobParameters) {
         guard body.readableBytes <= Upload.maxOptionsBytes, let value = JSONValue.parse(Data(buffer: body)),
             case .object(let members) = value
         else {
             throw APIError.badRequest("invalid_options", "options must be a JSON object, e.g. {\"lang\": \"eng\"}")
         }
         var lang: String?, mode: String?, detector: String?, operations: [String]?
-        var callback: CallbackURLPolicy.Target?
+        var job = JobParameters()
         for (key, value) in members {
             switch (key, value) {
-            case ("callbackUrl", .string(let string)): callback = try checkCallback(string)
+            case ("priority", .integer(let value)) where (0...9).contains(value): job.priority = Int(value)
+            case ("priority", _): throw Self.badPriority()
+            case ("dependsOn", .array(let items)):
+                job.dependsOn = try Self.checkDependencies(items.map { item in
+                    guard case .string(let id) = item else {
+                        throw APIError.badRequest("invalid_depends_on", "dependsOn must be an array of job ids (strings)")
+                    }
+                    return id
+                })
+            case ("dependsOn", _): throw APIError.badRequest("invalid_depends_on", "dependsOn must be an array of job ids (strings)")
+            case ("callbackUrl", .string(let string)): job.callback = try checkCallback(string)
             case ("callbackUrl", _): throw APIError.badRequest("invalid_callback_url", "options.callbackUrl must be a string: an https URL")
             case ("lang", .string(let string)): lang = string
             case ("lang", _): throw APIError.badRequest("invalid_options", "options.lang must be a string, e.g. \"eng+deu\"")
@@ -234,7 +285,7 @@ struct UploadParser {
                 throw APIError.badRequest("invalid_options", "unknown option '\(key.prefix(64))'; allowed: \(Self.optionNames.joined(separator: ", "))")
             }
         }
-        return (try makeOptions(lang: lang, mode: mode, operations: operations, detector: detector), callback)
+        return (try makeOptions(lang: lang, mode: mode, operations: operations, detector: detector), job)
     }
 
     private func makeOptions(lang: String?, mode: String? = nil, operations: [String]? = nil, detector: String? = nil) throws -> OCROptions {

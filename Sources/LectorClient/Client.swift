@@ -537,6 +537,20 @@ public struct Client: APIProtocol {
                     name: "callbackUrl",
                     value: input.query.callbackUrl
                 )
+                try converter.setQueryItemAsURI(
+                    in: &request,
+                    style: .form,
+                    explode: true,
+                    name: "priority",
+                    value: input.query.priority
+                )
+                try converter.setQueryItemAsURI(
+                    in: &request,
+                    style: .form,
+                    explode: true,
+                    name: "dependsOn",
+                    value: input.query.dependsOn
+                )
                 try converter.setHeaderFieldAsURI(
                     in: &request.headerFields,
                     name: "Idempotency-Key",

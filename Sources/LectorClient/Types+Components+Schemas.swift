@@ -135,6 +135,14 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Options/callbackUrl`.
             public var callbackUrl: Swift.String?
+            /// Scheduling, not an engine option: 0-9, higher first among the caller's own queued jobs, oldest first within a priority. Users still take turns at the queue: a priority orders one user's work, it never puts one user ahead of another. Submit only (a re-OCR refuses it).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Options/priority`.
+            public var priority: Swift.Int?
+            /// Scheduling, not an engine option: jobs of the caller that must finish first. The job waits in QUEUED (not claimable) until every one has FINISHED; if one ends in FAILURE (or is cancelled or deleted while queued), this job ends in FAILURE with the reason `dependency <id> failed`, and so do the jobs that depend on it. A job that is no job of the caller, or was deleted, is refused (400 invalid_depends_on) and nothing is created. Submit only.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Options/dependsOn`.
+            public var dependsOn: [Swift.String]?
             /// Creates a new `Options`.
             ///
             /// - Parameters:
@@ -143,18 +151,24 @@ extension Components {
             ///   - detector: The scene pipeline's text detector; east only where its model was installed (`lector models fetch east`).
             ///   - operations: Preprocessing applied in order to every page: deskew, orient, grayscale, binarize[:otsu|adaptive], denoise, scale[:factor 0.25-4, default 2].
             ///   - callbackUrl: Where to POST the job's end (id, status, reason, links), signed the Standard Webhooks way with the user's webhook secret. https only; no user name or password; a host that is, or resolves to, a private, loopback, link-local, unspecified, multicast or CGNAT address is refused (400 invalid_callback_url), unless the server sets LECTOR_WEBHOOK_ALLOW_PRIVATE. Not an engine option: the job's `options` do not show it. Default: the key's callback URL, if set (`lector keys webhook`).
+            ///   - priority: Scheduling, not an engine option: 0-9, higher first among the caller's own queued jobs, oldest first within a priority. Users still take turns at the queue: a priority orders one user's work, it never puts one user ahead of another. Submit only (a re-OCR refuses it).
+            ///   - dependsOn: Scheduling, not an engine option: jobs of the caller that must finish first. The job waits in QUEUED (not claimable) until every one has FINISHED; if one ends in FAILURE (or is cancelled or deleted while queued), this job ends in FAILURE with the reason `dependency <id> failed`, and so do the jobs that depend on it. A job that is no job of the caller, or was deleted, is refused (400 invalid_depends_on) and nothing is created. Submit only.
             public init(
                 lang: Swift.String? = nil,
                 mode: Components.Schemas.Options.ModePayload? = nil,
                 detector: Components.Schemas.Options.DetectorPayload? = nil,
                 operations: [Swift.String]? = nil,
-                callbackUrl: Swift.String? = nil
+                callbackUrl: Swift.String? = nil,
+                priority: Swift.Int? = nil,
+                dependsOn: [Swift.String]? = nil
             ) {
                 self.lang = lang
                 self.mode = mode
                 self.detector = detector
                 self.operations = operations
                 self.callbackUrl = callbackUrl
+                self.priority = priority
+                self.dependsOn = dependsOn
             }
             public enum CodingKeys: String, CodingKey {
                 case lang
@@ -162,6 +176,8 @@ extension Components {
                 case detector
                 case operations
                 case callbackUrl
+                case priority
+                case dependsOn
             }
             public init(from decoder: any Swift.Decoder) throws {
                 let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -185,12 +201,22 @@ extension Components {
                     Swift.String.self,
                     forKey: .callbackUrl
                 )
+                self.priority = try container.decodeIfPresent(
+                    Swift.Int.self,
+                    forKey: .priority
+                )
+                self.dependsOn = try container.decodeIfPresent(
+                    [Swift.String].self,
+                    forKey: .dependsOn
+                )
                 try decoder.ensureNoAdditionalProperties(knownKeys: [
                     "lang",
                     "mode",
                     "detector",
                     "operations",
-                    "callbackUrl"
+                    "callbackUrl",
+                    "priority",
+                    "dependsOn"
                 ])
             }
         }
@@ -354,6 +380,14 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Job/rerunOf`.
             public var rerunOf: Swift.String?
+            /// The job's priority (Options.priority).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Job/priority`.
+            public var priority: Swift.Int?
+            /// While the job is queued behind its dependencies: the ones that have not finished yet. Absent otherwise.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Job/waitingFor`.
+            public var waitingFor: [Swift.String]?
             /// Creates a new `Job`.
             ///
             /// - Parameters:
@@ -368,6 +402,8 @@ extension Components {
             ///   - pagesDone: Pages read so far by the running (or last) attempt, when the worker reported them.
             ///   - pagesTotal: Pages of the document, when the worker reported them.
             ///   - rerunOf: The job whose document this one re-reads with other options (`POST /v1/jobs/{id}/rerun`); absent for a submitted job.
+            ///   - priority: The job's priority (Options.priority).
+            ///   - waitingFor: While the job is queued behind its dependencies: the ones that have not finished yet. Absent otherwise.
             public init(
                 id: Swift.String,
                 status: Components.Schemas.Status,
@@ -379,7 +415,9 @@ extension Components {
                 links: Components.Schemas.Links,
                 pagesDone: Swift.Int? = nil,
                 pagesTotal: Swift.Int? = nil,
-                rerunOf: Swift.String? = nil
+                rerunOf: Swift.String? = nil,
+                priority: Swift.Int? = nil,
+                waitingFor: [Swift.String]? = nil
             ) {
                 self.id = id
                 self.status = status
@@ -392,6 +430,8 @@ extension Components {
                 self.pagesDone = pagesDone
                 self.pagesTotal = pagesTotal
                 self.rerunOf = rerunOf
+                self.priority = priority
+                self.waitingFor = waitingFor
             }
             public enum CodingKeys: String, CodingKey {
                 case id
@@ -405,6 +445,8 @@ extension Components {
                 case pagesDone
                 case pagesTotal
                 case rerunOf
+                case priority
+                case waitingFor
             }
         }
         /// - Remark: Generated from `#/components/schemas/Box`.

@@ -913,6 +913,14 @@ public enum Operations {
                 ///
                 /// - Remark: Generated from `#/paths/v1/jobs/POST/query/callbackUrl`.
                 public var callbackUrl: Swift.String?
+                /// Raw body only: the job's priority (see Options.priority).
+                ///
+                /// - Remark: Generated from `#/paths/v1/jobs/POST/query/priority`.
+                public var priority: Swift.Int?
+                /// Raw body only: comma-separated job ids the job depends on (see Options.dependsOn).
+                ///
+                /// - Remark: Generated from `#/paths/v1/jobs/POST/query/dependsOn`.
+                public var dependsOn: Swift.String?
                 /// Creates a new `Query`.
                 ///
                 /// - Parameters:
@@ -922,13 +930,17 @@ public enum Operations {
                 ///   - operations: Raw body only: preprocessing steps, comma-separated, e.g. deskew,binarize:adaptive.
                 ///   - filename: Raw body only: the document's name, recorded as given.
                 ///   - callbackUrl: Raw body only: the job's callback URL (see Options.callbackUrl).
+                ///   - priority: Raw body only: the job's priority (see Options.priority).
+                ///   - dependsOn: Raw body only: comma-separated job ids the job depends on (see Options.dependsOn).
                 public init(
                     lang: Swift.String? = nil,
                     mode: Operations.SubmitJob.Input.Query.ModePayload? = nil,
                     detector: Operations.SubmitJob.Input.Query.DetectorPayload? = nil,
                     operations: Swift.String? = nil,
                     filename: Swift.String? = nil,
-                    callbackUrl: Swift.String? = nil
+                    callbackUrl: Swift.String? = nil,
+                    priority: Swift.Int? = nil,
+                    dependsOn: Swift.String? = nil
                 ) {
                     self.lang = lang
                     self.mode = mode
@@ -936,6 +948,8 @@ public enum Operations {
                     self.operations = operations
                     self.filename = filename
                     self.callbackUrl = callbackUrl
+                    self.priority = priority
+                    self.dependsOn = dependsOn
                 }
             }
             public var query: Operations.SubmitJob.Input.Query
@@ -1140,7 +1154,7 @@ public enum Operations {
                     self.body = body
                 }
             }
-            /// Malformed multipart, metadata or options; unknown part, option or parameter; uninstalled language; empty document; a number in the metadata that cannot be stored exactly; a repeated query parameter. A callback URL that is not https, carries a user name or password, or whose host is or resolves to a private address (invalid_callback_url); a callback URL from a user without a webhook secret (webhook_secret_missing).
+            /// Malformed multipart, metadata or options; unknown part, option or parameter; uninstalled language; empty document; a number in the metadata that cannot be stored exactly; a repeated query parameter. A callback URL that is not https, carries a user name or password, or whose host is or resolves to a private address (invalid_callback_url); a callback URL from a user without a webhook secret (webhook_secret_missing); a priority outside 0-9 (invalid_priority); dependsOn that is not a list of at most 100 job ids, or names a job that is not the caller's (invalid_depends_on).
             ///
             /// - Remark: Generated from `#/paths//v1/jobs/post(submitJob)/responses/400`.
             ///

@@ -8,7 +8,7 @@ import NIOConcurrencyHelpers
 /// `LECTOR_LOG_FORMAT=json`: one JSON object per line on standard error — `time` (ISO 8601, milliseconds, UTC),
 /// `level`, `message`, `logger` (the label), and every metadata value as a string (`job_id`, `request_id`,
 /// `worker`, …). What goes into metadata is chosen by the code: never keys, signatures, query strings or
-/// document bytes (ARCHITECTURE.md, Hostile input).
+/// document bytes (docs/design/security.md).
 public struct JSONLogHandler: LogHandler {
     public var metadata: Logger.Metadata = [:]
     public var logLevel: Logger.Level = .info

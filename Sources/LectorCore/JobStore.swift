@@ -21,6 +21,10 @@ public struct JobRecord: Sendable {
     public var pagesTotal: Int?
     /// The job this one re-reads with other options (`POST /v1/jobs/{id}/rerun`).
     public var rerunOf: UUID? = nil
+    /// 0-9, higher first (db/010).
+    public var priority: Int = 0
+    /// The jobs it depends on that have not finished yet: while any is left, the job waits in `QUEUED`.
+    public var waitingFor: [UUID] = []
 }
 
 /// One row of the append-only status log.
@@ -137,12 +141,22 @@ public struct NewJob: Sendable {
     public var metadataJSON: String
     /// Where to POST the job's end (checked by `CallbackURLPolicy`); nil for none.
     public var callbackURL: String?
+    /// 0-9, higher first within the owner's turn (db/010).
+    public var priority: Int
+    /// Jobs of the same owner that must finish first; one that fails fails this job (db/010).
+    public var dependsOn: [UUID]
+
+    /// The most dependencies one job may name.
+    public static let maxDependencies = 100
 
     public init(
         id: UUID, ownerID: Int64, documentName: String, contentType: String, sizeBytes: Int64,
-        sha256: [UInt8], optionsJSON: String, metadataJSON: String, callbackURL: String? = nil
+        sha256: [UInt8], optionsJSON: String, metadataJSON: String, callbackURL: String? = nil,
+        priority: Int = 0, dependsOn: [UUID] = []
     ) {
         self.callbackURL = callbackURL
+        self.priority = priority
+        self.dependsOn = dependsOn
         self.id = id
         self.ownerID = ownerID
         self.documentName = documentName
@@ -168,6 +182,12 @@ public struct JobState: Sendable, Equatable {
 /// Thrown by `create` when the idempotency key is already held by a live earlier request.
 public struct IdempotencyKeyTaken: Error, CustomStringConvertible {
     public var description: String { "the idempotency key is already in use" }
+}
+
+/// A submit named a job to depend on that is no job of its user (or was deleted); nothing was created.
+public struct UnknownDependency: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
 }
 
 /// Thrown by the look-ups of one job when the job was deleted (`DELETE /v1/jobs/{id}`): the API answers 410.
@@ -210,12 +230,19 @@ public struct JobStore: Sendable {
         // key in one transaction, waiting at most 2 s for a concurrent request's key.
         let statement = CreateJobStatement(
             job: job, idempotencyKey: idempotencyKey?.key, fingerprint: idempotencyKey?.fingerprint)
-        var createdAt: Date?
+        let createdAt: Date?
         do {
-            // Read to the end: an error at the implicit COMMIT arrives after the row.
-            for try await date in try await client.execute(statement, logger: logger) { createdAt = date }
+            // In an explicit transaction: the caller answers 202 on this, so it needs COMMIT's own answer
+            // (see `committed`).
+            createdAt = try await committed { connection -> Date? in
+                var createdAt: Date?
+                for try await date in try await connection.execute(statement, logger: logger) { createdAt = date }
+                return createdAt
+            }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.idempotencyKeyTakenState {
             throw IdempotencyKeyTaken()
+        } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.unknownDependencyState {
+            throw UnknownDependency(message: error.serverInfo?[.message] ?? "a dependency is no job of this user")
         }
         guard let createdAt else { throw TransitionRefused(jobID: job.id, status: .queued) }
         return createdAt
@@ -223,6 +250,8 @@ public struct JobStore: Sendable {
 
     /// The SQLSTATE `create_job` raises when a live request holds the idempotency key.
     static let idempotencyKeyTakenState = "LK001"
+    /// The SQLSTATE `create_job` raises when a dependency is no job of the owner (db/010).
+    static let unknownDependencyState = "LK002"
 
     /// Claims the oldest claimable queued job for `worker` and gives it a lease, or returns nil.
     ///
@@ -240,7 +269,8 @@ public struct JobStore: Sendable {
         let statement = ClaimJobStatement(
             worker: worker, leaseSeconds: leaseDuration.secondsValue, now: now, skipLocked: strategy == .skipLocked)
         var claimed: ClaimedJob?
-        // Read to the end: an error at the implicit COMMIT arrives after the row.
+        // A commit that fails after the row arrived goes unseen (see `committed`), and that is safe here: the
+        // job is still queued, another worker claims it, and this attempt's end is refused (fencing).
         for try await (id, attempt, contentType, options) in try await client.execute(statement, logger: logger) {
             claimed = ClaimedJob(lease: Lease(jobID: id, worker: worker, attempt: attempt), contentType: contentType, optionsJSON: options)
         }
@@ -349,12 +379,13 @@ public struct JobStore: Sendable {
     /// its `QUEUED` transition in one statement. Returns the new job's creation time; nil when `source` is no job
     /// of this owner (nothing is written). Its folder must be in place first, as for `create`.
     public func rerun(_ id: UUID, of source: UUID, ownerID: Int64, optionsJSON: String, callbackURL: String?) async throws -> Date? {
-        let rows = try await client.query(
-            "SELECT rerun_job(\(id), \(source), \(ownerID), \(optionsJSON), \(callbackURL))", logger: logger)
-        var createdAt: Date?
-        // Read to the end: an error at the implicit COMMIT arrives after the row.
-        for try await date in rows.decode(Date?.self) { createdAt = date }
-        return createdAt
+        try await committed { connection -> Date? in
+            let rows = try await connection.query(
+                "SELECT rerun_job(\(id), \(source), \(ownerID), \(optionsJSON), \(callbackURL))", logger: logger)
+            var createdAt: Date?
+            for try await date in rows.decode(Date?.self) { createdAt = date }
+            return createdAt
+        }
     }
 
     /// What `cancel` did.
@@ -386,25 +417,28 @@ public struct JobStore: Sendable {
     /// processes running this at once never take the same job, and a job another transaction holds (being
     /// deleted by its owner) is left for the next pass. Reads `jobs_retention_idx` (db/009).
     public func expireEnded(olderThanDays days: Int, now: Date? = nil, limit: Int = 100) async throws -> [UUID] {
-        let rows = try await client.query(
-            """
-            WITH old AS (
-                SELECT id FROM jobs
-                WHERE deleted_at IS NULL AND status IN ('FINISHED', 'FAILURE')
-                  AND created_at < coalesce(\(now)::timestamptz, now()) - make_interval(days => \(days)::int)
-                ORDER BY created_at
-                LIMIT \(limit)
-                FOR UPDATE SKIP LOCKED
-            )
-            UPDATE jobs j SET deleted_at = coalesce(\(now)::timestamptz, now()), document_name = '', options = '{}',
-                metadata = '{}', callback_url = NULL
-            FROM old WHERE j.id = old.id
-            RETURNING j.id
-            """,
-            logger: logger)
-        var ids: [UUID] = []
-        for try await id in rows.decode(UUID.self) { ids.append(id) }
-        return ids
+        // Committed before the caller removes the folders (see `committed`).
+        try await committed { connection -> [UUID] in
+            let rows = try await connection.query(
+                """
+                WITH old AS (
+                    SELECT id FROM jobs
+                    WHERE deleted_at IS NULL AND status IN ('FINISHED', 'FAILURE')
+                      AND created_at < coalesce(\(now)::timestamptz, now()) - make_interval(days => \(days)::int)
+                    ORDER BY created_at
+                    LIMIT \(limit)
+                    FOR UPDATE SKIP LOCKED
+                )
+                UPDATE jobs j SET deleted_at = coalesce(\(now)::timestamptz, now()), document_name = '', options = '{}',
+                    metadata = '{}', callback_url = NULL
+                FROM old WHERE j.id = old.id
+                RETURNING j.id
+                """,
+                logger: logger)
+            var ids: [UUID] = []
+            for try await id in rows.decode(UUID.self) { ids.append(id) }
+            return ids
+        }
     }
 
     /// Deletes a job of `ownerID` (`delete_job`, db/009_cancel_delete.sql): the row and its transitions stay,
@@ -413,10 +447,13 @@ public struct JobStore: Sendable {
     /// crash in between leaves an orphan folder, which `StorageSweeper` removes: `existingJobIDs` does not count
     /// deleted jobs). nil when there is no such job of this owner.
     public func delete(_ id: UUID, ownerID: Int64) async throws -> DeleteOutcome? {
-        let rows = try await client.query("SELECT delete_job(\(id), \(ownerID))", logger: logger)
-        var outcome: DeleteOutcome?
-        for try await value in rows.decode(String?.self) { outcome = value.flatMap(DeleteOutcome.init(rawValue:)) }
-        return outcome
+        // Committed before the caller removes the folder (see `committed`).
+        try await committed { connection -> DeleteOutcome? in
+            let rows = try await connection.query("SELECT delete_job(\(id), \(ownerID))", logger: logger)
+            var outcome: DeleteOutcome?
+            for try await value in rows.decode(String?.self) { outcome = value.flatMap(DeleteOutcome.init(rawValue:)) }
+            return outcome
+        }
     }
 
     /// The reason of a cancelled job's `FAILURE`.
@@ -425,11 +462,13 @@ public struct JobStore: Sendable {
     /// Cancels a job of `ownerID` (`cancel_job`, db/009_cancel_delete.sql: under the claim's table lock, so a
     /// cancel and a claim of the same job are serialised); nil when there is no such job of this owner.
     public func cancel(_ id: UUID, ownerID: Int64) async throws -> CancelOutcome? {
-        let rows = try await client.query("SELECT cancel_job(\(id), \(ownerID))", logger: logger)
-        var outcome: CancelOutcome?
-        // Read to the end: an error at the implicit COMMIT arrives after the row.
-        for try await value in rows.decode(String?.self) { outcome = value.flatMap(CancelOutcome.init(rawValue:)) }
-        return outcome
+        // Committed before the client is told (see `committed`).
+        try await committed { connection -> CancelOutcome? in
+            let rows = try await connection.query("SELECT cancel_job(\(id), \(ownerID))", logger: logger)
+            var outcome: CancelOutcome?
+            for try await value in rows.decode(String?.self) { outcome = value.flatMap(CancelOutcome.init(rawValue:)) }
+            return outcome
+        }
     }
 
     /// Which of `ids` have a cancel request: the worker asks at every heartbeat, for the jobs it runs, in case it
@@ -508,21 +547,25 @@ public struct JobStore: Sendable {
             """
             SELECT id, owner_id, document_name, content_type, size_bytes, encode(sha256, 'hex'),
                    options::text, metadata::text, created_at, status, pages_done, pages_total, rerun_of,
-                   deleted_at IS NOT NULL
+                   deleted_at IS NOT NULL, priority::int8,
+                   CASE WHEN status = 'QUEUED' AND blocked_by > 0 THEN ARRAY(
+                       SELECT d.depends_on FROM job_dependencies d JOIN jobs w ON w.id = d.depends_on
+                       WHERE d.job_id = jobs.id AND w.status IS DISTINCT FROM 'FINISHED' ORDER BY 1)
+                   ELSE '{}'::uuid[] END
             FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)
             """,
             logger: logger
         )
         var record: JobRecord?
         for try await row in rows.decode(
-            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?, UUID?, Bool).self
+            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?, UUID?, Bool, Int64, [UUID]).self
         ) {
             if row.13 { throw JobDeleted(jobID: id) }
             record = JobRecord(
                 id: row.0, ownerID: row.1, documentName: row.2, contentType: row.3, sizeBytes: row.4,
                 sha256Hex: row.5, optionsJSON: row.6, metadataJSON: row.7, createdAt: row.8,
                 status: row.9.flatMap(JobStatus.init(rawValue:)) ?? .queued, pagesDone: row.10, pagesTotal: row.11,
-                rerunOf: row.12
+                rerunOf: row.12, priority: Int(row.14), waitingFor: row.15
             )
         }
         guard let record else { return nil }
@@ -671,6 +714,19 @@ public struct JobStore: Sendable {
 
     public func ping() async throws {
         try await client.query("SELECT 1", logger: logger)
+    }
+
+    /// Runs `body` in an explicit transaction and returns once COMMIT has answered: for writes the caller acts on
+    /// (answers 202, tells the client a job is cancelled, removes a folder).
+    ///
+    /// A statement on its own is committed when PostgreSQL reaches the protocol's Sync, after it has sent the
+    /// statement's CommandComplete, and PostgresNIO reports success at CommandComplete. A commit that fails in
+    /// between (the server shutting down: the chaos run saw 202 answers for jobs that never existed) goes unseen.
+    /// An explicit COMMIT is answered only after it committed. Two more round trips; the hot paths (claim,
+    /// renew, end) stay single statements, because there an unseen rollback is safe: the job is still queued or
+    /// still leased, and the rescuer and fencing take it from there.
+    func committed<T: Sendable>(_ body: (PostgresConnection) async throws -> sending T) async throws -> T {
+        try await transaction(body)
     }
 
     /// `withTransaction`, rethrowing the closure's own error (PostgresNIO wraps it in `PostgresTransactionError`)

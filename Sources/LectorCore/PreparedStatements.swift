@@ -34,10 +34,10 @@ struct AuthenticateStatement: PostgresPreparedStatement {
 
 /// `JobStore.create`: `create_job` with the callback URL (db/008_webhooks.sql; 005 without it).
 struct CreateJobStatement: PostgresPreparedStatement {
-    static let name = "lector_create_job_v2"
-    static let sql = "SELECT create_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    static let name = "lector_create_job_v3"
+    static let sql = "SELECT create_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
     static let bindingDataTypes: [PostgresDataType] = [
-        .uuid, .int8, .text, .text, .int8, .bytea, .text, .text, .text, .bytea, .text,
+        .uuid, .int8, .text, .text, .int8, .bytea, .text, .text, .text, .bytea, .text, .int2, .uuidArray,
     ]
     typealias Row = Date
 
@@ -46,7 +46,7 @@ struct CreateJobStatement: PostgresPreparedStatement {
     var fingerprint: [UInt8]?
 
     func makeBindings() -> PostgresBindings {
-        var bindings = PostgresBindings(capacity: 11)
+        var bindings = PostgresBindings(capacity: 13)
         bindings.append(job.id)
         bindings.append(job.ownerID)
         bindings.append(job.documentName)
@@ -58,6 +58,8 @@ struct CreateJobStatement: PostgresPreparedStatement {
         bindings.append(idempotencyKey)
         bindings.append(fingerprint.map { ByteBuffer(bytes: $0) })
         bindings.append(job.callbackURL)
+        bindings.append(Int16(clamping: job.priority))
+        bindings.append(job.dependsOn)
         return bindings
     }
 

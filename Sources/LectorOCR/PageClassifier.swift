@@ -4,7 +4,7 @@ import Foundation
 /// Chooses the pipeline for a page before OCR, from cheap pixel statistics of a thumbnail (a few milliseconds):
 /// a scanned or rendered document is mostly bright, even paper; a photo of a scene is not.
 ///
-/// The rule and how often it is right on real documents and photos are in ARCHITECTURE.md and BENCHMARKS.md.
+/// The rule and how often it is right on real documents and photos are in docs/design/engine.md and BENCHMARKS.md.
 enum PageClassifier {
     struct Features: Equatable {
         /// Share of thumbnail pixels with luminance ≥ 150 of 255.

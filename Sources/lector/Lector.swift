@@ -109,18 +109,23 @@ enum Runtime {
         // execv returned: carry on without the re-exec rather than fail.
     }
 
-    /// The process's connection pool. With `steady`, exactly that many connections, opened at start and never
-    /// timed out, and no keep-alive queries: the pool then schedules no timer when a connection goes back to it.
-    /// Each such timer is a `Task.sleep` that Swift's runtime keeps allocated until its deadline even after the
-    /// pool cancels it (30 s keep-alive, 60 s idle timeout), so a worker's memory grew with its job rate
-    /// (BENCHMARKS.md, P7). Without keep-alive a dead connection is found by the next query on it, which fails
-    /// and is retried like any other database error; an idle worker's poll uses its connections anyway.
+    /// The process's connection pool. With `steady` (the worker), at most that many connections and no keep-alive
+    /// queries: the pool then schedules no keep-alive timer when a connection goes back to it. Each such timer is a
+    /// `Task.sleep` that Swift's runtime keeps allocated until its deadline even after the pool cancels it, so a
+    /// worker's memory grew with its job rate (BENCHMARKS.md, P7). Without keep-alive a dead connection is found
+    /// by the next query on it, which fails and is retried like any other database error.
+    ///
+    /// The minimum stays 0. The worker used to keep all its connections open (minimum = maximum, so no idle
+    /// timer either), but PostgresNIO 1.33's pool then traps (`PoolStateMachine+ConnectionGroup.swift:163`,
+    /// "Precondition failed") when connections close faster than it replaces them and a request comes in: it
+    /// counts closing connections towards the minimum when it refills and not when it checks. The chaos run,
+    /// restarting PostgreSQL, crashed workers that way. Connections beyond the minimum get the 60 s idle timer
+    /// instead: memory bounded by a minute of the job rate, not a leak.
     static func postgresClient(_ settings: Settings, logger: Logger, steady: Int? = nil) throws -> PostgresClient {
         var configuration = try DatabaseURL.configuration(from: settings.databaseURL)
         configuration.options.maximumConnections = settings.databasePoolSize
         if let steady {
             configuration.options.maximumConnections = steady
-            configuration.options.minimumConnections = steady
             configuration.options.keepAliveBehavior = nil
         }
         configuration.options.connectTimeout = .seconds(5)

@@ -3,10 +3,13 @@
 
 Starts the API and N worker processes against the project's private PostgreSQL cluster (its own database and
 storage root), submits JOBS small documents through HTTP, kills a random worker with SIGKILL every
-KILL_INTERVAL seconds and restarts it, restarts PostgreSQL once mid-run, then waits for every job to end and
+KILL_INTERVAL seconds and restarts it, restarts PostgreSQL twice (during the submits, and mid-run), then waits for every job to end and
 checks, for every id the server acknowledged: FINISHED, exactly one FINISHED transition, a result.txt that
 holds its document's own number, and a result.json written by the attempt that finished the job (a stale
-attempt's files never overwrite). extra_jobs counts jobs created by a submit retried after a lost answer
+attempt's files never overwrite). Meanwhile it cancels, deletes and re-OCRs a fifth as many jobs as it submits
+(--mix): a cancelled job ends FAILURE "cancelled" (or FINISHED, when the cancel of a running job lost the race
+with its end), a deleted one leaves no folder, a re-OCR finishes with its first job's text. A crash in any
+process's log fails the run. extra_jobs counts jobs created by a submit retried after a lost answer
 (idempotency keys are another issue's). Prints one summary line and exits non-zero on any loss.
 
     Tests/chaos/chaos.py --jobs 1000          (make chaos)
@@ -128,6 +131,8 @@ def main():
     parser.add_argument("--kill-interval", type=float, default=2.0)
     parser.add_argument("--port", type=int, default=int(os.environ.get("LECTOR_CHAOS_PORT", "18080")))
     parser.add_argument("--timeout", type=float, default=1500)
+    parser.add_argument("--mix", type=int, default=None,
+                        help="cancels, deletes and re-OCRs to mix into the run (default: a fifth of --jobs)")
     parser.add_argument("--binary", default=os.environ.get("LECTOR_BIN", os.path.join(ROOT, ".build", "debug", "lector")))
     parser.add_argument("--storage", choices=["files", "s3"], default="files")
     parser.add_argument("--restart", choices=["postgres", "store"], default=None,
@@ -186,7 +191,7 @@ def main():
 
     started = time.time()
     done = threading.Event()
-    pg_restarted = threading.Event()
+    pg_restarts = []
 
     def chaos():
         next_kill = time.time() + args.kill_interval
@@ -196,38 +201,96 @@ def main():
                 lector.kill_random_worker()
                 next_kill = time.time() + args.kill_interval
 
+    acknowledged = []  # one entry per 202, appended by the submitting threads
+
     def restart_postgres():
-        # Once, after the first third of the jobs have ended (or 20 s at most): PostgreSQL, or the object store.
-        while not done.is_set():
-            ended = int(psql(database, "SELECT count(*) FROM jobs WHERE status IN ('FINISHED', 'FAILURE')") or 0)
-            if ended >= args.jobs // 3 or time.time() - started > 20:
-                break
-            time.sleep(0.5)
-        if done.is_set():
-            return
-        if restart == "store":
-            log("restarting the object store")
-            subprocess.run([WEED, "stop"], check=True)
+        # Twice: while submits are arriving (a fifth acknowledged, or 20 s at most), which is when a commit
+        # the API reports and PostgreSQL then loses would lose a job; and once a third of the jobs have ended
+        # (or 40 s at most), with claims, renewals and ends in flight. PostgreSQL, or (--restart store) the
+        # object store.
+        def wait_for(condition, limit):
+            while not done.is_set() and not condition() and time.time() - started < limit:
+                time.sleep(0.2)
+            return not done.is_set()
+
+        def ended():
+            try:
+                return int(psql(database, "SELECT count(*) FROM jobs WHERE status IN ('FINISHED', 'FAILURE')") or 0)
+            except subprocess.CalledProcessError:
+                return 0
+
+        for condition, limit in ((lambda: len(acknowledged) >= args.jobs // 5, 20),
+                                 (lambda: ended() >= args.jobs // 3, 40)):
+            if not wait_for(condition, limit):
+                return
+            if restart == "store":
+                log("restarting the object store")
+                subprocess.run([WEED, "stop"], check=True)
+                time.sleep(2)
+                subprocess.run([WEED, "start"], check=True, capture_output=True)
+                pg_restarts.append(time.time())
+                log("the object store is back")
+                continue
+            log("restarting PostgreSQL")
+            subprocess.run([PG, "stop"], check=True)
             time.sleep(2)
-            subprocess.run([WEED, "start"], check=True, capture_output=True)
-            pg_restarted.set()
-            log("the object store is back")
-            return
-        log("restarting PostgreSQL")
-        subprocess.run([PG, "stop"], check=True)
-        time.sleep(2)
-        subprocess.run([PG, "start"], check=True, capture_output=True)
-        pg_restarted.set()
-        log("PostgreSQL is back")
+            subprocess.run([PG, "start"], check=True, capture_output=True)
+            pg_restarts.append(time.time())
+            log("PostgreSQL is back")
+
+    # The mix: cancels, deletes and re-OCRs of random acknowledged jobs while they are queued or running. Each
+    # answer decides what the job must end as: 2xx is definite; 409 and 404 change nothing; anything else (a
+    # 503 while PostgreSQL restarts, a lost answer) leaves the job "touched", allowed any end.
+    mix = args.jobs // 5 if args.mix is None else args.mix
+    cancelled, deleted, touched, reruns = set(), set(), set(), {}
+    mixer_done = threading.Event()
+
+    def mixer():
+        rng = random.Random(1729)
+        actions = 0
+        try:
+            while not done.is_set() and actions < mix:
+                time.sleep(0.1)
+                candidates = [job for job in list(acknowledged) if job not in touched and job not in cancelled
+                              and job not in deleted]
+                if len(acknowledged) < 10 or not candidates:
+                    continue
+                job = rng.choice(candidates)
+                kind = rng.choice(["cancel", "delete", "rerun"])
+                actions += 1
+                try:
+                    if kind == "cancel":
+                        request("POST", f"{base}/v1/jobs/{job}/cancel", key)
+                        cancelled.add(job)
+                    elif kind == "delete":
+                        request("DELETE", f"{base}/v1/jobs/{job}", key)
+                        deleted.add(job)
+                    else:
+                        _, body = request("POST", f"{base}/v1/jobs/{job}/rerun", key, b"{}", "application/json")
+                        reruns[json.loads(body)["id"]] = job
+                except urllib.error.HTTPError as error:
+                    if error.code not in (404, 409):
+                        touched.add(job)
+                except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, ValueError):
+                    touched.add(job)
+        finally:
+            mixer_done.set()
 
     killer = threading.Thread(target=chaos, daemon=True)
     restarter = threading.Thread(target=restart_postgres, daemon=True)
+    mixing = threading.Thread(target=mixer, daemon=True)
     killer.start()
     restarter.start()
+    mixing.start()
 
     log(f"submitting {args.jobs} jobs")
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        ids = list(pool.map(lambda path: submit(base, key, path), paths))
+        def submit_one(path):
+            job = submit(base, key, path)
+            acknowledged.append(job)
+            return job
+
+        ids = list(pool.map(submit_one, paths))
     token_of = {job: f"{index:04d}" for index, job in enumerate(ids)}
 
     deadline = started + args.timeout
@@ -237,20 +300,46 @@ def main():
             remaining = int(psql(database, "SELECT count(*) FROM jobs WHERE status IS DISTINCT FROM 'FINISHED' AND status IS DISTINCT FROM 'FAILURE'"))
         except subprocess.CalledProcessError:
             remaining = -1
-        if remaining == 0 and pg_restarted.is_set():
+        if remaining == 0 and len(pg_restarts) == 2 and mixer_done.is_set():
             break
         time.sleep(1)
     done.set()
     killer.join()
     restarter.join()
+    mixing.join()
     seconds = time.time() - started
+    # The database's sessions while the processes still run: a stuck job is often a lock someone holds.
+    backends = psql(database, "SELECT pid, application_name, state, wait_event_type, wait_event, now() - xact_start, "
+                              "left(regexp_replace(query, '\\s+', ' ', 'g'), 160) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid()") if remaining else ""
     lector.stop()
 
     # Every check is made on the ids the server acknowledged, not on table counts.
     status_of = dict(line.split("|") for line in psql(database, "SELECT id, coalesce(status, '-') FROM jobs").splitlines())
     attempts_of = dict(line.split("|") for line in psql(database, "SELECT id, attempts FROM jobs").splitlines())
-    finished = sum(1 for job in ids if status_of.get(job) == "FINISHED")
-    extra = len(status_of) - len(set(ids))
+    # Re-OCRs read their first job's document, so their results hold its number.
+    for job, source in reruns.items():
+        token_of[job] = token_of[source]
+    everyone = list(ids) + list(reruns)
+    # What each job must end as: FINISHED, unless the mix cancelled (FINISHED or FAILURE "cancelled": a cancel of
+    # a running job can lose the race with its end), deleted (any end, no folder left, 410) or touched it.
+    must_finish = [job for job in everyone if job not in cancelled and job not in deleted and job not in touched]
+    finished = sum(1 for job in must_finish if status_of.get(job) == "FINISHED")
+    reason_of = dict(line.split("|", 1) for line in psql(
+        database, "SELECT DISTINCT ON (job_id) job_id, coalesce(reason, '') FROM job_transitions ORDER BY job_id, id DESC").splitlines())
+    bad_cancels = [job for job in cancelled if job not in deleted and job not in touched and not (
+        status_of.get(job) == "FINISHED" or (status_of.get(job) == "FAILURE" and reason_of.get(job) == "cancelled"))]
+    # No orphaned files: a deleted job is marked deleted and its folder is gone. (Folders without any row are
+    # those of submits whose outcome the API could not know; the sweeper removes them once they are old.)
+    deleted_rows = set(psql(database, "SELECT id FROM jobs WHERE deleted_at IS NOT NULL").split())
+    def folder_exists(job):
+        if store:
+            return bool(store.keys(f"{prefix}/{job}/"))
+        return os.path.exists(os.path.join(storage, job))
+
+    orphans = [job for job in deleted_rows if folder_exists(job)]
+    not_gone = [job for job in deleted if job not in deleted_rows]
+    extra = len(status_of) - len(set(everyone))
     double = int(psql(database, "SELECT count(*) FROM (SELECT job_id FROM job_transitions WHERE status = 'FINISHED' GROUP BY job_id HAVING count(*) > 1) d"))
     rescued = int(psql(database, "SELECT count(*) FROM job_transitions WHERE status = 'QUEUED' AND reason LIKE 'worker lost%'"))
     retried = int(psql(database, "SELECT count(*) FROM job_transitions WHERE status = 'QUEUED' AND reason LIKE 'retrying%'"))
@@ -263,7 +352,8 @@ def main():
         with open(os.path.join(storage, job, name), encoding="utf-8") as f:
             return f.read()
 
-    for job, token in token_of.items():
+    for job in must_finish:
+        token = token_of[job]
         try:
             if token not in read_result(job, "result.txt"):
                 mismatched += 1
@@ -271,21 +361,48 @@ def main():
                 stale += 1
         except (OSError, ValueError):
             mismatched += 1
+    # A crash is a defect even when nothing was lost (the rescuer hides it): Swift's runtime writes a backtrace
+    # to the process's stderr, our log files.
+    crashes = []
+    for name in sorted(os.listdir(storage)):
+        if name.endswith(".log"):
+            with open(os.path.join(storage, name), errors="replace") as f:
+                for line in f:
+                    if "*** Signal" in line or "Fatal error" in line or "Precondition failed" in line:
+                        crashes.append(f"{name}: {line.strip()[:200]}")
     if store:
         # Staged objects of killed attempts, and of discards that failed while the store restarted, stay until the
         # sweeper's age: counted, not an error.
         leftovers = sum(1 for k in store.keys(prefix + "/") if "/attempts/" in k)
         log(f"staged objects left for the sweeper (killed attempts, discards during the restart): {leftovers}")
         store.delete_prefix(prefix + "/")
-    lost = len(ids) - finished
+    lost = len(must_finish) - finished
     print(f"chaos: jobs={args.jobs} finished={finished} lost={lost} double_finished={double} rescued={rescued} "
           f"retried={retried} mismatched={mismatched} stale_results={stale} extra_jobs={extra} kills={lector.kills} "
-          f"{'store_restarts' if restart == 'store' else 'pg_restarts'}={int(pg_restarted.is_set())} "
-          f"storage={args.storage} seconds={seconds:.0f}", flush=True)
+          f"{'store_restarts' if restart == 'store' else 'pg_restarts'}={len(pg_restarts)} storage={args.storage} "
+          f"crashes={len(crashes)} cancelled={len(cancelled)} deleted={len(deleted)} "
+          f"reruns={len(reruns)} touched={len(touched)} bad_cancels={len(bad_cancels)} orphaned_folders={len(orphans)} "
+          f"deletes_not_recorded={len(not_gone)} seconds={seconds:.0f}", flush=True)
+    for line in crashes[:10]:
+        log(f"crash: {line}")
     ok = (lost == 0 and double == 0 and mismatched == 0 and stale == 0 and len(set(ids)) == args.jobs
-          and pg_restarted.is_set())
+          and len(pg_restarts) == 2 and not crashes and not bad_cancels and not orphans and not not_gone)
     if not ok:
         log(f"FAILED (failure reasons: {failures or '-'}); logs in {storage}")
+        for line in backends.splitlines():
+            log(f"backend at the deadline: {line}")
+        # What a lost job looked like at the end: its row, its lease, its history and what the logs say of it.
+        for job in ([job for job in must_finish if status_of.get(job) != "FINISHED"] + bad_cancels + orphans + not_gone)[:5]:
+            log(f"lost {job}: " + psql(database, f"SELECT status, attempts, not_before FROM jobs WHERE id = '{job}'"))
+            log("  lease: " + (psql(database, f"SELECT worker, attempt, claimed_at, expires_at FROM job_leases WHERE job_id = '{job}'") or "-"))
+            for line in psql(database, f"SELECT at, status, worker, reason FROM job_transitions WHERE job_id = '{job}' ORDER BY id").splitlines():
+                log(f"  {line}")
+            for name in sorted(os.listdir(storage)):
+                if name.endswith(".log"):
+                    with open(os.path.join(storage, name), errors="replace") as f:
+                        for line in f:
+                            if job in line:
+                                log(f"  {name}: {line.rstrip()[:300]}")
         return 1
     shutil.rmtree(storage, ignore_errors=True)
     psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")

@@ -156,7 +156,7 @@ def vm_hwm_mb(pid):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--memory-cap-mb", type=float, default=650)  # one slot's budget (ARCHITECTURE.md)
+    parser.add_argument("--memory-cap-mb", type=float, default=650)  # one slot's budget (docs/design/security.md)
     parser.add_argument("--port", type=int, default=int(os.environ.get("LECTOR_CORPUS_PORT", "18282")))
     parser.add_argument("--binary", default=os.environ.get("LECTOR_BIN", os.path.join(ROOT, ".build", "debug", "lector")))
     args = parser.parse_args()

@@ -2,6 +2,7 @@
 """Claim latency, old claim_job (db/001..005) vs fair claim_job (…006), side by side in one run.
 
   nice -n 10 .venv/bin/python bench.py [--claims N] [--backlog N]
+  nice -n 10 .venv/bin/python bench.py --old 9 --new 10     (any two schema versions: migrations through N)
 
 Four scratch databases: {old,new} x {1k,1M} finished jobs (the 1M ones are copies of one template, 006 then
 applied to the "new" copy). For each queue shape (1 owner, 50 owners, submitted interleaved), every database
@@ -46,11 +47,11 @@ def load_history(db, n, owners):
         c.execute("SET session_replication_role = DEFAULT")
 
 
-def setup(history_small, history_big, owners):
+def setup(history_small, history_big, owners, old=5, new=6):
     dbs = {}
     for h, label in [(history_small, "1k"), (history_big, "1m")]:
         base = f"fair_b_base_{label}"
-        subprocess.run([f"{HERE}/mkdb.sh", base, "old"], check=True)
+        subprocess.run([f"{HERE}/mkdb.sh", base, str(old)], check=True)
         t = time.time()
         load_history(base, h, owners)
         print(f"history {h:,} loaded in {time.time() - t:.0f} s")
@@ -59,9 +60,11 @@ def setup(history_small, history_big, owners):
             admin(f'DROP DATABASE IF EXISTS "{db}"')
             admin(f'CREATE DATABASE "{db}" TEMPLATE "{base}"')
             if kind == "new":
-                t = time.time()
-                psql_file(db, os.path.join(ROOT, "db", "006_fair_claim.sql"))
-                print(f"  006 on {h:,} jobs: {time.time() - t:.2f} s")
+                for name in sorted(os.listdir(os.path.join(ROOT, "db"))):
+                    if name.endswith(".sql") and old < int(name[:3]) <= new:
+                        t = time.time()
+                        psql_file(db, os.path.join(ROOT, "db", name))
+                        print(f"  {name} on {h:,} jobs: {time.time() - t:.2f} s")
             with psycopg.connect(DSN.format(db), autocommit=True) as c:
                 c.execute("VACUUM ANALYZE")
             dbs[(kind, label)] = db
@@ -81,11 +84,13 @@ def main():
     ap.add_argument("--owners", type=int, default=50)
     ap.add_argument("--big", type=int, default=1_000_000)
     ap.add_argument("--reuse", action="store_true")
+    ap.add_argument("--old", type=int, default=5, help="the old schema: migrations through this number")
+    ap.add_argument("--new", type=int, default=6, help="the new schema: migrations through this number")
     args = ap.parse_args()
     if args.reuse:
         dbs = {(k, l): f"fair_b_{k}_{l}" for k in ("old", "new") for l in ("1k", "1m")}
     else:
-        dbs = setup(1000, args.big, args.owners)
+        dbs = setup(1000, args.big, args.owners, args.old, args.new)
     conns = {key: psycopg.connect(DSN.format(db), autocommit=True) for key, db in dbs.items()}
     claim_sql = "SELECT job_id, attempt, content_type, options FROM claim_job(%s, %s, %s, %s)"
     create_sql = "SELECT create_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"

@@ -46,14 +46,13 @@ enum TestDatabase {
         var quiet = logger
         quiet.logLevel = .critical
         let client = PostgresClient(configuration: configuration, backgroundLogger: quiet)
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                await client.run()
-                return nil
-            }
-            defer { group.cancelAll() }
-            return try await body(client)
-        }
+        // The pool runs in a task of its own that is cancelled, not awaited, when `body` returns: a test
+        // process hung twice (every test waiting, no database activity) with the database coordinator inside
+        // this function, after its one statement, so on the pool's shutdown. Not waiting for that shutdown
+        // costs nothing here: the connections close on their own.
+        let runner = Task { await client.run() }
+        defer { runner.cancel() }
+        return try await body(client)
     }
 
     /// Serialises CREATE DATABASE ... TEMPLATE (PostgreSQL refuses it while the template is in use).
@@ -108,8 +107,11 @@ enum TestDatabase {
             var attempt = 0
             while true {
                 do {
-                    _ = try await TestDatabase.withClient(url: adminURL, poolSize: 1) { client in
-                        try await client.query(PostgresQuery(unsafeSQL: statement), logger: TestDatabase.logger)
+                    // Bounded: one stuck statement here would hold every test behind the coordinator's lock.
+                    try await withDeadline(.seconds(60), statement) {
+                        _ = try await TestDatabase.withClient(url: adminURL, poolSize: 1) { client in
+                            try await client.query(PostgresQuery(unsafeSQL: statement), logger: TestDatabase.logger)
+                        }
                     }
                     return
                 } catch {
