@@ -341,22 +341,26 @@ extension ObjectStorageSettingsTests {
     }
 }
 
-/// `StorageSweeper` on object storage (a real store and the real database): orphans and stale attempts go,
-/// everything of a known job and anything young stays. Time is moved by `sweep(now:)`, not waited for.
+/// `StorageSweeper` on object storage (a real store and the real database): orphans (no row, or a deleted row)
+/// and stale attempts go, everything of a known job and anything young stays. Time is moved by `sweep(now:)`, not waited for.
 @Suite(.enabled(if: S3TestStore.isConfigured, "LECTOR_TEST_S3_ENDPOINT is not set (deploy/scripts/weed.sh start; eval \"$(deploy/scripts/weed.sh env)\")"))
 struct ObjectStorageSweeperTests {
     @Test func sweepsOrphansAndStaleAttempts() async throws {
         try await TestHarness.run { harness in
             try await S3TestStore.with { storage in
-                let orphan = UUID(), real = UUID()
-                for id in [orphan, real] {
+                // orphan: objects, no row; gone: a job deleted while the store could not remove its objects.
+                let orphan = UUID(), real = UUID(), gone = UUID()
+                for id in [orphan, real, gone] {
                     try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1]), metadataJSON: Data("{}".utf8))
                 }
                 let user = try await harness.newUser()
                 let owner = try await harness.ownerID(ofUserWithKey: user.keyID)
-                _ = try await harness.jobs.create(NewJob(
-                    id: real, ownerID: owner, documentName: "a", contentType: "image/png", sizeBytes: 1,
-                    sha256: Array(repeating: 0, count: 32), optionsJSON: "{}", metadataJSON: "{}"))
+                for id in [real, gone] {
+                    _ = try await harness.jobs.create(NewJob(
+                        id: id, ownerID: owner, documentName: "a", contentType: "image/png", sizeBytes: 1,
+                        sha256: Array(repeating: 0, count: 32), optionsJSON: "{}", metadataJSON: "{}"))
+                }
+                #expect(try await harness.jobs.delete(gone, ownerID: owner) == .deleted)
                 // The real job: attempt 1 left staged objects behind (its worker died); attempt 2 is committed.
                 try await storage.stageResults(id: real, attempt: 1, files: [("result.txt", Data("lost".utf8)), ("page-1.jpg", Data([1]))])
                 try await storage.stageResults(id: real, attempt: 2, files: [("result.txt", Data("live".utf8))])
@@ -370,7 +374,7 @@ struct ObjectStorageSweeperTests {
                 #expect(try await sweeper.sweep() == StorageSweeper.Removed())
                 // Two hours later: the orphan's objects and the dead attempt's go; the real job and the key stay.
                 let later = Date(timeIntervalSinceNow: 7200)
-                #expect(try await sweeper.sweep(now: later) == StorageSweeper.Removed(uploads: 0, staging: 2, orphans: 1))
+                #expect(try await sweeper.sweep(now: later) == StorageSweeper.Removed(uploads: 0, staging: 2, orphans: 2))
                 let folder = real.uuidString.lowercased()
                 #expect(try await storage.client.listObjects().map(\.key).sorted() == [
                     ".signing-key", "\(folder)/document.png", "\(folder)/metadata.json", "\(folder)/result.txt",
