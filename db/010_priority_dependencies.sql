@@ -178,42 +178,65 @@ END;
 $$;
 
 -- A dependency ended. FINISHED: each queued dependent has one blocker fewer; one with none left joins the
--- queue. FAILURE: each queued dependent fails, naming this job (its own dependents follow through this same
--- trigger). Dependents are locked in id order, as creating a job locks its dependencies, so two of these never
--- deadlock each other.
+-- queue. FAILURE: every queued job that waits for this one, directly or through others, ends FAILURE at once,
+-- each naming the dependency it waited for ("dependency <id> failed").
 --
--- No claim lock is needed to fail a dependent: the claim lock serialises the writers that move a job out of
--- QUEUED against the claim, and a dependent of a job that has not finished is not claimable (blocked_by > 0,
--- outside both claim indexes). A cancel or delete of the same dependent locks its row too, and the second one
--- finds it ended.
+-- The failure is one statement over the whole set, found with a recursive query and locked in id order first:
+-- inserting each dependent's FAILURE from the trigger it fires would recurse once per level (a chain of a few
+-- thousand jobs would exhaust the server's stack, and the end, cancel or rescue that started it would fail
+-- for good), and locking level by level could deadlock two failures whose sets interleave. The FAILURE rows
+-- inserted here fire this trigger again, one level down (pg_trigger_depth() > 1), where there is nothing left
+-- to do: their dependents are in the same set.
+--
+-- No claim lock is needed: the claim lock serialises the writers that move a job out of QUEUED against the
+-- claim, and a dependent of a job that has not finished is not claimable (blocked_by > 0, outside both claim
+-- indexes). A cancel or delete of the same dependent locks its row too, and the second one finds it ended.
+--
+-- Named to fire after job_transitions_event and job_transitions_webhook (AFTER triggers fire in name order),
+-- so a job's own event is announced before those of the jobs that fail with it.
 CREATE FUNCTION job_dependency_resolve() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     v_dependent record;
+    v_waiting uuid[];
 BEGIN
-    IF NEW.status NOT IN ('FINISHED', 'FAILURE') THEN
-        RETURN NULL;
-    END IF;
-    FOR v_dependent IN
-        SELECT j.id, j.owner_id, j.blocked_by FROM job_dependencies d JOIN jobs j ON j.id = d.job_id
-        WHERE d.depends_on = NEW.job_id AND j.status = 'QUEUED' AND j.blocked_by > 0
-        ORDER BY j.id
-        FOR UPDATE OF j
-    LOOP
-        IF NEW.status = 'FINISHED' THEN
+    IF NEW.status = 'FINISHED' THEN
+        FOR v_dependent IN
+            SELECT j.id, j.owner_id, j.blocked_by FROM job_dependencies d JOIN jobs j ON j.id = d.job_id
+            WHERE d.depends_on = NEW.job_id AND j.status = 'QUEUED' AND j.blocked_by > 0
+            ORDER BY j.id
+            FOR UPDATE OF j
+        LOOP
             UPDATE jobs SET blocked_by = blocked_by - 1 WHERE id = v_dependent.id;
             IF v_dependent.blocked_by = 1 THEN
                 PERFORM queue_owner_join(v_dependent.owner_id);
             END IF;
-        ELSE
-            INSERT INTO job_transitions (job_id, status, reason)
-            VALUES (v_dependent.id, 'FAILURE', 'dependency ' || NEW.job_id || ' failed');
+        END LOOP;
+    ELSIF NEW.status = 'FAILURE' AND pg_trigger_depth() = 1 THEN
+        -- Dependencies point to older jobs only (they must exist when a job is created), so the graph has no
+        -- cycle and the recursion ends.
+        WITH RECURSIVE waiting (job_id) AS (
+            SELECT d.job_id FROM job_dependencies d WHERE d.depends_on = NEW.job_id
+            UNION
+            SELECT d.job_id FROM job_dependencies d JOIN waiting w ON d.depends_on = w.job_id
+        )
+        SELECT array_agg(w.job_id) INTO v_waiting FROM waiting w;
+        IF v_waiting IS NULL THEN
+            RETURN NULL;
         END IF;
-    END LOOP;
+        PERFORM 1 FROM jobs j WHERE j.id = ANY (v_waiting) AND j.status = 'QUEUED' ORDER BY j.id FOR UPDATE;
+        INSERT INTO job_transitions (job_id, status, reason)
+        SELECT j.id, 'FAILURE', 'dependency ' || (
+                   SELECT min(d.depends_on::text) FROM job_dependencies d
+                   WHERE d.job_id = j.id AND (d.depends_on = NEW.job_id OR d.depends_on = ANY (v_waiting))
+               ) || ' failed'
+        FROM jobs j WHERE j.id = ANY (v_waiting) AND j.status = 'QUEUED'
+        ORDER BY j.id;
+    END IF;
     RETURN NULL;
 END;
 $$;
 
-CREATE TRIGGER job_transitions_dependency AFTER INSERT ON job_transitions
+CREATE TRIGGER job_transitions_z_dependency AFTER INSERT ON job_transitions
     FOR EACH ROW EXECUTE FUNCTION job_dependency_resolve();
 
 -- create_job, v3: v2 (008) plus the priority and the dependencies. The dependencies must be jobs of the same
@@ -236,7 +259,7 @@ DECLARE
     v_blocked integer := 0;
 BEGIN
     IF coalesce(cardinality(p_depends_on), 0) > 0 THEN
-        PERFORM 1 FROM jobs j WHERE j.id = ANY (p_depends_on) ORDER BY j.id FOR SHARE;
+        PERFORM 1 FROM jobs j WHERE j.id = ANY (p_depends_on) AND j.owner_id = p_owner ORDER BY j.id FOR SHARE;
         SELECT d INTO v_missing FROM unnest(p_depends_on) d
         WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = d AND j.owner_id = p_owner AND j.deleted_at IS NULL)
         LIMIT 1;

@@ -48,7 +48,8 @@ public struct APIDependencies: Sendable {
         self.supportedTypes = supportedTypes
         self.availableLanguages = availableLanguages
         self.uploads = UploadGate(limit: settings.maxUploadsInFlight)
-        self.storageHealth = StorageHealth(storage: storage)
+        self.storageHealth = StorageHealth(
+            storage: storage, interval: storage is ObjectStorage ? ObjectStorage.healthInterval : .seconds(1))
     }
 }
 

@@ -39,7 +39,9 @@ public struct ObjectStorage: JobStorage {
     /// Uploads and copies made at once by `stageResults` and `commitResults`.
     public let concurrency = 8
 
-    /// `s3://bucket/prefix` → bucket and prefix (no leading or trailing slash). Nil for anything else.
+    /// `s3://bucket/prefix` → bucket and prefix (no leading or trailing slash). Nil for anything else, an empty
+    /// prefix included: the sweeper removes what looks like an abandoned job folder under the prefix, so Lector
+    /// keeps to a prefix of its own and never sweeps the root of a bucket that others may use.
     public static func parse(location: String) -> (bucket: String, prefix: String)? {
         guard location.hasPrefix("s3://") else { return nil }
         let rest = location.dropFirst("s3://".count)
@@ -55,7 +57,7 @@ public struct ObjectStorage: JobStorage {
         var prefix = parts.count > 1 ? String(parts[1]) : ""
         while prefix.hasSuffix("/") { prefix.removeLast() }
         let segments = prefix.split(separator: "/", omittingEmptySubsequences: false)
-        guard prefix.isEmpty || segments.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }),
+        guard !prefix.isEmpty, segments.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }),
             prefix.utf8.count <= 512, !prefix.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F })
         else { return nil }
         return (bucket, prefix)
@@ -142,10 +144,16 @@ public struct ObjectStorage: JobStorage {
         return StorageError.from(error, doing: what)
     }
 
-    /// Whether the store said "no such object" (not "no such bucket", which is a configuration problem).
+    /// Whether the store said "no such object" (not "no such bucket", which is a configuration problem). Only
+    /// the store's own code counts: a 404 without one (a proxy's page, a wrong endpoint path) is the system's
+    /// trouble, and a missing document fails its job for good. (HEAD, which has no body, checks 404 itself.)
     static func isMissing(_ error: S3Error) -> Bool {
-        error.kind == .http && (error.code == "NoSuchKey" || (error.statusCode == 404 && error.code == nil))
+        error.kind == .http && error.code == "NoSuchKey"
     }
+
+    /// How often a process probes the store (`StorageHealth`): a probe is a PUT and a DELETE, so not every
+    /// second as on a local disk.
+    public static let healthInterval: Duration = .seconds(15)
 
     @discardableResult
     private func call<T>(_ what: String, _ body: () async throws -> T) async throws -> T {

@@ -91,7 +91,8 @@ public struct Worker: Service {
         self.configuration = configuration
         self.doorbell = doorbell
         self.logger = logger
-        self.storageHealth = StorageHealth(storage: storage)
+        self.storageHealth = StorageHealth(
+            storage: storage, interval: storage is ObjectStorage ? ObjectStorage.healthInterval : .seconds(1))
     }
 
     /// The listener that rings `doorbell` when a job is queued; run it beside the worker.

@@ -87,6 +87,40 @@ struct SchedulingTests {
         }
     }
 
+    @Test("a failure runs down a long chain and a diamond in one statement, each job naming its own dependency")
+    func longChain() async throws {
+        try await TestHarness.run { harness in
+            let alice = try await EngineTests.user(harness)
+            let root = try await Self.create(harness, alice.id)
+            var chain: [UUID] = []
+            var previous = root
+            for _ in 0..<400 {
+                previous = try await Self.create(harness, alice.id, dependsOn: [previous])
+                chain.append(previous)
+            }
+            // A diamond: two jobs on the root, one on both.
+            let left = try await Self.create(harness, alice.id, dependsOn: [root])
+            let right = try await Self.create(harness, alice.id, dependsOn: [root])
+            let bottom = try await Self.create(harness, alice.id, dependsOn: [left, right])
+            let claimed = try #require(try await Self.claim(harness))
+            #expect(claimed.id == root)
+            // Recursing once per level would exceed the server's stack long before 400 levels of triggers.
+            try await harness.jobs.end(claimed.lease, as: .failure, reason: "unreadable")
+            var dependencyOf: [UUID: UUID] = [chain[0]: root, left: root, right: root]
+            for (index, id) in chain.enumerated().dropFirst() { dependencyOf[id] = chain[index - 1] }
+            for (id, dependency) in dependencyOf {
+                let (record, history) = try await Self.status(harness, id, owner: alice.id)
+                #expect(record.status == .failure)
+                #expect(history.last?.reason == "dependency \(dependency.uuidString.lowercased()) failed")
+            }
+            let (record, history) = try await Self.status(harness, bottom, owner: alice.id)
+            #expect(record.status == .failure)
+            #expect(history.map(\.status) == [.queued, .failure])
+            let named = [left, right].map { "dependency \($0.uuidString.lowercased()) failed" }
+            #expect(named.contains(history.last?.reason ?? ""))
+        }
+    }
+
     @Test("a dependency that failed fails the job at once, a finished one holds nothing, and a stranger's is refused")
     func dependencyStates() async throws {
         try await TestHarness.run { harness in

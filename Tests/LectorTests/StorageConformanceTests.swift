@@ -311,8 +311,7 @@ struct ObjectStorageConformance {
 @Suite struct ObjectStorageSettingsTests {
     @Test func locationParsing() {
         #expect(ObjectStorage.parse(location: "s3://my-bucket/a/b/")! == ("my-bucket", "a/b"))
-        #expect(ObjectStorage.parse(location: "s3://my-bucket")! == ("my-bucket", ""))
-        for bad in ["s3://", "s3://UPPER/x", "s3://ab/x", "s3://b..b/../x", "s3://bucket/a/../b", "s3://bucket//x", "file:///x", "s3://-bucket/x"] {
+        for bad in ["s3://my-bucket", "s3://my-bucket/", "s3://", "s3://UPPER/x", "s3://ab/x", "s3://b..b/../x", "s3://bucket/a/../b", "s3://bucket//x", "file:///x", "s3://-bucket/x"] {
             #expect(ObjectStorage.parse(location: bad) == nil, "\(bad)")
         }
     }
@@ -338,6 +337,25 @@ extension ObjectStorageSettingsTests {
             if value.isEmpty { env[name] = nil }
             #expect(throws: StorageError.self, "\(name)=\(value)") { _ = try ObjectStorage(settings: Settings(environment: env)) }
         }
+    }
+
+    /// A service holding the storage is named by its description, which swift-service-lifecycle logs.
+    @Test func credentialsNeverDescribed() throws {
+        let spool = FileManager.default.temporaryDirectory.appendingPathComponent("lector-spool-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: spool) }
+        let secret = "s3cr3t-VALUE-\(UUID().uuidString)"
+        let storage = try ObjectStorage(settings: Settings(environment: [
+            "LECTOR_STORAGE": "s3://bucket/p", "LECTOR_S3_ENDPOINT": "http://127.0.0.1:1", "LECTOR_S3_ACCESS_KEY_ID": "AKIDEXAMPLE",
+            "LECTOR_S3_SECRET_ACCESS_KEY": secret, "LECTOR_SPOOL_DIR": spool,
+        ]))
+        struct Service { let storage: any JobStorage }
+        var dumped = ""
+        dump(Service(storage: storage), to: &dumped)
+        for text in ["\(Service(storage: storage))", String(reflecting: Service(storage: storage)), "\(storage)", dumped] {
+            #expect(!text.contains(secret))
+            #expect(!text.contains("s3cr3t"))
+        }
+        #expect("\(storage)".contains("AKIDEXAMPLE"))
     }
 }
 

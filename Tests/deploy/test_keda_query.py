@@ -74,6 +74,8 @@ SCENARIOS = {
     "nothing to do": dict(queued=0, handed_back=0, backoff=3, running=0, finished=5, failed=2, refused=1),
     "busy workers, empty queue": dict(queued=0, handed_back=0, backoff=1, running=2, finished=3, failed=1, refused=0),
     "7 queued": dict(queued=5, handed_back=2, backoff=2, running=0, finished=4, failed=1, refused=1),
+    "7 queued, 6 waiting for another job": dict(queued=7, handed_back=0, backoff=2, running=0, finished=1, failed=0,
+                                                refused=0, blocked=6),
     "7 queued, 3 running": dict(queued=7, handed_back=0, backoff=1, running=3, finished=2, failed=2, refused=0),
     "100 queued": dict(queued=100, handed_back=0, backoff=5, running=4, finished=20, failed=3, refused=2),
 }
@@ -82,7 +84,7 @@ CREATE = """SELECT create_job(gen_random_uuid(), {owner}, 'page.png', 'image/png
                   NULL, NULL) FROM generate_series(1, {n})"""
 
 
-def fabricate(url, queued, handed_back, backoff, running, finished, failed, refused):
+def fabricate(url, queued, handed_back, backoff, running, finished, failed, refused, blocked=0):
     owner = psql(url, "INSERT INTO users (name) VALUES ('keda-test') RETURNING id")
     claimed = running + finished + failed + handed_back
     if claimed:
@@ -115,6 +117,12 @@ def fabricate(url, queued, handed_back, backoff, running, finished, failed, refu
         # QUEUED again after a transient error, not claimable before not_before: no worker needed yet.
         ids = create_with_ids(url, owner, backoff)
         psql(url, f"UPDATE jobs SET not_before = now() + interval '5 minutes' WHERE id IN ({ids})")
+    if blocked:
+        # QUEUED behind a dependency that has not finished (one of the jobs in backoff): not claimable.
+        psql(url, f"""SELECT create_job(gen_random_uuid(), {owner}, 'page.png', 'image/png', 1, sha256('x'::bytea), '{{}}',
+                          '{{}}', NULL, NULL, NULL, 0::int2,
+                          ARRAY(SELECT id FROM jobs WHERE not_before IS NOT NULL ORDER BY id LIMIT 1))
+                      FROM generate_series(1, {blocked})""")
     if refused:
         # Failed straight from the queue (QUEUED -> FAILURE is a legal transition).
         ids = create_with_ids(url, owner, refused)
@@ -170,7 +178,8 @@ class KedaQueueDepthTest(unittest.TestCase):
                 expected = jobs["queued"] + jobs["handed_back"] + jobs["running"]
                 counts = dict(line.split("|") for line in psql(url, "SELECT status, count(*) FROM jobs GROUP BY status").splitlines())
                 self.assertEqual(int(counts.get("IN_PROGRESS", 0)), jobs["running"], counts)
-                self.assertEqual(int(counts.get("QUEUED", 0)), jobs["queued"] + jobs["handed_back"] + jobs["backoff"], counts)
+                self.assertEqual(int(counts.get("QUEUED", 0)),
+                                 jobs["queued"] + jobs["handed_back"] + jobs["backoff"] + jobs.get("blocked", 0), counts)
                 value = float(psql(url, self.query))
                 self.assertEqual(value, expected, f"{title}: the query counted {value:g}, expected {expected}")
                 wanted = min(math.ceil(expected / self.settings["targetQueryValue"]), self.settings["maxReplicaCount"])
