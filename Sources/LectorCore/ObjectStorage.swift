@@ -240,6 +240,20 @@ public struct ObjectStorage: JobStorage {
         }
     }
 
+    /// Streams the document object into `path` (S3Kit writes a temporary file beside it, renamed once complete):
+    /// a worker's memory holds one chunk of it at a time, whatever its size.
+    public func downloadDocument(id: UUID, fileName: String, toFile path: String) async throws -> Bool {
+        try Self.checkName(fileName)
+        do {
+            try await client.getObject(key: Self.key(id, fileName), toFile: path)
+            return true
+        } catch let error as S3Error where Self.isMissing(error) {
+            throw StorageError(description: "the document is missing from storage", kind: .missing)
+        } catch {
+            throw Self.storageError(error, doing: "download a document")
+        }
+    }
+
     public func writeResult(id: UUID, fileName: String, contents: Data) async throws {
         try Self.checkName(fileName)
         try await call("write \(fileName)") {
