@@ -7,7 +7,7 @@ import LectorOCR
 ///
 ///     <upload uuid>.<link expiry, unix seconds>.<declared size>.<document type>.<hex HMAC>
 ///
-/// so it names one object (`<prefix>/.uploads/<owner id>/<upload uuid>`) of one user, and any change (another
+/// so it names one object (`<prefix>/.direct-uploads/<owner id>/<upload uuid>`) of one user, and any change (another
 /// user, size, type, expiry or uuid) breaks the signature. The presigned PUT is valid until `expires`; the id
 /// makes a job until `expires + ttl` (as long again, for a client that uploaded at the last moment).
 struct UploadTicket: Sendable, Equatable {

@@ -326,7 +326,7 @@ public struct ObjectStorage: JobStorage {
         /// Jobs whose newest object is older than the orphan age (and, with `modifiedAfter`, newer than it):
         /// orphans unless the database knows them.
         public var quietJobs: [UUID]
-        /// Direct uploads (`.uploads/<owner>/<id>`) older than the upload age: their id can no longer make a job.
+        /// Direct uploads (`.direct-uploads/<owner>/<id>`) older than the upload age: their id can no longer make a job.
         public var staleUploadKeys: [String] = []
     }
 
@@ -413,11 +413,11 @@ public struct ObjectStorage: JobStorage {
 // MARK: direct uploads
 
 /// Direct uploads (`POST /v1/uploads`): the client PUTs the document straight to the store with a presigned URL,
-/// to `<prefix>/.uploads/<owner id>/<upload id>` (beside the job prefixes, never under one: no job id starts
+/// to `<prefix>/.direct-uploads/<owner id>/<upload id>` (beside the job prefixes, never under one: no job id starts
 /// with a dot), and `POST /v1/jobs` with the upload id copies it to the job's prefix server-side.
 extension ObjectStorage {
     /// The folder of direct uploads, relative to the prefix.
-    public static let uploadsFolder = ".uploads/"
+    public static let uploadsFolder = ".direct-uploads/"
 
     static func uploadKey(owner: Int64, upload: UUID) -> String {
         uploadsFolder + "\(owner)/" + upload.uuidString.lowercased()

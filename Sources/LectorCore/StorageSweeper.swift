@@ -9,7 +9,7 @@ import ServiceLifecycle
 /// and, through `extra`, the engine's scratch folders of dead workers. With object storage: uploads in the spool
 /// folder, staged objects of attempts that ended long ago (`<id>/attempts/<n>/`, counted as `staging`), and the
 /// objects of jobs whose row never committed (orphans), found by listing the whole prefix each pass, and direct
-/// uploads (`.uploads/`) past `uploadAge` (counted as `uploads`).
+/// uploads (`.direct-uploads/`) past `uploadAge` (counted as `uploads`).
 ///
 /// Safe with several processes sweeping one storage at once: every removal is of something old enough that no
 /// live request can still use it, and removing what another sweeper removed first is not an error. An orphan
@@ -23,7 +23,7 @@ public struct StorageSweeper: Service {
     public let abandonedAge: TimeInterval
     /// Job folders without a row older than this are orphans.
     public let orphanAge: TimeInterval
-    /// Direct uploads (object storage, `.uploads/`) older than this are removed: past it their upload id can no
+    /// Direct uploads (object storage, `.direct-uploads/`) older than this are removed: past it their upload id can no
     /// longer make a job (`Settings.uploadMaxAge`).
     public let uploadAge: TimeInterval
     /// Run after each pass (e.g. `ScratchFolder.sweep`).

@@ -157,9 +157,9 @@ def direct_uploads(base, key, run, store, prefix, page, check):
         return status, answer
 
     status, upload = create("image/png", len(page))
-    check(status == 201 and upload.get("method") == "PUT" and upload.get("url", "").startswith(f"{store.endpoint}/{store.bucket}/{prefix}/.uploads/")
+    check(status == 201 and upload.get("method") == "PUT" and upload.get("url", "").startswith(f"{store.endpoint}/{store.bucket}/{prefix}/.direct-uploads/")
           and upload.get("headers") == {"Content-Type": "image/png", "Content-Length": str(len(page))} and "expiresAt" in upload,
-          f"POST /v1/uploads answers 201 with a presigned PUT under .uploads/ ({status} {str(upload)[:160]})")
+          f"POST /v1/uploads answers 201 with a presigned PUT under .direct-uploads/ ({status} {str(upload)[:160]})")
     upload_id, url = upload.get("id", ""), upload.get("url", "")
     object_key = urllib.parse.unquote(urllib.parse.urlparse(url).path.split(f"/{store.bucket}/", 1)[-1])
 
@@ -171,7 +171,8 @@ def direct_uploads(base, key, run, store, prefix, page, check):
     check(status == 409 and error_code(body) == "upload_not_received", f"a submit before the PUT: {status} {error_code(body)}")
 
     status, _, _ = http("PUT", url, data=page, headers=upload["headers"] if "headers" in upload else {})
-    check(status == 200, f"the PUT with the signed headers is stored ({status})")
+    check(status == 200 and object_key in store.keys(f"{prefix}/.direct-uploads/"),
+          f"the PUT with the signed headers is stored, and listed for the sweeper ({status} {object_key})")
 
     other = run("keys", "create", "--user", "s3-e2e-other")
     status, body = submit(upload_id, who=other)
@@ -197,7 +198,12 @@ def direct_uploads(base, key, run, store, prefix, page, check):
     check(status == 202 and job, f"POST /v1/jobs with the upload id answers 202 ({status} {body[:160]!r})")
     if not job:
         return
-    check(object_key not in store.keys(f"{prefix}/.uploads/"), "the upload object is gone once the job exists")
+    try:
+        head = store.request("HEAD", object_key)[0]
+    except urllib.error.HTTPError as error:
+        head = error.code
+    check(head == 404 and object_key not in store.keys(f"{prefix}/.direct-uploads/"),
+          f"the upload object is gone once the job exists (HEAD {head})")
     keys = store.keys(f"{prefix}/{job}/")
     check({f"{prefix}/{job}/document.png", f"{prefix}/{job}/metadata.json"} <= set(keys), f"the job's document and metadata.json: {keys}")
     row = psql(DATABASE, f"SELECT encode(sha256, 'hex') || ' ' || size_bytes || ' ' || document_name || ' ' || metadata::text FROM jobs WHERE id = '{job}'")
