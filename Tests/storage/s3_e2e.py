@@ -11,7 +11,9 @@ upload appeared on local disk, then deletes the job and checks its prefix is gon
 Direct uploads (POST /v1/uploads): a presigned PUT with urllib, refused by the store (403) with another length or
 content type; a submit before the PUT (409), with another user's id (404), a tampered id (404) and an expired one
 (410, signed here with the bucket's shared key) refused; the job made from the upload finishes with the text and
-the document's SHA-256, and the upload object is gone; an upload of text is refused with 415 and creates nothing.
+the document's SHA-256 (a retry with its Idempotency-Key replays it), and the upload object is gone; an upload of
+text is refused with 415 and creates nothing. Workers stream documents to a scratch folder under TMPDIR (a folder
+of this run): nothing is left there after the jobs.
 
     eval "$(deploy/scripts/weed.sh env)"; Tests/storage/s3_e2e.py      (part of make test)
 
@@ -193,11 +195,16 @@ def direct_uploads(base, key, run, store, prefix, page, check):
 
     # Written by hand: the metadata's number has more digits than a float, and must be stored as sent.
     raw = '{"upload": %s, "options": {"lang": "eng"}, "metadata": {"n": 1.000000000000000000001}, "filename": "scan.png"}' % json.dumps(upload_id)
-    status, _, body = http("POST", f"{base}/v1/jobs", key, raw.encode(), as_json)
+    idempotent = dict(as_json, **{"Idempotency-Key": f"upload-{upload_id[:36]}"})
+    status, _, body = http("POST", f"{base}/v1/jobs", key, raw.encode(), idempotent)
     job = json.loads(body).get("id") if status == 202 else None
     check(status == 202 and job, f"POST /v1/jobs with the upload id answers 202 ({status} {body[:160]!r})")
     if not job:
         return
+    # A retry with the same Idempotency-Key gets the same job, though the upload is gone by now.
+    status, headers, body = http("POST", f"{base}/v1/jobs", key, raw.encode(), idempotent)
+    check(status == 202 and json.loads(body or b"{}").get("id") == job and headers.get("Idempotent-Replayed") == "true",
+          f"a retried submit with its Idempotency-Key replays the job ({status} {body[:80]!r})")
     try:
         head = store.request("HEAD", object_key)[0]
     except urllib.error.HTTPError as error:
@@ -257,14 +264,15 @@ def main():
     spool = os.path.join(scratch, "spool")           # LECTOR_SPOOL_DIR
     files_root = os.path.join(scratch, "no-storage")  # LECTOR_STORAGE_ROOT: must never be created
     logs = os.path.join(scratch, "logs")
-    for d in (workdir, logs):
+    tmp = os.path.join(scratch, "tmp")               # TMPDIR: the worker's scratch folders (a downloaded document)
+    for d in (workdir, logs, tmp):
         os.makedirs(d)
     env = dict(os.environ, LECTOR_DATABASE_URL=f"postgres://lector@127.0.0.1:{pg_port}/{DATABASE}",
                LECTOR_STORAGE=f"s3://{store.bucket}/{prefix}", LECTOR_S3_ENDPOINT=store.endpoint,
                LECTOR_S3_REGION=store.region, LECTOR_S3_ACCESS_KEY_ID=store.access,
                LECTOR_S3_SECRET_ACCESS_KEY=store.secret, LECTOR_S3_ADDRESSING="path", LECTOR_SPOOL_DIR=spool,
                LECTOR_STORAGE_ROOT=files_root, LECTOR_HTTP_PORT=str(args.port), LECTOR_LOG_LEVEL="notice",
-               LECTOR_WORKER_POLL_INTERVAL="0.2", LECTOR_RESULT_LINK_TTL="60", OMP_THREAD_LIMIT="1")
+               LECTOR_WORKER_POLL_INTERVAL="0.2", LECTOR_RESULT_LINK_TTL="60", OMP_THREAD_LIMIT="1", TMPDIR=tmp)
     env.pop("LECTOR_SIGNING_KEY", None)  # the shared key object in the bucket is part of what is tested
     run = lambda *a: subprocess.run([binary, *a], env=env, cwd=workdir, check=True, capture_output=True, text=True).stdout.strip()
     run("migrate", "--directory", os.path.join(ROOT, "db"))
@@ -379,8 +387,10 @@ def main():
         check(os.listdir(workdir) == [], f"the working directory stayed empty: {os.listdir(workdir)}")
         leftovers = [n for n in (os.listdir(spool) if os.path.isdir(spool) else []) if n.endswith(".upload")]
         check(leftovers == [], f"no upload left in the spool folder: {leftovers}")
+        check(os.listdir(tmp) == [], f"the worker's scratch folders (the downloaded document) are gone: {os.listdir(tmp)}")
 
         direct_uploads(base, key, run, store, prefix, page, check)
+        check(os.listdir(tmp) == [], f"...and after the upload's job: {os.listdir(tmp)}")
 
         status, _, _ = http("DELETE", f"{base}/v1/jobs/{job}", key)
         check(status == 204, f"delete answered {status}")
