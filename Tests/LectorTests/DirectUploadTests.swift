@@ -39,6 +39,15 @@ struct DirectUploadTests {
         #expect(signer.authenticationCode(domain: UploadTicket.domain, "x") != signer.authenticationCode(domain: "other", "x"))
     }
 
+    @Test("LECTOR_UPLOAD_URL_TTL: 900 s by default, 60 s to a day; the sweeper's age is twice it and 10 minutes")
+    func uploadSettings() {
+        #expect(Settings(environment: [:]).uploadURLTTL == 900)
+        #expect(Settings(environment: [:]).uploadMaxAge == 2400)
+        #expect(Settings(environment: ["LECTOR_UPLOAD_URL_TTL": "5"]).uploadURLTTL == 60)
+        #expect(Settings(environment: ["LECTOR_UPLOAD_URL_TTL": "999999999"]).uploadURLTTL == 86_400)
+        #expect(Settings(environment: ["LECTOR_UPLOAD_URL_TTL": "-3"]).uploadURLTTL == 900)
+    }
+
     @Test("the JSON submit's members keep their text exactly")
     func rawMembers() throws {
         let text = #" { "upload" : "a.b" , "metadata": {"n": 1.000000000000000000001, "s": "},\"{["}, "options":{"lang":"eng"},"e\u0078":[1,[2]] } "#
