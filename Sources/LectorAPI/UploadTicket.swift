@@ -41,7 +41,7 @@ struct UploadTicket: Sendable, Equatable {
         guard id.utf8.count <= 200 else { return .invalid }
         let parts = id.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
         func number(_ text: String) -> Int64? {
-            guard (1...12).contains(text.utf8.count), text.utf8.allSatisfy({ (48...57).contains($0) }), text.first != "0"
+            guard (1...15).contains(text.utf8.count), text.utf8.allSatisfy({ (48...57).contains($0) }), text.first != "0"
             else { return nil }
             return Int64(text)
         }
