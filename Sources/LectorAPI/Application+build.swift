@@ -53,6 +53,7 @@ public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequest
     let v1 = router.group("v1").add(
         middleware: AuthMiddleware(keys: dependencies.keys, timeout: timeout, limiter: limiter))
     JobsController(dependencies: dependencies).addRoutes(v1: v1, root: router)
+    UploadsController(dependencies: dependencies).addRoutes(v1: v1)
     EventsController(dependencies: dependencies).addRoutes(v1: v1)
     return router
 }

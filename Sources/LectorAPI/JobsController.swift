@@ -92,6 +92,10 @@ struct JobsController {
         }
         defer { pass.leave() }
         try await dependencies.storageHealth.check()
+        if (request.headers[.contentType] ?? "").lowercased().hasPrefix("application/json") {
+            // A job from a direct upload (`POST /v1/uploads`): DirectUploads.swift.
+            return try await submitUpload(request, context: context, user: user, idempotencyKey: idempotencyKey)
+        }
         let parser = UploadParser(
             maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
             availableLanguages: dependencies.availableLanguages, availableDetectors: dependencies.availableDetectors,
@@ -141,10 +145,32 @@ struct JobsController {
             id: id, documentFileName: upload.type.storedFileName, document: upload.document,
             metadataJSON: Data(folderMetadata.utf8))
         let createdAt: Date
+        switch try await insert(job, user: user, idempotencyKey: idempotencyKey, fingerprint: fingerprint) {
+        case .created(let date): createdAt = date
+        case .replayed(let response): return response
+        }
+        dependencies.metrics.jobSubmitted(mode: upload.options.mode.rawValue)
+        dependencies.metrics.uploaded(bytes: upload.document.size)
+        context.logger.info("job queued", metadata: [
+            "job_id": "\(id.uuidString.lowercased())", "type": "\(upload.type.rawValue)", "bytes": "\(upload.document.size)",
+        ])
+        return try submitted(id: id, createdAt: createdAt)
+    }
+
+    enum Inserted {
+        case created(Date)
+        /// A concurrent request with the same Idempotency-Key won: its job.
+        case replayed(Response)
+    }
+
+    /// Commits the job's `QUEUED` row once its folder is complete; removes the folder when the database certainly
+    /// refused the job.
+    func insert(_ job: NewJob, user: AuthenticatedUser, idempotencyKey: String?, fingerprint: [UInt8]) async throws -> Inserted {
+        let id = job.id
         do {
-            createdAt = try await database { [jobs = dependencies.jobs] in
+            return .created(try await database { [jobs = dependencies.jobs] in
                 try await jobs.create(job, idempotencyKey: idempotencyKey.map { ($0, fingerprint) })
-            }
+            })
         } catch let error as UnknownDependency {
             // The database refused the job (an ERROR): nothing was created.
             try? await dependencies.storage.removeJobFolder(id: id)
@@ -153,7 +179,7 @@ struct JobsController {
             // A concurrent request with the same key won: answer with its job.
             try? await dependencies.storage.removeJobFolder(id: id)
             if let key = idempotencyKey, let replay = try await replay(key: key, user: user, fingerprint: fingerprint) {
-                return replay
+                return .replayed(replay)
             }
             throw APIError(.conflict, "idempotency_conflict", "a request with this Idempotency-Key is in progress; retry")
         } catch {
@@ -167,11 +193,10 @@ struct JobsController {
             }
             throw error
         }
-        dependencies.metrics.jobSubmitted(mode: upload.options.mode.rawValue)
-        dependencies.metrics.uploaded(bytes: upload.document.size)
-        context.logger.info("job queued", metadata: [
-            "job_id": "\(id.uuidString.lowercased())", "type": "\(upload.type.rawValue)", "bytes": "\(upload.document.size)",
-        ])
+    }
+
+    /// The 202 answer of a submit.
+    func submitted(id: UUID, createdAt: Date) throws -> Response {
         let body = SubmittedJob(id: id.uuidString.lowercased(), status: .queued, createdAt: createdAt, links: JobLinks(id: id))
         var headers = HTTPFields()
         headers[.location] = JobLinks(id: id).`self`
@@ -185,7 +210,7 @@ struct JobsController {
     /// host is private, loopback, link-local, unspecified, multicast or CGNAT, or the name does not exist. A
     /// resolver that does not answer in time is no verdict: the job is accepted, and delivery checks the
     /// addresses again before every attempt, which is the check that protects the network.
-    private func resolveCallbackURL(_ target: CallbackURLPolicy.Target?, user: AuthenticatedUser) async throws -> String? {
+    func resolveCallbackURL(_ target: CallbackURLPolicy.Target?, user: AuthenticatedUser) async throws -> String? {
         guard let target else { return user.defaultCallbackURL }
         guard user.hasWebhookSecret else {
             throw APIError.badRequest("webhook_secret_missing",
@@ -219,7 +244,7 @@ struct JobsController {
 
     /// The answer to a submit whose Idempotency-Key was used before: the original job (202, as the first
     /// answer was, with `Idempotent-Replayed: true`), or 422 when it came with another document.
-    private func replay(key: String, user: AuthenticatedUser, fingerprint: [UInt8]) async throws -> Response? {
+    func replay(key: String, user: AuthenticatedUser, fingerprint: [UInt8]) async throws -> Response? {
         let jobs = dependencies.jobs
         guard let original = try await database({ try await jobs.idempotentJob(key: key, ownerID: user.id, fingerprint: fingerprint) })
         else { return nil }
@@ -639,7 +664,7 @@ struct JobsController {
     }
 
     /// A database call bounded by `LECTOR_DATABASE_TIMEOUT`: past it the request answers 503.
-    private func database<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
+    func database<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T) async throws -> T {
         try await withDeadline(.milliseconds(Int64(dependencies.settings.databaseTimeout * 1000)), "database call", operation)
     }
 
@@ -666,7 +691,7 @@ struct JobsController {
         return min(seconds, dependencies.settings.longPollMax)
     }
 
-    private func json(_ value: some Encodable, status: HTTPResponse.Status, headers: HTTPFields = [:]) throws -> Response {
+    func json(_ value: some Encodable, status: HTTPResponse.Status, headers: HTTPFields = [:]) throws -> Response {
         var headers = headers
         headers[.contentType] = "application/json; charset=utf-8"
         let data = try JSONEncoder.lector().encode(value)

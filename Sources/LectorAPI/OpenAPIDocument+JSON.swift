@@ -104,7 +104,7 @@ extension OpenAPIDocument {
       "post": {
         "operationId": "submitJob",
         "summary": "Submit a document.",
-        "description": "multipart/form-data with a `document` part and optional `metadata` (a JSON object) and `options` (`{\"lang\": \"eng+deu\"}`) parts; or the raw document as the body, options in the query. The type is detected from the bytes.",
+        "description": "multipart/form-data with a `document` part and optional `metadata` (a JSON object) and `options` (`{\"lang\": \"eng+deu\"}`) parts; or the raw document as the body, options in the query. The type is detected from the bytes. Or, with object storage, `application/json` naming a direct upload (`POST /v1/uploads`): `{\"upload\": \"<id>\", \"options\": {...}, \"metadata\": {...}, \"filename\": \"...\"}`; the uploaded object is checked (the caller's, present, of the declared size, within the limit, a document by its first bytes), copied into the job and deleted.",
         "parameters": [
           {
             "name": "lang",
@@ -258,6 +258,11 @@ extension OpenAPIDocument {
                 "type": "string",
                 "format": "binary"
               }
+            },
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/JobFromUpload"
+              }
             }
           }
         },
@@ -281,7 +286,7 @@ extension OpenAPIDocument {
             }
           },
           "400": {
-            "description": "Malformed multipart, metadata or options; unknown part, option or parameter; uninstalled language; empty document; a number in the metadata that cannot be stored exactly; a repeated query parameter. A callback URL that is not https, carries a user name or password, or whose host is or resolves to a private address (invalid_callback_url); a callback URL from a user without a webhook secret (webhook_secret_missing); a priority outside 0-9 (invalid_priority); dependsOn that is not a list of at most 100 job ids, or names a job that is not the caller's (invalid_depends_on).",
+            "description": "Malformed multipart, metadata or options; unknown part, option or parameter; uninstalled language; empty document; a number in the metadata that cannot be stored exactly; a repeated query parameter. A callback URL that is not https, carries a user name or password, or whose host is or resolves to a private address (invalid_callback_url); a callback URL from a user without a webhook secret (webhook_secret_missing); a priority outside 0-9 (invalid_priority); dependsOn that is not a list of at most 100 job ids, or names a job that is not the caller's (invalid_depends_on). JSON submit: a body that is not one JSON object, an unknown or repeated member, no `upload` (invalid_json, invalid_upload); an uploaded object of another size than declared (upload_size_mismatch).",
             "content": {
               "application/json": {
                 "schema": {
@@ -291,7 +296,7 @@ extension OpenAPIDocument {
             }
           },
           "404": {
-            "description": "No such job for this key (unknown, or another user's), or no such route.",
+            "description": "No such job for this key (unknown, or another user's), or no such route. JSON submit: no such upload for this key: unknown, altered, or another user's (upload_not_found).",
             "content": {
               "application/json": {
                 "schema": {
@@ -301,7 +306,7 @@ extension OpenAPIDocument {
             }
           },
           "413": {
-            "description": "The document is larger than the server accepts.",
+            "description": "The document is larger than the server accepts. JSON submit: the uploaded object, or a JSON body beyond its limit (request_too_large).",
             "content": {
               "application/json": {
                 "schema": {
@@ -311,7 +316,7 @@ extension OpenAPIDocument {
             }
           },
           "415": {
-            "description": "The bytes are not a format the engine reads.",
+            "description": "The bytes are not a format the engine reads. JSON submit: the uploaded bytes are not a document Lector reads; no job is made.",
             "content": {
               "application/json": {
                 "schema": {
@@ -321,7 +326,7 @@ extension OpenAPIDocument {
             }
           },
           "409": {
-            "description": "A request with the same Idempotency-Key is being processed; retry.",
+            "description": "A request with the same Idempotency-Key is being processed; retry. JSON submit: nothing was uploaded with this id yet, or any more (upload_not_received); the upload changed while the job was made (upload_changed); direct uploads need object storage (direct_uploads_unavailable).",
             "content": {
               "application/json": {
                 "schema": {
@@ -377,6 +382,16 @@ extension OpenAPIDocument {
           },
           "507": {
             "description": "The server's storage is full (`storage_full`, with `Retry-After`); nothing was created.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "410": {
+            "description": "JSON submit: the upload id has expired (upload_expired): create a new upload.",
             "content": {
               "application/json": {
                 "schema": {
@@ -1916,6 +1931,120 @@ extension OpenAPIDocument {
           }
         }
       }
+    },
+    "/v1/uploads": {
+      "post": {
+        "operationId": "createUpload",
+        "summary": "Start a direct upload (object storage only).",
+        "description": "Answers a presigned PUT to the object store, valid for `LECTOR_UPLOAD_URL_TTL` seconds (default 900), with the size and the content type signed: the store refuses (403) a body of another length or type. PUT the document there with exactly the `headers` given, then submit `POST /v1/jobs` with `{\"upload\": id}` before `submitBefore`. An unused upload is removed by the server later. With file storage this answers 409 `direct_uploads_unavailable`.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/UploadRequest"
+              }
+            }
+          }
+        },
+        "responses": {
+          "201": {
+            "description": "The upload id and the presigned PUT.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/DirectUpload"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "Not one JSON object, an unknown member, a missing or mistyped contentType or size, size 0, or a query parameter (invalid_json, invalid_request, invalid_content_type, invalid_size, empty_document, unknown_parameter, repeated_parameter).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "409": {
+            "description": "Direct uploads need object storage (`direct_uploads_unavailable`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "413": {
+            "description": "The declared size is larger than the server accepts (`document_too_large`), or the JSON body is too large (`request_too_large`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "415": {
+            "description": "contentType is not a document type the engine reads (`unsupported_document_type`), or the body is not application/json (`unsupported_media_type`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database or the storage is unavailable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
     }
   },
   "components": {
@@ -2625,6 +2754,98 @@ extension OpenAPIDocument {
           "nextCursor": {
             "type": "string",
             "description": "Pass as `cursor` for the next (older) page; absent on the last page."
+          }
+        }
+      },
+      "UploadRequest": {
+        "type": "object",
+        "required": [
+          "contentType",
+          "size"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "contentType": {
+            "type": "string",
+            "description": "The document's media type: image/png, image/jpeg, image/tiff, image/bmp, image/webp, image/gif, image/x-portable-anymap or application/pdf (those the engine reads).",
+            "maxLength": 100
+          },
+          "size": {
+            "type": "integer",
+            "format": "int64",
+            "minimum": 1,
+            "description": "The document's length in bytes (at most LECTOR_MAX_UPLOAD_BYTES)."
+          }
+        }
+      },
+      "DirectUpload": {
+        "type": "object",
+        "required": [
+          "id",
+          "method",
+          "url",
+          "headers",
+          "expiresAt",
+          "submitBefore"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "description": "The upload id, for POST /v1/jobs {\"upload\": id}. Signed: it names one upload of this key's user."
+          },
+          "method": {
+            "type": "string",
+            "enum": [
+              "PUT"
+            ]
+          },
+          "url": {
+            "type": "string",
+            "format": "uri",
+            "description": "The presigned PUT of the object store."
+          },
+          "headers": {
+            "type": "object",
+            "additionalProperties": {
+              "type": "string"
+            },
+            "description": "The headers the PUT must carry, exactly (Content-Type and Content-Length)."
+          },
+          "expiresAt": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When the URL expires."
+          },
+          "submitBefore": {
+            "type": "string",
+            "format": "date-time",
+            "description": "Until when the id makes a job."
+          }
+        }
+      },
+      "JobFromUpload": {
+        "type": "object",
+        "required": [
+          "upload"
+        ],
+        "additionalProperties": false,
+        "properties": {
+          "upload": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "The id POST /v1/uploads answered."
+          },
+          "options": {
+            "$ref": "#/components/schemas/Options"
+          },
+          "metadata": {
+            "type": "object",
+            "description": "Any JSON object, stored as sent (at most 64 KiB)."
+          },
+          "filename": {
+            "type": "string",
+            "maxLength": 1024,
+            "description": "The document's name, recorded as given."
           }
         }
       }

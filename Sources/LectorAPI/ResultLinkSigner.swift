@@ -40,6 +40,12 @@ public struct ResultLinkSigner: Sendable {
         return expiry >= Int(now.timeIntervalSince1970) ? .valid : .expired
     }
 
+    /// An HMAC-SHA256 with this key over `message`, in a `domain` of its own (e.g. upload ids), so that no MAC of
+    /// one use is valid for another.
+    func authenticationCode(domain: String, _ message: String) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: Data((domain + "\n" + message).utf8), using: key))
+    }
+
     private func message(_ job: UUID, _ file: String, _ expires: Int) -> Data {
         Data("\(job.uuidString.lowercased())/\(file)\n\(expires)".utf8)
     }

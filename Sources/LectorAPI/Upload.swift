@@ -88,7 +88,7 @@ struct UploadParser {
         }
         if contentType.lowercased().hasPrefix("application/json") || contentType.lowercased().hasPrefix("application/x-www-form-urlencoded") {
             throw APIError(.unsupportedMediaType, "unsupported_media_type",
-                "send the document as multipart/form-data with a 'document' part, or as the raw request body with the document's own Content-Type")
+                "send the document as multipart/form-data with a 'document' part, or as the raw request body with the document's own Content-Type (application/json is for a direct upload's id: {\"upload\": \"...\"})")
         }
         // Options come from the query: checked before the body is read.
         let query = request.uri.queryParameters
@@ -210,7 +210,7 @@ struct UploadParser {
     }
 
     /// Checks the metadata part and returns its text unchanged (PostgreSQL's jsonb keeps numbers exact).
-    private func parseMetadata(_ body: ByteBuffer) throws -> String {
+    func parseMetadata(_ body: ByteBuffer) throws -> String {
         guard body.readableBytes <= Upload.maxMetadataBytes else {
             throw APIError.badRequest("invalid_metadata", "metadata is larger than \(Upload.maxMetadataBytes) bytes")
         }

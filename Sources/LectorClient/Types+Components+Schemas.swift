@@ -1155,5 +1155,194 @@ extension Components {
                 case nextCursor
             }
         }
+        /// - Remark: Generated from `#/components/schemas/UploadRequest`.
+        public struct UploadRequest: Codable, Hashable, Sendable {
+            /// The document's media type: image/png, image/jpeg, image/tiff, image/bmp, image/webp, image/gif, image/x-portable-anymap or application/pdf (those the engine reads).
+            ///
+            /// - Remark: Generated from `#/components/schemas/UploadRequest/contentType`.
+            public var contentType: Swift.String
+            /// The document's length in bytes (at most LECTOR_MAX_UPLOAD_BYTES).
+            ///
+            /// - Remark: Generated from `#/components/schemas/UploadRequest/size`.
+            public var size: Swift.Int64
+            /// Creates a new `UploadRequest`.
+            ///
+            /// - Parameters:
+            ///   - contentType: The document's media type: image/png, image/jpeg, image/tiff, image/bmp, image/webp, image/gif, image/x-portable-anymap or application/pdf (those the engine reads).
+            ///   - size: The document's length in bytes (at most LECTOR_MAX_UPLOAD_BYTES).
+            public init(
+                contentType: Swift.String,
+                size: Swift.Int64
+            ) {
+                self.contentType = contentType
+                self.size = size
+            }
+            public enum CodingKeys: String, CodingKey {
+                case contentType
+                case size
+            }
+            public init(from decoder: any Swift.Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.contentType = try container.decode(
+                    Swift.String.self,
+                    forKey: .contentType
+                )
+                self.size = try container.decode(
+                    Swift.Int64.self,
+                    forKey: .size
+                )
+                try decoder.ensureNoAdditionalProperties(knownKeys: [
+                    "contentType",
+                    "size"
+                ])
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/DirectUpload`.
+        public struct DirectUpload: Codable, Hashable, Sendable {
+            /// The upload id, for POST /v1/jobs {"upload": id}. Signed: it names one upload of this key's user.
+            ///
+            /// - Remark: Generated from `#/components/schemas/DirectUpload/id`.
+            public var id: Swift.String
+            /// - Remark: Generated from `#/components/schemas/DirectUpload/method`.
+            @frozen public enum MethodPayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case put = "PUT"
+            }
+            /// - Remark: Generated from `#/components/schemas/DirectUpload/method`.
+            public var method: Components.Schemas.DirectUpload.MethodPayload
+            /// The presigned PUT of the object store.
+            ///
+            /// - Remark: Generated from `#/components/schemas/DirectUpload/url`.
+            public var url: Swift.String
+            /// The headers the PUT must carry, exactly (Content-Type and Content-Length).
+            ///
+            /// - Remark: Generated from `#/components/schemas/DirectUpload/headers`.
+            public struct HeadersPayload: Codable, Hashable, Sendable {
+                /// A container of undocumented properties.
+                public var additionalProperties: [String: Swift.String]
+                /// Creates a new `HeadersPayload`.
+                ///
+                /// - Parameters:
+                ///   - additionalProperties: A container of undocumented properties.
+                public init(additionalProperties: [String: Swift.String] = .init()) {
+                    self.additionalProperties = additionalProperties
+                }
+                public init(from decoder: any Swift.Decoder) throws {
+                    additionalProperties = try decoder.decodeAdditionalProperties(knownKeys: [])
+                }
+                public func encode(to encoder: any Swift.Encoder) throws {
+                    try encoder.encodeAdditionalProperties(additionalProperties)
+                }
+            }
+            /// The headers the PUT must carry, exactly (Content-Type and Content-Length).
+            ///
+            /// - Remark: Generated from `#/components/schemas/DirectUpload/headers`.
+            public var headers: Components.Schemas.DirectUpload.HeadersPayload
+            /// When the URL expires.
+            ///
+            /// - Remark: Generated from `#/components/schemas/DirectUpload/expiresAt`.
+            public var expiresAt: Foundation.Date
+            /// Until when the id makes a job.
+            ///
+            /// - Remark: Generated from `#/components/schemas/DirectUpload/submitBefore`.
+            public var submitBefore: Foundation.Date
+            /// Creates a new `DirectUpload`.
+            ///
+            /// - Parameters:
+            ///   - id: The upload id, for POST /v1/jobs {"upload": id}. Signed: it names one upload of this key's user.
+            ///   - method:
+            ///   - url: The presigned PUT of the object store.
+            ///   - headers: The headers the PUT must carry, exactly (Content-Type and Content-Length).
+            ///   - expiresAt: When the URL expires.
+            ///   - submitBefore: Until when the id makes a job.
+            public init(
+                id: Swift.String,
+                method: Components.Schemas.DirectUpload.MethodPayload,
+                url: Swift.String,
+                headers: Components.Schemas.DirectUpload.HeadersPayload,
+                expiresAt: Foundation.Date,
+                submitBefore: Foundation.Date
+            ) {
+                self.id = id
+                self.method = method
+                self.url = url
+                self.headers = headers
+                self.expiresAt = expiresAt
+                self.submitBefore = submitBefore
+            }
+            public enum CodingKeys: String, CodingKey {
+                case id
+                case method
+                case url
+                case headers
+                case expiresAt
+                case submitBefore
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/JobFromUpload`.
+        public struct JobFromUpload: Codable, Hashable, Sendable {
+            /// The id POST /v1/uploads answered.
+            ///
+            /// - Remark: Generated from `#/components/schemas/JobFromUpload/upload`.
+            public var upload: Swift.String
+            /// - Remark: Generated from `#/components/schemas/JobFromUpload/options`.
+            public var options: Components.Schemas.Options?
+            /// Any JSON object, stored as sent (at most 64 KiB).
+            ///
+            /// - Remark: Generated from `#/components/schemas/JobFromUpload/metadata`.
+            public var metadata: OpenAPIRuntime.OpenAPIObjectContainer?
+            /// The document's name, recorded as given.
+            ///
+            /// - Remark: Generated from `#/components/schemas/JobFromUpload/filename`.
+            public var filename: Swift.String?
+            /// Creates a new `JobFromUpload`.
+            ///
+            /// - Parameters:
+            ///   - upload: The id POST /v1/uploads answered.
+            ///   - options:
+            ///   - metadata: Any JSON object, stored as sent (at most 64 KiB).
+            ///   - filename: The document's name, recorded as given.
+            public init(
+                upload: Swift.String,
+                options: Components.Schemas.Options? = nil,
+                metadata: OpenAPIRuntime.OpenAPIObjectContainer? = nil,
+                filename: Swift.String? = nil
+            ) {
+                self.upload = upload
+                self.options = options
+                self.metadata = metadata
+                self.filename = filename
+            }
+            public enum CodingKeys: String, CodingKey {
+                case upload
+                case options
+                case metadata
+                case filename
+            }
+            public init(from decoder: any Swift.Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.upload = try container.decode(
+                    Swift.String.self,
+                    forKey: .upload
+                )
+                self.options = try container.decodeIfPresent(
+                    Components.Schemas.Options.self,
+                    forKey: .options
+                )
+                self.metadata = try container.decodeIfPresent(
+                    OpenAPIRuntime.OpenAPIObjectContainer.self,
+                    forKey: .metadata
+                )
+                self.filename = try container.decodeIfPresent(
+                    Swift.String.self,
+                    forKey: .filename
+                )
+                try decoder.ensureNoAdditionalProperties(knownKeys: [
+                    "upload",
+                    "options",
+                    "metadata",
+                    "filename"
+                ])
+            }
+        }
     }
 }

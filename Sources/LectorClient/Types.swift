@@ -28,7 +28,7 @@ public protocol APIProtocol: Sendable {
     func listJobs(_ input: Operations.ListJobs.Input) async throws -> Operations.ListJobs.Output
     /// Submit a document.
     ///
-    /// multipart/form-data with a `document` part and optional `metadata` (a JSON object) and `options` (`{"lang": "eng+deu"}`) parts; or the raw document as the body, options in the query. The type is detected from the bytes.
+    /// multipart/form-data with a `document` part and optional `metadata` (a JSON object) and `options` (`{"lang": "eng+deu"}`) parts; or the raw document as the body, options in the query. The type is detected from the bytes. Or, with object storage, `application/json` naming a direct upload (`POST /v1/uploads`): `{"upload": "<id>", "options": {...}, "metadata": {...}, "filename": "..."}`; the uploaded object is checked (the caller's, present, of the declared size, within the limit, a document by its first bytes), copied into the job and deleted.
     ///
     /// - Remark: HTTP `POST /v1/jobs`.
     /// - Remark: Generated from `#/paths//v1/jobs/post(submitJob)`.
@@ -117,6 +117,13 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `GET /v1/jobs/{id}/pages/{page}`.
     /// - Remark: Generated from `#/paths//v1/jobs/{id}/pages/{page}/get(getPagePicture)`.
     func getPagePicture(_ input: Operations.GetPagePicture.Input) async throws -> Operations.GetPagePicture.Output
+    /// Start a direct upload (object storage only).
+    ///
+    /// Answers a presigned PUT to the object store, valid for `LECTOR_UPLOAD_URL_TTL` seconds (default 900), with the size and the content type signed: the store refuses (403) a body of another length or type. PUT the document there with exactly the `headers` given, then submit `POST /v1/jobs` with `{"upload": id}` before `submitBefore`. An unused upload is removed by the server later. With file storage this answers 409 `direct_uploads_unavailable`.
+    ///
+    /// - Remark: HTTP `POST /v1/uploads`.
+    /// - Remark: Generated from `#/paths//v1/uploads/post(createUpload)`.
+    func createUpload(_ input: Operations.CreateUpload.Input) async throws -> Operations.CreateUpload.Output
 }
 
 /// Convenience overloads for operation inputs.
@@ -164,7 +171,7 @@ extension APIProtocol {
     }
     /// Submit a document.
     ///
-    /// multipart/form-data with a `document` part and optional `metadata` (a JSON object) and `options` (`{"lang": "eng+deu"}`) parts; or the raw document as the body, options in the query. The type is detected from the bytes.
+    /// multipart/form-data with a `document` part and optional `metadata` (a JSON object) and `options` (`{"lang": "eng+deu"}`) parts; or the raw document as the body, options in the query. The type is detected from the bytes. Or, with object storage, `application/json` naming a direct upload (`POST /v1/uploads`): `{"upload": "<id>", "options": {...}, "metadata": {...}, "filename": "..."}`; the uploaded object is checked (the caller's, present, of the declared size, within the limit, a document by its first bytes), copied into the job and deleted.
     ///
     /// - Remark: HTTP `POST /v1/jobs`.
     /// - Remark: Generated from `#/paths//v1/jobs/post(submitJob)`.
@@ -365,6 +372,21 @@ extension APIProtocol {
             path: path,
             query: query,
             headers: headers
+        ))
+    }
+    /// Start a direct upload (object storage only).
+    ///
+    /// Answers a presigned PUT to the object store, valid for `LECTOR_UPLOAD_URL_TTL` seconds (default 900), with the size and the content type signed: the store refuses (403) a body of another length or type. PUT the document there with exactly the `headers` given, then submit `POST /v1/jobs` with `{"upload": id}` before `submitBefore`. An unused upload is removed by the server later. With file storage this answers 409 `direct_uploads_unavailable`.
+    ///
+    /// - Remark: HTTP `POST /v1/uploads`.
+    /// - Remark: Generated from `#/paths//v1/uploads/post(createUpload)`.
+    public func createUpload(
+        headers: Operations.CreateUpload.Input.Headers = .init(),
+        body: Operations.CreateUpload.Input.Body
+    ) async throws -> Operations.CreateUpload.Output {
+        try await createUpload(Operations.CreateUpload.Input(
+            headers: headers,
+            body: body
         ))
     }
 }

@@ -18,6 +18,10 @@ public protocol JobStorage: Sendable {
     func removeJobFolder(id: UUID) async throws
     /// The document's bytes.
     func readDocument(id: UUID, fileName: String) async throws -> Data
+    /// Streams the document into the local file at `path` (created; the caller removes it) and answers true, or
+    /// answers false when this storage keeps documents on a local filesystem already (read them with
+    /// `readDocument`). Object storage streams the object to the file, never whole in memory.
+    func downloadDocument(id: UUID, fileName: String, toFile path: String) async throws -> Bool
     /// Writes one result file atomically (temporary name, then rename).
     func writeResult(id: UUID, fileName: String, contents: Data) async throws
     /// Writes the result files of one attempt under hidden names, synced; `commitResults` moves them into place.
@@ -41,6 +45,8 @@ public protocol JobStorage: Sendable {
 }
 
 extension JobStorage {
+    public func downloadDocument(id: UUID, fileName: String, toFile path: String) async throws -> Bool { false }
+
     public func resultLink(id: UUID, fileName: String, contentType: String, downloadName: String, expires: Duration) throws -> String? {
         nil
     }

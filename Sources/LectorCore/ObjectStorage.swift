@@ -1,5 +1,7 @@
 import AsyncHTTPClient
+import Crypto
 import Foundation
+import NIOCore
 import NIOPosix
 import S3Kit
 
@@ -246,6 +248,20 @@ public struct ObjectStorage: JobStorage {
         }
     }
 
+    /// Streams the document object into `path` (S3Kit writes a temporary file beside it, renamed once complete):
+    /// a worker's memory holds one chunk of it at a time, whatever its size.
+    public func downloadDocument(id: UUID, fileName: String, toFile path: String) async throws -> Bool {
+        try Self.checkName(fileName)
+        do {
+            try await client.getObject(key: Self.key(id, fileName), toFile: path)
+            return true
+        } catch let error as S3Error where Self.isMissing(error) {
+            throw StorageError(description: "the document is missing from storage", kind: .missing)
+        } catch {
+            throw Self.storageError(error, doing: "download a document")
+        }
+    }
+
     public func writeResult(id: UUID, fileName: String, contents: Data) async throws {
         try Self.checkName(fileName)
         try await call("write \(fileName)") {
@@ -318,14 +334,24 @@ public struct ObjectStorage: JobStorage {
         /// Jobs whose newest object is older than the orphan age (and, with `modifiedAfter`, newer than it):
         /// orphans unless the database knows them.
         public var quietJobs: [UUID]
+        /// Direct uploads (`.direct-uploads/<owner>/<id>`) older than the upload age: their id can no longer make a job.
+        public var staleUploadKeys: [String] = []
     }
 
     /// Lists every object under the prefix (one ListObjectsV2 page per 1,000 keys) for `StorageSweeper`.
-    public func scanForSweep(now: Date, abandonedAge: TimeInterval, orphanAge: TimeInterval, modifiedAfter: Date?) async throws -> SweepScan {
+    public func scanForSweep(
+        now: Date, abandonedAge: TimeInterval, orphanAge: TimeInterval, modifiedAfter: Date?, uploadAge: TimeInterval = .infinity
+    ) async throws -> SweepScan {
         let objects = try await call("list the object store") { try await client.listObjects() }
         var newest: [UUID: Date] = [:]
         var stale: [String] = []
+        var staleUploads: [String] = []
         for object in objects {
+            if object.key.hasPrefix(Self.uploadsFolder) {
+                // An object without a date counts as new here too.
+                if now.timeIntervalSince(object.lastModified ?? now) > uploadAge { staleUploads.append(object.key) }
+                continue
+            }
             let parts = object.key.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
             guard parts.count == 2, let id = UUID(uuidString: String(parts[0])), parts[0] == id.uuidString.lowercased() else {
                 continue  // .signing-key, probes, anything not Lector's
@@ -338,7 +364,8 @@ public struct ObjectStorage: JobStorage {
         let quiet = newest.filter { _, modified in
             now.timeIntervalSince(modified) > orphanAge && (modifiedAfter.map { modified > $0 } ?? true)
         }.map(\.key)
-        return SweepScan(staleAttemptKeys: stale, quietJobs: quiet.sorted { $0.uuidString < $1.uuidString })
+        return SweepScan(
+            staleAttemptKeys: stale, quietJobs: quiet.sorted { $0.uuidString < $1.uuidString }, staleUploadKeys: staleUploads)
     }
 
     /// Deletes `keys` (relative to the prefix); returns how many the store removed.
@@ -388,5 +415,102 @@ public struct ObjectStorage: JobStorage {
             }
             return winner
         }
+    }
+}
+
+// MARK: direct uploads
+
+/// Direct uploads (`POST /v1/uploads`): the client PUTs the document straight to the store with a presigned URL,
+/// to `<prefix>/.direct-uploads/<owner id>/<upload id>` (beside the job prefixes, never under one: no job id starts
+/// with a dot), and `POST /v1/jobs` with the upload id copies it to the job's prefix server-side.
+extension ObjectStorage {
+    /// The folder of direct uploads, relative to the prefix.
+    public static let uploadsFolder = ".direct-uploads/"
+
+    static func uploadKey(owner: Int64, upload: UUID) -> String {
+        uploadsFolder + "\(owner)/" + upload.uuidString.lowercased()
+    }
+
+    /// A presigned PUT of the upload's object, valid for `expires`: `Content-Type` and `Content-Length` are
+    /// signed, so the store refuses (403) a body of another length or type.
+    public func uploadLink(owner: Int64, upload: UUID, contentType: String, size: Int64, expires: Duration, now: Date = Date()) throws -> String {
+        do {
+            return try client.presignedPUT(
+                key: Self.uploadKey(owner: owner, upload: upload), expires: expires, contentType: contentType,
+                contentLength: size, now: now
+            ).absoluteString
+        } catch {
+            throw StorageError(description: "could not sign an upload link: \(error)")
+        }
+    }
+
+    /// The uploaded object's size, or nil when nothing was uploaded (yet, or any more).
+    public func uploadedSize(owner: Int64, upload: UUID) async throws -> Int64? {
+        try await call("look for an upload") {
+            try await client.headObject(key: Self.uploadKey(owner: owner, upload: upload))?.size
+        }
+    }
+
+    /// The upload's first bytes (a ranged GET), for the document type's magic bytes.
+    public func uploadHead(owner: Int64, upload: UUID) async throws -> [UInt8] {
+        do {
+            return try await client.getObjectPrefix(key: Self.uploadKey(owner: owner, upload: upload), count: DocumentSpoolWriter.headBytes)
+        } catch let error as S3Error where Self.isMissing(error) {
+            throw StorageError(description: "the upload is missing from storage", kind: .missing)
+        } catch {
+            throw Self.storageError(error, doing: "read an upload")
+        }
+    }
+
+    /// What `copyUpload` stored as the job's document: measured on the job's own copy, not on the upload, which
+    /// the client may still overwrite while its link is valid.
+    public struct CopiedDocument: Sendable {
+        public var size: Int64
+        public var sha256: [UInt8]
+        public var head: [UInt8]
+    }
+
+    /// Copies the upload to `<id>/<documentFileName>` (server-side CopyObject), then reads the copy once,
+    /// streaming, for its SHA-256, size and first bytes (bounded memory whatever the size). The job's folder is
+    /// not complete until `writeJobMetadata`; on any failure here the copy is removed (best effort) and the
+    /// error thrown.
+    public func copyUpload(owner: Int64, upload: UUID, toJob id: UUID, documentFileName: String) async throws -> CopiedDocument {
+        try Self.checkName(documentFileName)
+        let client = self.client
+        let documentKey = Self.key(id, documentFileName)
+        do {
+            try await client.copyObject(from: Self.uploadKey(owner: owner, upload: upload), to: documentKey)
+            let headBytes = DocumentSpoolWriter.headBytes
+            let (info, state) = try await client.getObject(
+                key: documentKey, initial: { (SHA256(), [UInt8]()) },
+                consume: { state, chunk in
+                    chunk.withUnsafeReadableBytes { state.0.update(bufferPointer: $0) }
+                    if state.1.count < headBytes { state.1 += chunk.readableBytesView.prefix(headBytes - state.1.count) }
+                })
+            return CopiedDocument(size: info.size, sha256: Array(state.0.finalize()), head: state.1)
+        } catch {
+            _ = try? await client.deleteObject(key: documentKey)
+            if let error = error as? S3Error, Self.isMissing(error) {
+                throw StorageError(description: "the upload is missing from storage", kind: .missing)
+            }
+            throw Self.storageError(error, doing: "copy an upload to its job")
+        }
+    }
+
+    /// Writes the job's `metadata.json` after `copyUpload`: the folder is complete once it exists. On failure the
+    /// job's objects are removed (best effort) and the error thrown, as `createJobFolder` does.
+    public func writeJobMetadata(id: UUID, documentFileName: String, metadataJSON: Data) async throws {
+        try Self.checkName(documentFileName)
+        do {
+            try await client.putObject(key: Self.key(id, "metadata.json"), data: metadataJSON, contentType: "application/json")
+        } catch {
+            _ = try? await client.deleteObjects(keys: [Self.key(id, documentFileName), Self.key(id, "metadata.json")])
+            throw Self.storageError(error, doing: "store a job's metadata")
+        }
+    }
+
+    /// Deletes the upload's object (after its job was created).
+    public func removeUpload(owner: Int64, upload: UUID) async throws {
+        try await call("remove an upload") { try await client.deleteObject(key: Self.uploadKey(owner: owner, upload: upload)) }
     }
 }

@@ -49,6 +49,12 @@ public struct Settings: Sendable {
     public var signingKey: String
     /// `LECTOR_RESULT_LINK_TTL`: seconds a signed result link stays valid.
     public var resultLinkTTL: Int
+    /// `LECTOR_UPLOAD_URL_TTL`: seconds a direct upload's presigned PUT stays valid (object storage; default 900).
+    /// The upload id then makes a job until as long again after that.
+    public var uploadURLTTL: Int
+    /// Seconds after which the sweeper removes a direct upload's object: twice the URL's validity (the link, then
+    /// the window to submit it) and ten minutes for clocks and requests in flight.
+    public var uploadMaxAge: Double { Double(2 * uploadURLTTL + 600) }
     /// `LECTOR_LONG_POLL_MAX`: cap, in seconds, on `?wait=` and `Prefer: wait=`.
     public var longPollMax: Int
     /// `LECTOR_RETRY_AFTER`: the `Retry-After` seconds sent while a job is not done.
@@ -176,6 +182,7 @@ public struct Settings: Sendable {
         self.maxPages = int("LECTOR_MAX_PAGES", 200)
         self.signingKey = env["LECTOR_SIGNING_KEY"] ?? ""
         self.resultLinkTTL = int("LECTOR_RESULT_LINK_TTL", 300, max: 7 * 24 * 3600)
+        self.uploadURLTTL = max(60, int("LECTOR_UPLOAD_URL_TTL", 900, max: 24 * 3600))
         self.longPollMax = int("LECTOR_LONG_POLL_MAX", 60, max: 3600)
         self.retryAfter = int("LECTOR_RETRY_AFTER", 1, max: 3600)
         self.workerConcurrency = int("LECTOR_WORKER_CONCURRENCY", 1, max: 256)

@@ -8,7 +8,8 @@ import ServiceLifecycle
 /// (`.staging-<id>`), job folders whose job row never committed (orphans: the submit's outcome was unknown),
 /// and, through `extra`, the engine's scratch folders of dead workers. With object storage: uploads in the spool
 /// folder, staged objects of attempts that ended long ago (`<id>/attempts/<n>/`, counted as `staging`), and the
-/// objects of jobs whose row never committed (orphans), found by listing the whole prefix each pass.
+/// objects of jobs whose row never committed (orphans), found by listing the whole prefix each pass, and direct
+/// uploads (`.direct-uploads/`) past `uploadAge` (counted as `uploads`).
 ///
 /// Safe with several processes sweeping one storage at once: every removal is of something old enough that no
 /// live request can still use it, and removing what another sweeper removed first is not an error. An orphan
@@ -22,14 +23,19 @@ public struct StorageSweeper: Service {
     public let abandonedAge: TimeInterval
     /// Job folders without a row older than this are orphans.
     public let orphanAge: TimeInterval
+    /// Direct uploads (object storage, `.direct-uploads/`) older than this are removed: past it their upload id can no
+    /// longer make a job (`Settings.uploadMaxAge`).
+    public let uploadAge: TimeInterval
     /// Run after each pass (e.g. `ScratchFolder.sweep`).
     public let extra: @Sendable () -> Void
     public let logger: Logger
 
     public init(
         storage: any JobStorage, jobs: JobStore, interval: Duration = .seconds(600), abandonedAge: TimeInterval = 3600,
-        orphanAge: TimeInterval = 3600, extra: @escaping @Sendable () -> Void = {}, logger: Logger
+        orphanAge: TimeInterval = 3600, uploadAge: TimeInterval = 2 * 900 + 600, extra: @escaping @Sendable () -> Void = {},
+        logger: Logger
     ) {
+        self.uploadAge = uploadAge
         self.storage = storage
         self.jobs = jobs
         self.interval = interval
@@ -114,8 +120,9 @@ public struct StorageSweeper: Service {
             // A staged object older than `abandonedAge` (≥ an hour) belongs to an attempt that ended: the worker
             // discards it right after the end transaction.
             let scan = try await objects.scanForSweep(
-                now: now, abandonedAge: abandonedAge, orphanAge: orphanAge, modifiedAfter: orphansSince)
+                now: now, abandonedAge: abandonedAge, orphanAge: orphanAge, modifiedAfter: orphansSince, uploadAge: uploadAge)
             removed.staging += try await objects.removeObjects(keys: scan.staleAttemptKeys)
+            removed.uploads += try await objects.removeObjects(keys: scan.staleUploadKeys)
             candidates += scan.quietJobs
         }
         // Orphans: old folders whose id the database does not know, asked in batches.

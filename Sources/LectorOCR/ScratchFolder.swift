@@ -1,6 +1,7 @@
 import Foundation
 
-/// Private temporary folders of the engine (a PDF's rendered pages, the searchable-PDF renderer's output).
+/// Private temporary folders of the engine (a PDF's rendered pages, the searchable-PDF renderer's output) and of
+/// the worker (a document streamed from object storage).
 ///
 /// Each is named `lector-scratch-<pid>-<kind>-<uuid>` in the temporary directory and removed on every normal
 /// path, errors included. A process killed meanwhile leaves its folder; `sweep` removes the folders of
@@ -9,7 +10,7 @@ public enum ScratchFolder {
     static let prefix = "lector-scratch-"
 
     /// Creates a new private folder (mode 0700).
-    static func create(kind: String) throws -> URL {
+    public static func create(kind: String) throws -> URL {
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
             "\(prefix)\(getpid())-\(kind)-\(UUID().uuidString.lowercased())", isDirectory: true)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])

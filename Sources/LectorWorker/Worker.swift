@@ -349,7 +349,17 @@ public struct Worker: Service {
                 return .failed("the job's options could not be read")
             }
             facts.mode = options.mode.rawValue
-            let data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
+            // Object storage: the document is streamed to a scratch file and mapped from there, never held whole
+            // in memory; the folder goes on every path (a killed worker's is swept by the next one's sweeper).
+            let scratch = try ScratchFolder.create(kind: "document")
+            defer { try? FileManager.default.removeItem(at: scratch) }
+            let local = scratch.appendingPathComponent(type.storedFileName, isDirectory: false)
+            let data: Data
+            if try await storage.downloadDocument(id: job.id, fileName: type.storedFileName, toFile: local.path) {
+                data = try Self.mapDocument(local)
+            } else {
+                data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
+            }
             var result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
             result.attempt = job.lease.attempt
             facts.pageTimings = result.pageTimings
@@ -396,6 +406,16 @@ public struct Worker: Service {
         } catch {
             logger.error("unexpected error", metadata: ["error": "\(String(reflecting: error))"])
             return .retry("internal error while processing the document")
+        }
+    }
+
+    /// A downloaded document, mapped rather than read (pages come from the file, not the heap); a file that cannot
+    /// be read is a transient storage error (the job is retried).
+    static func mapDocument(_ url: URL) throws -> Data {
+        do {
+            return try Data(contentsOf: url, options: .alwaysMapped)
+        } catch {
+            throw StorageError(description: "could not read the downloaded document: \(error.localizedDescription)", kind: .unavailable)
         }
     }
 

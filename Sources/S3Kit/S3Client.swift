@@ -270,6 +270,47 @@ public struct S3Client: Sendable {
         }
     }
 
+    /// The first `count` bytes of `key` (fewer when the object is shorter), with a ranged GET
+    /// (`Range: bytes=0-<count-1>`). A store that ignores the range and sends the whole object is read only
+    /// up to `count` bytes. An empty object answers 416, which this returns as no bytes.
+    /// - Throws: ``S3Error`` with status 404 if there is no such object.
+    public func getObjectPrefix(key: String, count: Int) async throws -> [UInt8] {
+        precondition(count > 0, "count must be positive")
+        let request = Request(
+            operation: "GetObject", method: .GET, key: key, headers: [(name: "range", value: "bytes=0-\(count - 1)")])
+        return try await send(request, accept: { (200..<300).contains($0) || $0 == 416 }) { response in
+            guard response.status.code != 416 else { return [] }
+            var bytes: [UInt8] = []
+            for try await chunk in response.body {
+                bytes += chunk.readableBytesView.prefix(count - bytes.count)
+                if bytes.count >= count { break }
+            }
+            return bytes
+        }
+    }
+
+    /// Streams `key`'s body through `consume`, one chunk at a time (never the whole object in memory), from a
+    /// fresh `initial()` state on every attempt: a transport failure in the middle of the body is retried from
+    /// the start. Returns the object's information and the final state.
+    /// - Throws: ``S3Error`` with status 404 if there is no such object; whatever `consume` throws.
+    public func getObject<State>(
+        key: String, initial: () -> State, consume: (inout State, ByteBuffer) throws -> Void
+    ) async throws -> (info: S3ObjectInfo, state: State) {
+        let request = Request(operation: "GetObject", method: .GET, key: key)
+        return try await send(request) { response in
+            var state = initial()
+            var size: Int64 = 0
+            for try await chunk in response.body {
+                size += Int64(chunk.readableBytes)
+                try consume(&state, chunk)
+            }
+            if let expected = Self.contentLength(response.headers), expected != size {
+                throw S3Error(kind: .transport, operation: "GetObject", message: "body ended after \(size) of \(expected) bytes")
+            }
+            return (Self.info(key: key, size: size, headers: response.headers), state)
+        }
+    }
+
     /// Returns what the store says about `key`, or nil if there is no such object.
     public func headObject(key: String) async throws -> S3ObjectInfo? {
         let request = Request(operation: "HeadObject", method: .HEAD, key: key)

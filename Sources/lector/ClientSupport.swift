@@ -87,6 +87,7 @@ struct LectorConnection: Sendable {
             case .unauthorized(let r): (401, try? r.body.json)
             case .notFound(let r): (404, try? r.body.json)
             case .conflict(let r): (409, try? r.body.json)
+            case .gone(let r): (410, try? r.body.json)
             case .contentTooLarge(let r): (413, try? r.body.json)
             case .unsupportedMediaType(let r): (415, try? r.body.json)
             case .unprocessableContent(let r): (422, try? r.body.json)

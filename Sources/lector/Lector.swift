@@ -70,7 +70,8 @@ enum Runtime {
     ) -> StorageSweeper {
         StorageSweeper(
             storage: storage, jobs: jobs, interval: .milliseconds(Int64(settings.sweepInterval * 1000)),
-            abandonedAge: settings.abandonedAge, orphanAge: settings.abandonedAge, extra: extra, logger: logger)
+            abandonedAge: settings.abandonedAge, orphanAge: settings.abandonedAge, uploadAge: settings.uploadMaxAge, extra: extra,
+            logger: logger)
     }
 
     /// The job storage `LECTOR_STORAGE` names: files under `LECTOR_STORAGE_ROOT` (the default), or an

@@ -111,8 +111,19 @@ struct BadInputTests {
         cases.append(Case(description: "a truncated multipart body", status: .badRequest, code: "invalid_multipart",
                           contentType: "multipart/form-data; boundary=abc",
                           body: Data("--abc\r\nContent-Disposition: form-data; name=\"document\"\r\n\r\nxx".utf8)))
-        cases.append(Case(description: "JSON instead of a document", status: .unsupportedMediaType, code: "unsupported_media_type",
+        cases.append(Case(description: "a form instead of a document", status: .unsupportedMediaType, code: "unsupported_media_type",
+                          contentType: "application/x-www-form-urlencoded", body: Data("a=b".utf8)))
+        // application/json names a direct upload: refused for what it is, and with file storage (the harness's) at all.
+        cases.append(Case(description: "JSON without an upload id", status: .badRequest, code: "invalid_upload",
                           contentType: "application/json", body: Data("{}".utf8)))
+        cases.append(Case(description: "JSON that is not an object", status: .badRequest, code: "invalid_json",
+                          contentType: "application/json", body: Data("[1]".utf8)))
+        cases.append(Case(description: "JSON with an unknown member", status: .badRequest, code: "invalid_json",
+                          contentType: "application/json", body: Data(#"{"upload": "x", "colour": 1}"#.utf8)))
+        cases.append(Case(description: "JSON with a repeated member", status: .badRequest, code: "invalid_json",
+                          contentType: "application/json", body: Data(#"{"upload": "x", "upload": "y"}"#.utf8)))
+        cases.append(Case(description: "an upload id with file storage", status: .conflict, code: "direct_uploads_unavailable",
+                          contentType: "application/json", body: Data(#"{"upload": "x", "metadata": {"a": 1}}"#.utf8)))
         cases.append(Case(description: "an empty raw body", status: .badRequest, code: "empty_document",
                           contentType: "image/png", body: Data()))
         cases.append(Case(description: "an unknown query parameter", status: .badRequest, code: "invalid_option",

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Crypto
 import Foundation
 import LectorCore
 import NIOCore
@@ -162,6 +163,15 @@ enum StorageContract {
     }
 
     @Test func createReadRemove() async throws { try await Self.with { try await StorageContract.createReadRemove($0) } }
+    /// Documents are local files already: the worker reads them in place, no download.
+    @Test func noDownload() async throws {
+        try await Self.with { storage in
+            let path = storage.root.appendingPathComponent("not-written").path
+            let downloaded = try await storage.downloadDocument(id: UUID(), fileName: "document.png", toFile: path)
+            #expect(!downloaded)
+            #expect(!FileManager.default.fileExists(atPath: path))
+        }
+    }
     @Test func stagedInvisibleUntilCommit() async throws { try await Self.with { try await StorageContract.stagedInvisibleUntilCommit($0) } }
     @Test func staleAttemptNeverTouchesCommitted() async throws {
         try await Self.with { try await StorageContract.staleAttemptNeverTouchesCommitted($0) }
@@ -278,6 +288,70 @@ struct ObjectStorageConformance {
             }
             #expect(try await storage.sharedSigningKey() == keys[0])
             try await storage.client.deleteObject(key: ".signing-key")
+        }
+    }
+
+    /// A direct upload: the presigned PUT takes exactly the signed length and type (the store refuses others),
+    /// the object is under .direct-uploads/<owner>/, its first bytes are read with a ranged GET, and the job's copy is
+    /// measured (size, SHA-256, head) in one streaming read; a missing upload copies nothing.
+    @Test func directUpload() async throws {
+        try await S3TestStore.with { storage in
+            let document = Data([0x89, 0x50, 0x4E, 0x47]) + Data((0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+            let upload = UUID(), job = UUID()
+            let link = try storage.uploadLink(owner: 7, upload: upload, contentType: "image/png", size: Int64(document.count), expires: .seconds(60))
+            func put(_ body: Data, type: String) async throws -> Int {
+                var request = HTTPClientRequest(url: link)
+                request.method = .PUT
+                request.headers.add(name: "content-type", value: type)
+                request.body = .bytes(ByteBuffer(data: body))
+                return Int(try await HTTPClient.shared.execute(request, timeout: .seconds(30)).status.code)
+            }
+            #expect(try await storage.uploadedSize(owner: 7, upload: upload) == nil)
+            #expect(try await put(document.prefix(100), type: "image/png") == 403)
+            #expect(try await put(document, type: "image/jpeg") == 403)
+            #expect(try await put(document, type: "image/png") == 200)
+            #expect(try await storage.client.listObjects().map(\.key) == [".direct-uploads/7/\(upload.uuidString.lowercased())"])
+            #expect(try await storage.uploadedSize(owner: 7, upload: upload) == Int64(document.count))
+            #expect(try await storage.uploadedSize(owner: 8, upload: upload) == nil)
+            #expect(try await storage.uploadHead(owner: 7, upload: upload) == Array(document.prefix(64)))
+
+            let copied = try await storage.copyUpload(owner: 7, upload: upload, toJob: job, documentFileName: "document.png")
+            #expect(copied.size == Int64(document.count))
+            #expect(copied.sha256 == Array(SHA256.hash(data: document)))
+            #expect(copied.head == Array(document.prefix(64)))
+            try await storage.writeJobMetadata(id: job, documentFileName: "document.png", metadataJSON: Data("{}".utf8))
+            #expect(try await storage.readDocument(id: job, fileName: "document.png") == document)
+            try await storage.removeUpload(owner: 7, upload: upload)
+            let folder = job.uuidString.lowercased()
+            #expect(try await storage.client.listObjects().map(\.key).sorted() == ["\(folder)/document.png", "\(folder)/metadata.json"])
+
+            // Gone (used, or swept): nothing is copied, and the error says missing.
+            let other = UUID()
+            await StorageContract.expectKind(.missing) {
+                _ = try await storage.copyUpload(owner: 7, upload: upload, toJob: other, documentFileName: "document.png")
+            }
+            await StorageContract.expectKind(.missing) { _ = try await storage.uploadHead(owner: 7, upload: upload) }
+            #expect(try await storage.client.listObjects(prefix: other.uuidString.lowercased() + "/").isEmpty)
+            try await storage.removeJobFolder(id: job)
+        }
+    }
+
+    /// A worker's download: the document streamed into a local file, byte for byte; a missing one is `.missing`
+    /// and leaves no file.
+    @Test func downloadDocument() async throws {
+        try await S3TestStore.with { storage in
+            let id = UUID()
+            try await storage.createJobFolder(id: id, documentFileName: "document.pdf", document: StorageContract.document, metadataJSON: Data("{}".utf8))
+            let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lector-download-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: false)
+            defer { try? FileManager.default.removeItem(at: folder) }
+            let path = folder.appendingPathComponent("document.pdf").path
+            #expect(try await storage.downloadDocument(id: id, fileName: "document.pdf", toFile: path))
+            #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == StorageContract.document)
+            try await storage.removeJobFolder(id: id)
+            try FileManager.default.removeItem(atPath: path)
+            await StorageContract.expectKind(.missing) { _ = try await storage.downloadDocument(id: id, fileName: "document.pdf", toFile: path) }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty)
         }
     }
 
@@ -401,6 +475,22 @@ struct ObjectStorageSweeperTests {
                 #expect(try await sweeper.sweep(now: later).total == 0)
                 try await storage.removeJobFolder(id: real)
                 try await storage.client.deleteObject(key: ".signing-key")
+            }
+        }
+    }
+
+    /// Direct uploads are removed past the upload age, and only then; nothing else is touched by it.
+    @Test func sweepsExpiredUploads() async throws {
+        try await TestHarness.run { harness in
+            try await S3TestStore.with { storage in
+                let key = ".direct-uploads/3/\(UUID().uuidString.lowercased())"
+                try await storage.client.putObject(key: key, data: Data([1, 2, 3]))
+                let sweeper = StorageSweeper(
+                    storage: storage, jobs: harness.jobs, abandonedAge: 3600, orphanAge: 3600, uploadAge: 2400, logger: TestDatabase.logger)
+                #expect(try await sweeper.sweep() == StorageSweeper.Removed())
+                #expect(try await sweeper.sweep(now: Date(timeIntervalSinceNow: 2000)) == StorageSweeper.Removed())
+                #expect(try await sweeper.sweep(now: Date(timeIntervalSinceNow: 2500)) == StorageSweeper.Removed(uploads: 1))
+                #expect(try await storage.client.listObjects().isEmpty)
             }
         }
     }
