@@ -19,7 +19,8 @@ Uses the project's private PostgreSQL cluster (a database per measure), the lect
 LECTOR_BIN_DIR (default .build/release, else .build/debug), wrk, hyperfine and the tesseract CLI from Debian.
 Receipts and scene photos are read from ../shared/data (research use only, never copied). P6 needs
 .venv-bench (benchmarks/setup-bench-venv.sh; Debian's python3-opencv via deploy/scripts/deps.sh bench) and
-is skipped with a message without it.
+is skipped with a message without it. `s3` starts the private SeaweedFS (deploy/scripts/weed.sh; its `weed` from
+.venv-s3, made by deploy/scripts/deps.sh, or WEED) and stops it again if it started it.
 """
 import argparse
 import asyncio
