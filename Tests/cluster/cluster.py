@@ -3,7 +3,8 @@
 network namespace, the outside).
 
 Renders JOBS one-line documents ("Cluster 0042"), submits them through HTTP to the API's address, tears down
-one worker host (--teardown, a command) once a quarter of the jobs have ended and that worker holds leases,
+one worker host (--teardown, a command) once a quarter of the jobs have ended and that worker holds leases
+(read while its processes are stopped with --freeze, so that they are exactly the jobs it dies with),
 waits for every job to end, then checks:
 
 - every acknowledged job is FINISHED, with exactly one FINISHED transition, and no other job exists;
@@ -104,6 +105,8 @@ def main():
     parser.add_argument("--hosts", required=True)
     parser.add_argument("--kill", default="w2", help="LECTOR_WORKER_ID of the worker host torn down mid-run")
     parser.add_argument("--teardown", required=True, help="command that tears that host down")
+    parser.add_argument("--freeze", required=True, help="command that SIGSTOPs that host's processes")
+    parser.add_argument("--thaw", required=True, help="command that SIGCONTs them")
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args()
     store = Store(store_env())
@@ -129,13 +132,18 @@ def main():
             done = int(psql(db, "SELECT count(*) FROM jobs WHERE status = 'FINISHED'"))
             held = psql(db, f"SELECT string_agg(job_id::text, ' ') FROM job_leases WHERE worker LIKE '{args.kill}/%'")
             if done >= args.jobs // 4 and held:
+                # Frozen (SIGSTOP), it can neither end nor claim a job: what it holds now is what it dies with.
+                subprocess.run(shlex.split(args.freeze), check=True)
+                held = psql(db, f"SELECT string_agg(job_id::text, ' ') FROM job_leases WHERE worker LIKE '{args.kill}/%'")
+                if not held:   # between jobs at that instant: let it run on and try again
+                    subprocess.run(shlex.split(args.thaw), check=True)
+                    time.sleep(0.2)
+                    continue
+                torn["held"] = set(held.split())
                 torn["done"] = done
                 torn["finished_by_it"] = int(psql(db, f"SELECT count(*) FROM job_transitions WHERE status = 'FINISHED' AND worker LIKE '{args.kill}/%'"))
                 subprocess.run(shlex.split(args.teardown), check=True)
                 torn["at"] = time.time() - started
-                # What it held when it died: its lease rows stay until they expire and the rescuer requeues.
-                held = psql(db, f"SELECT string_agg(job_id::text, ' ') FROM job_leases WHERE worker LIKE '{args.kill}/%'")
-                torn["held"] = set(held.split())
                 return
             time.sleep(0.2)
 

@@ -23,7 +23,9 @@
 #
 #   deploy/scripts/cluster.sh                     (make cluster; root; LECTOR_BIN, WEED, CLUSTER_JOBS)
 #   deploy/scripts/cluster.sh teardown-host w2    (used by cluster.py: kill that host's processes, delete it)
+#   deploy/scripts/cluster.sh freeze-host w2      (used by cluster.py: SIGSTOP them, to read their leases; thaw-host)
 #   deploy/scripts/cluster.sh clean               (remove what a killed run left: lcl-* namespaces, lcl-br)
+#   deploy/scripts/cluster.sh check               (exit 0 when this machine can run it: root and ip netns)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 lector=${LECTOR_BIN:-$root/.build/debug/lector}
@@ -72,12 +74,26 @@ case "${1:-}" in
     say "host $h torn down (processes killed, namespace lcl-$h deleted)"
     exit 0
     ;;
+  freeze-host|thaw-host)   # SIGSTOP / SIGCONT that host's processes (cluster.py reads its leases while frozen)
+    h=${2:?host}
+    [[ -n ${address[$h]:-} ]] || { echo "cluster.sh: no host $h" >&2; exit 2; }
+    pids=$(ip netns pids "lcl-$h")
+    if [[ -n $pids ]]; then kill "-$([[ $1 == freeze-host ]] && echo STOP || echo CONT)" $pids; fi
+    exit 0
+    ;;
   clean)
     clean_all
     exit 0
     ;;
+  check)   # exit 0 when this machine can run it (root, ip netns)
+    [[ $(id -u) -eq 0 ]] && command -v ip >/dev/null || exit 1
+    probe=lcl-probe-$$
+    ip netns add "$probe" 2>/dev/null || exit 1
+    ip netns del "$probe"
+    exit 0
+    ;;
   "") ;;
-  *) echo "usage: cluster.sh [teardown-host NAME|clean]" >&2; exit 2 ;;
+  *) echo "usage: cluster.sh [teardown-host|freeze-host|thaw-host NAME|clean|check]" >&2; exit 2 ;;
 esac
 
 [[ $(id -u) -eq 0 ]] || { echo "cluster.sh: needs root (ip netns)" >&2; exit 1; }
@@ -207,7 +223,8 @@ say "API ready at http://$net.10:8080 (store $LECTOR_S3_ENDPOINT, PostgreSQL $ne
 # environment, not the command line.
 LECTOR_CLUSTER_KEY=$key python3 "$root/Tests/cluster/cluster.py" --api "http://$net.10:8080" --jobs "$jobs" \
   --database "postgres://lector@$net.2:5432/lector" --hosts "$run/hosts" --kill w2 \
-  --teardown "$root/deploy/scripts/cluster.sh teardown-host w2" &
+  --teardown "$root/deploy/scripts/cluster.sh teardown-host w2" \
+  --freeze "$root/deploy/scripts/cluster.sh freeze-host w2" --thaw "$root/deploy/scripts/cluster.sh thaw-host w2" &
 driver=$!
 wait "$driver"
 driver=
