@@ -24,6 +24,7 @@ import concurrent.futures
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,8 +104,10 @@ def main():
     parser.add_argument("--database", required=True, help="postgres:// URL of the cluster's database")
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--hosts", required=True)
+    parser.add_argument("--documents", help="folder for the rendered documents (removed at the end)")
     parser.add_argument("--kill", default="w2", help="LECTOR_WORKER_ID of the worker host torn down mid-run")
     parser.add_argument("--teardown", required=True, help="command that tears that host down")
+    parser.add_argument("--kill-address", default="10.77.12.12", help="that host's address (pg_stat_activity)")
     parser.add_argument("--freeze", required=True, help="command that SIGSTOPs that host's processes")
     parser.add_argument("--thaw", required=True, help="command that SIGCONTs them")
     parser.add_argument("--timeout", type=float, default=300)
@@ -118,7 +121,8 @@ def main():
         if not ok:
             problems.append(what)
 
-    scratch = tempfile.mkdtemp(prefix="lector-cluster-docs-")
+    scratch = args.documents or tempfile.mkdtemp(prefix="lector-cluster-docs-")
+    os.makedirs(scratch, exist_ok=True)
     log(f"rendering {args.jobs} documents")
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         paths = list(pool.map(lambda i: render(scratch, i), range(args.jobs)))
@@ -135,10 +139,18 @@ def main():
                 # Frozen (SIGSTOP), it can neither end nor claim a job: what it holds now is what it dies with.
                 subprocess.run(shlex.split(args.freeze), check=True)
                 held = psql(db, f"SELECT string_agg(job_id::text, ' ') FROM job_leases WHERE worker LIKE '{args.kill}/%'")
-                if not held:   # between jobs at that instant: let it run on and try again
+                # The hardest moment: one of its connections inside a transaction that locks lease rows (ending a
+                # job, renewing a lease). Wait for one (up to 100 tries), then take any moment it holds jobs.
+                open_tx = int(psql(db, "SELECT count(DISTINCT a.pid) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+                                       f"WHERE a.client_addr = '{args.kill_address}' AND a.xact_start IS NOT NULL "
+                                       "AND l.relation = 'job_leases'::regclass AND l.mode IN ('RowShareLock', 'RowExclusiveLock')"))
+                tries = torn.get("tries", 0) + 1
+                torn["tries"] = tries
+                if not held or (not open_tx and tries < 100):
                     subprocess.run(shlex.split(args.thaw), check=True)
-                    time.sleep(0.2)
+                    time.sleep(0.05)
                     continue
+                torn["open_tx"] = open_tx
                 torn["held"] = set(held.split())
                 torn["done"] = done
                 torn["finished_by_it"] = int(psql(db, f"SELECT count(*) FROM job_transitions WHERE status = 'FINISHED' AND worker LIKE '{args.kill}/%'"))
@@ -179,7 +191,8 @@ def main():
           f"(more than one: {sum(1 for c in counts.values() if int(c) > 1)})")
 
     check("at" in torn, f"host {args.kill} torn down mid-run: after {torn.get('done')} jobs had finished "
-          f"({torn.get('finished_by_it')} by {args.kill}), at {torn.get('at', 0):.1f} s, holding {len(torn.get('held', ()))} jobs")
+          f"({torn.get('finished_by_it')} by {args.kill}), at {torn.get('at', 0):.1f} s, holding {len(torn.get('held', ()))} jobs, "
+          f"{torn.get('open_tx', 0)} of its connections inside a transaction on job_leases (try {torn.get('tries')})")
     held = sorted(torn.get("held", ()))
     rescued, bad = [], []
     for job in held:
@@ -251,9 +264,10 @@ def main():
                             if "*** Signal" in line or "Fatal error" in line or "Precondition failed" in line]
     check(not crashes, f"no crash in any log{': ' + '; '.join(crashes[:3]) if crashes else ''}")
 
+    shutil.rmtree(scratch, ignore_errors=True)
     print(f"cluster: jobs={args.jobs} finished={finished} exactly_once={once} rescued={len(rescued)} "
           f"finished_by={by_worker.replace(' ', ',')} staged_left={len(staged)} local_files={len(found)} "
-          f"killed_scratch={len(scratch_left)} "
+          f"killed_scratch={len(scratch_left)} killed_in_transaction={torn.get('open_tx', 0)} "
           f"seconds={seconds:.0f} problems={len(problems)}", flush=True)
     return 1 if problems else 0
 

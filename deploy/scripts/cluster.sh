@@ -21,7 +21,8 @@
 # namespaces, veths, the bridge) is removed on exit, failure or Ctrl-C included; the run folder is deleted on
 # success and kept (logs only) on failure.
 #
-#   deploy/scripts/cluster.sh                     (make cluster; root; LECTOR_BIN, WEED, CLUSTER_JOBS)
+#   deploy/scripts/cluster.sh                     (make cluster; root; LECTOR_BIN, WEED, CLUSTER_JOBS, CLUSTER_TIMEOUT
+#                                                  (300 s), CLUSTER_KEEPALIVES=0: the store's PostgreSQL without them)
 #   deploy/scripts/cluster.sh teardown-host w2    (used by cluster.py: kill that host's processes, delete it)
 #   deploy/scripts/cluster.sh freeze-host w2      (used by cluster.py: SIGSTOP them, to read their leases; thaw-host)
 #   deploy/scripts/cluster.sh clean               (remove what a killed run left: lcl-* namespaces, lcl-br)
@@ -138,7 +139,7 @@ cleanup() {
     rm -rf "$run"
     say "PASS in $(( $(date +%s) - started )) s; namespaces, links and processes removed"
   else
-    rm -rf "$run/pg/data" "$run/weed/data"
+    rm -rf "$run/pg/data" "$run/weed/data" "$run/docs"
     say "FAILED (exit $rc); namespaces, links and processes removed; logs kept in $run"
     [[ $rc == 0 ]] && rc=1
   fi
@@ -172,6 +173,14 @@ say "namespaces up: $(for h in "${hosts[@]}"; do printf 'lcl-%s=%s.%s ' "$h" "$n
 # --- the store host: PostgreSQL and SeaweedFS, bound to 10.77.12.2 only
 nsx store env "${store_env[@]}" "$root/deploy/scripts/pg.sh" start >/dev/null
 nsx store env "${store_env[@]}" "$root/deploy/scripts/pg.sh" createdb lector
+# A host that vanishes mid-transaction sends no FIN: its backend would keep the transaction, and the locks of a
+# job it was ending (the rescuer skips locked leases), until TCP gives up (hours). Keepalives end it in ~11 s.
+# (Seen here: one run in ten left a job IN_PROGRESS for 300 s without them; docs/object-storage.md.)
+# CLUSTER_KEEPALIVES=0 leaves them out (to see the failure).
+if [[ ${CLUSTER_KEEPALIVES:-1} != 0 ]]; then
+  nsx store env "${store_env[@]}" "$root/deploy/scripts/pg.sh" psql -d postgres -c "ALTER SYSTEM SET tcp_keepalives_idle = 5" \
+    -c "ALTER SYSTEM SET tcp_keepalives_interval = 2" -c "ALTER SYSTEM SET tcp_keepalives_count = 3" -c "SELECT pg_reload_conf()" >/dev/null
+fi
 nsx store env "${store_env[@]}" "$root/deploy/scripts/weed.sh" start >/dev/null
 eval "$(env "${store_env[@]}" "$root/deploy/scripts/weed.sh" env)"
 # weed.sh's anonymous probe can pass before `weed mini` has created the bucket: wait for a signed listing.
@@ -222,7 +231,8 @@ say "API ready at http://$net.10:8080 (store $LECTOR_S3_ENDPOINT, PostgreSQL $ne
 # In the background, so that INT/TERM reach the trap at once (the trap stops the driver); the key through the
 # environment, not the command line.
 LECTOR_CLUSTER_KEY=$key python3 "$root/Tests/cluster/cluster.py" --api "http://$net.10:8080" --jobs "$jobs" \
-  --database "postgres://lector@$net.2:5432/lector" --hosts "$run/hosts" --kill w2 \
+  --timeout "${CLUSTER_TIMEOUT:-300}" \
+  --database "postgres://lector@$net.2:5432/lector" --hosts "$run/hosts" --documents "$run/docs" --kill w2 \
   --teardown "$root/deploy/scripts/cluster.sh teardown-host w2" \
   --freeze "$root/deploy/scripts/cluster.sh freeze-host w2" --thaw "$root/deploy/scripts/cluster.sh thaw-host w2" &
 driver=$!

@@ -65,12 +65,3 @@ weed_state=$(deploy/scripts/weed.sh start)
 eval "$(deploy/scripts/weed.sh env)"
 swift test --skip-build --filter 'S3KitTests|ObjectStorageConformance|ObjectStorageSweeperTests'
 python3 Tests/storage/s3_e2e.py
-
-# No shared filesystem (`make cluster`): the API and two workers as network-namespace hosts on object storage,
-# 200 jobs, a worker host torn down mid-run and its jobs rescued (about 30 s). Needs root and `ip netns`:
-# skipped with a message where it cannot run.
-if deploy/scripts/cluster.sh check; then
-  deploy/scripts/cluster.sh
-else
-  echo "test.sh: make cluster skipped (needs root and ip netns)" >&2
-fi
