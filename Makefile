@@ -12,7 +12,7 @@ export MALLOC_ARENA_MAX ?= 2
 CONFIG ?= debug
 BIN := .build/$(CONFIG)/lector
 
-.PHONY: run test chaos chaos-s3 fuzz corpus web-test bench eval models openapi web deps db build migrate stop clean deploy-check
+.PHONY: run test chaos chaos-s3 cluster fuzz corpus web-test bench eval models openapi web deps db build migrate stop clean deploy-check
 
 deps:
 	@deploy/scripts/deps.sh
@@ -45,6 +45,14 @@ chaos-s3: build
 	@deploy/scripts/pg.sh start >/dev/null
 	@deploy/scripts/weed.sh start >/dev/null
 	python3 Tests/chaos/chaos.py --storage s3 --jobs $(CHAOS_JOBS)
+
+# No shared filesystem: the API and two workers as separate hosts (network namespaces on a veth bridge, each with
+# its own empty folders), PostgreSQL and SeaweedFS on a fourth, LECTOR_STORAGE=s3://…; 200 jobs, one worker host
+# torn down mid-run (needs root; docs/object-storage.md).
+CLUSTER_JOBS ?= 200
+cluster: build
+	@deploy/scripts/deps.sh
+	@LECTOR_BIN=$(BIN) CLUSTER_JOBS=$(CLUSTER_JOBS) deploy/scripts/cluster.sh
 
 # schemathesis against the live API, from our OpenAPI document (see BENCHMARKS.md, Hostile input).
 FUZZ_EXAMPLES ?= 100

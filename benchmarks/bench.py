@@ -8,6 +8,7 @@
     benchmarks/bench.py p5 [--waiters 1000]             1,000 long-poll waiters: API RSS and answer delay
     benchmarks/bench.py p6 [--photos 50] [--rounds 3]   scene pipeline: lector ocr --mode scene vs OpenCV+pytesseract
     benchmarks/bench.py p7 [--noop 10000 --real 500]    worker RSS across many jobs
+    benchmarks/bench.py s3 [--files 39] [--rounds 4]    object storage (SeaweedFS) vs local files: throughput, submit latency
     benchmarks/bench.py e1 [--subscribers 1000]         live events: API RSS and delivery delay with 1,000 SSE subscribers
     benchmarks/bench.py h1 [--uploads 2 8] [--concurrent 30]  hostile uploads: /healthz latency, API RSS
     benchmarks/bench.py h2 [--clients 50]               trickling clients: how soon they are closed
@@ -18,7 +19,8 @@ Uses the project's private PostgreSQL cluster (a database per measure), the lect
 LECTOR_BIN_DIR (default .build/release, else .build/debug), wrk, hyperfine and the tesseract CLI from Debian.
 Receipts and scene photos are read from ../shared/data (research use only, never copied). P6 needs
 .venv-bench (benchmarks/setup-bench-venv.sh; Debian's python3-opencv via deploy/scripts/deps.sh bench) and
-is skipped with a message without it.
+is skipped with a message without it. `s3` starts the private SeaweedFS (deploy/scripts/weed.sh; its `weed` from
+.venv-s3, made by deploy/scripts/deps.sh, or WEED) and stops it again if it started it.
 """
 import argparse
 import asyncio
@@ -232,6 +234,82 @@ def p1(args):
     print(f"  (c) service, HTTP, 2 slots:     {stats(service, '%.2f')}")
     print(f"  median ratios: (c)/(a) = {statistics.median(service) / statistics.median(cli):.2f}  "
           f"(c)/(b) = {statistics.median(service) / statistics.median(engine):.2f}")
+
+
+# ---------------------------------------------------------------- S3
+WEED = os.path.join(ROOT, "deploy", "scripts", "weed.sh")
+
+
+def s3(args):
+    """The P1 service measure, once with job folders on local files and once on the private SeaweedFS
+    (LECTOR_STORAGE=s3://…, deploy/scripts/weed.sh), in alternating order round by round (files, s3, s3, files,
+    ...) so that the machine's drift hits both; each submit is timed by the client (one at a time, as P1)."""
+    sys.path.insert(0, os.path.join(ROOT, "Tests", "storage"))
+    from s3_e2e import Store
+    state = subprocess.run([WEED, "start"], check=True, capture_output=True, text=True).stdout.strip()
+    env = {}
+    for line in subprocess.run([WEED, "env"], check=True, capture_output=True, text=True).stdout.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value
+    store = Store(env)
+    time.sleep(3)  # let the store settle (its start-up costs CPU) before the first round
+    files = receipts(args.files)
+    documents = []
+    for path in files:
+        with open(path, "rb") as f:
+            documents.append(f.read())
+    throughput = {"files": [], "s3": []}
+    latency = {"files": [], "s3": []}
+    cpu = {"files": [], "s3": []}   # per round: CPU seconds per document of api, worker, postgres, store
+    with open(os.path.join(os.environ.get("LECTOR_WEED_DIR", os.path.join(ROOT, ".weed")), "weed.pid")) as f:
+        weed_pid = int(f.read())
+    try:
+        for round_ in range(args.rounds):
+            for backend in (("files", "s3") if round_ % 2 == 0 else ("s3", "files")):
+                log(f"s3 round {round_ + 1}: {backend}, {len(documents)} receipts, 1 worker with 2 slots")
+                prefix = f"bench-{os.urandom(6).hex()}"
+                spool = tempfile.mkdtemp(prefix="lector-bench-spool-")
+                extra = {} if backend == "files" else {
+                    "LECTOR_STORAGE": f"s3://{store.bucket}/{prefix}", "LECTOR_SPOOL_DIR": spool,
+                    **{k: v for k, v in env.items() if k.startswith("LECTOR_S3_")}}
+                svc = Service(f"s3_{backend}", workers=1, concurrency=2, extra=extra)
+                time.sleep(1)  # the worker loads its engines on start; leave it idle a moment (as P1)
+                meter = CPUMeter(svc)
+                meter.start()
+                weed_before = process_cpu(weed_pid)
+                for data in documents:
+                    started = time.perf_counter()
+                    svc.submit(data)
+                    latency[backend].append(time.perf_counter() - started)
+                svc.wait_all()
+                seconds, count = svc.span()
+                throughput[backend].append(count / seconds)
+                used = meter.stop()
+                used["store"] = process_cpu(weed_pid) - weed_before  # the store idles during files rounds
+                cpu[backend].append({part: value / count for part, value in used.items()})
+                svc.stop()
+                shutil.rmtree(spool, ignore_errors=True)
+                if backend == "s3":
+                    store.delete_prefix(prefix + "/")
+    finally:
+        if state == "started":
+            subprocess.run([WEED, "stop"], check=False)
+    print(f"S3 receipts={len(documents)} rounds={args.rounds} (API + 1 worker with 2 slots; order alternates)")
+    for backend in ("files", "s3"):
+        ms = [v * 1000 for v in latency[backend]]
+        print(f"  {backend:5} documents/s: {stats(throughput[backend], '%.2f')}   "
+              f"submit ms: p50 {quantile(ms, 0.5):.1f}  p99 {quantile(ms, 0.99):.1f}  max {max(ms):.1f} (n={len(ms)})")
+    for backend in ("files", "s3"):
+        parts = ("api", "workers", "postgres", "store")
+        print(f"  {backend:5} CPU s per document (median of rounds): " + "  ".join(
+            f"{part} {statistics.median(r[part] for r in cpu[backend]):.3f}" for part in parts)
+            + f"  total {statistics.median(sum(r[p] for p in parts) for r in cpu[backend]):.3f}")
+    pairs = [s / f for f, s in zip(throughput["files"], throughput["s3"])]
+    print(f"  s3/files throughput, per round: {' '.join(f'{r:.2f}' for r in pairs)}; median of the round ratios "
+          f"{statistics.median(pairs):.2f}; ratio of medians "
+          f"{statistics.median(throughput['s3']) / statistics.median(throughput['files']):.2f}")
+    print(f"  s3/files submit p50: {quantile(latency['s3'], 0.5) / quantile(latency['files'], 0.5):.2f}  "
+          f"p99: {quantile(latency['s3'], 0.99) / quantile(latency['files'], 0.99):.2f}")
 
 
 # ---------------------------------------------------------------- P6
@@ -638,6 +716,7 @@ def main():
     a = sub.add_parser("h1"); a.add_argument("--uploads", type=int, nargs="+", default=[2, 8]); a.add_argument("--concurrent", type=int, default=30)
     a = sub.add_parser("h2"); a.add_argument("--clients", type=int, default=50); a.add_argument("--limit", type=int, default=120)
     a = sub.add_parser("h3"); a.add_argument("--megapixels", type=int, nargs="+", default=[10, 30, 60])
+    a = sub.add_parser("s3"); a.add_argument("--files", type=int, default=39); a.add_argument("--rounds", type=int, default=4)
     a = sub.add_parser("all"); a.add_argument("--small", action="store_true")
     args = parser.parse_args()
     log(f"binaries from {BIN_DIR}")
@@ -651,7 +730,7 @@ def main():
         p6(argparse.Namespace(photos=5 if small else 50, rounds=1 if small else 3))
         p7(argparse.Namespace(noop=300 if small else 10000, real=10 if small else 500))
     else:
-        {"p1": p1, "p2": p2, "p3": p3, "p4": p4, "p5": p5, "p6": p6, "p7": p7, "h1": h1, "h2": h2, "h3": h3, "e1": e1}[args.measure](args)
+        {"p1": p1, "p2": p2, "p3": p3, "p4": p4, "p5": p5, "p6": p6, "p7": p7, "h1": h1, "h2": h2, "h3": h3, "e1": e1, "s3": s3}[args.measure](args)
 
 
 if __name__ == "__main__":

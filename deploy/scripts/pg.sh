@@ -9,11 +9,17 @@
 #
 # It listens on 127.0.0.1:$LECTOR_PG_PORT (default 54329) and on a socket in .pgdata/run. PostgreSQL refuses
 # to run as root, so as root the cluster belongs to the system user lector-pg, created when needed.
+#
+# For a second, separate cluster (deploy/scripts/cluster.sh runs one inside a network namespace):
+#   LECTOR_PG_DIR    its folder instead of .pgdata (the data, the socket and the log go there)
+#   LECTOR_PG_HOST   the address it listens on instead of 127.0.0.1 (written at initdb; psql connects there)
+#   LECTOR_PG_ALLOW  a CIDR (e.g. 10.77.12.0/24) whose clients are trusted too (pg_hba.conf, at initdb)
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 port=${LECTOR_PG_PORT:-54329}
-base="$root/.pgdata"
+host=${LECTOR_PG_HOST:-127.0.0.1}
+base=${LECTOR_PG_DIR:-$root/.pgdata}
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 [[ -x "$bindir/pg_ctl" ]] || { echo "pg.sh: PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
 
@@ -27,8 +33,8 @@ fi
 
 prepare() {
   if [[ ! -e "$base" ]]; then
-    if [[ ${#as_owner[@]} -gt 0 ]] && ! runuser -u lector-pg -- test -x "$root"; then
-      # The checkout is not reachable by lector-pg (e.g. under /root): keep the data elsewhere, linked here.
+    if [[ ${#as_owner[@]} -gt 0 ]] && ! runuser -u lector-pg -- test -x "$(dirname "$base")"; then
+      # The checkout (or LECTOR_PG_DIR's parent) is not reachable by lector-pg (e.g. under /root): keep the data elsewhere, linked here.
       target=$(mktemp -d /var/tmp/lector-pgdata.XXXXXX)
       ln -s "$target" "$base"
     else
@@ -46,7 +52,7 @@ log="$base/postgres.log"
 
 running() { [[ -f "$data/postmaster.pid" ]] && "${as_owner[@]}" "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1; }
 
-psql_() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U lector "$@"; }
+psql_() { "$bindir/psql" -X -q -v ON_ERROR_STOP=1 -h "$host" -p "$port" -U lector "$@"; }
 
 case "${1:-}" in
   start)
@@ -54,13 +60,16 @@ case "${1:-}" in
     if [[ ! -f "$data/PG_VERSION" ]]; then
       "${as_owner[@]}" "$bindir/initdb" -D "$data" -U lector --auth=trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null
       cat >>"$data/postgresql.conf" <<CONF
-listen_addresses = '127.0.0.1'
+listen_addresses = '$host'
 port = $port
 unix_socket_directories = '$run'
 max_connections = 300
 shared_buffers = 128MB
 log_min_messages = warning
 CONF
+      if [[ -n ${LECTOR_PG_ALLOW:-} ]]; then
+        echo "host all all $LECTOR_PG_ALLOW trust" >>"$data/pg_hba.conf"
+      fi
     fi
     if running; then echo running; exit 0; fi
     "${as_owner[@]}" "$bindir/pg_ctl" -D "$data" -l "$log" -w -t 60 -o "-p $port -k '$run'" start >/dev/null \

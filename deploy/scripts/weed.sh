@@ -11,6 +11,8 @@
 # path, so two checkouts on one machine do not collide): master B, volume B+1, filer B+2, S3 B+3, admin B+4, each
 # gRPC port +10000. Nothing else is opened (checked with `ss -ltnup`: 10 TCP ports, all on 127.0.0.1). `weed mini`
 # stops on SIGTERM in a few seconds (`weed server` does not). Local sockets and logs stay in .weed/, nothing in /tmp.
+# LECTOR_WEED_HOST (default 127.0.0.1) is the one address it binds and advertises (deploy/scripts/cluster.sh runs
+# one on a veth address inside a network namespace); LECTOR_WEED_DIR replaces .weed/.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 state=${LECTOR_WEED_DIR:-$root/.weed}
@@ -25,6 +27,7 @@ access=${LECTOR_TEST_S3_ACCESS_KEY:-lectoraccess}
 secret=${LECTOR_TEST_S3_SECRET_KEY:-lectorsecret0123456789}
 bucket=${LECTOR_TEST_S3_BUCKET:-lector-test}
 s3port=$((base + 3))
+host=${LECTOR_WEED_HOST:-127.0.0.1}
 
 running() { [[ -f "$state/weed.pid" ]] && kill -0 "$(cat "$state/weed.pid")" 2>/dev/null; }
 
@@ -32,7 +35,7 @@ case "${1:-}" in
   start)
     if running; then echo running; exit 0; fi
     [[ -x "$weed" ]] || { echo "weed.sh: $weed is missing: run deploy/scripts/deps.sh s3" >&2; exit 1; }
-    if (exec 3<>"/dev/tcp/127.0.0.1/$s3port") 2>/dev/null; then
+    if (exec 3<>"/dev/tcp/$host/$s3port") 2>/dev/null; then
       echo "weed.sh: port $s3port is taken by another process; set LECTOR_WEED_BASE to another base" >&2
       exit 1
     fi
@@ -45,7 +48,7 @@ JSON
     rm -f "$state/filer.sock" "$state/s3.sock"
     "$weed" -logdir="$state/logs" mini \
       -dir="$state/data" \
-      -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+      -ip="$host" -ip.bind="$host" \
       -master.port=$((base)) -master.port.grpc=$((base + 10000)) \
       -volume.port=$((base + 1)) -volume.port.grpc=$((base + 10001)) \
       -filer.port=$((base + 2)) -filer.port.grpc=$((base + 10002)) \
@@ -61,7 +64,7 @@ JSON
     up=0
     for _ in $(seq 1 300); do
       if ! running; then echo "weed.sh: weed exited; see $state/logs/stdout.log" >&2; tail -n 20 "$state/logs/stdout.log" >&2; exit 1; fi
-      code=$(curl -s -o /dev/null -w '%{http_code}' -I "http://127.0.0.1:$s3port/$bucket" || true)
+      code=$(curl -s -o /dev/null -w '%{http_code}' -I "http://$host:$s3port/$bucket" || true)
       if [[ "$code" != 000 && "$code" != 404 ]]; then up=1; break; fi
       sleep 0.2
     done
@@ -82,13 +85,13 @@ JSON
     ;;
   env)
     cat <<ENV
-export LECTOR_TEST_S3_ENDPOINT=http://127.0.0.1:$s3port
+export LECTOR_TEST_S3_ENDPOINT=http://$host:$s3port
 export LECTOR_TEST_S3_ACCESS_KEY=$access
 export LECTOR_TEST_S3_SECRET_KEY=$secret
 export LECTOR_TEST_S3_BUCKET=$bucket
 export LECTOR_TEST_S3_REGION=us-east-1
 export LECTOR_TEST_S3_VHOST_DOMAIN=s3.localhost
-export LECTOR_S3_ENDPOINT=http://127.0.0.1:$s3port
+export LECTOR_S3_ENDPOINT=http://$host:$s3port
 export LECTOR_S3_REGION=us-east-1
 export LECTOR_S3_ACCESS_KEY_ID=$access
 export LECTOR_S3_SECRET_ACCESS_KEY=$secret
