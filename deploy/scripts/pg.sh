@@ -66,6 +66,11 @@ unix_socket_directories = '$run'
 max_connections = 300
 shared_buffers = 128MB
 log_min_messages = warning
+# A client host that vanished (a worker's machine or namespace gone, no FIN) would otherwise keep its session,
+# and the locks of a transaction in flight, until the kernel's two-hour keepalive: found after ~40 s instead.
+tcp_keepalives_idle = 20
+tcp_keepalives_interval = 5
+tcp_keepalives_count = 4
 CONF
       if [[ -n ${LECTOR_PG_ALLOW:-} ]]; then
         echo "host all all $LECTOR_PG_ALLOW trust" >>"$data/pg_hba.conf"
