@@ -23,21 +23,11 @@ done
 export LECTOR_TEST_DATABASE_URL=${LECTOR_TEST_DATABASE_URL:-postgres://lector@127.0.0.1:$port/postgres}
 export OMP_THREAD_LIMIT=1
 swift build --build-tests
-# The Swift tests run in parallel (about 30 s). Three times, on a loaded 2-core machine, that run stopped making
-# progress: every test in flight waiting, no database activity, every thread idle (docs/design/decisions.md,
-# known gaps). Until the cause is found, a run that has not finished after 8 minutes is stopped and the whole
-# suite runs again one test at a time, which has not hung; any failure still fails.
-set +e
-timeout --signal=KILL 480 swift test --skip-build "$@"
-status=$?
-set -e
-if [[ $status -eq 137 ]]; then
-  echo "swift test: the parallel run did not finish in 8 minutes; running the tests one at a time" >&2
-  pkill -9 -f lectorPackageTests.xctest || true
-  swift test --skip-build --no-parallel "$@"
-elif [[ $status -ne 0 ]]; then
-  exit "$status"
-fi
+# The Swift tests, one at a time (about 100 s here). In parallel (about 30 s) the run stopped making progress
+# in four of seven runs on this 2-core machine: every test in flight waiting, no database activity, every
+# thread idle (docs/design/decisions.md, known gaps); run one at a time it has never hung. `make test-parallel`
+# runs them in parallel, for that investigation. A run that takes 20 minutes has hung: it fails.
+timeout --signal=KILL 1200 swift test --skip-build --no-parallel "$@"
 
 # The OpenCV shim's own C tests (header is plain C99, EAST decoding, robustness, threads).
 make -s -C Tests/cvshim test
