@@ -141,7 +141,8 @@ public struct ObjectStorage: JobStorage {
         if error is CancellationError { return error }
         if let error = error as? StorageError { return error }
         if let error = error as? S3Error {
-            return StorageError(description: "could not \(what): \(error)", kind: isMissing(error) ? .missing : .unavailable)
+            let kind: StorageError.Kind = isMissing(error) ? .missing : isFull(error) ? .full : .unavailable
+            return StorageError(description: "could not \(what): \(error)", kind: kind)
         }
         return StorageError.from(error, doing: what)
     }
@@ -151,6 +152,13 @@ public struct ObjectStorage: JobStorage {
     /// trouble, and a missing document fails its job for good. (HEAD, which has no body, checks 404 itself.)
     static func isMissing(_ error: S3Error) -> Bool {
         error.kind == .http && error.code == "NoSuchKey"
+    }
+
+    /// Whether the store said it has no room: HTTP 507 (MinIO's `XMinioStorageFull`), or a quota (Ceph's
+    /// `QuotaExceeded`). That is the system's condition, as a full disk is: workers wait instead of spending the
+    /// job's attempts, and submits answer 507.
+    static func isFull(_ error: S3Error) -> Bool {
+        error.kind == .http && (error.statusCode == 507 || error.code == "XMinioStorageFull" || error.code == "QuotaExceeded")
     }
 
     /// How often a process probes the store (`StorageHealth`): a probe is a PUT and a DELETE, so not every
