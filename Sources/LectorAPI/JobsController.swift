@@ -183,15 +183,19 @@ struct JobsController {
             }
             throw APIError(.conflict, "idempotency_conflict", "a request with this Idempotency-Key is in progress; retry")
         } catch {
-            // Remove the folder only when the database certainly rolled the job back: a statement of the
-            // transaction failed with an ERROR of its own. A deadline, a broken connection or a FATAL (the
-            // server shutting down) leave the outcome unknown (COMMIT may have been reached), so the folder
-            // stays: an orphan costs disk, a removed folder of a committed job would lose the job.
-            // (`StorageSweeper` removes orphans once they are old.)
-            if let error = error as? PSQLError, error.serverInfo?[.severity] == "ERROR" {
-                try? await dependencies.storage.removeJobFolder(id: id)
-            }
+            await removeFolderIfRolledBack(id, after: error)
             throw error
+        }
+    }
+
+    /// Removes a new job's folder when the database certainly rolled the job back: a statement of the
+    /// transaction failed with an ERROR of its own. A deadline, a broken connection or a FATAL (the server
+    /// shutting down) leave the outcome unknown (COMMIT may have been reached), so the folder stays: an orphan
+    /// costs disk, a removed folder of a committed job would lose the job. (`StorageSweeper` removes orphans
+    /// once they are old.)
+    func removeFolderIfRolledBack(_ id: UUID, after error: any Error) async {
+        if let error = error as? PSQLError, error.serverInfo?[.severity] == "ERROR" {
+            try? await dependencies.storage.removeJobFolder(id: id)
         }
     }
 
@@ -400,10 +404,7 @@ struct JobsController {
         do {
             createdAt = try await database { try await jobs.rerun(id, of: source, ownerID: user.id, optionsJSON: optionsJSON, callbackURL: callbackURL) }
         } catch {
-            // As for a submit: the folder goes only when the database certainly rolled back.
-            if let error = error as? PSQLError, error.serverInfo?[.severity] == "ERROR" {
-                try? await dependencies.storage.removeJobFolder(id: id)
-            }
+            await removeFolderIfRolledBack(id, after: error)
             throw error
         }
         guard let createdAt else {
