@@ -105,7 +105,8 @@ class Service:
         self.workers.append(subprocess.Popen([LECTOR, "work"], env=self.env, stderr=subprocess.DEVNULL))
 
     def submit(self, data):
-        req = urllib.request.Request(f"{self.base}/v1/jobs", data=data, method="POST")
+        # reuse=false: rounds repeat the same documents, and every one must be read (not reused).
+        req = urllib.request.Request(f"{self.base}/v1/jobs?reuse=false", data=data, method="POST")
         req.add_header("Authorization", f"Bearer {self.key}")
         req.add_header("Content-Type", "application/octet-stream")
         with urllib.request.urlopen(req, timeout=60) as response:
@@ -368,7 +369,7 @@ def wrk_submit(svc, seconds, body_path):
         f.write('local f = io.open("%s", "rb")\nwrk.method = "POST"\nwrk.body = f:read("*a")\nf:close()\n'
                 'wrk.headers["Authorization"] = "Bearer %s"\nwrk.headers["Content-Type"] = "image/png"\n'
                 % (body_path, svc.key))
-    out = subprocess.run(["wrk", "-t", "2", "-c", "16", "-d", f"{seconds}s", "-s", script, f"{svc.base}/v1/jobs"],
+    out = subprocess.run(["wrk", "-t", "2", "-c", "16", "-d", f"{seconds}s", "-s", script, f"{svc.base}/v1/jobs?reuse=false"],
                          capture_output=True, text=True, check=True).stdout
     return float(out.split("Requests/sec:")[1].split()[0])
 

@@ -54,6 +54,7 @@ public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequest
         middleware: AuthMiddleware(keys: dependencies.keys, timeout: timeout, limiter: limiter))
     JobsController(dependencies: dependencies).addRoutes(v1: v1, root: router)
     UploadsController(dependencies: dependencies).addRoutes(v1: v1)
+    BatchesController(dependencies: dependencies).addRoutes(v1: v1, root: router)
     EventsController(dependencies: dependencies).addRoutes(v1: v1)
     return router
 }

@@ -224,13 +224,6 @@ extension JobsController {
             throw APIError.badRequest("invalid_upload", "upload is required: the id POST /v1/uploads answered")
         }
         guard let storage = dependencies.storage as? ObjectStorage else { throw UploadsController.unavailable }
-        let ticket: UploadTicket
-        switch UploadTicket.verify(token, owner: user.id, signer: dependencies.signer, ttl: dependencies.settings.uploadURLTTL) {
-        case .valid(let valid): ticket = valid
-        case .expired: throw APIError(.gone, "upload_expired", "this upload id has expired; create a new upload")
-        case .invalid: throw APIError(.notFound, "upload_not_found", "no such upload for this key")
-        }
-
         let parser = UploadParser(
             maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
             availableLanguages: dependencies.availableLanguages, availableDetectors: dependencies.availableDetectors,
@@ -252,9 +245,75 @@ extension JobsController {
             let scheduling = "\(parameters.priority) " + parameters.dependsOn.map { $0.uuidString.lowercased() }.joined(separator: ",")
             hasher.update(data: Data([1]) + Data(scheduling.utf8))
         }
+        if !parameters.reuse { hasher.update(data: Data([2])) }
         let fingerprint = Array(hasher.finalize())
         if let key = idempotencyKey, let replay = try await replay(key: key, user: user, fingerprint: fingerprint) {
             return replay
+        }
+
+        let id = UUID()
+        let (ticket, type, copied) = try await takeUpload(token, user: user, storage: storage, toJob: id)
+        let job = NewJob(
+            id: id, ownerID: user.id, documentName: documentName, contentType: type.mediaType, sizeBytes: copied.size,
+            sha256: copied.sha256, optionsJSON: optionsJSON, metadataJSON: metadataJSON, callbackURL: callbackURL,
+            priority: parameters.priority, dependsOn: parameters.dependsOn)
+        let jobDescription: JSONValue = .object([
+            "id": .string(id.uuidString.lowercased()),
+            "owner": .string(user.name),
+            "documentName": .string(documentName),
+            "documentFile": .string(type.storedFileName),
+            "contentType": .string(type.mediaType),
+            "size": .integer(copied.size),
+            "sha256": .string(copied.sha256.hexString),
+            "options": JSONValue.parse(Data(optionsJSON.utf8)) ?? .object([:]),
+            "priority": .integer(Int64(parameters.priority)),
+            "dependsOn": .array(parameters.dependsOn.map { .string($0.uuidString.lowercased()) }),
+            "upload": .string(ticket.upload.uuidString.lowercased()),
+        ])
+        let folderMetadata = #"{"job":"# + jobDescription.jsonString() + #","metadata":"# + metadataJSON + "}\n"
+        try await storage.writeJobMetadata(id: id, documentFileName: type.storedFileName, metadataJSON: Data(folderMetadata.utf8))
+        var reusing: ReusableResult?
+        if let reusable = await reusableResult(
+            user: user, sha256: copied.sha256, optionsJSON: optionsJSON, reuse: parameters.reuse,
+            dependsOn: parameters.dependsOn, logger: context.logger),
+            await copyResults(of: reusable, to: id, logger: context.logger)
+        {
+            reusing = reusable
+        }
+
+        let createdAt: Date
+        switch try await insert(job, user: user, idempotencyKey: idempotencyKey, fingerprint: fingerprint, reusing: reusing) {
+        case .created(let date): createdAt = date
+        case .replayed(let response): return response
+        }
+        // The job holds its own copy: the upload goes (else the sweeper removes it later).
+        do {
+            try await storage.removeUpload(owner: user.id, upload: ticket.upload)
+        } catch {
+            context.logger.warning("could not remove a used upload; the sweeper will", metadata: ["error": "\(String(reflecting: error))"])
+        }
+        dependencies.metrics.jobSubmitted(mode: ocrOptions.mode.rawValue)
+        if reusing != nil { dependencies.metrics.jobReused() }
+        dependencies.metrics.uploaded(bytes: copied.size)
+        context.logger.info("job queued", metadata: [
+            "job_id": "\(id.uuidString.lowercased())", "type": "\(type.rawValue)", "bytes": "\(copied.size)",
+            "upload": "\(ticket.upload.uuidString.lowercased())",
+            "reused_from": "\(reusing?.jobID.uuidString.lowercased() ?? "")",
+        ])
+        return try submitted(id: id, createdAt: createdAt, reusedFrom: reusing?.jobID)
+    }
+
+    /// Checks an upload id and its object (there, of the declared size, within the limit, a document by its first
+    /// bytes) and copies the object into job `id`'s folder, measured on the copy. The caller writes
+    /// metadata.json, and removes the folder if no job comes of it.
+    func takeUpload(
+        _ token: String, user: AuthenticatedUser, storage: ObjectStorage, toJob id: UUID
+    ) async throws -> (UploadTicket, DocumentType, ObjectStorage.CopiedDocument) {
+        let ticket: UploadTicket
+        switch UploadTicket.verify(token, owner: user.id, signer: dependencies.signer, ttl: dependencies.settings.uploadURLTTL) {
+        case .valid(let valid): ticket = valid
+        case .expired: throw APIError(.gone, "upload_expired", "this upload id has expired; create a new upload")
+        case .invalid: throw APIError(.notFound, "upload_not_found", "no such upload for this key")
         }
 
         // The uploaded object: there, of the declared size, within the limit, and a document by its first bytes.
@@ -277,8 +336,7 @@ extension JobsController {
         }
         let type = try checkType(head)
 
-        // The job's folder: the document copied server-side and measured on the copy, then metadata.json.
-        let id = UUID()
+        // The job's folder: the document copied server-side and measured on the copy.
         let copied: ObjectStorage.CopiedDocument
         do {
             copied = try await storage.copyUpload(owner: user.id, upload: ticket.upload, toJob: id, documentFileName: type.storedFileName)
@@ -289,44 +347,7 @@ extension JobsController {
             try? await storage.removeJobFolder(id: id)
             throw APIError(.conflict, "upload_changed", "the upload changed while the job was made; submit again")
         }
-        let job = NewJob(
-            id: id, ownerID: user.id, documentName: documentName, contentType: type.mediaType, sizeBytes: copied.size,
-            sha256: copied.sha256, optionsJSON: optionsJSON, metadataJSON: metadataJSON, callbackURL: callbackURL,
-            priority: parameters.priority, dependsOn: parameters.dependsOn)
-        let jobDescription: JSONValue = .object([
-            "id": .string(id.uuidString.lowercased()),
-            "owner": .string(user.name),
-            "documentName": .string(documentName),
-            "documentFile": .string(type.storedFileName),
-            "contentType": .string(type.mediaType),
-            "size": .integer(copied.size),
-            "sha256": .string(copied.sha256.hexString),
-            "options": JSONValue.parse(Data(optionsJSON.utf8)) ?? .object([:]),
-            "priority": .integer(Int64(parameters.priority)),
-            "dependsOn": .array(parameters.dependsOn.map { .string($0.uuidString.lowercased()) }),
-            "upload": .string(ticket.upload.uuidString.lowercased()),
-        ])
-        let folderMetadata = #"{"job":"# + jobDescription.jsonString() + #","metadata":"# + metadataJSON + "}\n"
-        try await storage.writeJobMetadata(id: id, documentFileName: type.storedFileName, metadataJSON: Data(folderMetadata.utf8))
-
-        let createdAt: Date
-        switch try await insert(job, user: user, idempotencyKey: idempotencyKey, fingerprint: fingerprint) {
-        case .created(let date): createdAt = date
-        case .replayed(let response): return response
-        }
-        // The job holds its own copy: the upload goes (else the sweeper removes it later).
-        do {
-            try await storage.removeUpload(owner: user.id, upload: ticket.upload)
-        } catch {
-            context.logger.warning("could not remove a used upload; the sweeper will", metadata: ["error": "\(String(reflecting: error))"])
-        }
-        dependencies.metrics.jobSubmitted(mode: ocrOptions.mode.rawValue)
-        dependencies.metrics.uploaded(bytes: copied.size)
-        context.logger.info("job queued", metadata: [
-            "job_id": "\(id.uuidString.lowercased())", "type": "\(type.rawValue)", "bytes": "\(copied.size)",
-            "upload": "\(ticket.upload.uuidString.lowercased())",
-        ])
-        return try submitted(id: id, createdAt: createdAt)
+        return (ticket, type, copied)
     }
 
     /// The document type of an upload's first bytes (415 when Lector does not read it).

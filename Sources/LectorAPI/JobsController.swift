@@ -116,10 +116,14 @@ struct JobsController {
             let scheduling = "\(upload.priority) " + upload.dependsOn.map { $0.uuidString.lowercased() }.joined(separator: ",")
             hasher.update(data: Data([1]) + Data(scheduling.utf8))
         }
+        if !upload.reuse { hasher.update(data: Data([2])) }
         let fingerprint = Array(hasher.finalize())
         if let key = idempotencyKey, let replay = try await replay(key: key, user: user, fingerprint: fingerprint) {
             return replay
         }
+        let reusable = await reusableResult(
+            user: user, sha256: digest, optionsJSON: optionsJSON, reuse: upload.reuse, dependsOn: upload.dependsOn,
+            logger: context.logger)
         let job = NewJob(
             id: id, ownerID: user.id, documentName: upload.documentName, contentType: upload.type.mediaType,
             sizeBytes: upload.document.size, sha256: digest, optionsJSON: optionsJSON,
@@ -144,17 +148,21 @@ struct JobsController {
         try await dependencies.storage.createJobFolder(
             id: id, documentFileName: upload.type.storedFileName, document: upload.document,
             metadataJSON: Data(folderMetadata.utf8))
+        var reusing: ReusableResult?
+        if let reusable, await copyResults(of: reusable, to: id, logger: context.logger) { reusing = reusable }
         let createdAt: Date
-        switch try await insert(job, user: user, idempotencyKey: idempotencyKey, fingerprint: fingerprint) {
+        switch try await insert(job, user: user, idempotencyKey: idempotencyKey, fingerprint: fingerprint, reusing: reusing) {
         case .created(let date): createdAt = date
         case .replayed(let response): return response
         }
         dependencies.metrics.jobSubmitted(mode: upload.options.mode.rawValue)
+        if reusing != nil { dependencies.metrics.jobReused() }
         dependencies.metrics.uploaded(bytes: upload.document.size)
-        context.logger.info("job queued", metadata: [
+        context.logger.info(reusing == nil ? "job queued" : "job finished with reused results", metadata: [
             "job_id": "\(id.uuidString.lowercased())", "type": "\(upload.type.rawValue)", "bytes": "\(upload.document.size)",
+            "reused_from": "\(reusing?.jobID.uuidString.lowercased() ?? "")",
         ])
-        return try submitted(id: id, createdAt: createdAt)
+        return try submitted(id: id, createdAt: createdAt, reusedFrom: reusing?.jobID)
     }
 
     enum Inserted {
@@ -165,11 +173,13 @@ struct JobsController {
 
     /// Commits the job's `QUEUED` row once its folder is complete; removes the folder when the database certainly
     /// refused the job.
-    func insert(_ job: NewJob, user: AuthenticatedUser, idempotencyKey: String?, fingerprint: [UInt8]) async throws -> Inserted {
+    func insert(
+        _ job: NewJob, user: AuthenticatedUser, idempotencyKey: String?, fingerprint: [UInt8], reusing: ReusableResult? = nil
+    ) async throws -> Inserted {
         let id = job.id
         do {
             return .created(try await database { [jobs = dependencies.jobs] in
-                try await jobs.create(job, idempotencyKey: idempotencyKey.map { ($0, fingerprint) })
+                try await jobs.create(job, idempotencyKey: idempotencyKey.map { ($0, fingerprint) }, reusing: reusing)
             })
         } catch let error as UnknownDependency {
             // The database refused the job (an ERROR): nothing was created.
@@ -200,8 +210,10 @@ struct JobsController {
     }
 
     /// The 202 answer of a submit.
-    func submitted(id: UUID, createdAt: Date) throws -> Response {
-        let body = SubmittedJob(id: id.uuidString.lowercased(), status: .queued, createdAt: createdAt, links: JobLinks(id: id))
+    func submitted(id: UUID, createdAt: Date, reusedFrom: UUID? = nil) throws -> Response {
+        let body = SubmittedJob(
+            id: id.uuidString.lowercased(), status: reusedFrom == nil ? .queued : .finished, createdAt: createdAt,
+            reusedFrom: reusedFrom?.uuidString.lowercased(), links: JobLinks(id: id))
         var headers = HTTPFields()
         headers[.location] = JobLinks(id: id).`self`
         headers[.retryAfter] = "\(dependencies.settings.retryAfter)"
@@ -677,7 +689,7 @@ struct JobsController {
     }
 
     /// `?wait=N` or `Prefer: wait=N`, capped at the configured maximum; nil when absent.
-    private func waitSeconds(_ request: Request) throws -> Int? {
+    func waitSeconds(_ request: Request) throws -> Int? {
         var raw: String? = request.uri.queryParameters.get("wait")
         if raw == nil, let prefer = request.headers[HTTPField.Name("Prefer")!] {
             for preference in prefer.split(separator: ",") {

@@ -195,6 +195,14 @@ extension OpenAPIDocument {
               "minLength": 1,
               "maxLength": 255
             }
+          },
+          {
+            "name": "reuse",
+            "in": "query",
+            "description": "With a raw body: options.reuse (true or false).",
+            "schema": {
+              "type": "boolean"
+            }
           }
         ],
         "requestBody": {
@@ -2045,6 +2053,595 @@ extension OpenAPIDocument {
           }
         }
       }
+    },
+    "/v1/batches": {
+      "post": {
+        "operationId": "createBatch",
+        "summary": "Submit many documents as one batch.",
+        "description": "One job per document, with shared options and metadata, created together in one transaction: all or none. A bad document refuses the whole batch (4xx; the message names the document by position and name). Multipart: one `document` part per job (at most 1,000; each within the upload limit, all together within LECTOR_MAX_BATCH_BYTES), optional `options` and `metadata` parts. JSON (object storage only): upload ids from POST /v1/uploads. Each job is an ordinary job (its own routes, events and webhook); identical finished work is reused as for a submit.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "multipart/form-data": {
+              "schema": {
+                "type": "object",
+                "required": [
+                  "document"
+                ],
+                "properties": {
+                  "document": {
+                    "type": "array",
+                    "items": {
+                      "type": "string",
+                      "format": "binary"
+                    },
+                    "description": "One part per document, all named `document`."
+                  },
+                  "metadata": {
+                    "type": "object",
+                    "description": "Any JSON object, stored with every job (at most 64 KiB)."
+                  },
+                  "options": {
+                    "$ref": "#/components/schemas/Options"
+                  }
+                }
+              },
+              "encoding": {
+                "metadata": {
+                  "contentType": "application/json"
+                },
+                "options": {
+                  "contentType": "application/json"
+                }
+              }
+            },
+            "application/json": {
+              "schema": {
+                "$ref": "#/components/schemas/BatchFromUploads"
+              }
+            }
+          }
+        },
+        "responses": {
+          "202": {
+            "description": "The batch and its jobs (QUEUED, or FINISHED when reused).",
+            "headers": {
+              "Location": {
+                "$ref": "#/components/headers/Location"
+              },
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            },
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/SubmittedBatch"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "A malformed body, an invalid option, metadata or document, or too many documents (`too_many_documents`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "An upload id of another key, or no such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "409": {
+            "description": "Direct uploads without object storage, or an upload not received.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "410": {
+            "description": "An upload id has expired.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "413": {
+            "description": "A document over the upload limit, or the batch over LECTOR_MAX_BATCH_BYTES (`batch_too_large`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "415": {
+            "description": "A document Lector does not read, or a body that is neither multipart/form-data nor application/json.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "422": {
+            "description": "The request cannot be processed.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "507": {
+            "description": "Storage is full.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database or storage is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/v1/batches/{id}": {
+      "get": {
+        "operationId": "getBatch",
+        "summary": "A batch: counts by status, pages done, each job.",
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The batch's id.",
+            "schema": {
+              "type": "string",
+              "format": "uuid"
+            }
+          },
+          {
+            "name": "wait",
+            "in": "query",
+            "description": "Long poll: hold the request until every job has ended or this many seconds pass (capped by LECTOR_LONG_POLL_MAX).",
+            "schema": {
+              "type": "integer",
+              "minimum": 0
+            }
+          },
+          {
+            "name": "Prefer",
+            "in": "header",
+            "description": "`wait=N` does what `?wait=N` does.",
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The batch as it stands (Retry-After while it runs).",
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            },
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Batch"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "The id is not a UUID, or a parameter is invalid.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such batch for this key, or no such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database or storage is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/v1/batches/{id}/cancel": {
+      "post": {
+        "operationId": "cancelBatch",
+        "summary": "Cancel every job of a batch that has not ended.",
+        "description": "Queued jobs end at once (`FAILURE`, reason `cancelled`); running ones are stopped by their workers within about a second. Jobs that depend on a cancelled job fail with it.",
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The batch's id.",
+            "schema": {
+              "type": "string",
+              "format": "uuid"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "Every job left was queued and is now cancelled.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Batch"
+                }
+              }
+            }
+          },
+          "202": {
+            "description": "Running jobs were asked to stop; follow the batch.",
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            },
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Batch"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "The id is not a UUID.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such batch for this key, or no such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "409": {
+            "description": "Every job of the batch has ended (`batch_ended`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database or storage is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/v1/batches/{id}/archive": {
+      "get": {
+        "operationId": "getBatchArchive",
+        "summary": "The batch's results as one ZIP.",
+        "description": "Once every job has ended: 302 to a signed link (valid for LECTOR_RESULT_LINK_TTL, no API key needed) of a ZIP holding `NNNN-<document name>/result.txt` and `result.json` of each finished job and `manifest.json` (every job: id, position, name, status, reason, files). Before: 202 with the batch.",
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The batch's id.",
+            "schema": {
+              "type": "string",
+              "format": "uuid"
+            }
+          }
+        ],
+        "responses": {
+          "302": {
+            "description": "The signed archive link.",
+            "headers": {
+              "Location": {
+                "$ref": "#/components/headers/Location"
+              }
+            }
+          },
+          "202": {
+            "description": "Jobs are still running.",
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            },
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Batch"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "The id is not a UUID, or a parameter is invalid.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such batch for this key, or no such route.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "429": {
+            "description": "Too many requests for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "headers": {
+              "Retry-After": {
+                "$ref": "#/components/headers/RetryAfter"
+              }
+            }
+          },
+          "503": {
+            "description": "The database or storage is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/archives/{file}": {
+      "get": {
+        "operationId": "downloadBatchArchive",
+        "summary": "A batch archive through a signed link.",
+        "security": [],
+        "parameters": [
+          {
+            "name": "file",
+            "in": "path",
+            "required": true,
+            "description": "`<batch id>.zip`.",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "expires",
+            "in": "query",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "signature",
+            "in": "query",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The ZIP, streamed.",
+            "content": {
+              "application/zip": {
+                "schema": {
+                  "type": "string",
+                  "format": "binary"
+                }
+              }
+            }
+          },
+          "403": {
+            "description": "The link is not valid, or has expired.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such archive.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "The database is unreachable; try again shortly.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "A query parameter given more than once.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
     }
   },
   "components": {
@@ -2185,6 +2782,11 @@ extension OpenAPIDocument {
               "format": "uuid"
             },
             "description": "Scheduling, not an engine option: jobs of the caller that must finish first. The job waits in QUEUED (not claimable) until every one has FINISHED; if one ends in FAILURE (or is cancelled or deleted while queued), this job ends in FAILURE with the reason `dependency <id> failed`, and so do the jobs that depend on it. A job that is no job of the caller, or was deleted, is refused (400 invalid_depends_on) and nothing is created. Submit only."
+          },
+          "reuse": {
+            "type": "boolean",
+            "default": true,
+            "description": "Not an engine option: when true (the default), a job whose document (SHA-256) and options equal those of a finished job of the same user, made by the fleet's current engine and still within retention, finishes at once with a copy of that job's results (its status answers FINISHED, `reusedFrom` names the job; history says `reused the results of job <id>`). False reads the document again. A job with dependsOn never reuses."
           }
         }
       },
@@ -2210,6 +2812,11 @@ extension OpenAPIDocument {
           },
           "links": {
             "$ref": "#/components/schemas/Links"
+          },
+          "reusedFrom": {
+            "type": "string",
+            "format": "uuid",
+            "description": "The finished job whose results this job took (present only then; the status is then FINISHED)."
           }
         }
       },
@@ -2339,6 +2946,16 @@ extension OpenAPIDocument {
               "format": "uuid"
             },
             "description": "While the job is queued behind its dependencies: the ones that have not finished yet. Absent otherwise."
+          },
+          "batch": {
+            "type": "string",
+            "format": "uuid",
+            "description": "The batch the job belongs to (absent when none)."
+          },
+          "reusedFrom": {
+            "type": "string",
+            "format": "uuid",
+            "description": "The finished job whose results this job took instead of reading its document (absent when none)."
           }
         }
       },
@@ -2846,6 +3463,256 @@ extension OpenAPIDocument {
             "type": "string",
             "maxLength": 1024,
             "description": "The document's name, recorded as given."
+          }
+        }
+      },
+      "BatchLinks": {
+        "type": "object",
+        "required": [
+          "self",
+          "archive",
+          "cancel"
+        ],
+        "properties": {
+          "self": {
+            "type": "string"
+          },
+          "archive": {
+            "type": "string"
+          },
+          "cancel": {
+            "type": "string"
+          }
+        }
+      },
+      "SubmittedBatch": {
+        "type": "object",
+        "required": [
+          "id",
+          "createdAt",
+          "jobs",
+          "links"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "createdAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "jobs": {
+            "type": "array",
+            "description": "One job per document, in the order of the request.",
+            "items": {
+              "type": "object",
+              "required": [
+                "id",
+                "documentName",
+                "status",
+                "links"
+              ],
+              "properties": {
+                "id": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "documentName": {
+                  "type": "string"
+                },
+                "status": {
+                  "$ref": "#/components/schemas/Status"
+                },
+                "reusedFrom": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "links": {
+                  "$ref": "#/components/schemas/Links"
+                }
+              }
+            }
+          },
+          "links": {
+            "$ref": "#/components/schemas/BatchLinks"
+          }
+        }
+      },
+      "Batch": {
+        "type": "object",
+        "required": [
+          "id",
+          "createdAt",
+          "status",
+          "total",
+          "counts",
+          "pagesDone",
+          "jobs",
+          "links"
+        ],
+        "properties": {
+          "id": {
+            "type": "string",
+            "format": "uuid"
+          },
+          "createdAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "status": {
+            "type": "string",
+            "enum": [
+              "RUNNING",
+              "ENDED"
+            ],
+            "description": "ENDED when every job has ended (or was deleted)."
+          },
+          "total": {
+            "type": "integer"
+          },
+          "counts": {
+            "type": "object",
+            "description": "Jobs by status, every status present.",
+            "required": [
+              "QUEUED",
+              "IN_PROGRESS",
+              "FINISHED",
+              "FAILURE",
+              "DELETED"
+            ],
+            "properties": {
+              "QUEUED": {
+                "type": "integer",
+                "minimum": 0
+              },
+              "IN_PROGRESS": {
+                "type": "integer",
+                "minimum": 0
+              },
+              "FINISHED": {
+                "type": "integer",
+                "minimum": 0
+              },
+              "FAILURE": {
+                "type": "integer",
+                "minimum": 0
+              },
+              "DELETED": {
+                "type": "integer",
+                "minimum": 0
+              }
+            }
+          },
+          "pagesDone": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "Pages read so far, over every job."
+          },
+          "jobs": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "required": [
+                "id",
+                "position",
+                "documentName",
+                "status",
+                "links"
+              ],
+              "properties": {
+                "id": {
+                  "type": "string",
+                  "format": "uuid"
+                },
+                "position": {
+                  "type": "integer",
+                  "minimum": 1
+                },
+                "documentName": {
+                  "type": "string"
+                },
+                "status": {
+                  "type": "string",
+                  "enum": [
+                    "QUEUED",
+                    "IN_PROGRESS",
+                    "FINISHED",
+                    "FAILURE",
+                    "DELETED"
+                  ]
+                },
+                "reason": {
+                  "type": [
+                    "string",
+                    "null"
+                  ],
+                  "description": "A failed job's reason."
+                },
+                "pagesDone": {
+                  "type": [
+                    "integer",
+                    "null"
+                  ]
+                },
+                "pagesTotal": {
+                  "type": [
+                    "integer",
+                    "null"
+                  ]
+                },
+                "links": {
+                  "$ref": "#/components/schemas/Links"
+                }
+              }
+            }
+          },
+          "links": {
+            "$ref": "#/components/schemas/BatchLinks"
+          }
+        }
+      },
+      "BatchFromUploads": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "uploads"
+        ],
+        "properties": {
+          "uploads": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1000,
+            "items": {
+              "oneOf": [
+                {
+                  "type": "string"
+                },
+                {
+                  "type": "object",
+                  "additionalProperties": false,
+                  "required": [
+                    "upload"
+                  ],
+                  "properties": {
+                    "upload": {
+                      "type": "string"
+                    },
+                    "filename": {
+                      "type": "string"
+                    }
+                  }
+                }
+              ]
+            },
+            "description": "Upload ids from POST /v1/uploads, each alone or with the document's file name."
+          },
+          "options": {
+            "$ref": "#/components/schemas/Options"
+          },
+          "metadata": {
+            "type": "object",
+            "description": "Any JSON object, stored with every job as sent (at most 64 KiB)."
           }
         }
       }

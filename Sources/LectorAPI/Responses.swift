@@ -19,8 +19,11 @@ struct JobLinks: Encodable {
 /// The body of 202 on submit.
 struct SubmittedJob: Encodable {
     let id: String
+    /// `QUEUED`, or `FINISHED` when an identical job's results were reused.
     let status: JobStatus
     let createdAt: Date
+    /// The finished job whose results this one took (absent when none).
+    var reusedFrom: String? = nil
     let links: JobLinks
 }
 
@@ -55,9 +58,15 @@ struct JobView: Encodable {
     let priority: Int
     /// Jobs this one depends on that have not finished yet (absent when none).
     let waitingFor: [String]?
+    /// The batch it belongs to (absent when none).
+    let batch: String?
+    /// The finished job whose results it took, without reading the document again (absent when none).
+    let reusedFrom: String?
     let links: JobLinks
 
     init(record: JobRecord, history: [JobTransition]) {
+        self.batch = record.batchID?.uuidString.lowercased()
+        self.reusedFrom = record.reusedFrom?.uuidString.lowercased()
         self.rerunOf = record.rerunOf?.uuidString.lowercased()
         self.priority = record.priority
         self.waitingFor = record.waitingFor.isEmpty ? nil : record.waitingFor.map { $0.uuidString.lowercased() }

@@ -20,6 +20,8 @@ struct Upload {
     /// `priority` (0-9) and `dependsOn`: scheduling, not engine options either (db/010).
     var priority = 0
     var dependsOn: [UUID] = []
+    /// Whether an identical finished job's results may be reused (options `reuse`, default true).
+    var reuse = true
 
     /// Largest metadata accepted, in bytes of JSON text.
     static let maxMetadataBytes = 64 * 1024
@@ -27,6 +29,14 @@ struct Upload {
     static let maxOptionsBytes = 16 * 1024
     /// Most bytes a multipart envelope (boundaries, headers, metadata, options) may add to the document.
     static let multipartOverhead = 256 * 1024
+}
+
+/// A checked batch: each document's upload (the shared options and metadata in each), and the job parameters.
+struct BatchUpload {
+    var uploads: [Upload]
+    var options: OCROptions
+    var parameters: UploadParser.JobParameters
+    var metadataJSON: String
 }
 
 /// Reads and checks a `POST /v1/jobs` body. Every failure is an `APIError` naming the problem.
@@ -44,7 +54,7 @@ struct UploadParser {
     var callbackPolicy = CallbackURLPolicy(allowPrivate: false)
     var threadPool: NIOThreadPool = .singleton
 
-    static let optionNames = ["lang", "mode", "operations", "detector", "callbackUrl", "priority", "dependsOn"]
+    static let optionNames = ["lang", "mode", "operations", "detector", "callbackUrl", "priority", "dependsOn", "reuse"]
     /// Chunks are gathered up to this size before one trip to the thread pool.
     static let batchBytes = 64 * 1024
 
@@ -84,6 +94,7 @@ struct UploadParser {
             upload.callback = job.callback
             upload.priority = job.priority
             upload.dependsOn = job.dependsOn
+            upload.reuse = job.reuse
             return upload
         }
         if contentType.lowercased().hasPrefix("application/json") || contentType.lowercased().hasPrefix("application/x-www-form-urlencoded") {
@@ -108,6 +119,12 @@ struct UploadParser {
         let dependsOn = try query.get("dependsOn").map { raw in
             try Self.checkDependencies(raw.split(separator: ",", omittingEmptySubsequences: false).map(String.init))
         }
+        let reuse = try query.get("reuse").map { raw -> Bool in
+            guard raw == "true" || raw == "false" else {
+                throw APIError.badRequest("invalid_options", "reuse must be true (the default) or false")
+            }
+            return raw == "true"
+        }
         let name = Self.sanitizeFileName(query.get("filename"))
         let writer = try await threadPool.runIfActive { [spoolDirectory] in try DocumentSpoolWriter(directory: spoolDirectory) }
         let document: SpooledDocument
@@ -124,7 +141,55 @@ struct UploadParser {
         upload.callback = callback
         upload.priority = priority ?? 0
         upload.dependsOn = dependsOn ?? []
+        upload.reuse = reuse ?? true
         return upload
+    }
+
+    /// A `POST /v1/batches` body: multipart/form-data with one 'document' part per job (up to
+    /// `JobStore.maxBatchJobs`), and optional 'options' and 'metadata' parts shared by every job. Each document is
+    /// checked as a submit's; the first bad one refuses the whole batch, its message naming the document.
+    func parseBatch(_ request: Request, maxBatchBytes: Int) async throws -> BatchUpload {
+        let tooLarge = APIError(.contentTooLarge, "batch_too_large", "the batch is larger than the limit of \(maxBatchBytes) bytes")
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBatchBytes + Upload.multipartOverhead {
+            throw tooLarge
+        }
+        let contentType = request.headers[.contentType] ?? ""
+        guard contentType.lowercased().hasPrefix("multipart/form-data") else {
+            throw APIError(.unsupportedMediaType, "unsupported_media_type",
+                "send the documents as multipart/form-data, one 'document' part each, or application/json with {\"uploads\": [...]}")
+        }
+        for (key, _) in request.uri.queryParameters {
+            throw APIError.badRequest("invalid_option",
+                "unknown query parameter '\(String(key).prefix(64))': send options in the 'options' part")
+        }
+        guard let boundary = Self.boundary(from: contentType) else {
+            throw APIError.badRequest("invalid_multipart", "multipart/form-data without a boundary parameter")
+        }
+        let receiver = MultipartReceiver(
+            boundary: boundary, spoolDirectory: spoolDirectory, maxDocumentBytes: maxDocumentBytes, maxDocuments: JobStore.maxBatchJobs)
+        do {
+            try await stream(request.body, limit: maxBatchBytes + Upload.multipartOverhead, tooLarge: tooLarge) { chunk in
+                try receiver.feed(chunk)
+            }
+            let parts = try await threadPool.runIfActive { try receiver.finish() }
+            guard !parts.documents.isEmpty else {
+                throw APIError.badRequest("missing_document", "the multipart body has no 'document' part")
+            }
+            let metadata = try parts.metadata.map(parseMetadata) ?? "{}"
+            let (options, job) = try parts.options.map(parseOptions) ?? (makeOptions(lang: nil), JobParameters())
+            var uploads: [Upload] = []
+            for (index, item) in parts.documents.enumerated() {
+                do {
+                    uploads.append(try makeUpload(document: item.document, name: item.name, options: options, metadataJSON: metadata))
+                } catch let error as APIError {
+                    throw APIError(error.status, error.code, "document \(index + 1) ('\(item.name.prefix(64))'): \(error.message)")
+                }
+            }
+            return BatchUpload(uploads: uploads, options: options, parameters: job, metadataJSON: metadata)
+        } catch {
+            try? await threadPool.runIfActive { receiver.discard() }
+            throw error
+        }
     }
 
     /// The job-level options beside the engine's: where to call back, the priority, the dependencies.
@@ -132,6 +197,8 @@ struct UploadParser {
         var callback: CallbackURLPolicy.Target?
         var priority = 0
         var dependsOn: [UUID] = []
+        /// `reuse: false`: read the document even when an identical finished job's results could be reused.
+        var reuse = true
     }
 
     static func badPriority() -> APIError {
@@ -165,13 +232,13 @@ struct UploadParser {
     /// Hands the body to `consume` on the thread pool, in batches of about `batchBytes`, refusing more than
     /// `limit` bytes (413).
     private func stream(
-        _ body: RequestBody, limit: Int, _ consume: @escaping @Sendable (ByteBuffer) throws -> Void
+        _ body: RequestBody, limit: Int, tooLarge: APIError? = nil, _ consume: @escaping @Sendable (ByteBuffer) throws -> Void
     ) async throws {
         var received = 0
         var batch = ByteBuffer()
         for try await chunk in body {
             received += chunk.readableBytes
-            guard received <= limit else { throw tooLarge() }
+            guard received <= limit else { throw tooLarge ?? self.tooLarge() }
             if batch.readableBytes == 0, chunk.readableBytes >= Self.batchBytes {
                 try await threadPool.runIfActive { try consume(chunk) }
                 continue
@@ -264,6 +331,8 @@ struct UploadParser {
                     return id
                 })
             case ("dependsOn", _): throw APIError.badRequest("invalid_depends_on", "dependsOn must be an array of job ids (strings)")
+            case ("reuse", .bool(let value)): job.reuse = value
+            case ("reuse", _): throw APIError.badRequest("invalid_options", "options.reuse must be true (the default) or false")
             case ("callbackUrl", .string(let string)): job.callback = try checkCallback(string)
             case ("callbackUrl", _): throw APIError.badRequest("invalid_callback_url", "options.callbackUrl must be a string: an https URL")
             case ("lang", .string(let string)): lang = string
@@ -288,7 +357,7 @@ struct UploadParser {
         return (try makeOptions(lang: lang, mode: mode, operations: operations, detector: detector), job)
     }
 
-    private func makeOptions(lang: String?, mode: String? = nil, operations: [String]? = nil, detector: String? = nil) throws -> OCROptions {
+    func makeOptions(lang: String?, mode: String? = nil, operations: [String]? = nil, detector: String? = nil) throws -> OCROptions {
         var options = OCROptions(lang: lang ?? defaultLanguage)
         if let mode {
             guard let parsed = PipelineMode(rawValue: mode) else {
@@ -367,10 +436,13 @@ struct UploadParser {
 /// next, which is why it can be `@unchecked Sendable`.
 final class MultipartReceiver: MultipartPartConsumer, @unchecked Sendable {
     struct Parts {
-        var document: SpooledDocument?
-        var documentName = "document"
+        /// Every 'document' part in order, with its sanitized file name (one at most, but for a batch).
+        var documents: [(document: SpooledDocument, name: String)] = []
         var metadata: ByteBuffer?
         var options: ByteBuffer?
+
+        var document: SpooledDocument? { documents.first?.document }
+        var documentName: String { documents.first?.name ?? "document" }
     }
 
     private enum Sink {
@@ -382,14 +454,19 @@ final class MultipartReceiver: MultipartPartConsumer, @unchecked Sendable {
     private var parser: MultipartStreamParser
     private let spoolDirectory: String
     private let maxDocumentBytes: Int
+    private let maxDocuments: Int
     private var sink: Sink?
     private var parts = Parts()
-    private var seenDocument = false
+    private var documentName = "document"
+    private var documentCount = 0
 
-    init(boundary: String, spoolDirectory: String, maxDocumentBytes: Int) {
-        self.parser = MultipartStreamParser(boundary: boundary)
+    /// `maxDocuments`: 1 for a job; a batch takes up to `JobStore.maxBatchJobs` 'document' parts.
+    init(boundary: String, spoolDirectory: String, maxDocumentBytes: Int, maxDocuments: Int = 1) {
+        // A document part each, options and metadata, and room for the 'too many documents' error to be the one given.
+        self.parser = MultipartStreamParser(boundary: boundary, maxParts: max(16, maxDocuments + 3))
         self.spoolDirectory = spoolDirectory
         self.maxDocumentBytes = maxDocumentBytes
+        self.maxDocuments = maxDocuments
     }
 
     func feed(_ chunk: ByteBuffer) throws {
@@ -404,8 +481,8 @@ final class MultipartReceiver: MultipartPartConsumer, @unchecked Sendable {
     func discard() {
         if case .document(let writer) = sink { writer.abandon() }
         sink = nil
-        parts.document?.discard()
-        parts.document = nil
+        for item in parts.documents { item.document.discard() }
+        parts.documents = []
     }
 
     func finish() throws -> Parts {
@@ -433,9 +510,13 @@ final class MultipartReceiver: MultipartPartConsumer, @unchecked Sendable {
         }
         switch name {
         case "document":
-            guard !seenDocument else { throw APIError.badRequest("invalid_multipart", "more than one 'document' part") }
-            seenDocument = true
-            parts.documentName = UploadParser.sanitizeFileName(disposition["filename"])
+            guard documentCount < maxDocuments else {
+                throw maxDocuments == 1
+                    ? APIError.badRequest("invalid_multipart", "more than one 'document' part")
+                    : APIError.badRequest("too_many_documents", "a batch holds at most \(maxDocuments) documents")
+            }
+            documentCount += 1
+            documentName = UploadParser.sanitizeFileName(disposition["filename"])
             sink = .document(try DocumentSpoolWriter(directory: spoolDirectory))
         case "metadata":
             guard parts.metadata == nil else { throw APIError.badRequest("invalid_metadata", "more than one 'metadata' part") }
@@ -474,7 +555,7 @@ final class MultipartReceiver: MultipartPartConsumer, @unchecked Sendable {
 
     func endPart() throws {
         switch sink {
-        case .document(let writer): parts.document = try writer.finish()
+        case .document(let writer): parts.documents.append((try writer.finish(), documentName))
         case .metadata(let buffer): parts.metadata = buffer
         case .options(let buffer): parts.options = buffer
         case nil: break

@@ -143,6 +143,10 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Options/dependsOn`.
             public var dependsOn: [Swift.String]?
+            /// Not an engine option: when true (the default), a job whose document (SHA-256) and options equal those of a finished job of the same user, made by the fleet's current engine and still within retention, finishes at once with a copy of that job's results (its status answers FINISHED, `reusedFrom` names the job; history says `reused the results of job <id>`). False reads the document again. A job with dependsOn never reuses.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Options/reuse`.
+            public var reuse: Swift.Bool?
             /// Creates a new `Options`.
             ///
             /// - Parameters:
@@ -153,6 +157,7 @@ extension Components {
             ///   - callbackUrl: Where to POST the job's end (id, status, reason, links), signed the Standard Webhooks way with the user's webhook secret. https only; no user name or password; a host that is, or resolves to, a private, loopback, link-local, unspecified, multicast or CGNAT address is refused (400 invalid_callback_url), unless the server sets LECTOR_WEBHOOK_ALLOW_PRIVATE. Not an engine option: the job's `options` do not show it. Default: the key's callback URL, if set (`lector keys webhook`).
             ///   - priority: Scheduling, not an engine option: 0-9, higher first among the caller's own queued jobs, oldest first within a priority. Users still take turns at the queue: a priority orders one user's work, it never puts one user ahead of another. Submit only (a re-OCR refuses it).
             ///   - dependsOn: Scheduling, not an engine option: jobs of the caller that must finish first. The job waits in QUEUED (not claimable) until every one has FINISHED; if one ends in FAILURE (or is cancelled or deleted while queued), this job ends in FAILURE with the reason `dependency <id> failed`, and so do the jobs that depend on it. A job that is no job of the caller, or was deleted, is refused (400 invalid_depends_on) and nothing is created. Submit only.
+            ///   - reuse: Not an engine option: when true (the default), a job whose document (SHA-256) and options equal those of a finished job of the same user, made by the fleet's current engine and still within retention, finishes at once with a copy of that job's results (its status answers FINISHED, `reusedFrom` names the job; history says `reused the results of job <id>`). False reads the document again. A job with dependsOn never reuses.
             public init(
                 lang: Swift.String? = nil,
                 mode: Components.Schemas.Options.ModePayload? = nil,
@@ -160,7 +165,8 @@ extension Components {
                 operations: [Swift.String]? = nil,
                 callbackUrl: Swift.String? = nil,
                 priority: Swift.Int? = nil,
-                dependsOn: [Swift.String]? = nil
+                dependsOn: [Swift.String]? = nil,
+                reuse: Swift.Bool? = nil
             ) {
                 self.lang = lang
                 self.mode = mode
@@ -169,6 +175,7 @@ extension Components {
                 self.callbackUrl = callbackUrl
                 self.priority = priority
                 self.dependsOn = dependsOn
+                self.reuse = reuse
             }
             public enum CodingKeys: String, CodingKey {
                 case lang
@@ -178,6 +185,7 @@ extension Components {
                 case callbackUrl
                 case priority
                 case dependsOn
+                case reuse
             }
             public init(from decoder: any Swift.Decoder) throws {
                 let container = try decoder.container(keyedBy: CodingKeys.self)
@@ -209,6 +217,10 @@ extension Components {
                     [Swift.String].self,
                     forKey: .dependsOn
                 )
+                self.reuse = try container.decodeIfPresent(
+                    Swift.Bool.self,
+                    forKey: .reuse
+                )
                 try decoder.ensureNoAdditionalProperties(knownKeys: [
                     "lang",
                     "mode",
@@ -216,7 +228,8 @@ extension Components {
                     "operations",
                     "callbackUrl",
                     "priority",
-                    "dependsOn"
+                    "dependsOn",
+                    "reuse"
                 ])
             }
         }
@@ -230,6 +243,10 @@ extension Components {
             public var createdAt: Foundation.Date
             /// - Remark: Generated from `#/components/schemas/SubmittedJob/links`.
             public var links: Components.Schemas.Links
+            /// The finished job whose results this job took (present only then; the status is then FINISHED).
+            ///
+            /// - Remark: Generated from `#/components/schemas/SubmittedJob/reusedFrom`.
+            public var reusedFrom: Swift.String?
             /// Creates a new `SubmittedJob`.
             ///
             /// - Parameters:
@@ -237,22 +254,26 @@ extension Components {
             ///   - status:
             ///   - createdAt:
             ///   - links:
+            ///   - reusedFrom: The finished job whose results this job took (present only then; the status is then FINISHED).
             public init(
                 id: Swift.String,
                 status: Components.Schemas.Status,
                 createdAt: Foundation.Date,
-                links: Components.Schemas.Links
+                links: Components.Schemas.Links,
+                reusedFrom: Swift.String? = nil
             ) {
                 self.id = id
                 self.status = status
                 self.createdAt = createdAt
                 self.links = links
+                self.reusedFrom = reusedFrom
             }
             public enum CodingKeys: String, CodingKey {
                 case id
                 case status
                 case createdAt
                 case links
+                case reusedFrom
             }
         }
         /// - Remark: Generated from `#/components/schemas/PendingResult`.
@@ -388,6 +409,14 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Job/waitingFor`.
             public var waitingFor: [Swift.String]?
+            /// The batch the job belongs to (absent when none).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Job/batch`.
+            public var batch: Swift.String?
+            /// The finished job whose results this job took instead of reading its document (absent when none).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Job/reusedFrom`.
+            public var reusedFrom: Swift.String?
             /// Creates a new `Job`.
             ///
             /// - Parameters:
@@ -404,6 +433,8 @@ extension Components {
             ///   - rerunOf: The job whose document this one re-reads with other options (`POST /v1/jobs/{id}/rerun`); absent for a submitted job.
             ///   - priority: The job's priority (Options.priority).
             ///   - waitingFor: While the job is queued behind its dependencies: the ones that have not finished yet. Absent otherwise.
+            ///   - batch: The batch the job belongs to (absent when none).
+            ///   - reusedFrom: The finished job whose results this job took instead of reading its document (absent when none).
             public init(
                 id: Swift.String,
                 status: Components.Schemas.Status,
@@ -417,7 +448,9 @@ extension Components {
                 pagesTotal: Swift.Int? = nil,
                 rerunOf: Swift.String? = nil,
                 priority: Swift.Int? = nil,
-                waitingFor: [Swift.String]? = nil
+                waitingFor: [Swift.String]? = nil,
+                batch: Swift.String? = nil,
+                reusedFrom: Swift.String? = nil
             ) {
                 self.id = id
                 self.status = status
@@ -432,6 +465,8 @@ extension Components {
                 self.rerunOf = rerunOf
                 self.priority = priority
                 self.waitingFor = waitingFor
+                self.batch = batch
+                self.reusedFrom = reusedFrom
             }
             public enum CodingKeys: String, CodingKey {
                 case id
@@ -447,6 +482,8 @@ extension Components {
                 case rerunOf
                 case priority
                 case waitingFor
+                case batch
+                case reusedFrom
             }
         }
         /// - Remark: Generated from `#/components/schemas/Box`.
@@ -1341,6 +1378,433 @@ extension Components {
                     "options",
                     "metadata",
                     "filename"
+                ])
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/BatchLinks`.
+        public struct BatchLinks: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/BatchLinks/self`.
+            public var _self: Swift.String
+            /// - Remark: Generated from `#/components/schemas/BatchLinks/archive`.
+            public var archive: Swift.String
+            /// - Remark: Generated from `#/components/schemas/BatchLinks/cancel`.
+            public var cancel: Swift.String
+            /// Creates a new `BatchLinks`.
+            ///
+            /// - Parameters:
+            ///   - _self:
+            ///   - archive:
+            ///   - cancel:
+            public init(
+                _self: Swift.String,
+                archive: Swift.String,
+                cancel: Swift.String
+            ) {
+                self._self = _self
+                self.archive = archive
+                self.cancel = cancel
+            }
+            public enum CodingKeys: String, CodingKey {
+                case _self = "self"
+                case archive
+                case cancel
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/SubmittedBatch`.
+        public struct SubmittedBatch: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/SubmittedBatch/id`.
+            public var id: Swift.String
+            /// - Remark: Generated from `#/components/schemas/SubmittedBatch/createdAt`.
+            public var createdAt: Foundation.Date
+            /// - Remark: Generated from `#/components/schemas/SubmittedBatch/JobsPayload`.
+            public struct JobsPayloadPayload: Codable, Hashable, Sendable {
+                /// - Remark: Generated from `#/components/schemas/SubmittedBatch/JobsPayload/id`.
+                public var id: Swift.String
+                /// - Remark: Generated from `#/components/schemas/SubmittedBatch/JobsPayload/documentName`.
+                public var documentName: Swift.String
+                /// - Remark: Generated from `#/components/schemas/SubmittedBatch/JobsPayload/status`.
+                public var status: Components.Schemas.Status
+                /// - Remark: Generated from `#/components/schemas/SubmittedBatch/JobsPayload/reusedFrom`.
+                public var reusedFrom: Swift.String?
+                /// - Remark: Generated from `#/components/schemas/SubmittedBatch/JobsPayload/links`.
+                public var links: Components.Schemas.Links
+                /// Creates a new `JobsPayloadPayload`.
+                ///
+                /// - Parameters:
+                ///   - id:
+                ///   - documentName:
+                ///   - status:
+                ///   - reusedFrom:
+                ///   - links:
+                public init(
+                    id: Swift.String,
+                    documentName: Swift.String,
+                    status: Components.Schemas.Status,
+                    reusedFrom: Swift.String? = nil,
+                    links: Components.Schemas.Links
+                ) {
+                    self.id = id
+                    self.documentName = documentName
+                    self.status = status
+                    self.reusedFrom = reusedFrom
+                    self.links = links
+                }
+                public enum CodingKeys: String, CodingKey {
+                    case id
+                    case documentName
+                    case status
+                    case reusedFrom
+                    case links
+                }
+            }
+            /// One job per document, in the order of the request.
+            ///
+            /// - Remark: Generated from `#/components/schemas/SubmittedBatch/jobs`.
+            public typealias JobsPayload = [Components.Schemas.SubmittedBatch.JobsPayloadPayload]
+            /// One job per document, in the order of the request.
+            ///
+            /// - Remark: Generated from `#/components/schemas/SubmittedBatch/jobs`.
+            public var jobs: Components.Schemas.SubmittedBatch.JobsPayload
+            /// - Remark: Generated from `#/components/schemas/SubmittedBatch/links`.
+            public var links: Components.Schemas.BatchLinks
+            /// Creates a new `SubmittedBatch`.
+            ///
+            /// - Parameters:
+            ///   - id:
+            ///   - createdAt:
+            ///   - jobs: One job per document, in the order of the request.
+            ///   - links:
+            public init(
+                id: Swift.String,
+                createdAt: Foundation.Date,
+                jobs: Components.Schemas.SubmittedBatch.JobsPayload,
+                links: Components.Schemas.BatchLinks
+            ) {
+                self.id = id
+                self.createdAt = createdAt
+                self.jobs = jobs
+                self.links = links
+            }
+            public enum CodingKeys: String, CodingKey {
+                case id
+                case createdAt
+                case jobs
+                case links
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/Batch`.
+        public struct Batch: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/Batch/id`.
+            public var id: Swift.String
+            /// - Remark: Generated from `#/components/schemas/Batch/createdAt`.
+            public var createdAt: Foundation.Date
+            /// ENDED when every job has ended (or was deleted).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Batch/status`.
+            @frozen public enum StatusPayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case running = "RUNNING"
+                case ended = "ENDED"
+            }
+            /// ENDED when every job has ended (or was deleted).
+            ///
+            /// - Remark: Generated from `#/components/schemas/Batch/status`.
+            public var status: Components.Schemas.Batch.StatusPayload
+            /// - Remark: Generated from `#/components/schemas/Batch/total`.
+            public var total: Swift.Int
+            /// Jobs by status, every status present.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Batch/counts`.
+            public struct CountsPayload: Codable, Hashable, Sendable {
+                /// - Remark: Generated from `#/components/schemas/Batch/counts/QUEUED`.
+                public var queued: Swift.Int
+                /// - Remark: Generated from `#/components/schemas/Batch/counts/IN_PROGRESS`.
+                public var inProgress: Swift.Int
+                /// - Remark: Generated from `#/components/schemas/Batch/counts/FINISHED`.
+                public var finished: Swift.Int
+                /// - Remark: Generated from `#/components/schemas/Batch/counts/FAILURE`.
+                public var failure: Swift.Int
+                /// - Remark: Generated from `#/components/schemas/Batch/counts/DELETED`.
+                public var deleted: Swift.Int
+                /// Creates a new `CountsPayload`.
+                ///
+                /// - Parameters:
+                ///   - queued:
+                ///   - inProgress:
+                ///   - finished:
+                ///   - failure:
+                ///   - deleted:
+                public init(
+                    queued: Swift.Int,
+                    inProgress: Swift.Int,
+                    finished: Swift.Int,
+                    failure: Swift.Int,
+                    deleted: Swift.Int
+                ) {
+                    self.queued = queued
+                    self.inProgress = inProgress
+                    self.finished = finished
+                    self.failure = failure
+                    self.deleted = deleted
+                }
+                public enum CodingKeys: String, CodingKey {
+                    case queued = "QUEUED"
+                    case inProgress = "IN_PROGRESS"
+                    case finished = "FINISHED"
+                    case failure = "FAILURE"
+                    case deleted = "DELETED"
+                }
+            }
+            /// Jobs by status, every status present.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Batch/counts`.
+            public var counts: Components.Schemas.Batch.CountsPayload
+            /// Pages read so far, over every job.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Batch/pagesDone`.
+            public var pagesDone: Swift.Int
+            /// - Remark: Generated from `#/components/schemas/Batch/JobsPayload`.
+            public struct JobsPayloadPayload: Codable, Hashable, Sendable {
+                /// - Remark: Generated from `#/components/schemas/Batch/JobsPayload/id`.
+                public var id: Swift.String
+                /// - Remark: Generated from `#/components/schemas/Batch/JobsPayload/position`.
+                public var position: Swift.Int
+                /// - Remark: Generated from `#/components/schemas/Batch/JobsPayload/documentName`.
+                public var documentName: Swift.String
+                /// - Remark: Generated from `#/components/schemas/Batch/JobsPayload/status`.
+                @frozen public enum StatusPayload: String, Codable, Hashable, Sendable, CaseIterable {
+                    case queued = "QUEUED"
+                    case inProgress = "IN_PROGRESS"
+                    case finished = "FINISHED"
+                    case failure = "FAILURE"
+                    case deleted = "DELETED"
+                }
+                /// - Remark: Generated from `#/components/schemas/Batch/JobsPayload/status`.
+                public var status: Components.Schemas.Batch.JobsPayloadPayload.StatusPayload
+                /// A failed job's reason.
+                ///
+                /// - Remark: Generated from `#/components/schemas/Batch/JobsPayload/reason`.
+                public var reason: Swift.String?
+                /// - Remark: Generated from `#/components/schemas/Batch/JobsPayload/pagesDone`.
+                public var pagesDone: Swift.Int?
+                /// - Remark: Generated from `#/components/schemas/Batch/JobsPayload/pagesTotal`.
+                public var pagesTotal: Swift.Int?
+                /// - Remark: Generated from `#/components/schemas/Batch/JobsPayload/links`.
+                public var links: Components.Schemas.Links
+                /// Creates a new `JobsPayloadPayload`.
+                ///
+                /// - Parameters:
+                ///   - id:
+                ///   - position:
+                ///   - documentName:
+                ///   - status:
+                ///   - reason: A failed job's reason.
+                ///   - pagesDone:
+                ///   - pagesTotal:
+                ///   - links:
+                public init(
+                    id: Swift.String,
+                    position: Swift.Int,
+                    documentName: Swift.String,
+                    status: Components.Schemas.Batch.JobsPayloadPayload.StatusPayload,
+                    reason: Swift.String? = nil,
+                    pagesDone: Swift.Int? = nil,
+                    pagesTotal: Swift.Int? = nil,
+                    links: Components.Schemas.Links
+                ) {
+                    self.id = id
+                    self.position = position
+                    self.documentName = documentName
+                    self.status = status
+                    self.reason = reason
+                    self.pagesDone = pagesDone
+                    self.pagesTotal = pagesTotal
+                    self.links = links
+                }
+                public enum CodingKeys: String, CodingKey {
+                    case id
+                    case position
+                    case documentName
+                    case status
+                    case reason
+                    case pagesDone
+                    case pagesTotal
+                    case links
+                }
+            }
+            /// - Remark: Generated from `#/components/schemas/Batch/jobs`.
+            public typealias JobsPayload = [Components.Schemas.Batch.JobsPayloadPayload]
+            /// - Remark: Generated from `#/components/schemas/Batch/jobs`.
+            public var jobs: Components.Schemas.Batch.JobsPayload
+            /// - Remark: Generated from `#/components/schemas/Batch/links`.
+            public var links: Components.Schemas.BatchLinks
+            /// Creates a new `Batch`.
+            ///
+            /// - Parameters:
+            ///   - id:
+            ///   - createdAt:
+            ///   - status: ENDED when every job has ended (or was deleted).
+            ///   - total:
+            ///   - counts: Jobs by status, every status present.
+            ///   - pagesDone: Pages read so far, over every job.
+            ///   - jobs:
+            ///   - links:
+            public init(
+                id: Swift.String,
+                createdAt: Foundation.Date,
+                status: Components.Schemas.Batch.StatusPayload,
+                total: Swift.Int,
+                counts: Components.Schemas.Batch.CountsPayload,
+                pagesDone: Swift.Int,
+                jobs: Components.Schemas.Batch.JobsPayload,
+                links: Components.Schemas.BatchLinks
+            ) {
+                self.id = id
+                self.createdAt = createdAt
+                self.status = status
+                self.total = total
+                self.counts = counts
+                self.pagesDone = pagesDone
+                self.jobs = jobs
+                self.links = links
+            }
+            public enum CodingKeys: String, CodingKey {
+                case id
+                case createdAt
+                case status
+                case total
+                case counts
+                case pagesDone
+                case jobs
+                case links
+            }
+        }
+        /// - Remark: Generated from `#/components/schemas/BatchFromUploads`.
+        public struct BatchFromUploads: Codable, Hashable, Sendable {
+            /// - Remark: Generated from `#/components/schemas/BatchFromUploads/UploadsPayload`.
+            @frozen public enum UploadsPayloadPayload: Codable, Hashable, Sendable {
+                /// - Remark: Generated from `#/components/schemas/BatchFromUploads/UploadsPayload/case1`.
+                case case1(Swift.String)
+                /// - Remark: Generated from `#/components/schemas/BatchFromUploads/UploadsPayload/case2`.
+                public struct Case2Payload: Codable, Hashable, Sendable {
+                    /// - Remark: Generated from `#/components/schemas/BatchFromUploads/UploadsPayload/case2/upload`.
+                    public var upload: Swift.String
+                    /// - Remark: Generated from `#/components/schemas/BatchFromUploads/UploadsPayload/case2/filename`.
+                    public var filename: Swift.String?
+                    /// Creates a new `Case2Payload`.
+                    ///
+                    /// - Parameters:
+                    ///   - upload:
+                    ///   - filename:
+                    public init(
+                        upload: Swift.String,
+                        filename: Swift.String? = nil
+                    ) {
+                        self.upload = upload
+                        self.filename = filename
+                    }
+                    public enum CodingKeys: String, CodingKey {
+                        case upload
+                        case filename
+                    }
+                    public init(from decoder: any Swift.Decoder) throws {
+                        let container = try decoder.container(keyedBy: CodingKeys.self)
+                        self.upload = try container.decode(
+                            Swift.String.self,
+                            forKey: .upload
+                        )
+                        self.filename = try container.decodeIfPresent(
+                            Swift.String.self,
+                            forKey: .filename
+                        )
+                        try decoder.ensureNoAdditionalProperties(knownKeys: [
+                            "upload",
+                            "filename"
+                        ])
+                    }
+                }
+                /// - Remark: Generated from `#/components/schemas/BatchFromUploads/UploadsPayload/case2`.
+                case case2(Components.Schemas.BatchFromUploads.UploadsPayloadPayload.Case2Payload)
+                public init(from decoder: any Swift.Decoder) throws {
+                    var errors: [any Swift.Error] = []
+                    do {
+                        self = .case1(try decoder.decodeFromSingleValueContainer())
+                        return
+                    } catch {
+                        errors.append(error)
+                    }
+                    do {
+                        self = .case2(try .init(from: decoder))
+                        return
+                    } catch {
+                        errors.append(error)
+                    }
+                    throw Swift.DecodingError.failedToDecodeOneOfSchema(
+                        type: Self.self,
+                        codingPath: decoder.codingPath,
+                        errors: errors
+                    )
+                }
+                public func encode(to encoder: any Swift.Encoder) throws {
+                    switch self {
+                    case let .case1(value):
+                        try encoder.encodeToSingleValueContainer(value)
+                    case let .case2(value):
+                        try value.encode(to: encoder)
+                    }
+                }
+            }
+            /// Upload ids from POST /v1/uploads, each alone or with the document's file name.
+            ///
+            /// - Remark: Generated from `#/components/schemas/BatchFromUploads/uploads`.
+            public typealias UploadsPayload = [Components.Schemas.BatchFromUploads.UploadsPayloadPayload]
+            /// Upload ids from POST /v1/uploads, each alone or with the document's file name.
+            ///
+            /// - Remark: Generated from `#/components/schemas/BatchFromUploads/uploads`.
+            public var uploads: Components.Schemas.BatchFromUploads.UploadsPayload
+            /// - Remark: Generated from `#/components/schemas/BatchFromUploads/options`.
+            public var options: Components.Schemas.Options?
+            /// Any JSON object, stored with every job as sent (at most 64 KiB).
+            ///
+            /// - Remark: Generated from `#/components/schemas/BatchFromUploads/metadata`.
+            public var metadata: OpenAPIRuntime.OpenAPIObjectContainer?
+            /// Creates a new `BatchFromUploads`.
+            ///
+            /// - Parameters:
+            ///   - uploads: Upload ids from POST /v1/uploads, each alone or with the document's file name.
+            ///   - options:
+            ///   - metadata: Any JSON object, stored with every job as sent (at most 64 KiB).
+            public init(
+                uploads: Components.Schemas.BatchFromUploads.UploadsPayload,
+                options: Components.Schemas.Options? = nil,
+                metadata: OpenAPIRuntime.OpenAPIObjectContainer? = nil
+            ) {
+                self.uploads = uploads
+                self.options = options
+                self.metadata = metadata
+            }
+            public enum CodingKeys: String, CodingKey {
+                case uploads
+                case options
+                case metadata
+            }
+            public init(from decoder: any Swift.Decoder) throws {
+                let container = try decoder.container(keyedBy: CodingKeys.self)
+                self.uploads = try container.decode(
+                    Components.Schemas.BatchFromUploads.UploadsPayload.self,
+                    forKey: .uploads
+                )
+                self.options = try container.decodeIfPresent(
+                    Components.Schemas.Options.self,
+                    forKey: .options
+                )
+                self.metadata = try container.decodeIfPresent(
+                    OpenAPIRuntime.OpenAPIObjectContainer.self,
+                    forKey: .metadata
+                )
+                try decoder.ensureNoAdditionalProperties(knownKeys: [
+                    "uploads",
+                    "options",
+                    "metadata"
                 ])
             }
         }

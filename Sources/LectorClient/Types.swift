@@ -124,6 +124,37 @@ public protocol APIProtocol: Sendable {
     /// - Remark: HTTP `POST /v1/uploads`.
     /// - Remark: Generated from `#/paths//v1/uploads/post(createUpload)`.
     func createUpload(_ input: Operations.CreateUpload.Input) async throws -> Operations.CreateUpload.Output
+    /// Submit many documents as one batch.
+    ///
+    /// One job per document, with shared options and metadata, created together in one transaction: all or none. A bad document refuses the whole batch (4xx; the message names the document by position and name). Multipart: one `document` part per job (at most 1,000; each within the upload limit, all together within LECTOR_MAX_BATCH_BYTES), optional `options` and `metadata` parts. JSON (object storage only): upload ids from POST /v1/uploads. Each job is an ordinary job (its own routes, events and webhook); identical finished work is reused as for a submit.
+    ///
+    /// - Remark: HTTP `POST /v1/batches`.
+    /// - Remark: Generated from `#/paths//v1/batches/post(createBatch)`.
+    func createBatch(_ input: Operations.CreateBatch.Input) async throws -> Operations.CreateBatch.Output
+    /// A batch: counts by status, pages done, each job.
+    ///
+    /// - Remark: HTTP `GET /v1/batches/{id}`.
+    /// - Remark: Generated from `#/paths//v1/batches/{id}/get(getBatch)`.
+    func getBatch(_ input: Operations.GetBatch.Input) async throws -> Operations.GetBatch.Output
+    /// Cancel every job of a batch that has not ended.
+    ///
+    /// Queued jobs end at once (`FAILURE`, reason `cancelled`); running ones are stopped by their workers within about a second. Jobs that depend on a cancelled job fail with it.
+    ///
+    /// - Remark: HTTP `POST /v1/batches/{id}/cancel`.
+    /// - Remark: Generated from `#/paths//v1/batches/{id}/cancel/post(cancelBatch)`.
+    func cancelBatch(_ input: Operations.CancelBatch.Input) async throws -> Operations.CancelBatch.Output
+    /// The batch's results as one ZIP.
+    ///
+    /// Once every job has ended: 302 to a signed link (valid for LECTOR_RESULT_LINK_TTL, no API key needed) of a ZIP holding `NNNN-<document name>/result.txt` and `result.json` of each finished job and `manifest.json` (every job: id, position, name, status, reason, files). Before: 202 with the batch.
+    ///
+    /// - Remark: HTTP `GET /v1/batches/{id}/archive`.
+    /// - Remark: Generated from `#/paths//v1/batches/{id}/archive/get(getBatchArchive)`.
+    func getBatchArchive(_ input: Operations.GetBatchArchive.Input) async throws -> Operations.GetBatchArchive.Output
+    /// A batch archive through a signed link.
+    ///
+    /// - Remark: HTTP `GET /archives/{file}`.
+    /// - Remark: Generated from `#/paths//archives/{file}/get(downloadBatchArchive)`.
+    func downloadBatchArchive(_ input: Operations.DownloadBatchArchive.Input) async throws -> Operations.DownloadBatchArchive.Output
 }
 
 /// Convenience overloads for operation inputs.
@@ -387,6 +418,81 @@ extension APIProtocol {
         try await createUpload(Operations.CreateUpload.Input(
             headers: headers,
             body: body
+        ))
+    }
+    /// Submit many documents as one batch.
+    ///
+    /// One job per document, with shared options and metadata, created together in one transaction: all or none. A bad document refuses the whole batch (4xx; the message names the document by position and name). Multipart: one `document` part per job (at most 1,000; each within the upload limit, all together within LECTOR_MAX_BATCH_BYTES), optional `options` and `metadata` parts. JSON (object storage only): upload ids from POST /v1/uploads. Each job is an ordinary job (its own routes, events and webhook); identical finished work is reused as for a submit.
+    ///
+    /// - Remark: HTTP `POST /v1/batches`.
+    /// - Remark: Generated from `#/paths//v1/batches/post(createBatch)`.
+    public func createBatch(
+        headers: Operations.CreateBatch.Input.Headers = .init(),
+        body: Operations.CreateBatch.Input.Body
+    ) async throws -> Operations.CreateBatch.Output {
+        try await createBatch(Operations.CreateBatch.Input(
+            headers: headers,
+            body: body
+        ))
+    }
+    /// A batch: counts by status, pages done, each job.
+    ///
+    /// - Remark: HTTP `GET /v1/batches/{id}`.
+    /// - Remark: Generated from `#/paths//v1/batches/{id}/get(getBatch)`.
+    public func getBatch(
+        path: Operations.GetBatch.Input.Path,
+        query: Operations.GetBatch.Input.Query = .init(),
+        headers: Operations.GetBatch.Input.Headers = .init()
+    ) async throws -> Operations.GetBatch.Output {
+        try await getBatch(Operations.GetBatch.Input(
+            path: path,
+            query: query,
+            headers: headers
+        ))
+    }
+    /// Cancel every job of a batch that has not ended.
+    ///
+    /// Queued jobs end at once (`FAILURE`, reason `cancelled`); running ones are stopped by their workers within about a second. Jobs that depend on a cancelled job fail with it.
+    ///
+    /// - Remark: HTTP `POST /v1/batches/{id}/cancel`.
+    /// - Remark: Generated from `#/paths//v1/batches/{id}/cancel/post(cancelBatch)`.
+    public func cancelBatch(
+        path: Operations.CancelBatch.Input.Path,
+        headers: Operations.CancelBatch.Input.Headers = .init()
+    ) async throws -> Operations.CancelBatch.Output {
+        try await cancelBatch(Operations.CancelBatch.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// The batch's results as one ZIP.
+    ///
+    /// Once every job has ended: 302 to a signed link (valid for LECTOR_RESULT_LINK_TTL, no API key needed) of a ZIP holding `NNNN-<document name>/result.txt` and `result.json` of each finished job and `manifest.json` (every job: id, position, name, status, reason, files). Before: 202 with the batch.
+    ///
+    /// - Remark: HTTP `GET /v1/batches/{id}/archive`.
+    /// - Remark: Generated from `#/paths//v1/batches/{id}/archive/get(getBatchArchive)`.
+    public func getBatchArchive(
+        path: Operations.GetBatchArchive.Input.Path,
+        headers: Operations.GetBatchArchive.Input.Headers = .init()
+    ) async throws -> Operations.GetBatchArchive.Output {
+        try await getBatchArchive(Operations.GetBatchArchive.Input(
+            path: path,
+            headers: headers
+        ))
+    }
+    /// A batch archive through a signed link.
+    ///
+    /// - Remark: HTTP `GET /archives/{file}`.
+    /// - Remark: Generated from `#/paths//archives/{file}/get(downloadBatchArchive)`.
+    public func downloadBatchArchive(
+        path: Operations.DownloadBatchArchive.Input.Path,
+        query: Operations.DownloadBatchArchive.Input.Query,
+        headers: Operations.DownloadBatchArchive.Input.Headers = .init()
+    ) async throws -> Operations.DownloadBatchArchive.Output {
+        try await downloadBatchArchive(Operations.DownloadBatchArchive.Input(
+            path: path,
+            query: query,
+            headers: headers
         ))
     }
 }

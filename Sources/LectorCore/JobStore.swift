@@ -25,6 +25,10 @@ public struct JobRecord: Sendable {
     public var priority: Int = 0
     /// The jobs it depends on that have not finished yet: while any is left, the job waits in `QUEUED`.
     public var waitingFor: [UUID] = []
+    /// The batch it belongs to (`POST /v1/batches`), if any.
+    public var batchID: UUID? = nil
+    /// The finished job whose results it took instead of reading the document (db/011, reuse).
+    public var reusedFrom: UUID? = nil
 }
 
 /// One row of the append-only status log.
@@ -204,7 +208,7 @@ public struct TransitionRefused: Error, CustomStringConvertible {
     public var description: String { "transition of job \(jobID) to \(status.rawValue) was refused" }
 }
 
-/// Every query about jobs. All job SQL of the product lives in this file.
+/// Every query about jobs. All job SQL of the product lives in this file and its extensions (JobStore+Batches).
 public struct JobStore: Sendable {
     /// Channel notified with an empty payload whenever a job becomes `QUEUED`.
     public static let queuedChannel = "lector_job_queued"
@@ -224,8 +228,13 @@ public struct JobStore: Sendable {
     /// With an idempotency key, the key is recorded in the same transaction; when the user already holds that
     /// key (used less than 24 hours ago), nothing is created and `IdempotencyKeyTaken` is thrown: look the
     /// original up with `idempotentJob`.
+    ///
+    /// With `reusing`, the job is finished in the same transaction with that job's results (`finish_reused`,
+    /// db/011); its folder must already hold the copies.
     @discardableResult
-    public func create(_ job: NewJob, idempotencyKey: (key: String, fingerprint: [UInt8])? = nil) async throws -> Date {
+    public func create(
+        _ job: NewJob, idempotencyKey: (key: String, fingerprint: [UInt8])? = nil, reusing: ReusableResult? = nil
+    ) async throws -> Date {
         // One statement: `create_job` (db/005_job_functions.sql) inserts the job, its QUEUED transition and the
         // key in one transaction, waiting at most 2 s for a concurrent request's key.
         let statement = CreateJobStatement(
@@ -237,6 +246,9 @@ public struct JobStore: Sendable {
             createdAt = try await committed { connection -> Date? in
                 var createdAt: Date?
                 for try await date in try await connection.execute(statement, logger: logger) { createdAt = date }
+                if let reusing, createdAt != nil {
+                    try await Self.finishReused(job.id, source: reusing, connection: connection, logger: logger)
+                }
                 return createdAt
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.idempotencyKeyTakenState {
@@ -318,12 +330,12 @@ public struct JobStore: Sendable {
     /// stale attempt can never overwrite a newer one's files, and the transition's time is taken after the files
     /// are in place (a folder's fsync can take tens of milliseconds on a busy disk).
     public func end(
-        _ lease: Lease, as status: JobStatus, reason: String? = nil, pages: Int? = nil,
+        _ lease: Lease, as status: JobStatus, reason: String? = nil, pages: Int? = nil, engineVersion: String? = nil,
         beforeCommit: (@Sendable () async throws -> Void)? = nil
     ) async throws {
         precondition(status.isTerminal, "end(_:as:) takes FINISHED or FAILURE")
         let statement = EndJobStatement(lease: lease, status: status, reason: reason)
-        guard let beforeCommit else {
+        guard beforeCommit != nil || pages != nil || engineVersion != nil else {
             var ended = false
             for try await row in try await client.execute(statement, logger: logger) { ended = row }
             if !ended { throw TransitionRefused(jobID: lease.jobID, status: status) }
@@ -331,11 +343,16 @@ public struct JobStore: Sendable {
         }
         try await transaction { connection in
             try await Self.lockLease(lease, status: status, connection: connection, logger: logger)
-            try await beforeCommit()
-            if let pages {
-                // The final progress, with the end: a job faster than the progress interval still shows it.
+            try await beforeCommit?()
+            if pages != nil || engineVersion != nil {
+                // The final progress, with the end: a job faster than the progress interval still shows it. And
+                // the engine that made the results, for reuse (db/011).
                 try await connection.query(
-                    "UPDATE jobs SET pages_done = \(pages), pages_total = \(pages) WHERE id = \(lease.jobID)", logger: logger)
+                    """
+                    UPDATE jobs SET pages_done = coalesce(\(pages), pages_done), pages_total = coalesce(\(pages), pages_total),
+                        engine_version = coalesce(\(engineVersion), engine_version)
+                    WHERE id = \(lease.jobID)
+                    """, logger: logger)
             }
             var ended = false
             for try await row in try await connection.execute(statement, logger: logger) { ended = row }
@@ -551,21 +568,22 @@ public struct JobStore: Sendable {
                    CASE WHEN status = 'QUEUED' AND blocked_by > 0 THEN ARRAY(
                        SELECT d.depends_on FROM job_dependencies d JOIN jobs w ON w.id = d.depends_on
                        WHERE d.job_id = jobs.id AND w.status IS DISTINCT FROM 'FINISHED' ORDER BY 1)
-                   ELSE '{}'::uuid[] END
+                   ELSE '{}'::uuid[] END,
+                   batch_id, reused_from
             FROM jobs WHERE id = \(id) AND owner_id = \(ownerID)
             """,
             logger: logger
         )
         var record: JobRecord?
         for try await row in rows.decode(
-            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?, UUID?, Bool, Int64, [UUID]).self
+            (UUID, Int64, String, String, Int64, String, String, String, Date, String?, Int?, Int?, UUID?, Bool, Int64, [UUID], UUID?, UUID?).self
         ) {
             if row.13 { throw JobDeleted(jobID: id) }
             record = JobRecord(
                 id: row.0, ownerID: row.1, documentName: row.2, contentType: row.3, sizeBytes: row.4,
                 sha256Hex: row.5, optionsJSON: row.6, metadataJSON: row.7, createdAt: row.8,
                 status: row.9.flatMap(JobStatus.init(rawValue:)) ?? .queued, pagesDone: row.10, pagesTotal: row.11,
-                rerunOf: row.12, priority: Int(row.14), waitingFor: row.15
+                rerunOf: row.12, priority: Int(row.14), waitingFor: row.15, batchID: row.16, reusedFrom: row.17
             )
         }
         guard let record else { return nil }

@@ -51,6 +51,12 @@ public final class LectorMetrics: Sendable {
             .increment()
     }
 
+    /// A submitted job finished at once with the results of an identical finished job (no worker ran it).
+    public func jobReused() {
+        registry.makeCounter(descriptor: Self.descriptor("jobs_reused_total", "Jobs finished at submit with a copy of an identical finished job's results"))
+            .increment()
+    }
+
     public func jobFinished(mode: String) {
         registry.makeCounter(descriptor: Self.descriptor("jobs_finished_total", "Jobs that ended FINISHED, by requested pipeline mode"), labels: [("mode", mode)])
             .increment()

@@ -39,6 +39,9 @@ public struct Settings: Sendable {
     public var usesObjectStorage: Bool { storage.hasPrefix("s3://") }
     /// `LECTOR_MAX_UPLOAD_BYTES`: the largest document accepted (413 above).
     public var maxUploadBytes: Int
+    /// `LECTOR_MAX_BATCH_BYTES`: the largest multipart body of `POST /v1/batches` (every document together; each
+    /// one is also held to `maxUploadBytes`). Default 500 MB.
+    public var maxBatchBytes: Int
     /// `LECTOR_MAX_PAGE_PIXELS`: the most pixels one page may have before decoding is refused.
     public var maxPagePixels: Int
     /// `LECTOR_MAX_PAGES`: the most pages one document may have.
@@ -178,6 +181,7 @@ public struct Settings: Sendable {
         self.spoolDirectory = string(
             "LECTOR_SPOOL_DIR", FileManager.default.temporaryDirectory.appendingPathComponent("lector-spool", isDirectory: true).path)
         self.maxUploadBytes = int("LECTOR_MAX_UPLOAD_BYTES", 50_000_000)
+        self.maxBatchBytes = int("LECTOR_MAX_BATCH_BYTES", 500_000_000)
         self.maxPagePixels = int("LECTOR_MAX_PAGE_PIXELS", 36_000_000)
         self.maxPages = int("LECTOR_MAX_PAGES", 200)
         self.signingKey = env["LECTOR_SIGNING_KEY"] ?? ""

@@ -97,4 +97,19 @@ public protocol OCREngineFactory: Sendable {
     /// The languages installed for this engine.
     func availableLanguages() throws(OCRError) -> Set<String>
     func makeEngine() throws(OCRError) -> any OCREngine
+    /// What makes this engine's results what they are: its version, Lector's pipeline revision and the model
+    /// files it loads. Two workers with the same identity produce the same result for the same document and
+    /// options, so a finished job's results may be reused for an identical job (docs/design/queue.md, "Reuse").
+    func identity() throws(OCRError) -> String
+}
+
+extension OCREngineFactory {
+    public func identity() throws(OCRError) -> String { "\(type(of: self)); lector-pipeline \(OCREngineRevision.pipeline)" }
+}
+
+/// Lector's own part of an engine identity: raise it with every change to the pipelines (preprocessing,
+/// detection, recognition settings, result schema) that changes the results of some document, so that results
+/// made before it are no longer reused.
+public enum OCREngineRevision {
+    public static let pipeline = 1
 }

@@ -73,6 +73,28 @@ public struct TesseractEngineFactory: OCREngineFactory {
         return handle.availableLanguages()
     }
 
+    /// Tesseract's version, the pipeline revision, the PDF resolution, and each model file's name, size and
+    /// modification time (the language models of Tesseract's folder, the detectors): a re-installed or changed
+    /// model is a new identity (at worst a needless miss), without reading hundreds of megabytes at start.
+    public func identity() throws(OCRError) -> String {
+        let handle = try TesseractHandle(dataPath: dataPath, language: nil)
+        var files: [String] = []
+        let folder = URL(fileURLWithPath: handle.dataPath, isDirectory: true)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        var paths = names.filter { $0.hasSuffix(".traineddata") }.sorted().map { folder.appendingPathComponent($0).path }
+        paths += [models.db, models.east].compactMap { $0 }
+        for path in paths {
+            var info = stat()
+            guard stat(path, &info) == 0 else { continue }
+            files.append("\((path as NSString).lastPathComponent):\(info.st_size):\(info.st_mtim.tv_sec)")
+        }
+        // FNV-1a (64 bits): a change detector, not a defence; the file list itself can be long.
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in files.joined(separator: "\n").utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        let digest = String(hash, radix: 16)
+        return "\(Self.version); lector-pipeline \(OCREngineRevision.pipeline); dpi \(pdfDPI); models \(digest)"
+    }
+
     public func makeEngine() throws(OCRError) -> any OCREngine {
         TesseractEngine(dataPath: dataPath, limits: limits, models: models, pdfDPI: pdfDPI)
     }

@@ -72,6 +72,10 @@ public struct Worker: Service {
     private let claimedCount = NIOLockedValueBox(0)
     /// Whether storage takes writes: slots claim only while it does.
     let storageHealth: StorageHealth
+    /// The engine's identity (`OCREngineFactory.identity`), recorded with every finished job and announced as the
+    /// fleet's current engine at start, so that identical jobs reuse results of this engine only; nil when the
+    /// engine could not tell (then its results are never reused).
+    let engineIdentity: String?
 
     /// The doorbell key every slot waits on.
     public static let queuedKey = 0
@@ -93,6 +97,7 @@ public struct Worker: Service {
         self.logger = logger
         self.storageHealth = StorageHealth(
             storage: storage, interval: storage is ObjectStorage ? ObjectStorage.healthInterval : .seconds(1))
+        self.engineIdentity = try? engines.identity()
     }
 
     /// The listener that rings `doorbell` when a job is queued; run it beside the worker.
@@ -133,6 +138,7 @@ public struct Worker: Service {
                 // outcome waits for the database to come back).
                 outer.addTask { await keepLeases() }
                 outer.addTask { await publishProgress() }
+                outer.addTask { await announceEngine() }
                 await withDiscardingTaskGroup { group in
                     for index in 1...configuration.concurrency {
                         group.addTask { await runSlot(index) }
@@ -147,6 +153,24 @@ public struct Worker: Service {
     }
 
     private var stopping: Bool { Task.isShuttingDownGracefully || Task.isCancelled }
+
+    /// Announces this worker's engine identity as the fleet's current one (db/011), retrying while the database
+    /// is unreachable. Until it has, identical jobs may still reuse the previous engine's results.
+    private func announceEngine() async {
+        guard let identity = engineIdentity else { return }
+        var delay = Duration.milliseconds(500)
+        while !Task.isCancelled {
+            do {
+                try await jobs.announceEngine(identity)
+                logger.info("engine announced", metadata: ["engine": "\(identity)"])
+                return
+            } catch {
+                logger.warning("could not announce the engine; retrying", metadata: ["error": "\(String(reflecting: error))"])
+                guard (try? await Task.sleep(for: delay)) != nil else { return }
+                delay = min(delay * 2, .seconds(30))
+            }
+        }
+    }
 
     /// Claims and runs jobs until shutdown.
     func runSlot(_ index: Int) async {
@@ -430,7 +454,7 @@ public struct Worker: Service {
             do {
                 switch outcome {
                 case .finished(let files):
-                    try await jobs.end(lease, as: .finished, pages: pages) {
+                    try await jobs.end(lease, as: .finished, pages: pages, engineVersion: engineIdentity) {
                         try await storage.commitResults(id: lease.jobID, fileNames: files, attempt: lease.attempt)
                     }
                     metrics.jobFinished(mode: mode)

@@ -194,7 +194,8 @@ def direct_uploads(base, key, run, store, prefix, page, check):
     check(psql(DATABASE, "SELECT count(*) FROM jobs") == jobs_before, "...and none of these made a job")
 
     # Written by hand: the metadata's number has more digits than a float, and must be stored as sent.
-    raw = '{"upload": %s, "options": {"lang": "eng"}, "metadata": {"n": 1.000000000000000000001}, "filename": "scan.png"}' % json.dumps(upload_id)
+    # reuse: false, so that a worker reads the uploaded document (the same page finished before).
+    raw = '{"upload": %s, "options": {"lang": "eng", "reuse": false}, "metadata": {"n": 1.000000000000000000001}, "filename": "scan.png"}' % json.dumps(upload_id)
     idempotent = dict(as_json, **{"Idempotency-Key": f"upload-{upload_id[:36]}"})
     status, _, body = http("POST", f"{base}/v1/jobs", key, raw.encode(), idempotent)
     job = json.loads(body).get("id") if status == 202 else None
@@ -240,6 +241,48 @@ def direct_uploads(base, key, run, store, prefix, page, check):
     check(status == 415, f"an upload of an unsupported type is refused at once ({status})")
     status, body = create("image/png", 10**12)
     check(status == 413, f"an upload larger than LECTOR_MAX_UPLOAD_BYTES is refused at once ({status})")
+
+
+def batches(base, key, store, prefix, page, source_job, check):
+    """POST /v1/batches from two direct uploads of a page that finished before: both jobs reuse its results
+    (copied on the store), the uploads go, the batch ends at once, and its archive holds both texts."""
+    as_json = {"Content-Type": "application/json"}
+    ids = []
+    for _ in range(2):
+        status, _, body = http("POST", f"{base}/v1/uploads", key, json.dumps({"contentType": "image/png", "size": len(page)}).encode(), as_json)
+        upload = json.loads(body or b"{}")
+        status, _, _ = http("PUT", upload.get("url", ""), data=page, headers=upload.get("headers", {}))
+        check(status == 200, f"batch upload PUT ({status})")
+        ids.append(upload.get("id", ""))
+    body = {"uploads": [ids[0], {"upload": ids[1], "filename": "second.png"}], "options": {"lang": "eng"}, "metadata": {"batch": 1}}
+    status, headers, answer = http("POST", f"{base}/v1/batches", key, json.dumps(body).encode(), as_json)
+    created = json.loads(answer or b"{}")
+    jobs = created.get("jobs", [])
+    check(status == 202 and len(jobs) == 2 and headers.get("Location") == f"/v1/batches/{created.get('id')}",
+          f"POST /v1/batches from two uploads answers 202 with two jobs ({status} {answer[:160]!r})")
+    check(all(j.get("reusedFrom") for j in jobs) and all(j.get("status") == "FINISHED" for j in jobs),
+          f"both reuse the finished job's results: {[(j.get('status'), j.get('reusedFrom')) for j in jobs]}")
+    left = [k for k in store.keys(f"{prefix}/.direct-uploads/") if k.rsplit("/", 1)[-1] in {i.split(".")[0] for i in ids}]
+    check(left == [], f"the batch's uploads are gone once its jobs exist: {left}")
+    for job in jobs:
+        keys = set(store.keys(f"{prefix}/{job['id']}/"))
+        check({f"{prefix}/{job['id']}/{name}" for name in ("document.png", "metadata.json", "result.json", "result.txt")} <= keys,
+              f"a reused job's prefix holds its document and its own copy of the results: {sorted(keys)}")
+    status, _, answer = http("GET", f"{base}/v1/batches/{created.get('id')}?wait=30", key)
+    view = json.loads(answer or b"{}")
+    check(status == 200 and view.get("status") == "ENDED" and view.get("counts", {}).get("FINISHED") == 2,
+          f"the batch has ended: {view.get('status')} {view.get('counts')}")
+    status, headers, _ = http("GET", f"{base}/v1/batches/{created.get('id')}/archive", key, follow=False)
+    status2, headers2, data = http("GET", f"{base}{headers.get('Location', '/')}")
+    names = {}
+    if status2 == 200:
+        import io, zipfile
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        check(archive.testzip() is None, "the archive's CRCs are right")
+        names = {name: archive.read(name).decode("utf-8", "replace") for name in archive.namelist()}
+    check(status == 302 and status2 == 200 and headers2.get("Content-Type") == "application/zip"
+          and "storage" in names.get("0002-second.png/result.txt", "").lower() and "manifest.json" in names,
+          f"the archive through its signed link ({status} {status2}): {sorted(names)}")
 
 
 def main():
@@ -391,6 +434,7 @@ def main():
 
         direct_uploads(base, key, run, store, prefix, page, check)
         check(os.listdir(tmp) == [], f"...and after the upload's job: {os.listdir(tmp)}")
+        batches(base, key, store, prefix, page, job, check)
 
         status, _, _ = http("DELETE", f"{base}/v1/jobs/{job}", key)
         check(status == 204, f"delete answered {status}")
