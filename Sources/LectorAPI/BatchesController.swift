@@ -119,7 +119,9 @@ struct BatchesController {
         for item in prepared { reusing[item.job.id] = item.reusing }
         let createdAt: Date
         do {
-            createdAt = try await jobs.database { [store = dependencies.jobs, jobs = prepared.map(\.job), reusing] in
+            // A statement per job in one transaction: the deadline grows with the batch (10 ms a job).
+            let limit = Duration.milliseconds(Int64(dependencies.settings.databaseTimeout * 1000) + 10 * Int64(prepared.count))
+            createdAt = try await withDeadline(limit, "creating a batch") { [store = dependencies.jobs, jobs = prepared.map(\.job), reusing] in
                 try await store.createBatch(batchID, ownerID: user.id, jobs: jobs, reusing: reusing)
             }
         } catch let error as UnknownDependency {
@@ -376,7 +378,7 @@ struct BatchesController {
             var zip = ZipArchive()
             var manifest: [JSONValue] = []
             for job in record.jobs {
-                let folder = String(format: "%04d-", job.position) + Self.entryName(job.documentName)
+                let folder = String(format: "%04ld-", job.position) + Self.entryName(job.documentName)
                 var files: [JSONValue] = []
                 if job.status == .finished, !job.deleted {
                     for name in ["result.txt", "result.json"] {

@@ -6,7 +6,7 @@ storage root), submits JOBS small documents through HTTP, kills a random worker 
 KILL_INTERVAL seconds and restarts it, restarts PostgreSQL twice (during the submits, and mid-run), then waits for every job to end and
 checks, for every id the server acknowledged: FINISHED, exactly one FINISHED transition, a result.txt that
 holds its document's own number, and a result.json written by the attempt that finished the job (a stale
-attempt's files never overwrite). Meanwhile it cancels, deletes and re-OCRs a fifth as many jobs as it submits
+attempt's files never overwrite). A fifth of the documents go in batches of five. Meanwhile it cancels, deletes and re-OCRs a fifth as many jobs as it submits
 (--mix): a cancelled job ends FAILURE "cancelled" (or FINISHED, when the cancel of a running job lost the race
 with its end), a deleted one leaves no folder, a re-OCR finishes with its first job's text. A crash in any
 process's log fails the run. extra_jobs counts jobs created by a submit retried after a lost answer
@@ -118,6 +118,28 @@ def submit(base, key, path):
             status, body = request("POST", f"{base}/v1/jobs", key, data, "image/png")
             if status == 202:
                 return json.loads(body)["id"]
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(delay)
+        delay = min(delay * 2, 3)
+
+
+def submit_batch(base, key, paths):
+    """Submits `paths` as one batch (POST /v1/batches) until the server acknowledges; returns the job ids in order.
+    A batch is all or nothing: a 202 means every job of it is committed."""
+    boundary = f"chaos-{os.urandom(8).hex()}"
+    body = b""
+    for path in paths:
+        with open(path, "rb") as f:
+            body += (f'--{boundary}\r\nContent-Disposition: form-data; name="document"; filename="{os.path.basename(path)}"\r\n'
+                     f"Content-Type: image/png\r\n\r\n").encode() + f.read() + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    delay = 0.2
+    while True:
+        try:
+            status, answer = request("POST", f"{base}/v1/batches", key, body, f"multipart/form-data; boundary={boundary}")
+            if status == 202:
+                return [job["id"] for job in json.loads(answer)["jobs"]]
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
         time.sleep(delay)
@@ -284,13 +306,16 @@ def main():
     mixing.start()
 
     log(f"submitting {args.jobs} jobs")
+    # Most documents one by one; the last fifth in batches of five (POST /v1/batches, all or nothing).
+    singles = len(paths) - len(paths) // 5
+    units = [[path] for path in paths[:singles]] + [paths[i:i + 5] for i in range(singles, len(paths), 5)]
     with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
-        def submit_one(path):
-            job = submit(base, key, path)
-            acknowledged.append(job)
-            return job
+        def submit_unit(unit):
+            jobs = [submit(base, key, unit[0])] if len(unit) == 1 else submit_batch(base, key, unit)
+            acknowledged.extend(jobs)
+            return jobs
 
-        ids = list(pool.map(submit_one, paths))
+        ids = [job for jobs in pool.map(submit_unit, units) for job in jobs]
     token_of = {job: f"{index:04d}" for index, job in enumerate(ids)}
 
     deadline = started + args.timeout
