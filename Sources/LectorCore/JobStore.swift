@@ -710,13 +710,16 @@ public struct JobStore: Sendable {
     public func queueDepth() async throws -> LectorMetrics.QueueDepth {
         let rows = try await client.query(
             """
-            SELECT (SELECT count(*) FROM jobs WHERE status = 'QUEUED')::int8,
+            SELECT (SELECT count(*) FROM jobs WHERE status = 'QUEUED' AND blocked_by = 0)::int8,
                    (SELECT count(*) FROM job_leases)::int8,
-                   (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM jobs WHERE status = 'QUEUED')
+                   (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM jobs WHERE status = 'QUEUED' AND blocked_by = 0),
+                   (SELECT count(*) FROM jobs WHERE status = 'QUEUED' AND blocked_by > 0)::int8
             """,
             logger: logger)
-        for try await (queued, running, age) in rows.decode((Int, Int, Double?).self) {
-            return LectorMetrics.QueueDepth(queued: queued, running: running, oldestQueuedAge: age)
+        // Blocked jobs (db/010) are counted apart: no worker can take them, so they must not scale the fleet
+        // (KEDA's query leaves them out too) nor age the queue.
+        for try await (queued, running, age, blocked) in rows.decode((Int, Int, Double?, Int).self) {
+            return LectorMetrics.QueueDepth(queued: queued, running: running, oldestQueuedAge: age, blocked: blocked)
         }
         return LectorMetrics.QueueDepth(queued: 0, running: 0, oldestQueuedAge: nil)
     }

@@ -128,8 +128,11 @@ public final class LectorMetrics: Sendable {
         public var queued: Int
         public var running: Int
         public var oldestQueuedAge: Double?
+        /// Queued jobs waiting for their dependencies (not counted in `queued`: no worker can take them yet).
+        public var blocked: Int
 
-        public init(queued: Int, running: Int, oldestQueuedAge: Double?) {
+        public init(queued: Int, running: Int, oldestQueuedAge: Double?, blocked: Int = 0) {
+            self.blocked = blocked
             self.queued = queued
             self.running = running
             self.oldestQueuedAge = oldestQueuedAge
@@ -143,6 +146,7 @@ public final class LectorMetrics: Sendable {
         registry.makeGauge(descriptor: Self.descriptor("queue_jobs", "Jobs in the queue by status, read from the database"), labels: [("status", "QUEUED")]).set(to: 0)
         registry.makeGauge(descriptor: Self.descriptor("queue_jobs", "Jobs in the queue by status, read from the database"), labels: [("status", "IN_PROGRESS")]).set(to: 0)
         registry.makeGauge(descriptor: Self.descriptor("queue_oldest_age_seconds", "Age of the oldest queued job (0 when none), read from the database")).set(to: 0)
+        registry.makeGauge(descriptor: Self.descriptor("queue_blocked_jobs", "Queued jobs waiting for their dependencies, read from the database")).set(to: 0)
     }
 
     /// The exposition text; refreshes the queue's depth first when it is older than a second.
@@ -159,6 +163,8 @@ public final class LectorMetrics: Sendable {
                 registry.makeGauge(descriptor: Self.descriptor("queue_jobs", help), labels: [("status", "IN_PROGRESS")]).set(to: Double(depth.running))
                 registry.makeGauge(descriptor: Self.descriptor("queue_oldest_age_seconds", "Age of the oldest queued job (0 when none), read from the database"))
                     .set(to: depth.oldestQueuedAge ?? 0)
+                registry.makeGauge(descriptor: Self.descriptor("queue_blocked_jobs", "Queued jobs waiting for their dependencies, read from the database"))
+                    .set(to: Double(depth.blocked))
             }
         }
         return registry.emitToBuffer()

@@ -62,6 +62,10 @@ struct SchedulingTests {
             #expect(try await Self.status(harness, d, owner: alice.id).0.waitingFor.sorted { $0.uuidString < $1.uuidString }
                 == [a, b].sorted { $0.uuidString < $1.uuidString })
 
+            // The queue's depth counts what a worker can take; the blocked ones apart.
+            let depth = try await harness.jobs.queueDepth()
+            #expect(depth.queued == 1 && depth.blocked == 3, "\(depth.queued) \(depth.blocked)")
+
             // Only A can run, although B has the higher priority.
             let first = try #require(try await Self.claim(harness))
             #expect(first.id == a)
