@@ -335,45 +335,94 @@ public struct ObjectStorage: JobStorage {
 
     // MARK: sweeping
 
-    /// What the sweeper found in one listing of the whole prefix.
+    /// One batch of what the sweeper found in the listing of the prefix.
     public struct SweepScan: Sendable {
-        /// Staged objects (`<id>/attempts/<n>/…`) older than the abandoned age: their attempt ended long ago.
-        public var staleAttemptKeys: [String]
+        /// Staged objects (`<id>/attempts/<stage>/…`) older than the abandoned age: their attempt ended long ago.
+        public var staleAttemptKeys: [String] = []
         /// Jobs whose newest object is older than the orphan age (and, with `modifiedAfter`, newer than it):
         /// orphans unless the database knows them.
-        public var quietJobs: [UUID]
+        public var quietJobs: [UUID] = []
         /// Direct uploads (`.direct-uploads/<owner>/<id>`) older than the upload age: their id can no longer make a job.
         public var staleUploadKeys: [String] = []
+
+        public init(staleAttemptKeys: [String] = [], quietJobs: [UUID] = [], staleUploadKeys: [String] = []) {
+            self.staleAttemptKeys = staleAttemptKeys
+            self.quietJobs = quietJobs
+            self.staleUploadKeys = staleUploadKeys
+        }
+
+        public var isEmpty: Bool { staleAttemptKeys.isEmpty && quietJobs.isEmpty && staleUploadKeys.isEmpty }
+        var largest: Int { max(staleAttemptKeys.count, quietJobs.count, staleUploadKeys.count) }
     }
 
-    /// Lists every object under the prefix (one ListObjectsV2 page per 1,000 keys) for `StorageSweeper`.
+    /// Walks the listing of the whole prefix for `StorageSweeper`, one ListObjectsV2 page (`pageSize` keys) at a
+    /// time, and hands `handle` what it found in batches: whenever one kind reaches `batchSize`, and at the end.
+    /// Memory is one page and one batch, whatever the number of objects.
+    ///
+    /// A job's newest object decides whether it is quiet. Keys come in order (ListObjectsV2 lists in UTF-8 binary
+    /// order), so a job's keys are contiguous: its newest object is known once the listing has passed its prefix,
+    /// and only the job being walked is kept. A listing that goes backwards would break that, so it stops the
+    /// pass (an error) rather than judge a job on part of its objects. `handle` may delete what it was given: the
+    /// listing has passed those keys.
     public func scanForSweep(
-        now: Date, abandonedAge: TimeInterval, orphanAge: TimeInterval, modifiedAfter: Date?, uploadAge: TimeInterval = .infinity
-    ) async throws -> SweepScan {
-        let objects = try await call("list the object store") { try await client.listObjects() }
-        var newest: [UUID: Date] = [:]
-        var stale: [String] = []
-        var staleUploads: [String] = []
-        for object in objects {
-            if object.key.hasPrefix(Self.uploadsFolder) {
-                // An object without a date counts as new here too.
-                if now.timeIntervalSince(object.lastModified ?? now) > uploadAge { staleUploads.append(object.key) }
-                continue
+        now: Date, abandonedAge: TimeInterval, orphanAge: TimeInterval, modifiedAfter: Date?, uploadAge: TimeInterval = .infinity,
+        pageSize: Int = 1000, batchSize: Int = 1000, handle: (SweepScan) async throws -> Void
+    ) async throws {
+        var batch = SweepScan()
+        var current: (id: UUID, newest: Date)?
+        var previousKey: String?
+        func finishJob() {
+            guard let job = current else { return }
+            current = nil
+            if now.timeIntervalSince(job.newest) > orphanAge, modifiedAfter.map({ job.newest > $0 }) ?? true {
+                batch.quietJobs.append(job.id)
             }
-            let parts = object.key.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.count == 2, let id = UUID(uuidString: String(parts[0])), parts[0] == id.uuidString.lowercased() else {
-                continue  // .signing-key, probes, anything not Lector's
-            }
-            // An object without a date counts as new: never removed on a guess.
-            let modified = object.lastModified ?? now
-            if parts[1].hasPrefix("attempts/"), now.timeIntervalSince(modified) > abandonedAge { stale.append(object.key) }
-            newest[id] = max(newest[id] ?? .distantPast, modified)
         }
-        let quiet = newest.filter { _, modified in
-            now.timeIntervalSince(modified) > orphanAge && (modifiedAfter.map { modified > $0 } ?? true)
-        }.map(\.key)
-        return SweepScan(
-            staleAttemptKeys: stale, quietJobs: quiet.sorted { $0.uuidString < $1.uuidString }, staleUploadKeys: staleUploads)
+        func flush(ifFull: Bool) async throws {
+            guard !batch.isEmpty, !ifFull || batch.largest >= batchSize else { return }
+            let full = batch
+            batch = SweepScan()
+            try await handle(full)
+        }
+        var token: String?
+        repeat {
+            let page = try await call("list the object store") {
+                try await client.listObjectsPage(continuationToken: token, maxKeys: pageSize)
+            }
+            for object in page.objects {
+                if let previousKey, object.key <= previousKey {
+                    throw StorageError(description: "the object store's listing is not in key order; the sweep stopped")
+                }
+                previousKey = object.key
+                // An object without a date counts as new: never removed on a guess.
+                let modified = object.lastModified ?? now
+                if object.key.hasPrefix(Self.uploadsFolder) {
+                    if now.timeIntervalSince(modified) > uploadAge { batch.staleUploadKeys.append(object.key) }
+                    try await flush(ifFull: true)
+                    continue
+                }
+                let parts = object.key.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+                guard parts.count == 2, let id = UUID(uuidString: String(parts[0])), parts[0] == id.uuidString.lowercased() else {
+                    continue  // .signing-key, probes, anything not Lector's
+                }
+                if let job = current, job.id == id {
+                    current = (id, max(job.newest, modified))
+                } else {
+                    finishJob()
+                    current = (id, modified)
+                }
+                if parts[1].hasPrefix("attempts/"), now.timeIntervalSince(modified) > abandonedAge {
+                    batch.staleAttemptKeys.append(object.key)
+                }
+                try await flush(ifFull: true)
+            }
+            if page.continuationToken != nil && page.continuationToken == token {
+                throw StorageError(description: "the object store repeated a listing's continuation token; the sweep stopped")
+            }
+            token = page.continuationToken
+        } while token != nil
+        finishJob()
+        try await flush(ifFull: false)
     }
 
     /// Deletes `keys` (relative to the prefix); returns how many the store removed.

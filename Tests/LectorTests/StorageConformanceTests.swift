@@ -464,9 +464,10 @@ struct ObjectStorageSweeperTests {
                     storage: storage, jobs: harness.jobs, abandonedAge: 3600, orphanAge: 3600, logger: TestDatabase.logger)
                 // Now: everything is young, nothing goes.
                 #expect(try await sweeper.sweep() == StorageSweeper.Removed())
-                // Two hours later: the orphan's objects and the dead attempt's go; the real job and the key stay.
+                // Two hours later: the orphan's objects and the dead attempt's go, the deleted job's by its removal
+                // mark (db/011); the real job and the key stay.
                 let later = Date(timeIntervalSinceNow: 7200)
-                #expect(try await sweeper.sweep(now: later) == StorageSweeper.Removed(uploads: 0, staging: 2, orphans: 2))
+                #expect(try await sweeper.sweep(now: later) == StorageSweeper.Removed(uploads: 0, staging: 2, orphans: 1, removals: 1))
                 let folder = real.uuidString.lowercased()
                 #expect(try await storage.client.listObjects().map(\.key).sorted() == [
                     ".signing-key", "\(folder)/document.png", "\(folder)/metadata.json", "\(folder)/result.txt",
