@@ -93,8 +93,9 @@ public struct ObjectStorage: JobStorage {
         }
     }
 
-    /// From `settings`: `LECTOR_STORAGE=s3://bucket/prefix` and the `LECTOR_S3_*` settings.
-    public init(settings: Settings) throws {
+    /// From `settings`: `LECTOR_STORAGE=s3://bucket/prefix` and the `LECTOR_S3_*` settings. Processes pass their
+    /// own client (`makeHTTPClient`, shut down by `HTTPClientService`); `.shared` is for tests and tools.
+    public init(settings: Settings, httpClient: HTTPClient = .shared) throws {
         guard let location = Self.parse(location: settings.storage) else {
             throw StorageError(description: "LECTOR_STORAGE must be s3://bucket/prefix (a valid bucket name), not '\(settings.storage)'")
         }
@@ -111,7 +112,7 @@ public struct ObjectStorage: JobStorage {
             accessKeyID: settings.s3AccessKeyID, secretAccessKey: settings.s3SecretAccessKey,
             addressing: settings.s3Addressing == "virtual" ? .virtualHost : .path, spoolDirectory: settings.spoolDirectory,
             requestTimeout: .milliseconds(Int64(settings.s3Timeout * 1000)),
-            retry: RetryPolicy(maxAttempts: settings.s3MaxAttempts))
+            retry: RetryPolicy(maxAttempts: settings.s3MaxAttempts), httpClient: httpClient)
     }
 
     // MARK: keys

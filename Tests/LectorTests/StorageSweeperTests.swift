@@ -1,6 +1,8 @@
+import AsyncHTTPClient
 import Foundation
 import PostgresNIO
 import S3Kit
+import ServiceLifecycleTestKit
 import Testing
 
 @testable import LectorCore
@@ -165,6 +167,48 @@ struct SweeperPagingTests {
                 #expect(try await sweeper.sweep(now: first.addingTimeInterval(800)).total == 0)
                 try await storage.removeJobFolder(id: kept)
             }
+        }
+    }
+}
+
+/// The object store's own HTTP client: sized to the process, and shut down by its service at the end.
+@Suite struct StorageHTTPClientTests {
+    @Test func connectionsSizedToTheSlots() {
+        #expect(ObjectStorage.connections(settings: Settings(environment: [:]), slots: 2) == 18)
+        #expect(ObjectStorage.connections(settings: Settings(environment: [:]), slots: nil) == 32)
+        let set = Settings(environment: ["LECTOR_S3_CONNECTIONS": "5"])
+        #expect(set.s3Connections == 5)
+        #expect(ObjectStorage.connections(settings: set, slots: 2) == 5)
+        for bad in ["0", "-1", "x", ""] {
+            #expect(Settings(environment: ["LECTOR_S3_CONNECTIONS": bad]).s3Connections == nil)
+        }
+    }
+
+    /// `HTTPClientService` runs until the graceful shutdown, then shuts its client down (a request after it is
+    /// refused as `alreadyShutdown`); it never shuts it down before.
+    @Test func serviceShutsTheClientDownAtTheEnd() async throws {
+        let http = ObjectStorage.makeHTTPClient(settings: Settings(environment: [:]), slots: 1)
+        let service = HTTPClientService(client: http, logger: TestDatabase.logger)
+        try await testGracefulShutdown { trigger in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await service.run() }
+                try await Task.sleep(for: .milliseconds(100))
+                // Still running: a request is attempted (and refused by nothing listening), not refused as shut down.
+                let before = await Self.requestError(http)
+                #expect(before != .alreadyShutdown)
+                trigger.triggerGracefulShutdown()
+                try await group.waitForAll()
+            }
+        }
+        #expect(await Self.requestError(http) == .alreadyShutdown)
+    }
+
+    static func requestError(_ http: HTTPClient) async -> HTTPClientError? {
+        do {
+            _ = try await http.execute(HTTPClientRequest(url: "http://127.0.0.1:1/"), timeout: .seconds(2))
+            return nil
+        } catch {
+            return error as? HTTPClientError
         }
     }
 }
