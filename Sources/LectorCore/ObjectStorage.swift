@@ -9,14 +9,14 @@ import S3Kit
 ///
 ///     <prefix>/<job id>/document.<ext>                 the document (streamed from the spool file, with checksums)
 ///     <prefix>/<job id>/metadata.json                  written after the document: its presence means "complete"
-///     <prefix>/<job id>/attempts/<n>/<result file>     what attempt n staged
+///     <prefix>/<job id>/attempts/<n>-<claim>/<file>   what attempt n staged (the claim: random, per claim)
 ///     <prefix>/<job id>/<result file>                  the live results (server-side copies of one attempt's)
 ///     <prefix>/.signing-key                            the result-link secret when LECTOR_SIGNING_KEY is unset
 ///
 /// An object store has no rename, so the guarantees of `FileStorage` hold another way:
 /// - a job's objects are all stored before its `QUEUED` row commits (the API calls `createJobFolder` first; a
 ///   failed upload throws and no row is written);
-/// - an attempt writes only under `attempts/<n>/`; `commitResults` copies those objects to the live keys and is
+/// - an attempt writes only under `attempts/<n>-<claim>/` (`StagingID`); `commitResults` copies those objects to the live keys and is
 ///   called by the worker inside the ending transaction, while the job's lease row is locked and only after the
 ///   lease was checked: a fenced-off attempt never reaches it, so its objects are never live. Each copy is atomic
 ///   per object (readers see the old object or the new one). The staged objects stay until `discardResults`
@@ -119,8 +119,11 @@ public struct ObjectStorage: JobStorage {
 
     private static func folder(_ id: UUID) -> String { id.uuidString.lowercased() + "/" }
     private static func key(_ id: UUID, _ name: String) -> String { folder(id) + name }
-    private static func stagedKey(_ id: UUID, _ name: String, attempt: Int) -> String {
-        folder(id) + "attempts/\(attempt)/" + name
+    private static func stagingFolder(_ id: UUID, _ stage: StagingID) -> String {
+        folder(id) + "attempts/\(stage)/"
+    }
+    private static func stagedKey(_ id: UUID, _ name: String, stage: StagingID) -> String {
+        stagingFolder(id, stage) + name
     }
     /// The signing key's object, beside the job prefixes (no job id starts with a dot).
     static let signingKeyObject = ".signing-key"
@@ -131,10 +134,6 @@ public struct ObjectStorage: JobStorage {
         else {
             throw StorageError(description: "invalid file name in storage")
         }
-    }
-
-    private static func checkAttempt(_ attempt: Int) throws {
-        guard attempt >= 0 else { throw StorageError(description: "invalid attempt number \(attempt)") }
     }
 
     /// Any error of a store call as a `StorageError` (cancellation passes through).
@@ -278,31 +277,32 @@ public struct ObjectStorage: JobStorage {
         }
     }
 
-    public func stageResults(id: UUID, attempt: Int, files: [(name: String, contents: Data)]) async throws {
-        try Self.checkAttempt(attempt)
+    public func stageResults(id: UUID, stage: StagingID, files: [(name: String, contents: Data)]) async throws {
+        try stage.check()
         for file in files { try Self.checkName(file.name) }
         let client = self.client
-        let items = files.map { (Self.stagedKey(id, $0.name, attempt: attempt), $0.contents) }
+        let items = files.map { (Self.stagedKey(id, $0.name, stage: stage), $0.contents) }
         try await call("stage results") {
             try await forEach(items) { item in try await client.putObject(key: item.0, data: item.1) }
         }
     }
 
-    public func commitResults(id: UUID, fileNames: [String], attempt: Int) async throws {
-        try Self.checkAttempt(attempt)
+    public func commitResults(id: UUID, fileNames: [String], stage: StagingID) async throws {
+        try stage.check()
         for name in fileNames { try Self.checkName(name) }
         let client = self.client
-        let copies = fileNames.map { (Self.stagedKey(id, $0, attempt: attempt), Self.key(id, $0)) }
+        let copies = fileNames.map { (Self.stagedKey(id, $0, stage: stage), Self.key(id, $0)) }
         try await call("commit results") {
             try await forEach(copies) { copy in try await client.copyObject(from: copy.0, to: copy.1) }
         }
     }
 
-    public func discardResults(id: UUID, fileNames: [String], attempt: Int) async {
-        guard attempt >= 0 else { return }
-        var keys = Set(fileNames.filter { (try? Self.checkName($0)) != nil }.map { Self.stagedKey(id, $0, attempt: attempt) })
-        // Whatever else this attempt staged (pages of a failed staging), so nothing of it is left behind.
-        if let listed = try? await client.listObjects(prefix: Self.folder(id) + "attempts/\(attempt)/") {
+    public func discardResults(id: UUID, fileNames: [String], stage: StagingID) async {
+        guard (try? stage.check()) != nil else { return }
+        var keys = Set(fileNames.filter { (try? Self.checkName($0)) != nil }.map { Self.stagedKey(id, $0, stage: stage) })
+        // Whatever else this claim staged (pages of a failed staging), so nothing of it is left behind; never
+        // another claim's, even of the same attempt number (the listed prefix ends with its own "/").
+        if let listed = try? await client.listObjects(prefix: Self.stagingFolder(id, stage)) {
             keys.formUnion(listed.map(\.key))
         }
         guard !keys.isEmpty else { return }

@@ -383,10 +383,10 @@ public struct Worker: Service {
                 files.append((FileStorage.thumbnailFileName(page: index + 1), preview.thumbnail))
             }
             do {
-                try await storage.stageResults(id: job.id, attempt: job.lease.attempt, files: files)
+                try await storage.stageResults(id: job.id, stage: job.lease.stage, files: files)
             } catch {
                 // `record` discards only the fixed result files of a failed attempt: drop the pages' too.
-                await storage.discardResults(id: job.id, fileNames: files.map(\.name), attempt: job.lease.attempt)
+                await storage.discardResults(id: job.id, fileNames: files.map(\.name), stage: job.lease.stage)
                 throw error
             }
             return .finished(files.map(\.name))
@@ -483,7 +483,7 @@ public struct Worker: Service {
         }
         var staged = Self.resultFiles
         if case .finished(let files) = outcome { staged = files }
-        await storage.discardResults(id: lease.jobID, fileNames: staged, attempt: lease.attempt)
+        await storage.discardResults(id: lease.jobID, fileNames: staged, stage: lease.stage)
     }
 }
 
@@ -500,7 +500,7 @@ extension Worker {
     static func commit(_ files: [String], of lease: Lease, to storage: any JobStorage, within limit: Duration) async throws {
         do {
             try await withDeadline(limit, "committing the results") {
-                try await storage.commitResults(id: lease.jobID, fileNames: files, attempt: lease.attempt)
+                try await storage.commitResults(id: lease.jobID, fileNames: files, stage: lease.stage)
             }
         } catch let error as DeadlineExceeded {
             throw StorageError(description: "\(error.description); the end is retried", kind: .unavailable)

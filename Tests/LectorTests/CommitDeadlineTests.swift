@@ -55,7 +55,7 @@ struct CommitDeadlineTests {
                 let claimed = try #require(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(30)))
                 #expect(claimed.id == id)
                 let lease = claimed.lease
-                try await storage.stageResults(id: id, attempt: lease.attempt, files: [("result.txt", Data("done".utf8))])
+                try await storage.stageResults(id: id, stage: lease.stage, files: [("result.txt", Data("done".utf8))])
 
                 let silent = try SilentListener()
                 defer { silent.stop() }
@@ -89,7 +89,40 @@ struct CommitDeadlineTests {
                 }
                 #expect(try await harness.jobs.history(of: id).last?.status == .finished)
                 #expect(try await storage.readResult(id: id, fileName: "result.txt") == Data("done".utf8))
-                await storage.discardResults(id: id, fileNames: ["result.txt"], attempt: lease.attempt)
+                await storage.discardResults(id: id, fileNames: ["result.txt"], stage: lease.stage)
+                try await storage.removeJobFolder(id: id)
+            }
+        }
+    }
+}
+
+/// A hand-back returns the attempt number, so the next claim runs the same number: each claim stages under its own
+/// `attempts/<n>-<claim>/`, and the late discard of the claim that handed back leaves the next claim's staged
+/// objects, which its end commits. With the real database and SeaweedFS.
+@Suite(.enabled(if: S3TestStore.isConfigured, "LECTOR_TEST_S3_ENDPOINT is not set (deploy/scripts/weed.sh start; eval \"$(deploy/scripts/weed.sh env)\")"))
+struct HandBackStagingTests {
+    @Test func claimsAfterAHandBackStageApart() async throws {
+        try await TestHarness.run { harness in
+            try await S3TestStore.with { storage in
+                let owner = try await harness.ownerID(ofUserWithKey: try await harness.newUser().keyID)
+                let id = UUID()
+                try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1]), metadataJSON: Data("{}".utf8))
+                try await SweeperPagingTests.makeRow(harness, id: id, owner: owner)
+                let first = try #require(try await harness.jobs.claimNext(worker: "w1", leaseDuration: .seconds(30))).lease
+                try await storage.stageResults(id: id, stage: first.stage, files: [("result.txt", Data("first".utf8))])
+                try await harness.jobs.requeue(first, reason: "worker shutdown", countAttempt: false)
+                let second = try #require(try await harness.jobs.claimNext(worker: "w2", leaseDuration: .seconds(30))).lease
+                #expect(second.attempt == first.attempt && second.stage != first.stage)
+                try await storage.stageResults(id: id, stage: second.stage, files: [("result.txt", Data("second".utf8))])
+                // The first claim's discard comes late (after its hand-back was recorded).
+                await storage.discardResults(id: id, fileNames: Worker.resultFiles, stage: first.stage)
+                let staged = try await storage.client.listObjects(prefix: id.uuidString.lowercased() + "/attempts/").map(\.key)
+                #expect(staged == ["\(id.uuidString.lowercased())/attempts/\(second.stage)/result.txt"])
+                try await harness.jobs.end(second, as: .finished) {
+                    try await Worker.commit(["result.txt"], of: second, to: storage, within: .seconds(15))
+                }
+                #expect(try await storage.readResult(id: id, fileName: "result.txt") == Data("second".utf8))
+                await storage.discardResults(id: id, fileNames: ["result.txt"], stage: second.stage)
                 try await storage.removeJobFolder(id: id)
             }
         }

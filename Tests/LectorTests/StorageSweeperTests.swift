@@ -33,10 +33,10 @@ struct SweeperPagingTests {
                 }
                 for id in live {
                     try await Self.makeRow(harness, id: id, owner: owner)
-                    try await storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data("lost".utf8)), ("page-1.jpg", Data([1]))])
-                    try await storage.stageResults(id: id, attempt: 2, files: [("result.txt", Data("live".utf8))])
-                    try await storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 2)
-                    await storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 2)
+                    try await storage.stageResults(id: id, stage: 1, files: [("result.txt", Data("lost".utf8)), ("page-1.jpg", Data([1]))])
+                    try await storage.stageResults(id: id, stage: 2, files: [("result.txt", Data("live".utf8))])
+                    try await storage.commitResults(id: id, fileNames: ["result.txt"], stage: 2)
+                    await storage.discardResults(id: id, fileNames: ["result.txt"], stage: 2)
                 }
                 _ = try await storage.sharedSigningKey()
                 #expect(try await storage.client.listObjects().count == 5 * 2 + 3 * 5 + 1)
@@ -64,7 +64,7 @@ struct SweeperPagingTests {
             let jobs = (0..<5).map { _ in UUID() }
             for id in jobs {
                 try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1]), metadataJSON: Data("{}".utf8))
-                try await storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data([1]))])
+                try await storage.stageResults(id: id, stage: 1, files: [("result.txt", Data([1]))])
             }
             let upload = ".direct-uploads/7/\(UUID().uuidString.lowercased())"
             try await storage.client.putObject(key: upload, data: Data([1]))
