@@ -258,12 +258,12 @@ struct Work: AsyncParsableCommand {
         if let concurrency { settings.workerConcurrency = max(1, concurrency) }
         let logger = Runtime.logger("lector.worker", settings: settings)
         try await Runtime.checkSchema(settings, logger: logger)
-        // One connection per slot, plus the two listeners (queued, cancel), the rescuer, the lease keeper and the
-        // webhook deliverer. Fewer (a smaller LECTOR_DATABASE_POOL_SIZE) works, with the others queueing behind
-        // the slots.
-        let connections = max(2, min(settings.databasePoolSize, settings.workerConcurrency + 5))
-        if connections < settings.workerConcurrency + 5 {
-            logger.warning("LECTOR_DATABASE_POOL_SIZE is below the worker's slots + 5; lease renewals may wait", metadata: [
+        // One connection per slot, plus the two listeners (queued, cancel), the rescuer, the lease keeper, the
+        // webhook deliverer and the sweeper's lock (held for its shared pass, which queries on another). Fewer (a
+        // smaller LECTOR_DATABASE_POOL_SIZE) works, with the others queueing behind the slots.
+        let connections = max(2, min(settings.databasePoolSize, settings.workerConcurrency + 6))
+        if connections < settings.workerConcurrency + 6 {
+            logger.warning("LECTOR_DATABASE_POOL_SIZE is below the worker's slots + 6; lease renewals may wait", metadata: [
                 "connections": "\(connections)", "slots": "\(settings.workerConcurrency)",
             ])
         }
