@@ -24,13 +24,14 @@ public protocol JobStorage: Sendable {
     func downloadDocument(id: UUID, fileName: String, toFile path: String) async throws -> Bool
     /// Writes one result file atomically (temporary name, then rename).
     func writeResult(id: UUID, fileName: String, contents: Data) async throws
-    /// Writes the result files of one attempt under hidden names, synced; `commitResults` moves them into place.
-    func stageResults(id: UUID, attempt: Int, files: [(name: String, contents: Data)]) async throws
+    /// Writes the result files of one claim's attempt (`stage`) under hidden names, synced; `commitResults` moves
+    /// them into place.
+    func stageResults(id: UUID, stage: StagingID, files: [(name: String, contents: Data)]) async throws
     /// Puts an attempt's staged result files in place (called while the attempt's lease row is locked).
     /// Idempotent: the staged files stay until `discardResults`, so a retry after a failed commit redoes it.
-    func commitResults(id: UUID, fileNames: [String], attempt: Int) async throws
+    func commitResults(id: UUID, fileNames: [String], stage: StagingID) async throws
     /// Removes an attempt's staged files (the attempt lost its lease, or failed).
-    func discardResults(id: UUID, fileNames: [String], attempt: Int) async
+    func discardResults(id: UUID, fileNames: [String], stage: StagingID) async
     /// A result file's bytes, or nil when it does not exist.
     func readResult(id: UUID, fileName: String) async throws -> Data?
     /// Whether a finished job has this result file (not every job has every format).
@@ -294,13 +295,14 @@ public struct FileStorage: JobStorage {
         }
     }
 
-    private func stagedURL(_ id: UUID, _ fileName: String, attempt: Int) -> URL {
-        folder(of: id).appendingPathComponent(".\(fileName).attempt-\(attempt)", isDirectory: false)
+    private func stagedURL(_ id: UUID, _ fileName: String, stage: StagingID) -> URL {
+        folder(of: id).appendingPathComponent(".\(fileName).attempt-\(stage)", isDirectory: false)
     }
 
-    public func stageResults(id: UUID, attempt: Int, files: [(name: String, contents: Data)]) async throws {
+    public func stageResults(id: UUID, stage: StagingID, files: [(name: String, contents: Data)]) async throws {
         for file in files { try Self.checkName(file.name) }
-        let staged = files.map { (stagedURL(id, $0.name, attempt: attempt), $0.contents) }
+        try stage.check()
+        let staged = files.map { (stagedURL(id, $0.name, stage: stage), $0.contents) }
         // One trip to the thread pool for all of them: these calls are the worker's whole per-job cost with the
         // no-op engine (BENCHMARKS.md, P3).
         try await threadPool.runIfActive {
@@ -311,10 +313,11 @@ public struct FileStorage: JobStorage {
         }
     }
 
-    public func commitResults(id: UUID, fileNames: [String], attempt: Int) async throws {
+    public func commitResults(id: UUID, fileNames: [String], stage: StagingID) async throws {
         for name in fileNames { try Self.checkName(name) }
+        try stage.check()
         let folder = folder(of: id)
-        let moves = fileNames.map { (stagedURL(id, $0, attempt: attempt), folder.appendingPathComponent($0, isDirectory: false)) }
+        let moves = fileNames.map { (stagedURL(id, $0, stage: stage), folder.appendingPathComponent($0, isDirectory: false)) }
         try await threadPool.runIfActive {
             for (staged, target) in moves {
                 // A hard link, renamed over the target: the staged file survives for a retry, and readers
@@ -336,8 +339,9 @@ public struct FileStorage: JobStorage {
         }
     }
 
-    public func discardResults(id: UUID, fileNames: [String], attempt: Int) async {
-        let staged = fileNames.map { stagedURL(id, $0, attempt: attempt) }
+    public func discardResults(id: UUID, fileNames: [String], stage: StagingID) async {
+        guard (try? stage.check()) != nil else { return }
+        let staged = fileNames.filter { (try? Self.checkName($0)) != nil }.map { stagedURL(id, $0, stage: stage) }
         _ = try? await threadPool.runIfActive {
             for url in staged { unlink(url.path) }
         }

@@ -98,12 +98,19 @@ public struct Lease: Sendable, Equatable {
     public let jobID: UUID
     public let worker: String
     public let attempt: Int
+    /// Random, made when the job was claimed: names this claim's staging area. The attempt number alone is not
+    /// unique, since a hand-back (`requeue(countAttempt: false)`) returns it to the next claim.
+    public let claim: String
 
-    public init(jobID: UUID, worker: String, attempt: Int) {
+    public init(jobID: UUID, worker: String, attempt: Int, claim: String = StagingID.newClaim()) {
         self.jobID = jobID
         self.worker = worker
         self.attempt = attempt
+        self.claim = claim
     }
+
+    /// Where this claim stages its results (`JobStorage.stageResults`).
+    public var stage: StagingID { StagingID(attempt: attempt, claim: claim) }
 }
 
 /// What a worker gets from a claim.

@@ -9,14 +9,14 @@ import S3Kit
 ///
 ///     <prefix>/<job id>/document.<ext>                 the document (streamed from the spool file, with checksums)
 ///     <prefix>/<job id>/metadata.json                  written after the document: its presence means "complete"
-///     <prefix>/<job id>/attempts/<n>/<result file>     what attempt n staged
+///     <prefix>/<job id>/attempts/<n>-<claim>/<file>   what attempt n staged (the claim: random, per claim)
 ///     <prefix>/<job id>/<result file>                  the live results (server-side copies of one attempt's)
 ///     <prefix>/.signing-key                            the result-link secret when LECTOR_SIGNING_KEY is unset
 ///
 /// An object store has no rename, so the guarantees of `FileStorage` hold another way:
 /// - a job's objects are all stored before its `QUEUED` row commits (the API calls `createJobFolder` first; a
 ///   failed upload throws and no row is written);
-/// - an attempt writes only under `attempts/<n>/`; `commitResults` copies those objects to the live keys and is
+/// - an attempt writes only under `attempts/<n>-<claim>/` (`StagingID`); `commitResults` copies those objects to the live keys and is
 ///   called by the worker inside the ending transaction, while the job's lease row is locked and only after the
 ///   lease was checked: a fenced-off attempt never reaches it, so its objects are never live. Each copy is atomic
 ///   per object (readers see the old object or the new one). The staged objects stay until `discardResults`
@@ -93,8 +93,9 @@ public struct ObjectStorage: JobStorage {
         }
     }
 
-    /// From `settings`: `LECTOR_STORAGE=s3://bucket/prefix` and the `LECTOR_S3_*` settings.
-    public init(settings: Settings) throws {
+    /// From `settings`: `LECTOR_STORAGE=s3://bucket/prefix` and the `LECTOR_S3_*` settings. Processes pass their
+    /// own client (`makeHTTPClient`, shut down by `HTTPClientService`); `.shared` is for tests and tools.
+    public init(settings: Settings, httpClient: HTTPClient = .shared) throws {
         guard let location = Self.parse(location: settings.storage) else {
             throw StorageError(description: "LECTOR_STORAGE must be s3://bucket/prefix (a valid bucket name), not '\(settings.storage)'")
         }
@@ -111,15 +112,18 @@ public struct ObjectStorage: JobStorage {
             accessKeyID: settings.s3AccessKeyID, secretAccessKey: settings.s3SecretAccessKey,
             addressing: settings.s3Addressing == "virtual" ? .virtualHost : .path, spoolDirectory: settings.spoolDirectory,
             requestTimeout: .milliseconds(Int64(settings.s3Timeout * 1000)),
-            retry: RetryPolicy(maxAttempts: settings.s3MaxAttempts))
+            retry: RetryPolicy(maxAttempts: settings.s3MaxAttempts), httpClient: httpClient)
     }
 
     // MARK: keys
 
     private static func folder(_ id: UUID) -> String { id.uuidString.lowercased() + "/" }
     private static func key(_ id: UUID, _ name: String) -> String { folder(id) + name }
-    private static func stagedKey(_ id: UUID, _ name: String, attempt: Int) -> String {
-        folder(id) + "attempts/\(attempt)/" + name
+    private static func stagingFolder(_ id: UUID, _ stage: StagingID) -> String {
+        folder(id) + "attempts/\(stage)/"
+    }
+    private static func stagedKey(_ id: UUID, _ name: String, stage: StagingID) -> String {
+        stagingFolder(id, stage) + name
     }
     /// The signing key's object, beside the job prefixes (no job id starts with a dot).
     static let signingKeyObject = ".signing-key"
@@ -130,10 +134,6 @@ public struct ObjectStorage: JobStorage {
         else {
             throw StorageError(description: "invalid file name in storage")
         }
-    }
-
-    private static func checkAttempt(_ attempt: Int) throws {
-        guard attempt >= 0 else { throw StorageError(description: "invalid attempt number \(attempt)") }
     }
 
     /// Any error of a store call as a `StorageError` (cancellation passes through).
@@ -277,31 +277,32 @@ public struct ObjectStorage: JobStorage {
         }
     }
 
-    public func stageResults(id: UUID, attempt: Int, files: [(name: String, contents: Data)]) async throws {
-        try Self.checkAttempt(attempt)
+    public func stageResults(id: UUID, stage: StagingID, files: [(name: String, contents: Data)]) async throws {
+        try stage.check()
         for file in files { try Self.checkName(file.name) }
         let client = self.client
-        let items = files.map { (Self.stagedKey(id, $0.name, attempt: attempt), $0.contents) }
+        let items = files.map { (Self.stagedKey(id, $0.name, stage: stage), $0.contents) }
         try await call("stage results") {
             try await forEach(items) { item in try await client.putObject(key: item.0, data: item.1) }
         }
     }
 
-    public func commitResults(id: UUID, fileNames: [String], attempt: Int) async throws {
-        try Self.checkAttempt(attempt)
+    public func commitResults(id: UUID, fileNames: [String], stage: StagingID) async throws {
+        try stage.check()
         for name in fileNames { try Self.checkName(name) }
         let client = self.client
-        let copies = fileNames.map { (Self.stagedKey(id, $0, attempt: attempt), Self.key(id, $0)) }
+        let copies = fileNames.map { (Self.stagedKey(id, $0, stage: stage), Self.key(id, $0)) }
         try await call("commit results") {
             try await forEach(copies) { copy in try await client.copyObject(from: copy.0, to: copy.1) }
         }
     }
 
-    public func discardResults(id: UUID, fileNames: [String], attempt: Int) async {
-        guard attempt >= 0 else { return }
-        var keys = Set(fileNames.filter { (try? Self.checkName($0)) != nil }.map { Self.stagedKey(id, $0, attempt: attempt) })
-        // Whatever else this attempt staged (pages of a failed staging), so nothing of it is left behind.
-        if let listed = try? await client.listObjects(prefix: Self.folder(id) + "attempts/\(attempt)/") {
+    public func discardResults(id: UUID, fileNames: [String], stage: StagingID) async {
+        guard (try? stage.check()) != nil else { return }
+        var keys = Set(fileNames.filter { (try? Self.checkName($0)) != nil }.map { Self.stagedKey(id, $0, stage: stage) })
+        // Whatever else this claim staged (pages of a failed staging), so nothing of it is left behind; never
+        // another claim's, even of the same attempt number (the listed prefix ends with its own "/").
+        if let listed = try? await client.listObjects(prefix: Self.stagingFolder(id, stage)) {
             keys.formUnion(listed.map(\.key))
         }
         guard !keys.isEmpty else { return }
@@ -335,45 +336,94 @@ public struct ObjectStorage: JobStorage {
 
     // MARK: sweeping
 
-    /// What the sweeper found in one listing of the whole prefix.
+    /// One batch of what the sweeper found in the listing of the prefix.
     public struct SweepScan: Sendable {
-        /// Staged objects (`<id>/attempts/<n>/…`) older than the abandoned age: their attempt ended long ago.
-        public var staleAttemptKeys: [String]
+        /// Staged objects (`<id>/attempts/<stage>/…`) older than the abandoned age: their attempt ended long ago.
+        public var staleAttemptKeys: [String] = []
         /// Jobs whose newest object is older than the orphan age (and, with `modifiedAfter`, newer than it):
         /// orphans unless the database knows them.
-        public var quietJobs: [UUID]
+        public var quietJobs: [UUID] = []
         /// Direct uploads (`.direct-uploads/<owner>/<id>`) older than the upload age: their id can no longer make a job.
         public var staleUploadKeys: [String] = []
+
+        public init(staleAttemptKeys: [String] = [], quietJobs: [UUID] = [], staleUploadKeys: [String] = []) {
+            self.staleAttemptKeys = staleAttemptKeys
+            self.quietJobs = quietJobs
+            self.staleUploadKeys = staleUploadKeys
+        }
+
+        public var isEmpty: Bool { staleAttemptKeys.isEmpty && quietJobs.isEmpty && staleUploadKeys.isEmpty }
+        var largest: Int { max(staleAttemptKeys.count, quietJobs.count, staleUploadKeys.count) }
     }
 
-    /// Lists every object under the prefix (one ListObjectsV2 page per 1,000 keys) for `StorageSweeper`.
+    /// Walks the listing of the whole prefix for `StorageSweeper`, one ListObjectsV2 page (`pageSize` keys) at a
+    /// time, and hands `handle` what it found in batches: whenever one kind reaches `batchSize`, and at the end.
+    /// Memory is one page and one batch, whatever the number of objects.
+    ///
+    /// A job's newest object decides whether it is quiet. Keys come in order (ListObjectsV2 lists in UTF-8 binary
+    /// order), so a job's keys are contiguous: its newest object is known once the listing has passed its prefix,
+    /// and only the job being walked is kept. A listing that goes backwards would break that, so it stops the
+    /// pass (an error) rather than judge a job on part of its objects. `handle` may delete what it was given: the
+    /// listing has passed those keys.
     public func scanForSweep(
-        now: Date, abandonedAge: TimeInterval, orphanAge: TimeInterval, modifiedAfter: Date?, uploadAge: TimeInterval = .infinity
-    ) async throws -> SweepScan {
-        let objects = try await call("list the object store") { try await client.listObjects() }
-        var newest: [UUID: Date] = [:]
-        var stale: [String] = []
-        var staleUploads: [String] = []
-        for object in objects {
-            if object.key.hasPrefix(Self.uploadsFolder) {
-                // An object without a date counts as new here too.
-                if now.timeIntervalSince(object.lastModified ?? now) > uploadAge { staleUploads.append(object.key) }
-                continue
+        now: Date, abandonedAge: TimeInterval, orphanAge: TimeInterval, modifiedAfter: Date?, uploadAge: TimeInterval = .infinity,
+        pageSize: Int = 1000, batchSize: Int = 1000, handle: (SweepScan) async throws -> Void
+    ) async throws {
+        var batch = SweepScan()
+        var current: (id: UUID, newest: Date)?
+        var previousKey: String?
+        func finishJob() {
+            guard let job = current else { return }
+            current = nil
+            if now.timeIntervalSince(job.newest) > orphanAge, modifiedAfter.map({ job.newest > $0 }) ?? true {
+                batch.quietJobs.append(job.id)
             }
-            let parts = object.key.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.count == 2, let id = UUID(uuidString: String(parts[0])), parts[0] == id.uuidString.lowercased() else {
-                continue  // .signing-key, probes, anything not Lector's
-            }
-            // An object without a date counts as new: never removed on a guess.
-            let modified = object.lastModified ?? now
-            if parts[1].hasPrefix("attempts/"), now.timeIntervalSince(modified) > abandonedAge { stale.append(object.key) }
-            newest[id] = max(newest[id] ?? .distantPast, modified)
         }
-        let quiet = newest.filter { _, modified in
-            now.timeIntervalSince(modified) > orphanAge && (modifiedAfter.map { modified > $0 } ?? true)
-        }.map(\.key)
-        return SweepScan(
-            staleAttemptKeys: stale, quietJobs: quiet.sorted { $0.uuidString < $1.uuidString }, staleUploadKeys: staleUploads)
+        func flush(ifFull: Bool) async throws {
+            guard !batch.isEmpty, !ifFull || batch.largest >= batchSize else { return }
+            let full = batch
+            batch = SweepScan()
+            try await handle(full)
+        }
+        var token: String?
+        repeat {
+            let page = try await call("list the object store") {
+                try await client.listObjectsPage(continuationToken: token, maxKeys: pageSize)
+            }
+            for object in page.objects {
+                if let previousKey, object.key <= previousKey {
+                    throw StorageError(description: "the object store's listing is not in key order; the sweep stopped")
+                }
+                previousKey = object.key
+                // An object without a date counts as new: never removed on a guess.
+                let modified = object.lastModified ?? now
+                if object.key.hasPrefix(Self.uploadsFolder) {
+                    if now.timeIntervalSince(modified) > uploadAge { batch.staleUploadKeys.append(object.key) }
+                    try await flush(ifFull: true)
+                    continue
+                }
+                let parts = object.key.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+                guard parts.count == 2, let id = UUID(uuidString: String(parts[0])), parts[0] == id.uuidString.lowercased() else {
+                    continue  // .signing-key, probes, anything not Lector's
+                }
+                if let job = current, job.id == id {
+                    current = (id, max(job.newest, modified))
+                } else {
+                    finishJob()
+                    current = (id, modified)
+                }
+                if parts[1].hasPrefix("attempts/"), now.timeIntervalSince(modified) > abandonedAge {
+                    batch.staleAttemptKeys.append(object.key)
+                }
+                try await flush(ifFull: true)
+            }
+            if page.continuationToken != nil && page.continuationToken == token {
+                throw StorageError(description: "the object store repeated a listing's continuation token; the sweep stopped")
+            }
+            token = page.continuationToken
+        } while token != nil
+        finishJob()
+        try await flush(ifFull: false)
     }
 
     /// Deletes `keys` (relative to the prefix); returns how many the store removed.

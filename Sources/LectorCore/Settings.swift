@@ -32,6 +32,9 @@ public struct Settings: Sendable {
     /// `LECTOR_S3_MAX_ATTEMPTS`: attempts per request, retries of 5xx, SlowDown and connection errors included
     /// (default 3, with exponential backoff and full jitter).
     public var s3MaxAttempts: Int
+    /// `LECTOR_S3_CONNECTIONS`: connections one process opens to the store at most (further requests wait for
+    /// one). Unset: sized to the process (`ObjectStorage.connections(settings:slots:)`).
+    public var s3Connections: Int?
     /// `LECTOR_SPOOL_DIR`: where uploads are received before they go to the object store (object storage only;
     /// default `lector-spool` in the temporary folder). File storage spools under its root.
     public var spoolDirectory: String
@@ -178,6 +181,7 @@ public struct Settings: Sendable {
         self.s3SecretAccessKey = string("LECTOR_S3_SECRET_ACCESS_KEY", "")
         self.s3Addressing = string("LECTOR_S3_ADDRESSING", "path").lowercased()
         self.s3MaxAttempts = int("LECTOR_S3_MAX_ATTEMPTS", 3, max: 20)
+        self.s3Connections = env["LECTOR_S3_CONNECTIONS"].flatMap { Int($0) }.flatMap { $0 > 0 ? min($0, 1024) : nil }
         self.spoolDirectory = string(
             "LECTOR_SPOOL_DIR", FileManager.default.temporaryDirectory.appendingPathComponent("lector-spool", isDirectory: true).path)
         self.maxUploadBytes = int("LECTOR_MAX_UPLOAD_BYTES", 50_000_000)

@@ -5,9 +5,10 @@ import ServiceLifecycle
 
 /// Deletes ended jobs older than `LECTOR_RETENTION_DAYS`, as `DELETE /v1/jobs/{id}` does: each batch marks up to
 /// `batchSize` jobs deleted in one statement (`JobStore.expireEnded`, `FOR UPDATE SKIP LOCKED`, so every worker
-/// process may run one), then removes their folders. A crash between the two leaves folders of deleted jobs,
-/// which `StorageSweeper` removes as orphans; a crash before the commit leaves the jobs for the next pass. So it
-/// resumes where it stopped, whatever stopped it.
+/// process may run one), then removes their folders and clears their removal marks (`storage_removals`, db/012,
+/// written by the same commit that deletes them). A failed removal, or a crash between the two, leaves the mark,
+/// which `StorageSweeper` retries until the storage confirms; a crash before the commit leaves the jobs for the
+/// next pass. So it resumes where it stopped, whatever stopped it.
 public struct Retention: Service {
     public let jobs: JobStore
     public let storage: any JobStorage
@@ -53,14 +54,22 @@ public struct Retention: Service {
         do {
             while !Task.isCancelled {
                 let ids = try await jobs.expireEnded(olderThanDays: days, now: now, limit: batchSize)
+                var removed: [UUID] = []
                 for id in ids {
                     do {
                         try await storage.removeJobFolder(id: id)
+                        removed.append(id)
                     } catch {
                         logger.warning("an expired job's folder could not be removed; the sweeper will", metadata: [
                             "job_id": "\(id.uuidString.lowercased())", "error": "\(String(reflecting: error))",
                         ])
                     }
+                }
+                // Best effort: a mark left here only costs the sweeper one more removal of nothing.
+                do {
+                    try await jobs.storageRemoved(removed)
+                } catch {
+                    logger.warning("could not clear removal marks; the sweeper will", metadata: ["error": "\(String(reflecting: error))"])
                 }
                 total += ids.count
                 if ids.count < batchSize { break }

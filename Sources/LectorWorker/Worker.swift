@@ -26,6 +26,12 @@ public struct WorkerConfiguration: Sendable {
     public var maxJobs: Int?
     /// How often page progress of the jobs in flight is written and announced (at most once per job per interval).
     public var progressInterval: Duration = .seconds(1)
+    /// The longest the end transaction waits for the results' commit (object storage: server-side copies); nil:
+    /// half the lease. It holds the lease row locked, which stops both renewals and the rescuer, so it must end
+    /// well inside the lease: at the end the lease has at least `leaseDuration - heartbeatInterval` left, and the
+    /// heartbeat is at most a third of the lease.
+    public var commitTimeout: Duration?
+    var commitDeadline: Duration { commitTimeout ?? leaseDuration / 2 }
 
     public init(settings: Settings, workerID: String) {
         self.workerID = workerID
@@ -401,10 +407,10 @@ public struct Worker: Service {
                 files.append((FileStorage.thumbnailFileName(page: index + 1), preview.thumbnail))
             }
             do {
-                try await storage.stageResults(id: job.id, attempt: job.lease.attempt, files: files)
+                try await storage.stageResults(id: job.id, stage: job.lease.stage, files: files)
             } catch {
                 // `record` discards only the fixed result files of a failed attempt: drop the pages' too.
-                await storage.discardResults(id: job.id, fileNames: files.map(\.name), attempt: job.lease.attempt)
+                await storage.discardResults(id: job.id, fileNames: files.map(\.name), stage: job.lease.stage)
                 throw error
             }
             return .finished(files.map(\.name))
@@ -454,8 +460,8 @@ public struct Worker: Service {
             do {
                 switch outcome {
                 case .finished(let files):
-                    try await jobs.end(lease, as: .finished, pages: pages, engineVersion: engineIdentity) {
-                        try await storage.commitResults(id: lease.jobID, fileNames: files, attempt: lease.attempt)
+                    try await jobs.end(lease, as: .finished, pages: pages, engineVersion: engineIdentity) { [storage, configuration] in
+                        try await Self.commit(files, of: lease, to: storage, within: configuration.commitDeadline)
                     }
                     metrics.jobFinished(mode: mode)
                 case .failed(let reason):
@@ -501,7 +507,28 @@ public struct Worker: Service {
         }
         var staged = Self.resultFiles
         if case .finished(let files) = outcome { staged = files }
-        await storage.discardResults(id: lease.jobID, fileNames: staged, attempt: lease.attempt)
+        await storage.discardResults(id: lease.jobID, fileNames: staged, stage: lease.stage)
+    }
+}
+
+extension Worker {
+    /// Puts an attempt's staged results in place, inside its end transaction, or throws a `StorageError`
+    /// (`.unavailable`) once `limit` has passed: the transaction then rolls back, the lease row is free again
+    /// (renewed by the heartbeat, or rescued once it expires), and `record` tries the end again, or gives up and
+    /// leaves the job to the rescuer. Nothing is lost: the staged results stay until the attempt's discard, and a
+    /// commit is idempotent.
+    ///
+    /// The copies still running at the deadline are cancelled and left to finish on their own (`withDeadline`):
+    /// an object store's request ends at the cancellation (or its own timeout), long before another attempt can
+    /// hold the job, since this attempt's lease outlives the rolled-back transaction.
+    static func commit(_ files: [String], of lease: Lease, to storage: any JobStorage, within limit: Duration) async throws {
+        do {
+            try await withDeadline(limit, "committing the results") {
+                try await storage.commitResults(id: lease.jobID, fileNames: files, stage: lease.stage)
+            }
+        } catch let error as DeadlineExceeded {
+            throw StorageError(description: "\(error.description); the end is retried", kind: .unavailable)
+        }
     }
 }
 

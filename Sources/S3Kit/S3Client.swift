@@ -62,7 +62,7 @@ public struct S3Configuration: Sendable {
     /// Path-style or virtual-host addressing.
     public var addressing: Addressing
     /// The deadline of one attempt, from sending the request to the last byte of the response
-    /// (so it must cover the largest transfer).
+    /// (so it must cover the largest transfer). A response whose body is still arriving then is cancelled.
     public var requestTimeout: Duration
     /// Retries of transient failures.
     public var retry: RetryPolicy
@@ -131,8 +131,8 @@ public struct S3ListPage: Sendable {
 /// rejects a corrupted body. Files are streamed in both directions, never held in memory. Error
 /// bodies are read up to 64 KiB.
 ///
-/// The `HTTPClient` is the caller's: the client neither creates nor shuts it down. Use one that does
-/// not follow redirects for presigned-URL-sensitive work (redirects are not needed for S3).
+/// The `HTTPClient` is the caller's: the client neither creates nor shuts it down. ``makeHTTPClient(connections:connectTimeout:)``
+/// makes one fit for S3 (no redirects, no decompression, a bounded pool).
 public struct S3Client: Sendable {
     /// The configuration.
     public let configuration: S3Configuration
@@ -294,8 +294,8 @@ public struct S3Client: Sendable {
     /// the start. Returns the object's information and the final state.
     /// - Throws: ``S3Error`` with status 404 if there is no such object; whatever `consume` throws.
     public func getObject<State>(
-        key: String, initial: () -> State, consume: (inout State, ByteBuffer) throws -> Void
-    ) async throws -> (info: S3ObjectInfo, state: State) {
+        key: String, initial: @escaping @Sendable () -> State, consume: @escaping @Sendable (inout State, ByteBuffer) throws -> Void
+    ) async throws -> (info: S3ObjectInfo, state: State) where State: Sendable {
         let request = Request(operation: "GetObject", method: .GET, key: key)
         return try await send(request) { response in
             var state = initial()
@@ -514,26 +514,30 @@ public struct S3Client: Sendable {
 
     /// Builds, signs and sends `request`, retrying transient failures; hands an accepted response
     /// (2xx by default) to `handle`, and turns any other into an ``S3Error``. `handle` runs inside the
-    /// retry loop, so a transport failure while it streams the body is retried too.
-    func send<T>(
-        _ request: Request, accept: (Int) -> Bool = { (200..<300).contains($0) },
-        _ handle: (HTTPClientResponse) async throws -> T
+    /// retry loop, so a transport failure while it streams the body is retried too. Each attempt, body
+    /// included, ends at ``S3Configuration/requestTimeout`` (see ``withDeadline(_:operation:_:)``).
+    func send<T: Sendable>(
+        _ request: Request, accept: @escaping @Sendable (Int) -> Bool = { (200..<300).contains($0) },
+        _ handle: @escaping @Sendable (HTTPClientResponse) async throws -> T
     ) async throws -> T {
         if let key = request.key {
             try validate(key: key, operation: request.operation)
         }
         let policy = configuration.retry
+        let timeout = configuration.requestTimeout
+        let (http, logger) = (self.http, self.logger)
         var attempt = 1
         while true {
             do {
-                let response = try await http.execute(
-                    try httpRequest(request, now: Date()), deadline: .now() + TimeAmount(configuration.requestTimeout),
-                    logger: logger)
-                let status = Int(response.status.code)
-                guard accept(status) else {
-                    throw await Self.error(from: response, operation: request.operation)
+                let prepared = try httpRequest(request, now: Date())
+                return try await Self.withDeadline(timeout, operation: request.operation) {
+                    let response = try await http.execute(prepared, deadline: .now() + TimeAmount(timeout), logger: logger)
+                    let status = Int(response.status.code)
+                    guard accept(status) else {
+                        throw await Self.error(from: response, operation: request.operation)
+                    }
+                    return try await handle(response)
                 }
-                return try await handle(response)
             } catch is CancellationError {
                 throw CancellationError()
             } catch {
@@ -549,6 +553,29 @@ public struct S3Client: Sendable {
                 attempt += 1
                 try await Task.sleep(for: delay)
             }
+        }
+    }
+
+    /// Runs `body` (a request and the reading of its whole response) and cancels it once `timeout` has passed,
+    /// throwing a transient ``S3Error`` (`transport`). AsyncHTTPClient's own deadline ends when the response
+    /// head arrives; without this, a store that sends the body slowly, or stops halfway, would hold the caller
+    /// for as long as it keeps some bytes coming.
+    static func withDeadline<T: Sendable>(
+        _ timeout: Duration, operation: String, _ body: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else {
+                throw S3Error(
+                    kind: .transport, operation: operation,
+                    message: "no complete answer within \(timeout.seconds) s (body included)")
+            }
+            return value
         }
     }
 
@@ -706,6 +733,21 @@ public struct S3Client: Sendable {
 
     func stripPrefix(_ key: String) -> String {
         key.hasPrefix(configuration.keyPrefix) ? String(key.dropFirst(configuration.keyPrefix.count)) : key
+    }
+}
+
+extension S3Client {
+    /// An `HTTPClient` fit for S3, for the caller to own and shut down: redirects are not followed (a store never
+    /// needs them, and following one would send a signed request, and its body, elsewhere), bodies are not
+    /// decompressed (they are the objects' bytes, checked against their checksums), and at most `connections`
+    /// connections are open to the store (AsyncHTTPClient's per-host limit: further requests wait for one);
+    /// connections idle for a minute are closed.
+    public static func makeHTTPClient(connections: Int, connectTimeout: Duration = .seconds(10)) -> HTTPClient {
+        var configuration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow, timeout: .init(connect: TimeAmount(connectTimeout)), decompression: .disabled)
+        configuration.connectionPool = .init(
+            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, connections))
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }
 }
 

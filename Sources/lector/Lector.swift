@@ -75,13 +75,28 @@ enum Runtime {
     }
 
     /// The job storage `LECTOR_STORAGE` names: files under `LECTOR_STORAGE_ROOT` (the default), or an
-    /// S3-compatible object store (`s3://bucket/prefix`, with the `LECTOR_S3_*` settings).
-    static func storage(_ settings: Settings) throws -> any JobStorage {
-        if settings.usesObjectStorage { return try ObjectStorage(settings: settings) }
-        guard ["files", "file"].contains(settings.storage) else {
-            throw CommandFailure(description: "LECTOR_STORAGE must be files or s3://bucket/prefix, not '\(settings.storage)'")
+    /// S3-compatible object store (`s3://bucket/prefix`, with the `LECTOR_S3_*` settings) with an HTTP client of
+    /// its own, sized to `slots` (a worker) and shut down by the returned service, which the process must run
+    /// before the services that use the storage. Until then, `body` runs with both, and the client is shut down
+    /// if it throws (an `HTTPClient` must never be released running).
+    static func withStorage<T>(
+        _ settings: Settings, slots: Int?, logger: Logger,
+        _ body: (any JobStorage, [ServiceGroupConfiguration.ServiceConfiguration]) async throws -> T
+    ) async throws -> T {
+        guard settings.usesObjectStorage else {
+            guard ["files", "file"].contains(settings.storage) else {
+                throw CommandFailure(description: "LECTOR_STORAGE must be files or s3://bucket/prefix, not '\(settings.storage)'")
+            }
+            return try await body(try FileStorage(settings: settings), [])
         }
-        return try FileStorage(settings: settings)
+        let http = ObjectStorage.makeHTTPClient(settings: settings, slots: slots)
+        do {
+            let storage = try ObjectStorage(settings: settings, httpClient: http)
+            return try await body(storage, [.init(service: HTTPClientService(client: http, logger: logger))])
+        } catch {
+            try? await http.shutdown()
+            throw error
+        }
     }
 
     /// The secret of result links: `LECTOR_SIGNING_KEY`, else one kept in the storage and shared by every process.
@@ -207,19 +222,22 @@ struct Serve: AsyncParsableCommand {
         let logger = Runtime.logger("lector.api", settings: settings)
         try await Runtime.checkSchema(settings, logger: logger)
         let client = try Runtime.postgresClient(settings, logger: logger)
-        let storage = try Runtime.storage(settings)
-        let signingKey = try await Runtime.signingKey(settings, storage: storage)
-        let engines = Runtime.engineFactory(settings)
-        let dependencies = APIDependencies(
-            jobs: JobStore(client: client, logger: logger), keys: KeyStore(client: client, logger: logger),
-            storage: storage, signer: ResultLinkSigner(key: signingKey, ttl: settings.resultLinkTTL),
-            waiters: WaitRegistry(), settings: settings, supportedTypes: engines.supportedTypes,
-            availableLanguages: try engines.availableLanguages(), availableDetectors: engines.models.available)
-        let app = buildApplication(dependencies: dependencies, logger: logger)
-        let sweeper = Runtime.sweeper(storage: storage, jobs: dependencies.jobs, settings: settings, logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: [client, app, sweeper], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await Runtime.withStorage(settings, slots: nil, logger: logger) { storage, storageServices in
+            let signingKey = try await Runtime.signingKey(settings, storage: storage)
+            let engines = Runtime.engineFactory(settings)
+            let dependencies = APIDependencies(
+                jobs: JobStore(client: client, logger: logger), keys: KeyStore(client: client, logger: logger),
+                storage: storage, signer: ResultLinkSigner(key: signingKey, ttl: settings.resultLinkTTL),
+                waiters: WaitRegistry(), settings: settings, supportedTypes: engines.supportedTypes,
+                availableLanguages: try engines.availableLanguages(), availableDetectors: engines.models.available)
+            let app = buildApplication(dependencies: dependencies, logger: logger)
+            let sweeper = Runtime.sweeper(storage: storage, jobs: dependencies.jobs, settings: settings, logger: logger)
+            // The store's HTTP client after the database and before its users: it is shut down after them.
+            let group = ServiceGroup(configuration: .init(
+                services: [.init(service: client)] + storageServices + [.init(service: app), .init(service: sweeper)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
+        }
     }
 }
 
@@ -240,54 +258,56 @@ struct Work: AsyncParsableCommand {
         if let concurrency { settings.workerConcurrency = max(1, concurrency) }
         let logger = Runtime.logger("lector.worker", settings: settings)
         try await Runtime.checkSchema(settings, logger: logger)
-        // One connection per slot, plus the two listeners (queued, cancel), the rescuer, the lease keeper and the
-        // webhook deliverer. Fewer (a smaller LECTOR_DATABASE_POOL_SIZE) works, with the others queueing behind
-        // the slots.
-        let connections = max(2, min(settings.databasePoolSize, settings.workerConcurrency + 5))
-        if connections < settings.workerConcurrency + 5 {
-            logger.warning("LECTOR_DATABASE_POOL_SIZE is below the worker's slots + 5; lease renewals may wait", metadata: [
+        // One connection per slot, plus the two listeners (queued, cancel), the rescuer, the lease keeper, the
+        // webhook deliverer and the sweeper's lock (held for its shared pass, which queries on another). Fewer (a
+        // smaller LECTOR_DATABASE_POOL_SIZE) works, with the others queueing behind the slots.
+        let connections = max(2, min(settings.databasePoolSize, settings.workerConcurrency + 6))
+        if connections < settings.workerConcurrency + 6 {
+            logger.warning("LECTOR_DATABASE_POOL_SIZE is below the worker's slots + 6; lease renewals may wait", metadata: [
                 "connections": "\(connections)", "slots": "\(settings.workerConcurrency)",
             ])
         }
         let client = try Runtime.postgresClient(settings, logger: logger, steady: connections)
         let jobs = JobStore(client: client, logger: logger)
-        let storage = try Runtime.storage(settings)
-        var configuration = WorkerConfiguration(settings: settings, workerID: Runtime.workerID(settings))
-        configuration.exitWhenIdle = exitWhenIdle
-        configuration.maxJobs = maxJobs
-        let metrics = LectorMetrics()
-        metrics.reportQueueDepth { try await jobs.queueDepth() }
-        let worker = Worker(
-            jobs: jobs, storage: storage, engines: Runtime.workerEngine(settings),
-            configuration: configuration, metrics: metrics, logger: logger)
-        let rescuer = Rescuer(
-            jobs: jobs, interval: .milliseconds(Int64(settings.rescueInterval * 1000)),
-            maxAttempts: settings.maxAttempts, grace: .milliseconds(Int64(settings.heartbeatSeconds * 1000)),
-            metrics: metrics, logger: logger)
-        // Delivers the webhook outbox; every worker process runs one (they never take the same delivery).
-        let deliverer = WebhookDeliverer(
-            store: WebhookStore(client: client, logger: logger), configuration: WebhookDeliveryConfiguration(settings: settings),
-            metrics: metrics, logger: logger)
-        // The worker's sweeper also removes scratch folders of workers that died on this host.
-        let sweeper = Runtime.sweeper(storage: storage, jobs: jobs, settings: settings, logger: logger) {
-            ScratchFolder.sweep(olderThan: 300)
+        try await Runtime.withStorage(settings, slots: settings.workerConcurrency, logger: logger) { storage, storageServices in
+            var configuration = WorkerConfiguration(settings: settings, workerID: Runtime.workerID(settings))
+            configuration.exitWhenIdle = exitWhenIdle
+            configuration.maxJobs = maxJobs
+            let metrics = LectorMetrics()
+            metrics.reportQueueDepth { try await jobs.queueDepth() }
+            let worker = Worker(
+                jobs: jobs, storage: storage, engines: Runtime.workerEngine(settings),
+                configuration: configuration, metrics: metrics, logger: logger)
+            let rescuer = Rescuer(
+                jobs: jobs, interval: .milliseconds(Int64(settings.rescueInterval * 1000)),
+                maxAttempts: settings.maxAttempts, grace: .milliseconds(Int64(settings.heartbeatSeconds * 1000)),
+                metrics: metrics, logger: logger)
+            // Delivers the webhook outbox; every worker process runs one (they never take the same delivery).
+            let deliverer = WebhookDeliverer(
+                store: WebhookStore(client: client, logger: logger), configuration: WebhookDeliveryConfiguration(settings: settings),
+                metrics: metrics, logger: logger)
+            // The worker's sweeper also removes scratch folders of workers that died on this host.
+            let sweeper = Runtime.sweeper(storage: storage, jobs: jobs, settings: settings, logger: logger) {
+                ScratchFolder.sweep(olderThan: 300)
+            }
+            // The store's HTTP client after the database and before its users: it is shut down after them.
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)] + storageServices
+            if settings.workerListen { services.append(.init(service: worker.queuedListener())) }
+            // Always: a cancel should stop the OCR within a second, not at the next heartbeat.
+            services.append(.init(service: worker.cancelListener()))
+            // Deletes ended jobs past LECTOR_RETENTION_DAYS (returns at once when it is 0).
+            let retention = Retention(jobs: jobs, storage: storage, days: settings.retentionDays, logger: logger)
+            services += [.init(service: rescuer), .init(service: retention), .init(service: deliverer), .init(service: sweeper)]
+            if settings.metricsPort > 0 {
+                services.append(.init(service: buildMetricsApplication(
+                    metrics: metrics, host: settings.httpHost, port: settings.metricsPort, logger: logger)))
+            }
+            // The worker returns on its own only with --exit-when-idle or --max-jobs: then the process shuts down.
+            services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
+            let group = ServiceGroup(configuration: .init(
+                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            try await group.run()
         }
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)]
-        if settings.workerListen { services.append(.init(service: worker.queuedListener())) }
-        // Always: a cancel should stop the OCR within a second, not at the next heartbeat.
-        services.append(.init(service: worker.cancelListener()))
-        // Deletes ended jobs past LECTOR_RETENTION_DAYS (returns at once when it is 0).
-        let retention = Retention(jobs: jobs, storage: storage, days: settings.retentionDays, logger: logger)
-        services += [.init(service: rescuer), .init(service: retention), .init(service: deliverer), .init(service: sweeper)]
-        if settings.metricsPort > 0 {
-            services.append(.init(service: buildMetricsApplication(
-                metrics: metrics, host: settings.httpHost, port: settings.metricsPort, logger: logger)))
-        }
-        // The worker returns on its own only with --exit-when-idle or --max-jobs: then the process shuts down.
-        services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
-        let group = ServiceGroup(configuration: .init(
-            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
     }
 }
 

@@ -83,13 +83,13 @@ struct ReliabilityTests {
             let current = try #require(try await harness.jobs.claimNext(worker: "current", leaseDuration: .seconds(10), now: Self.t0 + 12))
             #expect(current.lease.attempt == 2)
 
-            try await harness.storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data("stale".utf8))])
-            try await harness.storage.stageResults(id: id, attempt: 2, files: [("result.txt", Data("current".utf8))])
+            try await harness.storage.stageResults(id: id, stage: 1, files: [("result.txt", Data("stale".utf8))])
+            try await harness.storage.stageResults(id: id, stage: 2, files: [("result.txt", Data("current".utf8))])
             let staleMoved = NIOLockedBool()
             await #expect(throws: TransitionRefused.self) {
                 try await harness.jobs.end(stale.lease, as: .finished) {
                     staleMoved.set()
-                    try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 1)
+                    try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], stage: 1)
                 }
             }
             #expect(!staleMoved.value)
@@ -99,12 +99,12 @@ struct ReliabilityTests {
             #expect(try await harness.jobs.renew(stale.lease, duration: .seconds(10), now: Self.t0 + 12) == false)
             // The commit of the files can be repeated (a retry after a lost COMMIT), and the staged file stays
             // until it is discarded.
-            try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 2)
+            try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], stage: 2)
             try await harness.jobs.end(current.lease, as: .finished) {
-                try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 2)
+                try await harness.storage.commitResults(id: id, fileNames: ["result.txt"], stage: 2)
             }
-            await harness.storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 2)
-            await harness.storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 1)
+            await harness.storage.discardResults(id: id, fileNames: ["result.txt"], stage: 2)
+            await harness.storage.discardResults(id: id, fileNames: ["result.txt"], stage: 1)
             let leftovers = try FileManager.default.contentsOfDirectory(atPath: harness.storage.folder(of: id).path)
             #expect(leftovers.sorted() == ["document.png", "metadata.json", "result.txt"])
             #expect(try await harness.storage.readResult(id: id, fileName: "result.txt") == Data("current".utf8))

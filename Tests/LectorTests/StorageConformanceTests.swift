@@ -43,18 +43,18 @@ enum StorageContract {
             ("result.txt", Data("hello".utf8)), ("result.json", Data("{}".utf8)),
             ("page-1.jpg", Data([0xFF, 0xD8, 1])), ("thumb-1.jpg", Data([0xFF, 0xD8, 2])),
         ]
-        try await storage.stageResults(id: id, attempt: 1, files: files)
+        try await storage.stageResults(id: id, stage: 1, files: files)
         for file in files {
             #expect(try await storage.readResult(id: id, fileName: file.name) == nil)
             #expect(try await !storage.hasResult(id: id, fileName: file.name))
         }
-        try await storage.commitResults(id: id, fileNames: files.map(\.name), attempt: 1)
-        try await storage.commitResults(id: id, fileNames: files.map(\.name), attempt: 1)
+        try await storage.commitResults(id: id, fileNames: files.map(\.name), stage: 1)
+        try await storage.commitResults(id: id, fileNames: files.map(\.name), stage: 1)
         for file in files {
             #expect(try await storage.readResult(id: id, fileName: file.name) == file.contents)
             #expect(try await storage.hasResult(id: id, fileName: file.name))
         }
-        await storage.discardResults(id: id, fileNames: files.map(\.name), attempt: 1)
+        await storage.discardResults(id: id, fileNames: files.map(\.name), stage: 1)
         for file in files {
             #expect(try await storage.readResult(id: id, fileName: file.name) == file.contents)
         }
@@ -66,21 +66,43 @@ enum StorageContract {
     static func staleAttemptNeverTouchesCommitted(_ storage: any JobStorage) async throws {
         let id = UUID()
         try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1]), metadataJSON: Data("{}".utf8))
-        try await storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data("stale".utf8)), ("page-1.jpg", Data([1]))])
-        try await storage.stageResults(id: id, attempt: 2, files: [("result.txt", Data("current".utf8))])
-        try await storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 2)
-        await storage.discardResults(id: id, fileNames: ["result.txt", "page-1.jpg"], attempt: 1)
+        try await storage.stageResults(id: id, stage: 1, files: [("result.txt", Data("stale".utf8)), ("page-1.jpg", Data([1]))])
+        try await storage.stageResults(id: id, stage: 2, files: [("result.txt", Data("current".utf8))])
+        try await storage.commitResults(id: id, fileNames: ["result.txt"], stage: 2)
+        await storage.discardResults(id: id, fileNames: ["result.txt", "page-1.jpg"], stage: 1)
         #expect(try await storage.readResult(id: id, fileName: "result.txt") == Data("current".utf8))
         #expect(try await !storage.hasResult(id: id, fileName: "page-1.jpg"))
         // The discarded attempt cannot be committed any more (its staged files are gone).
-        await expectStorageError { try await storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 1) }
+        await expectStorageError { try await storage.commitResults(id: id, fileNames: ["result.txt"], stage: 1) }
         #expect(try await storage.readResult(id: id, fileName: "result.txt") == Data("current".utf8))
-        await storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 2)
+        await storage.discardResults(id: id, fileNames: ["result.txt"], stage: 2)
         #expect(try await storage.readResult(id: id, fileName: "result.txt") == Data("current".utf8))
         // A later attempt replaces the results whole.
-        try await storage.stageResults(id: id, attempt: 3, files: [("result.txt", Data("third".utf8))])
-        try await storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 3)
+        try await storage.stageResults(id: id, stage: 3, files: [("result.txt", Data("third".utf8))])
+        try await storage.commitResults(id: id, fileNames: ["result.txt"], stage: 3)
         #expect(try await storage.readResult(id: id, fileName: "result.txt") == Data("third".utf8))
+        try await storage.removeJobFolder(id: id)
+    }
+
+    /// Two claims of one attempt number (a hand-back returns the number) stage apart: the discard of the first
+    /// never touches the second's staged files, which still commit; a claim token that cannot name a staging area
+    /// is refused.
+    static func claimsOfOneAttemptStageApart(_ storage: any JobStorage) async throws {
+        let id = UUID()
+        try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1]), metadataJSON: Data("{}".utf8))
+        let first = StagingID(attempt: 2, claim: StagingID.newClaim()), second = StagingID(attempt: 2, claim: StagingID.newClaim())
+        #expect(first != second)
+        try await storage.stageResults(id: id, stage: first, files: [("result.txt", Data("handed back".utf8)), ("page-1.jpg", Data([1]))])
+        try await storage.stageResults(id: id, stage: second, files: [("result.txt", Data("second".utf8)), ("page-1.jpg", Data([2]))])
+        await storage.discardResults(id: id, fileNames: ["result.txt", "page-1.jpg"], stage: first)
+        try await storage.commitResults(id: id, fileNames: ["result.txt", "page-1.jpg"], stage: second)
+        #expect(try await storage.readResult(id: id, fileName: "result.txt") == Data("second".utf8))
+        #expect(try await storage.readResult(id: id, fileName: "page-1.jpg") == Data([2]))
+        await expectStorageError { try await storage.commitResults(id: id, fileNames: ["result.txt"], stage: first) }
+        await storage.discardResults(id: id, fileNames: ["result.txt", "page-1.jpg"], stage: second)
+        for bad in [StagingID(attempt: 1, claim: "../x"), StagingID(attempt: 1, claim: "ABC"), StagingID(attempt: -1, claim: "")] {
+            await expectStorageError { try await storage.stageResults(id: id, stage: bad, files: [("result.txt", Data([1]))]) }
+        }
         try await storage.removeJobFolder(id: id)
     }
 
@@ -106,8 +128,8 @@ enum StorageContract {
                 try await storage.createJobFolder(id: id, documentFileName: name, document: Data([1]), metadataJSON: Data("{}".utf8))
             }
             await expectStorageError { _ = try await storage.readDocument(id: id, fileName: name) }
-            await expectStorageError { try await storage.stageResults(id: id, attempt: 1, files: [(name, Data([1]))]) }
-            await expectStorageError { try await storage.commitResults(id: id, fileNames: [name], attempt: 1) }
+            await expectStorageError { try await storage.stageResults(id: id, stage: 1, files: [(name, Data([1]))]) }
+            await expectStorageError { try await storage.commitResults(id: id, fileNames: [name], stage: 1) }
             await expectStorageError { _ = try await storage.spoolDocument(of: id, fileName: name, sha256: []) }
         }
         #expect(spooled(storage).isEmpty)
@@ -122,9 +144,9 @@ enum StorageContract {
         await expectKind(.unavailable) {
             try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1]), metadataJSON: Data("{}".utf8))
         }
-        await expectKind(.unavailable) { try await storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data([1]))]) }
+        await expectKind(.unavailable) { try await storage.stageResults(id: id, stage: 1, files: [("result.txt", Data([1]))]) }
         await expectKind(.unavailable) { _ = try await storage.readResult(id: id, fileName: "result.txt") }
-        await storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 1)  // never throws
+        await storage.discardResults(id: id, fileNames: ["result.txt"], stage: 1)  // never throws
     }
 
     static func spooled(_ storage: any JobStorage) -> [String] {
@@ -163,6 +185,9 @@ enum StorageContract {
     }
 
     @Test func createReadRemove() async throws { try await Self.with { try await StorageContract.createReadRemove($0) } }
+    @Test func claimsOfOneAttemptStageApart() async throws {
+        try await Self.with { try await StorageContract.claimsOfOneAttemptStageApart($0) }
+    }
     /// Documents are local files already: the worker reads them in place, no download.
     @Test func noDownload() async throws {
         try await Self.with { storage in
@@ -233,6 +258,9 @@ enum S3TestStore {
 @Suite(.enabled(if: S3TestStore.isConfigured, "LECTOR_TEST_S3_ENDPOINT is not set (deploy/scripts/weed.sh start; eval \"$(deploy/scripts/weed.sh env)\")"))
 struct ObjectStorageConformance {
     @Test func createReadRemove() async throws { try await S3TestStore.with { try await StorageContract.createReadRemove($0) } }
+    @Test func claimsOfOneAttemptStageApart() async throws {
+        try await S3TestStore.with { try await StorageContract.claimsOfOneAttemptStageApart($0) }
+    }
     @Test func stagedInvisibleUntilCommit() async throws {
         try await S3TestStore.with { try await StorageContract.stagedInvisibleUntilCommit($0) }
     }
@@ -261,10 +289,10 @@ struct ObjectStorageConformance {
             try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1, 2, 3]), metadataJSON: Data("{\"a\":1}".utf8))
             #expect(try await storage.client.listObjects().map(\.key).sorted() == ["\(folder)/document.png", "\(folder)/metadata.json"])
             #expect(try await storage.client.getObjectData(key: "\(folder)/metadata.json", maxBytes: 100) == Data("{\"a\":1}".utf8))
-            try await storage.stageResults(id: id, attempt: 4, files: [("result.txt", Data("x".utf8))])
+            try await storage.stageResults(id: id, stage: 4, files: [("result.txt", Data("x".utf8))])
             #expect(try await storage.client.headObject(key: "\(folder)/attempts/4/result.txt") != nil)
-            try await storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 4)
-            await storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 4)
+            try await storage.commitResults(id: id, fileNames: ["result.txt"], stage: 4)
+            await storage.discardResults(id: id, fileNames: ["result.txt"], stage: 4)
             #expect(try await storage.client.listObjects().map(\.key).sorted() == [
                 "\(folder)/document.png", "\(folder)/metadata.json", "\(folder)/result.txt",
             ])
@@ -360,8 +388,8 @@ struct ObjectStorageConformance {
         try await S3TestStore.with { storage in
             let id = UUID()
             try await storage.createJobFolder(id: id, documentFileName: "document.png", document: Data([1]), metadataJSON: Data("{}".utf8))
-            try await storage.stageResults(id: id, attempt: 1, files: [("result.txt", Data("héllo".utf8))])
-            try await storage.commitResults(id: id, fileNames: ["result.txt"], attempt: 1)
+            try await storage.stageResults(id: id, stage: 1, files: [("result.txt", Data("héllo".utf8))])
+            try await storage.commitResults(id: id, fileNames: ["result.txt"], stage: 1)
             #expect(try storage.resultLink(id: id, fileName: "document.png", contentType: "x/y", downloadName: "d", expires: .seconds(60)) == nil)
             let link = try #require(try storage.resultLink(
                 id: id, fileName: "result.txt", contentType: "text/plain; charset=utf-8", downloadName: "job-result.txt",
@@ -375,7 +403,7 @@ struct ObjectStorageConformance {
             let tampered = link.replacingOccurrences(of: "result.txt", with: "result.json")
             let refused = try await HTTPClient.shared.execute(HTTPClientRequest(url: tampered), timeout: .seconds(10))
             #expect(refused.status == .forbidden)
-            await storage.discardResults(id: id, fileNames: ["result.txt"], attempt: 1)
+            await storage.discardResults(id: id, fileNames: ["result.txt"], stage: 1)
             try await storage.removeJobFolder(id: id)
         }
     }
@@ -454,19 +482,20 @@ struct ObjectStorageSweeperTests {
                 }
                 #expect(try await harness.jobs.delete(gone, ownerID: owner) == .deleted)
                 // The real job: attempt 1 left staged objects behind (its worker died); attempt 2 is committed.
-                try await storage.stageResults(id: real, attempt: 1, files: [("result.txt", Data("lost".utf8)), ("page-1.jpg", Data([1]))])
-                try await storage.stageResults(id: real, attempt: 2, files: [("result.txt", Data("live".utf8))])
-                try await storage.commitResults(id: real, fileNames: ["result.txt"], attempt: 2)
-                await storage.discardResults(id: real, fileNames: ["result.txt"], attempt: 2)
+                try await storage.stageResults(id: real, stage: 1, files: [("result.txt", Data("lost".utf8)), ("page-1.jpg", Data([1]))])
+                try await storage.stageResults(id: real, stage: 2, files: [("result.txt", Data("live".utf8))])
+                try await storage.commitResults(id: real, fileNames: ["result.txt"], stage: 2)
+                await storage.discardResults(id: real, fileNames: ["result.txt"], stage: 2)
                 #expect(try await storage.sharedSigningKey().count == 32)
 
                 let sweeper = StorageSweeper(
                     storage: storage, jobs: harness.jobs, abandonedAge: 3600, orphanAge: 3600, logger: TestDatabase.logger)
                 // Now: everything is young, nothing goes.
                 #expect(try await sweeper.sweep() == StorageSweeper.Removed())
-                // Two hours later: the orphan's objects and the dead attempt's go; the real job and the key stay.
+                // Two hours later: the orphan's objects and the dead attempt's go, the deleted job's by its removal
+                // mark (db/012); the real job and the key stay.
                 let later = Date(timeIntervalSinceNow: 7200)
-                #expect(try await sweeper.sweep(now: later) == StorageSweeper.Removed(uploads: 0, staging: 2, orphans: 2))
+                #expect(try await sweeper.sweep(now: later) == StorageSweeper.Removed(uploads: 0, staging: 2, orphans: 1, removals: 1))
                 let folder = real.uuidString.lowercased()
                 #expect(try await storage.client.listObjects().map(\.key).sorted() == [
                     ".signing-key", "\(folder)/document.png", "\(folder)/metadata.json", "\(folder)/result.txt",
