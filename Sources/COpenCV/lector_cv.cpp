@@ -485,6 +485,10 @@ int lcv_image_decode(const unsigned char *bytes, size_t len, lcv_image *out, cha
     });
 }
 
+const char *lcv_version(void) {
+    return CV_VERSION;
+}
+
 void lcv_image_free(lcv_image *img) {
     if (img == nullptr) return;
     std::free(img->data);

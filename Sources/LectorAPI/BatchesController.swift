@@ -118,10 +118,11 @@ struct BatchesController {
         var reusing: [UUID: ReusableResult] = [:]
         for item in prepared { reusing[item.job.id] = item.reusing }
         let createdAt: Date
+        let reused: Set<UUID>
         do {
             // A statement per job in one transaction: the deadline grows with the batch (10 ms a job).
             let limit = Duration.milliseconds(Int64(dependencies.settings.databaseTimeout * 1000) + 10 * Int64(prepared.count))
-            createdAt = try await withDeadline(limit, "creating a batch") { [store = dependencies.jobs, jobs = prepared.map(\.job), reusing] in
+            (createdAt, reused) = try await withDeadline(limit, "creating a batch") { [store = dependencies.jobs, jobs = prepared.map(\.job), reusing] in
                 try await store.createBatch(batchID, ownerID: user.id, jobs: jobs, reusing: reusing)
             }
         } catch let error as UnknownDependency {
@@ -132,18 +133,19 @@ struct BatchesController {
             throw error
         }
         for _ in prepared { dependencies.metrics.jobSubmitted(mode: mode.rawValue) }
-        for _ in reusing { dependencies.metrics.jobReused() }
+        for _ in reused { dependencies.metrics.jobReused() }
         context.logger.info("batch queued", metadata: [
             "batch_id": "\(batchID.uuidString.lowercased())", "jobs": "\(prepared.count)",
-            "reused": "\(reusing.count)",
+            "reused": "\(reused.count)",
         ])
         let body = SubmittedBatch(
             id: batchID.uuidString.lowercased(), createdAt: createdAt,
             jobs: prepared.map { item in
                 SubmittedBatch.Job(
                     id: item.job.id.uuidString.lowercased(), documentName: item.job.documentName,
-                    status: item.reusing == nil ? .queued : .finished,
-                    reusedFrom: item.reusing?.jobID.uuidString.lowercased(), links: JobLinks(id: item.job.id))
+                    status: reused.contains(item.job.id) ? .finished : .queued,
+                    reusedFrom: reused.contains(item.job.id) ? item.reusing?.jobID.uuidString.lowercased() : nil,
+                    links: JobLinks(id: item.job.id))
             },
             links: BatchLinks(id: batchID))
         var headers = HTTPFields()
@@ -190,6 +192,7 @@ struct BatchesController {
 
         var prepared: [PreparedJob] = []
         var tickets: [UUID] = []
+        var totalBytes: Int64 = 0
         do {
             for (index, item) in items.enumerated() {
                 let id = UUID()
@@ -200,6 +203,12 @@ struct BatchesController {
                     throw APIError(error.status, error.code, "upload \(index + 1): \(error.message)")
                 }
                 let (ticket, type, copied) = taken
+                totalBytes += copied.size
+                guard totalBytes <= Int64(dependencies.settings.maxBatchBytes) else {
+                    try? await storage.removeJobFolder(id: id)
+                    throw APIError(.contentTooLarge, "batch_too_large",
+                        "the batch's documents are larger than the limit of \(dependencies.settings.maxBatchBytes) bytes together")
+                }
                 let job = NewJob(
                     id: id, ownerID: user.id, documentName: item.name, contentType: type.mediaType, sizeBytes: copied.size,
                     sha256: copied.sha256, optionsJSON: optionsJSON, metadataJSON: metadataJSON, callbackURL: callbackURL,
@@ -258,19 +267,21 @@ struct BatchesController {
             throw APIError.badRequest("unknown_parameter", "unknown query parameter '\(name.prefix(64))'; this route takes wait")
         }
         let wait = try jobs.waitSeconds(request)
-        var record = try await load(id, ownerID: user.id)
-        if let wait, !record.ended {
+        var record: BatchRecord
+        if let wait {
+            // One read per wake-up: subscribed before each read, so that no ending falls between the read and the
+            // wait; woken when every job the read saw pending was heard to end (or events were missed, or time is up).
             let deadline = ContinuousClock.now + .seconds(wait)
-            while !record.ended, ContinuousClock.now < deadline, !Task.isCancelled {
-                // Subscribed before the batch is read again, so no ending falls between the read and the wait.
+            while true {
                 let subscription = dependencies.events.subscribe(.owner(user.id))
                 defer { subscription.cancel() }
                 record = try await load(id, ownerID: user.id)
-                guard !record.ended else { break }
+                guard !record.ended, ContinuousClock.now < deadline, !Task.isCancelled else { break }
                 let pending = Set(record.jobs.filter { !$0.deleted && !$0.status.isTerminal }.map(\.id))
                 await Self.waitForEnds(of: pending, in: subscription, until: deadline)
-                record = try await load(id, ownerID: user.id)
             }
+        } else {
+            record = try await load(id, ownerID: user.id)
         }
         var headers = HTTPFields()
         if let wait { headers[HTTPField.Name("Preference-Applied")!] = "wait=\(wait)" }
@@ -364,6 +375,13 @@ struct BatchesController {
         case .expired: throw APIError(.forbidden, "link_expired", "this archive link has expired; ask the archive route for a new one")
         case .invalid: throw APIError(.forbidden, "invalid_signature", "this archive link is not valid")
         }
+        guard let pass = dependencies.archiveStreams.enter() else {
+            var error = APIError(.serviceUnavailable, "too_many_archives",
+                "this server is streaming \(dependencies.archiveStreams.limit) archives already; try again shortly")
+            error.headers[.retryAfter] = "2"
+            throw error
+        }
+        let holder = UploadGate.Holder(pass)
         // The link was signed for the owner's request; the batch is read without an owner.
         guard let record = try await jobs.database({ [store = dependencies.jobs] in try await store.batch(id, ownerID: nil) }) else {
             throw APIError(.notFound, "not_found", "no such archive")
@@ -375,6 +393,8 @@ struct BatchesController {
         let storage = dependencies.storage
         let logger = context.logger
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+            // The place is given back when the body is done with (or dropped).
+            _ = holder
             var zip = ZipArchive()
             var manifest: [JSONValue] = []
             for job in record.jobs {
@@ -421,7 +441,7 @@ struct BatchesController {
     /// names, at most 100 characters (`sanitizeFileName` has dropped directories already).
     static func entryName(_ name: String) -> String {
         let cleaned = String(name.unicodeScalars.map { scalar -> Character in
-            scalar == "/" || scalar == "\\" || scalar == ":" || CharacterSet.controlCharacters.contains(scalar) ? "_" : Character(scalar)
+            "/\\:<>\"|?*".unicodeScalars.contains(scalar) || CharacterSet.controlCharacters.contains(scalar) ? "_" : Character(scalar)
         }.prefix(100))
         let trimmed = cleaned.trimmingCharacters(in: CharacterSet(charactersIn: ". "))
         return trimmed.isEmpty ? "document" : trimmed

@@ -283,7 +283,7 @@ extension JobsController {
 
         let createdAt: Date
         switch try await insert(job, user: user, idempotencyKey: idempotencyKey, fingerprint: fingerprint, reusing: reusing) {
-        case .created(let date): createdAt = date
+        case .created(let date, let reused): (createdAt, reusing) = (date, reused ? reusing : nil)
         case .replayed(let response): return response
         }
         // The job holds its own copy: the upload goes (else the sweeper removes it later).

@@ -25,6 +25,8 @@ public struct APIDependencies: Sendable {
     public var availableDetectors: Set<DetectorKind>
     /// The server-wide cap on uploads in flight (`LECTOR_MAX_UPLOADS_IN_FLIGHT`).
     let uploads: UploadGate
+    /// Batch archives being streamed at once by this process (each holds a result file in memory at a time).
+    let archiveStreams = UploadGate(limit: 4)
     /// Storage's free space and inodes against the reserve, read at most once a second.
     let storageHealth: StorageHealth
     /// This process's metrics (`GET /metrics`).
@@ -152,7 +154,7 @@ struct JobsController {
         if let reusable, await copyResults(of: reusable, to: id, logger: context.logger) { reusing = reusable }
         let createdAt: Date
         switch try await insert(job, user: user, idempotencyKey: idempotencyKey, fingerprint: fingerprint, reusing: reusing) {
-        case .created(let date): createdAt = date
+        case .created(let date, let reused): (createdAt, reusing) = (date, reused ? reusing : nil)
         case .replayed(let response): return response
         }
         dependencies.metrics.jobSubmitted(mode: upload.options.mode.rawValue)
@@ -166,7 +168,8 @@ struct JobsController {
     }
 
     enum Inserted {
-        case created(Date)
+        /// Created; `reused`: finished with the reused results (false when their source went meanwhile).
+        case created(Date, reused: Bool)
         /// A concurrent request with the same Idempotency-Key won: its job.
         case replayed(Response)
     }
@@ -178,9 +181,10 @@ struct JobsController {
     ) async throws -> Inserted {
         let id = job.id
         do {
-            return .created(try await database { [jobs = dependencies.jobs] in
+            let (createdAt, reused) = try await database { [jobs = dependencies.jobs] in
                 try await jobs.create(job, idempotencyKey: idempotencyKey.map { ($0, fingerprint) }, reusing: reusing)
-            })
+            }
+            return .created(createdAt, reused: reused)
         } catch let error as UnknownDependency {
             // The database refused the job (an ERROR): nothing was created.
             try? await dependencies.storage.removeJobFolder(id: id)

@@ -150,7 +150,9 @@ struct UploadParser {
     /// checked as a submit's; the first bad one refuses the whole batch, its message naming the document.
     func parseBatch(_ request: Request, maxBatchBytes: Int) async throws -> BatchUpload {
         let tooLarge = APIError(.contentTooLarge, "batch_too_large", "the batch is larger than the limit of \(maxBatchBytes) bytes")
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBatchBytes + Upload.multipartOverhead {
+        // The envelope grows with the parts: 1 KiB of boundary and headers each is far more than a client sends.
+        let limit = maxBatchBytes + Upload.multipartOverhead + JobStore.maxBatchJobs * 1024
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
             throw tooLarge
         }
         let contentType = request.headers[.contentType] ?? ""
@@ -168,7 +170,7 @@ struct UploadParser {
         let receiver = MultipartReceiver(
             boundary: boundary, spoolDirectory: spoolDirectory, maxDocumentBytes: maxDocumentBytes, maxDocuments: JobStore.maxBatchJobs)
         do {
-            try await stream(request.body, limit: maxBatchBytes + Upload.multipartOverhead, tooLarge: tooLarge) { chunk in
+            try await stream(request.body, limit: limit, tooLarge: tooLarge) { chunk in
                 try receiver.feed(chunk)
             }
             let parts = try await threadPool.runIfActive { try receiver.finish() }

@@ -27,4 +27,10 @@ final class UploadGate: Sendable {
         return admitted ? Pass(gate: self) : nil
     }
 
+    /// A place held by an object: given back when the object goes (a streamed response's body, however it ends).
+    final class Holder: Sendable {
+        private let pass: Pass
+        init(_ pass: Pass) { self.pass = pass }
+        deinit { pass.leave() }
+    }
 }

@@ -37,38 +37,36 @@ extension JobStore {
     /// The most jobs one batch may hold.
     public static let maxBatchJobs = 1000
 
-    /// Creates a batch and its jobs in one transaction: every job, with its `QUEUED` transition, or none. A job
-    /// with a `reusing` entry is finished at once with those results (its folder must already hold the copies).
-    /// Returns the creation time. Throws `UnknownDependency` as `create` does.
+    /// Creates a batch and its jobs in one transaction and one statement (`create_batch`, db/011): every job, with
+    /// its `QUEUED` transition, or none. A job with a `reusing` entry is finished at once with those results (its
+    /// folder must already hold the copies) when the source is still a finished, undeleted job of the owner.
+    /// Returns the creation time and the jobs that were reused. Throws `UnknownDependency` as `create` does.
     public func createBatch(
         _ id: UUID, ownerID: Int64, jobs: [NewJob], reusing: [UUID: ReusableResult] = [:]
-    ) async throws -> Date {
+    ) async throws -> (createdAt: Date, reused: Set<UUID>) {
         precondition(!jobs.isEmpty && jobs.count <= Self.maxBatchJobs)
+        let shared = jobs[0]
+        let sources = jobs.map { reusing[$0.id]?.jobID.uuidString.lowercased() ?? "" }
+        let engines = jobs.map { reusing[$0.id]?.engineVersion ?? "" }
         do {
-            return try await committed { connection -> Date in
+            return try await committed { connection -> (Date, Set<UUID>) in
                 var createdAt = Date()
                 for try await date in try await connection.query(
-                    "INSERT INTO batches (id, owner_id, job_count) VALUES (\(id), \(ownerID), \(jobs.count)) RETURNING created_at",
+                    """
+                    SELECT create_batch(\(id), \(ownerID), \(jobs.map(\.id)), \(jobs.map(\.documentName)),
+                        \(jobs.map(\.contentType)), \(jobs.map(\.sizeBytes)), \(jobs.map { $0.sha256.hexString }),
+                        \(shared.optionsJSON), \(shared.metadataJSON), \(shared.callbackURL), \(Int16(clamping: shared.priority)),
+                        \(shared.dependsOn), \(sources), \(engines))
+                    """,
                     logger: logger
                 ).decode(Date.self) { createdAt = date }
-                for job in jobs {
-                    var created = false
-                    for try await _ in try await connection.execute(CreateJobStatement(job: job, idempotencyKey: nil, fingerprint: nil), logger: logger) {
-                        created = true
-                    }
-                    guard created else { throw TransitionRefused(jobID: job.id, status: .queued) }
+                var reused: Set<UUID> = []
+                if !reusing.isEmpty {
+                    for try await job in try await connection.query(
+                        "SELECT id FROM jobs WHERE batch_id = \(id) AND reused_from IS NOT NULL", logger: logger
+                    ).decode(UUID.self) { reused.insert(job) }
                 }
-                try await connection.query(
-                    """
-                    UPDATE jobs j SET batch_id = \(id), batch_position = p.position
-                    FROM unnest(\(jobs.map(\.id))::uuid[]) WITH ORDINALITY AS p(job_id, position)
-                    WHERE j.id = p.job_id
-                    """,
-                    logger: logger)
-                for job in jobs {
-                    if let source = reusing[job.id] { try await Self.finishReused(job.id, source: source, connection: connection, logger: logger) }
-                }
-                return createdAt
+                return (createdAt, reused)
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.unknownDependencyState {
             throw UnknownDependency(message: error.serverInfo?[.message] ?? "a dependency is no job of this user")
@@ -154,12 +152,13 @@ extension JobStore {
             logger: logger)
     }
 
-    /// Ends a job created in this transaction with reused results (`finish_reused`, db/011).
-    static func finishReused(_ id: UUID, source: ReusableResult, connection: PostgresConnection, logger: Logger) async throws {
+    /// Ends a job created in this transaction with reused results (`finish_reused`, db/011); false when the source
+    /// is no longer a finished, undeleted job of the owner (the job stays queued).
+    static func finishReused(_ id: UUID, source: ReusableResult, connection: PostgresConnection, logger: Logger) async throws -> Bool {
         var finished = false
         for try await value in try await connection.query(
             "SELECT finish_reused(\(id), \(source.jobID), \(source.engineVersion))", logger: logger
         ).decode(Bool.self) { finished = value }
-        guard finished else { throw TransitionRefused(jobID: id, status: .finished) }
+        return finished
     }
 }

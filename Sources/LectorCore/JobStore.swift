@@ -236,27 +236,34 @@ public struct JobStore: Sendable {
     /// key (used less than 24 hours ago), nothing is created and `IdempotencyKeyTaken` is thrown: look the
     /// original up with `idempotentJob`.
     ///
-    /// With `reusing`, the job is finished in the same transaction with that job's results (`finish_reused`,
-    /// db/011); its folder must already hold the copies.
     @discardableResult
+    public func create(_ job: NewJob, idempotencyKey: (key: String, fingerprint: [UInt8])? = nil) async throws -> Date {
+        try await create(job, idempotencyKey: idempotencyKey, reusing: nil).createdAt
+    }
+
+    /// `create`, and with `reusing` the job is finished in the same transaction with that job's results
+    /// (`finish_reused`, db/011: its folder must already hold the copies), when that job is still a finished,
+    /// undeleted job of the same owner; `reused` says whether it was (otherwise the job is queued as usual).
     public func create(
-        _ job: NewJob, idempotencyKey: (key: String, fingerprint: [UInt8])? = nil, reusing: ReusableResult? = nil
-    ) async throws -> Date {
+        _ job: NewJob, idempotencyKey: (key: String, fingerprint: [UInt8])?, reusing: ReusableResult?
+    ) async throws -> (createdAt: Date, reused: Bool) {
         // One statement: `create_job` (db/005_job_functions.sql) inserts the job, its QUEUED transition and the
         // key in one transaction, waiting at most 2 s for a concurrent request's key.
         let statement = CreateJobStatement(
             job: job, idempotencyKey: idempotencyKey?.key, fingerprint: idempotencyKey?.fingerprint)
         let createdAt: Date?
+        let reused: Bool
         do {
             // In an explicit transaction: the caller answers 202 on this, so it needs COMMIT's own answer
             // (see `committed`).
-            createdAt = try await committed { connection -> Date? in
+            (createdAt, reused) = try await committed { connection -> (Date?, Bool) in
                 var createdAt: Date?
                 for try await date in try await connection.execute(statement, logger: logger) { createdAt = date }
+                var reused = false
                 if let reusing, createdAt != nil {
-                    try await Self.finishReused(job.id, source: reusing, connection: connection, logger: logger)
+                    reused = try await Self.finishReused(job.id, source: reusing, connection: connection, logger: logger)
                 }
-                return createdAt
+                return (createdAt, reused)
             }
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == Self.idempotencyKeyTakenState {
             throw IdempotencyKeyTaken()
@@ -264,7 +271,7 @@ public struct JobStore: Sendable {
             throw UnknownDependency(message: error.serverInfo?[.message] ?? "a dependency is no job of this user")
         }
         guard let createdAt else { throw TransitionRefused(jobID: job.id, status: .queued) }
-        return createdAt
+        return (createdAt, reused)
     }
 
     /// The SQLSTATE `create_job` raises when a live request holds the idempotency key.

@@ -136,6 +136,22 @@ final class PDFRasterizer {
     }
 
     /// The tool's path on the PATH, or in /usr/bin.
+    /// poppler's version (`pdftoppm -v`, first line), or "none"; read once per process.
+    static let version: String = {
+        guard let path = tool("pdftoppm") else { return "none" }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = ["-v"]
+        let pipe = Pipe()
+        process.standardError = pipe
+        process.standardOutput = pipe
+        guard (try? process.run()) != nil else { return "unknown" }
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let line = String(decoding: output, as: UTF8.self).split(separator: "\n").first.map(String.init) ?? "unknown"
+        return String(line.prefix(80))
+    }()
+
     static func tool(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         for folder in path.split(separator: ":") + ["/usr/bin"] {

@@ -1,4 +1,6 @@
+import COpenCV
 import CTesseract
+import NIOConcurrencyHelpers
 import Foundation
 
 /// Where the text detectors' models are. A missing file means that detector is unavailable.
@@ -73,26 +75,23 @@ public struct TesseractEngineFactory: OCREngineFactory {
         return handle.availableLanguages()
     }
 
-    /// Tesseract's version, the pipeline revision, the PDF resolution, and each model file's name, size and
-    /// modification time (the language models of Tesseract's folder, the detectors): a re-installed or changed
-    /// model is a new identity (at worst a needless miss), without reading hundreds of megabytes at start.
+    /// The versions of Tesseract, Leptonica, OpenCV and poppler, Lector's pipeline revision, the PDF resolution,
+    /// and a digest of the contents of every model file (Tesseract's language models, the detectors): two hosts
+    /// with the same libraries and the same models have the same identity, whatever their files' times.
     public func identity() throws(OCRError) -> String {
         let handle = try TesseractHandle(dataPath: dataPath, language: nil)
-        var files: [String] = []
         let folder = URL(fileURLWithPath: handle.dataPath, isDirectory: true)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
         var paths = names.filter { $0.hasSuffix(".traineddata") }.sorted().map { folder.appendingPathComponent($0).path }
         paths += [models.db, models.east].compactMap { $0 }
-        for path in paths {
-            var info = stat()
-            guard stat(path, &info) == 0 else { continue }
-            files.append("\((path as NSString).lastPathComponent):\(info.st_size):\(info.st_mtim.tv_sec)")
-        }
-        // FNV-1a (64 bits): a change detector, not a defence; the file list itself can be long.
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in files.joined(separator: "\n").utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
-        let digest = String(hash, radix: 16)
-        return "\(Self.version); lector-pipeline \(OCREngineRevision.pipeline); dpi \(pdfDPI); models \(digest)"
+        let digest = ModelDigest.of(paths)
+        let leptonica: String = {
+            guard let text = getLeptonicaVersion() else { return "unknown" }
+            defer { lept_free(text) }
+            return String(cString: text)
+        }()
+        return "\(Self.version); \(leptonica); opencv \(String(cString: lcv_version())); \(PDFRasterizer.version); "
+            + "lector-pipeline \(OCREngineRevision.pipeline); dpi \(pdfDPI); models \(digest)"
     }
 
     public func makeEngine() throws(OCRError) -> any OCREngine {
@@ -236,6 +235,46 @@ public final class TesseractEngine: OCREngine {
         let detector = try TextDetector(modelPath: path, kind: kind == .db ? .db : .east, inputWidth: width, inputHeight: height)
         detectors[key] = detector
         return detector
+    }
+}
+
+/// A digest of model files' contents (FNV-1a, 64 bits, over each file's name and bytes): a change detector, not a
+/// defence (the operator installs the models). Each file is read once per process, while its inode, size and
+/// modification time stay the same.
+enum ModelDigest {
+    private struct Key: Hashable {
+        let path: String
+        let inode: UInt64
+        let size: Int64
+        let modified: Int64
+    }
+
+    private static let cache = NIOLockedValueBox<[Key: UInt64]>([:])
+
+    static func of(_ paths: [String]) -> String {
+        var combined: UInt64 = 0xcbf2_9ce4_8422_2325
+        func mix(_ byte: UInt8) { combined = (combined ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        for path in paths {
+            var info = stat()
+            guard stat(path, &info) == 0 else { continue }
+            let key = Key(path: path, inode: UInt64(info.st_ino), size: Int64(info.st_size),
+                          modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec))
+            let fileHash: UInt64
+            if let cached = cache.withLockedValue({ $0[key] }) {
+                fileHash = cached
+            } else {
+                guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else { continue }
+                var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+                data.withUnsafeBytes { bytes in
+                    for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+                }
+                cache.withLockedValue { $0[key] = hash }
+                fileHash = hash
+            }
+            for byte in (path as NSString).lastPathComponent.utf8 { mix(byte) }
+            withUnsafeBytes(of: fileHash.littleEndian) { for byte in $0 { mix(byte) } }
+        }
+        return String(combined, radix: 16)
     }
 }
 

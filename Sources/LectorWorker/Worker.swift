@@ -103,7 +103,8 @@ public struct Worker: Service {
         self.logger = logger
         self.storageHealth = StorageHealth(
             storage: storage, interval: storage is ObjectStorage ? ObjectStorage.healthInterval : .seconds(1))
-        self.engineIdentity = try? engines.identity()
+        // Bounded as the database keeps it (500 characters); a longer one is no identity (never reused).
+        self.engineIdentity = (try? engines.identity()).flatMap { $0.count <= 500 ? $0 : nil }
     }
 
     /// The listener that rings `doorbell` when a job is queued; run it beside the worker.

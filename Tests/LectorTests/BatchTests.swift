@@ -2,7 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
-import LectorAPI
+@testable import LectorAPI
 import LectorCore
 import NIOCore
 import Testing
@@ -125,6 +125,7 @@ struct BatchTests {
                 let reused = try #require(again.json["id"] as? String)
                 let view = try await Self.get(client, "/v1/jobs/\(reused)", token: alice.token)
                 #expect(view.json["reusedFrom"] as? String == first)
+                #expect(view.json["pagesTotal"] as? Int == 1 && view.json["pagesDone"] as? Int == 1)
                 let history = try #require(view.json["history"] as? [[String: Any]])
                 #expect(history.map { $0["status"] as? String } == ["QUEUED", "IN_PROGRESS", "FINISHED"])
                 #expect(history.last?["reason"] as? String == "reused the results of job \(first)")
@@ -282,15 +283,48 @@ struct BatchTests {
             copy.sha256 = job.sha256
             let source = try #require(try await harness.jobs.reusableJob(
                 ownerID: owner, sha256: job.sha256, optionsJSON: #"{"lang":"eng"}"#, maxAgeDays: 30))
-            try await harness.jobs.create(copy, reusing: source)
+            #expect(try await harness.jobs.create(copy, idempotencyKey: nil, reusing: source).reused)
             let (record, history) = try #require(try await harness.jobs.job(copy.id, ownerID: owner))
             #expect(record.reusedFrom == job.id)
+            #expect(record.pagesDone == 1 && record.pagesTotal == 1, "the source's page count: \(String(describing: record.pagesTotal))")
             #expect(history.map(\.status) == [.queued, .inProgress, .finished])
             #expect(try await harness.jobs.claimNext(worker: "w", leaseDuration: .seconds(60)) == nil)
+            // The source is checked again when the job is created: another owner's, or one deleted meanwhile,
+            // is not reused, and the job is queued as any other.
+            let stranger = try await QueueTests.owner(harness)
+            var theirs = QueueTests.makeJob(owner: stranger)
+            theirs.sha256 = job.sha256
+            #expect(try await harness.jobs.create(theirs, idempotencyKey: nil, reusing: source).reused == false)
+            #expect(try #require(try await harness.jobs.job(theirs.id, ownerID: stranger)).0.status == .queued)
             // Deleted jobs are never reused.
             #expect(try await harness.jobs.delete(job.id, ownerID: owner) == .deleted)
             #expect(try await harness.jobs.delete(copy.id, ownerID: owner) == .deleted)
             #expect(try await find() == nil)
+            var late = QueueTests.makeJob(owner: owner)
+            late.sha256 = job.sha256
+            #expect(try await harness.jobs.create(late, idempotencyKey: nil, reusing: source).reused == false)
+            #expect(try #require(try await harness.jobs.job(late.id, ownerID: owner)).0.status == .queued)
         }
+    }
+
+    @Test("a ZIP past the 32-bit limits takes ZIP64 records, and Python's zipfile reads it whole")
+    func zip64() throws {
+        // A threshold of 100 bytes instead of 4 GiB: the same records, without writing gigabytes.
+        var zip = ZipArchive(zip64Threshold: 100)
+        var archive = ByteBuffer()
+        var expected: [String: String] = [:]
+        for index in 0..<5 {
+            let text = String(repeating: "line \(index) of Lector's archive\n", count: 3)
+            expected["\(index)/result.txt"] = text
+            var entry = try zip.entry(name: "\(index)/result.txt", contents: Data(text.utf8))
+            archive.writeBuffer(&entry)
+        }
+        var end = zip.finish()
+        archive.writeBuffer(&end)
+        #expect(try Self.unzip(Data(buffer: archive)) == expected)
+        // The folder names of an archive: no separators, no names Windows refuses, no dot names.
+        #expect(BatchesController.entryName("a/b\\c:d<e>f\"g|h?i*j") == "a_b_c_d_e_f_g_h_i_j")
+        #expect(BatchesController.entryName("..") == "document")
+        #expect(BatchesController.entryName("scan.png") == "scan.png")
     }
 }

@@ -82,6 +82,10 @@ int lcv_image_decode(const unsigned char *bytes, size_t len, lcv_image *out,
  * NULL-safe. */
 void lcv_image_free(lcv_image *img);
 
+/* The OpenCV version this library was built against, e.g. "4.6.0" (a static
+ * string; never NULL). */
+const char *lcv_version(void);
+
 /* ---- detection network ----------------------------------------------------- */
 
 typedef struct lcv_net lcv_net;
