@@ -272,7 +272,9 @@ public struct Worker: Service {
                 case .retry, .storageFull, .handBack, .leaseLost: outcome = .cancelled
                 }
             }
+            let ending = ContinuousClock.now
             await record(outcome, job: job, mode: facts.mode, pages: facts.pages, logger: logger)
+            facts.stages.add("end", ContinuousClock.now - ending)
             return outcome
         } onCancel: {
             // The slot itself is cancelled (a hard stop): stop the OCR too.
@@ -281,8 +283,9 @@ public struct Worker: Service {
         for page in facts.pageTimings { metrics.ocrPage(mode: page.mode.rawValue, duration: page.duration) }
         metrics.ocrJob(mode: facts.mode, duration: ContinuousClock.now - started)
 
+        // `stages`: where the attempt's time went (StageTimes; BENCHMARKS.md, P1, sums these lines).
         logger.info("job attempt ended", metadata: [
-            "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - started).secondsValue)",
+            "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - started).secondsValue)", "stages": "\(facts.stages)",
         ])
     }
 
@@ -337,7 +340,8 @@ public struct Worker: Service {
         }
     }
 
-    /// Reads, recognises and stages the results; returns what should happen next.
+    /// Reads, recognises and stages the results; returns what should happen next. Where the time went goes into
+    /// `facts.stages`.
     private func attempt(
         _ job: ClaimedJob, slot: EngineSlot, cancellation: OCRCancellation, facts: AttemptFacts, logger: Logger
     ) async -> Outcome {
@@ -349,6 +353,12 @@ public struct Worker: Service {
                 return .failed("the job's options could not be read")
             }
             facts.mode = options.mode.rawValue
+            var mark = ContinuousClock.now
+            func lap(_ stage: String) {
+                let now = ContinuousClock.now
+                facts.stages.add(stage, now - mark)
+                mark = now
+            }
             // Object storage: the document is streamed to a scratch file and mapped from there, never held whole
             // in memory; the folder goes on every path (a killed worker's is swept by the next one's sweeper).
             let scratch = try ScratchFolder.create(kind: "document")
@@ -360,14 +370,20 @@ public struct Worker: Service {
             } else {
                 data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
             }
+            lap("read")
             var result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
+            facts.stages.merge(result.stages)
+            mark = ContinuousClock.now
             result.attempt = job.lease.attempt
             facts.pageTimings = result.pageTimings
             if cancellation.progress != nil { facts.pages = result.pages.count }
+            // Compact: result.json is read by programs; indentation only made it larger and slower to encode and
+            // write (`lector ocr --format json` still prints it indented for people).
             var files: [(name: String, contents: Data)] = [
-                ("result.json", try JSONEncoder.lector(pretty: true).encode(result)),
+                ("result.json", try JSONEncoder.lector().encode(result)),
                 ("result.txt", Data(result.text.utf8)),
             ]
+            // The engine renders hOCR and PDF only when the job's `formats` ask for them.
             if let hocr = result.renderings.hocr { files.append(("result.hocr", hocr)) }
             if let pdf = result.renderings.pdf { files.append(("result.pdf", pdf)) }
             // Each page's preview and thumbnail, for the web page (boxes scale onto them).
@@ -376,6 +392,7 @@ public struct Worker: Service {
                 files.append((FileStorage.previewFileName(page: index + 1), preview.image))
                 files.append((FileStorage.thumbnailFileName(page: index + 1), preview.thumbnail))
             }
+            lap("encode")
             do {
                 try await storage.stageResults(id: job.id, attempt: job.lease.attempt, files: files)
             } catch {
@@ -383,6 +400,7 @@ public struct Worker: Service {
                 await storage.discardResults(id: job.id, fileNames: files.map(\.name), attempt: job.lease.attempt)
                 throw error
             }
+            lap("stage")
             return .finished(files.map(\.name))
         } catch let error as OCRError {
             if error.kind == .cancelled { return Task.isShuttingDownGracefully ? .handBack : .leaseLost }
@@ -484,6 +502,8 @@ public struct Worker: Service {
 /// What an attempt learnt, for metrics: the requested mode and each page's time. Used by one task only.
 final class AttemptFacts {
     var mode = "auto"
+    /// Where the attempt's time went: the engine's stages and the worker's own (read, encode, stage, end).
+    var stages = StageTimes()
     var pageTimings: [PageTiming] = []
     /// Pages of the document, when the engine read them (not with the no-op engine).
     var pages: Int?
