@@ -190,10 +190,14 @@ public struct Renderings: Sendable, Equatable {
 
 /// Seconds spent in each stage of one job, summed over its pages: the engine's stages (`decode`, `preprocess`,
 /// `preview` for the page's JPEG preview and thumbnail, `classify`, `recognize`, `hocr`, `pdf`, `scene` for the
-/// whole scene pipeline) and the worker's (`read`, `encode`, `stage`, `end`). The worker logs them with each job (BENCHMARKS.md, P1, sums them).
+/// whole scene pipeline) and the worker's (`claim`, `read`, `slot`: the hops to the engine's thread, `encode`,
+/// `stage`, `end`). The worker logs them with each job (BENCHMARKS.md, P1, sums them).
 public struct StageTimes: Sendable, Equatable, CustomStringConvertible {
     /// Stage names in the order a job meets them.
-    public static let order = ["read", "decode", "preprocess", "preview", "classify", "recognize", "scene", "hocr", "pdf", "encode", "stage", "end"]
+    public static let order = [
+        "claim", "read", "slot", "decode", "preprocess", "preview", "classify", "recognize", "scene", "hocr", "pdf", "encode", "stage",
+        "end",
+    ]
 
     public private(set) var seconds: [String: Double] = [:]
 

@@ -110,16 +110,19 @@ public final class TesseractEngine: OCREngine {
         _ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation
     ) throws(OCRError) -> OCRResult {
         cancellation.startBudget(limits.maxDocumentTime)
+        var stages = StageTimes()
         let handle = try handle(for: options.lang)
-        let images = try PageImages(document: document, limits: limits, pdfDPI: pdfDPI)
+        // Headers first (and for a PDF, pdfinfo): part of decoding.
+        let images = try stages.measure("decode") { () throws(OCRError) in
+            try PageImages(document: document, limits: limits, pdfDPI: pdfDPI)
+        }
         var decodedPixels = 0
         let preprocessor = Preprocessor(limits: limits) { () throws(OCRError) -> TesseractHandle in
             try self.orientationHandle()
         }
         var pages: [OCRPage] = []
-        var stages = StageTimes()
-        // hOCR and the searchable PDF only when the job asked for them: together they were about a fifth of a
-        // receipt's time (BENCHMARKS.md, P1).
+        // hOCR and the searchable PDF only when the job asked for them (most clients read JSON or text; together
+        // they cost ~14 ms of a receipt's ~400: BENCHMARKS.md, P1).
         let wantsHOCR = options.wants(.hocr)
         var hocrPages: [String] = []
         // The searchable PDF: started at the first page read by the document pipeline, given up at the first

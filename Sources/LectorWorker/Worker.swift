@@ -162,6 +162,7 @@ public struct Worker: Service {
         var failures = 0
         var storageWasDown = false
         while !stopping {
+            let claiming = ContinuousClock.now
             // Storage that cannot take results (full, or failing) is the system's condition: wait for it rather
             // than claim jobs that would spend their attempts on it.
             do {
@@ -204,7 +205,7 @@ public struct Worker: Service {
             }
             if claimed == nil { claimedCount.withLockedValue { $0 -= 1 } }
             if let job = claimed {
-                await process(job, slot: slot)
+                await process(job, slot: slot, claimed: ContinuousClock.now - claiming)
             } else if configuration.exitWhenIdle {
                 logger.info("the queue is empty; this slot stops (--exit-when-idle)", metadata: ["worker": "\(slotID)"])
                 break
@@ -247,7 +248,8 @@ public struct Worker: Service {
     /// (and cancels the OCR when the lease is gone), and the end of the shutdown grace period cancels the OCR. A
     /// hard stop (the slot's task cancelled) cancels the OCR too. No task or timer is made per job: with a fast
     /// engine these were most of the worker's cost per job (BENCHMARKS.md, P3).
-    func process(_ job: ClaimedJob, slot: EngineSlot) async {
+    /// `claimed`: how long the claim took (the storage check and the claim transaction), for the stage times.
+    func process(_ job: ClaimedJob, slot: EngineSlot, claimed: Duration = .zero) async {
         var jobLogger = self.logger
         jobLogger[metadataKey: "job_id"] = "\(job.id.uuidString.lowercased())"
         jobLogger[metadataKey: "worker"] = "\(job.lease.worker)"
@@ -262,6 +264,7 @@ public struct Worker: Service {
         metrics.slotBusy(1)
         defer { metrics.slotBusy(-1) }
         let facts = AttemptFacts()
+        facts.stages.add("claim", claimed)
         let outcome = await withTaskCancellationHandler {
             var outcome = await attempt(job, slot: slot, cancellation: running.cancellation, facts: facts, logger: logger)
             // A cancel request wins over anything but an end the attempt reached by itself (its results are
@@ -373,6 +376,8 @@ public struct Worker: Service {
             lap("read")
             var result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
             facts.stages.merge(result.stages)
+            // What the engine did not time itself: the hops to the slot's thread and back, and the engine's setup.
+            facts.stages.add("slot", (ContinuousClock.now - mark) - .seconds(result.stages.seconds.values.reduce(0, +)))
             mark = ContinuousClock.now
             result.attempt = job.lease.attempt
             facts.pageTimings = result.pageTimings
