@@ -23,8 +23,8 @@ public enum DetectorKind: String, Sendable, Codable, CaseIterable {
     }
 }
 
-/// A format a job's result is written in. `json` and `txt` are always written; `hocr` and `pdf` cost a job a
-/// good share of its time (BENCHMARKS.md, P1) and are made only when the job asks for them.
+/// A format a job's result is written in. `json` and `txt` are always written; `hocr` and `pdf` are rendered
+/// during the recognition only when the job asks for them (most clients never read them).
 public enum ResultFormat: String, Sendable, Codable, CaseIterable, Comparable {
     case json, txt, hocr, pdf
 
