@@ -597,8 +597,8 @@ struct JobsController {
                 try await !dependencies.storage.hasResult(id: id, fileName: format.file)
             {
                 throw APIError(.notFound, "format_unavailable", format.file == "result.pdf"
-                    ? "this job has no searchable PDF: it is made when the job asks for it and every page is read by the document pipeline (submit with options {\"formats\": [\"pdf\"], \"mode\": \"document\"}); json and txt are available"
-                    : "this job has no \(formatName) result: it is made when the job asks for it (submit with options {\"formats\": [\"\(formatName)\"]}); json and txt are available")
+                    ? "this job has no searchable PDF: it is made when the job asks for it and every page is read by the document pipeline (submit, or re-OCR it with POST /v1/jobs/{id}/rerun, with options {\"formats\": [\"pdf\"], \"mode\": \"document\"}); json and txt are available"
+                    : "this job has no \(formatName) result: it is made when the job asks for it (submit, or re-OCR it with POST /v1/jobs/{id}/rerun, with options {\"formats\": [\"\(formatName)\"]}); json and txt are available")
             }
             headers[.location] = try resultLocation(id: id, file: format.file, contentType: format.contentType)
             headers[.cacheControl] = "no-store"

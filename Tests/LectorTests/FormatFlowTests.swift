@@ -134,4 +134,55 @@ struct FormatFlowTests {
             }
         }
     }
+
+    @Test("a re-OCR takes formats as a submit does: checked (400), stored, and the new job has the format the first lacked")
+    func rerunFormats() async throws {
+        try await TestHarness.run { harness in
+            let user = try await harness.newUser()
+            let page = try TestImages.render(["Searchable output works"])
+            try await harness.application().test(.router) { client in
+                let auth: HTTPFields = [.authorization: "Bearer \(user.token)"]
+                var form = Multipart()
+                form.add(name: "document", filename: "doc.png", contentType: "image/png", data: page)
+                form.add(name: "options", json: #"{"mode": "document"}"#)
+                let submitted = try await client.execute(
+                    uri: "/v1/jobs", method: .post,
+                    headers: [.authorization: "Bearer \(user.token)", .contentType: form.contentType], body: form.finished())
+                let first = try #require(submitted.json["id"] as? String)
+                func rerun(_ body: String) async throws -> TestResponse {
+                    try await client.execute(
+                        uri: "/v1/jobs/\(first)/rerun", method: .post,
+                        headers: [.authorization: "Bearer \(user.token)", .contentType: "application/json"], body: ByteBuffer(string: body))
+                }
+                let refusals: [(String, String)] = [
+                    (#"{"options": {"formats": ["hocr", "docx"]}}"#, "unknown format \"docx\""),
+                    (#"{"options": {"formats": "hocr"}}"#, "options.formats must be an array of strings"),
+                ]
+                for (body, message) in refusals {
+                    let refused = try await rerun(body)
+                    #expect(refused.status == .badRequest && refused.errorCode == "invalid_options", "\(body)")
+                    let text = (refused.json["error"] as? [String: Any])?["message"] as? String ?? ""
+                    #expect(text.contains(message), "\(body): \(text)")
+                }
+                let again = try await rerun(#"{"options": {"mode": "document", "formats": ["hocr"]}}"#)
+                #expect(again.status == .accepted)
+                let second = try #require(again.json["id"] as? String)
+                let view = try await client.execute(uri: "/v1/jobs/\(second)", method: .get, headers: auth)
+                let options = try #require(view.json["options"] as? [String: Any])
+                #expect(options["formats"] as? [String] == ["json", "txt", "hocr"], "\(options)")
+                try await harness.withWorker {
+                    let lacking = try await client.execute(uri: "/v1/jobs/\(first)/result?format=hocr&wait=60", method: .get, headers: auth)
+                    #expect(lacking.status == .notFound && lacking.errorCode == "format_unavailable")
+                    let message = (lacking.json["error"] as? [String: Any])?["message"] as? String ?? ""
+                    #expect(message.contains("/rerun"), "\(message)")
+                    let link = try await client.execute(uri: "/v1/jobs/\(second)/result?format=hocr&wait=60", method: .get, headers: auth)
+                    #expect(link.status == .found)
+                    let file = try await client.execute(uri: try #require(link.headers[.location]), method: .get)
+                    #expect(file.status == .ok && String(decoding: Data(buffer: file.body), as: UTF8.self).contains(">Searchable</span>"))
+                    let pdf = try await client.execute(uri: "/v1/jobs/\(second)/result?format=pdf", method: .get, headers: auth)
+                    #expect(pdf.status == .notFound && pdf.errorCode == "format_unavailable")
+                }
+            }
+        }
+    }
 }
