@@ -216,7 +216,7 @@ def tiny_png():
 
 
 # ---------------------------------------------------------------- P1
-STAGES = ["claim", "read", "slot", "decode", "preprocess", "preview", "classify", "recognize", "scene", "hocr", "pdf", "encode", "stage", "end"]
+STAGES = ["claim", "read", "slot", "decode", "preprocess", "preview", "classify", "recognize", "scene", "hocr", "pdf", "engine", "return", "encode", "stage", "end"]
 
 
 def stage_times(log_path):

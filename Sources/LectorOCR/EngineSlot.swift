@@ -18,10 +18,16 @@ public final class EngineSlot: @unchecked Sendable {
     }
 
     /// Recognises a document on the slot's thread.
+    ///
+    /// The result's stage times gain `slot` (the hop to the slot's thread: the wait until the thread takes the
+    /// work) and `engine` (the engine's time in no stage of its own: set-up, freeing page images, building the
+    /// result); the hop back is the caller's to time (the worker's `return`).
     public func recognize(
         _ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation = OCRCancellation()
     ) async throws -> OCRResult {
-        try await pool.runIfActive { () throws -> OCRResult in
+        let called = ContinuousClock.now
+        return try await pool.runIfActive { () throws -> OCRResult in
+            let started = ContinuousClock.now
             let engine: any OCREngine
             if let existing = self.engine {
                 engine = existing
@@ -29,7 +35,11 @@ public final class EngineSlot: @unchecked Sendable {
                 engine = try self.factory.makeEngine()
                 self.engine = engine
             }
-            return try engine.recognize(document, options: options, cancellation: cancellation)
+            var result = try engine.recognize(document, options: options, cancellation: cancellation)
+            let untimed = (ContinuousClock.now - started) - .seconds(result.stages.total)
+            result.stages.add("engine", untimed)
+            result.stages.add("slot", started - called)
+            return result
         }
     }
 

@@ -190,13 +190,14 @@ public struct Renderings: Sendable, Equatable {
 
 /// Seconds spent in each stage of one job, summed over its pages: the engine's stages (`decode`, `preprocess`,
 /// `preview` for the page's JPEG preview and thumbnail, `classify`, `recognize`, `hocr`, `pdf`, `scene` for the
-/// whole scene pipeline) and the worker's (`claim`, `read`, `slot`: the hops to the engine's thread, `encode`,
-/// `stage`, `end`). The worker logs them with each job (BENCHMARKS.md, P1, sums them).
+/// whole scene pipeline), the slot's (`slot`: the hop to the engine's thread; `engine`: the engine's time
+/// outside its stages) and the worker's (`claim`, `read`, `return`: the hop back from the engine's thread,
+/// `encode`, `stage`, `end`). The worker logs them with each job (BENCHMARKS.md, P1, sums them).
 public struct StageTimes: Sendable, Equatable, CustomStringConvertible {
     /// Stage names in the order a job meets them.
     public static let order = [
-        "claim", "read", "slot", "decode", "preprocess", "preview", "classify", "recognize", "scene", "hocr", "pdf", "encode", "stage",
-        "end",
+        "claim", "read", "slot", "decode", "preprocess", "preview", "classify", "recognize", "scene", "hocr", "pdf", "engine", "return",
+        "encode", "stage", "end",
     ]
 
     public private(set) var seconds: [String: Double] = [:]
@@ -214,6 +215,9 @@ public struct StageTimes: Sendable, Equatable, CustomStringConvertible {
         defer { add(stage, ContinuousClock.now - started) }
         return try body()
     }
+
+    /// The sum of every stage, in seconds.
+    public var total: Double { seconds.values.reduce(0, +) }
 
     public mutating func merge(_ other: StageTimes) {
         for (stage, value) in other.seconds { seconds[stage, default: 0] += value }

@@ -296,6 +296,19 @@ struct PipelineTests {
         #expect(both.stages.seconds["classify"] == nil, "mode document skips the classifier")
     }
 
+    @Test("through a slot, the result's stage times also hold the hop to the slot's thread and the engine's untimed work")
+    func slotStages() async throws {
+        let slot = EngineSlot(factory: TesseractEngineFactory(dataPath: nil, limits: OCRLimits(maxPagePixels: 20_000_000, maxPages: 10)))
+        let page = try TestImages.render(["timed through a slot"])
+        let result = try await slot.recognize(OCRDocument(data: page, type: .png), options: OCROptions(lang: "eng"))
+        await slot.shutdown()
+        let slotSeconds = try #require(result.stages.seconds["slot"])
+        let engineSeconds = try #require(result.stages.seconds["engine"])
+        #expect(slotSeconds >= 0 && engineSeconds >= 0, "\(result.stages)")
+        #expect(result.stages.seconds["recognize"] != nil && result.stages.total > slotSeconds + engineSeconds)
+        #expect(result.stages.description.hasPrefix("slot="), "stages print in the order a job meets them: \(result.stages)")
+    }
+
     @Test("scene pages get Lector's hOCR (escaped) and no PDF: the renderer lays out only document pages")
     func sceneRenderings() throws {
         let engine = try Self.engine()
