@@ -203,6 +203,15 @@ public final class TesseractEngine: OCREngine {
         return result
     }
 
+    /// Loads the Tesseract model of `language` (~0.15 s for `eng`, on the slot's thread) before the first job:
+    /// otherwise each slot's first job paid for it, inside the time a client waits (BENCHMARKS.md, P1).
+    public func prepare(language: String) throws(OCRError) {
+        _ = try handle(for: language)
+    }
+
+    /// Whether the Tesseract handle of `language` is loaded (tests).
+    func isPrepared(_ language: String) -> Bool { handle?.language == language }
+
     private func handle(for language: String) throws(OCRError) -> TesseractHandle {
         if let handle, handle.language == language { return handle }
         handle = nil

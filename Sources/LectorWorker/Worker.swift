@@ -26,6 +26,8 @@ public struct WorkerConfiguration: Sendable {
     public var maxJobs: Int?
     /// How often page progress of the jobs in flight is written and announced (at most once per job per interval).
     public var progressInterval: Duration = .seconds(1)
+    /// The language whose models each slot loads at start-up (`LECTOR_DEFAULT_LANG`: what most jobs ask for).
+    public var warmLanguage: String?
 
     public init(settings: Settings, workerID: String) {
         self.workerID = workerID
@@ -39,6 +41,7 @@ public struct WorkerConfiguration: Sendable {
         self.shutdownGrace = .milliseconds(Int64(settings.shutdownGrace * 1000))
         self.maxRuntime = .milliseconds(Int64(settings.maxJobSeconds * 1000))
         self.claimStrategy = settings.claimStrategy
+        self.warmLanguage = settings.defaultLanguage
     }
 
     /// Exponential backoff with full jitter in [0.5, 1.5) of the step: base · 2^(attempt-1), capped.
@@ -153,7 +156,7 @@ public struct Worker: Service {
         let slotID = "\(configuration.workerID)/\(index)"
         let slot = EngineSlot(factory: engines)
         do {
-            try await slot.warmUp()
+            try await slot.warmUp(language: configuration.warmLanguage)
         } catch {
             logger.error("the engine could not start; jobs will fail or retry", metadata: ["error": "\(error)"])
         }

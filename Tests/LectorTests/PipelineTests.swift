@@ -3,7 +3,7 @@ import Foundation
 import FoundationXML
 #endif
 import LectorCore
-import LectorOCR
+@testable import LectorOCR
 import Testing
 
 /// The engine's pipelines, preprocessing, PDF input and output formats, driven through `TesseractEngine` with
@@ -307,6 +307,25 @@ struct PipelineTests {
         #expect(slotSeconds >= 0 && engineSeconds >= 0, "\(result.stages)")
         #expect(result.stages.seconds["recognize"] != nil && result.stages.total > slotSeconds + engineSeconds)
         #expect(result.stages.description.hasPrefix("slot="), "stages print in the order a job meets them: \(result.stages)")
+    }
+
+    @Test("a slot warmed with a language has its model loaded before the first job; a language not installed is an error")
+    func warmUpLoadsLanguage() async throws {
+        let engine = TesseractEngine(dataPath: nil, limits: OCRLimits(maxPagePixels: 20_000_000, maxPages: 10))
+        #expect(throws: OCRError.self) { try engine.prepare(language: "qq") }
+        #expect(!engine.isPrepared("eng"))
+        try engine.prepare(language: "eng")
+        #expect(engine.isPrepared("eng"))
+        // Through a slot: the first job's untimed engine work no longer holds the model load (~0.15 s).
+        let slot = EngineSlot(factory: TesseractEngineFactory(dataPath: nil, limits: OCRLimits(maxPagePixels: 20_000_000, maxPages: 10)))
+        try await slot.warmUp(language: "eng")
+        let page = try TestImages.render(["warmed up"])
+        let result = try await slot.recognize(OCRDocument(data: page, type: .png), options: OCROptions(lang: "eng"))
+        await slot.shutdown()
+        #expect(result.text.contains("warmed"), "\(result.text)")
+        let untimed = try #require(result.stages.seconds["engine"])
+        let recognized = try #require(result.stages.seconds["recognize"])
+        #expect(untimed < recognized, "\(result.stages)")
     }
 
     @Test("scene pages get Lector's hOCR (escaped) and no PDF: the renderer lays out only document pages")
