@@ -262,7 +262,7 @@ def p1(args):
         worker_log = os.path.join(svc.storage, "worker.log")
         with open(worker_log, "w") as log_file:
             svc.start_worker(log=log_file)
-        time.sleep(1)  # the worker loads its engines on the first job; leave it idle a moment
+        time.sleep(1)  # the worker loads its engines and the default language's model at start; leave it a moment
         query = f"?formats={','.join(formats)}" if extra else ""
         for path in files:
             with open(path, "rb") as f:
