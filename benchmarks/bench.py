@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Lector's benchmarks, side by side in one run (these machines are shared and noisy).
 
-    benchmarks/bench.py p1 [--files 39] [--rounds 3]   throughput: tesseract CLI vs engine loop vs service
+    benchmarks/bench.py p1 [--files 39] [--rounds 3] [--formats json,txt,hocr,pdf]
+                                                        throughput: tesseract CLI vs engine loop vs service
     benchmarks/bench.py p2 [--history 1000 1000000]     claim latency vs finished history
     benchmarks/bench.py p3 [--seconds 5]                queue throughput, no-op engine, 1/2/4 workers, both claims
     benchmarks/bench.py p4 [--jobs 40]                  wake-up latency: NOTIFY vs polling
@@ -54,6 +55,13 @@ def psql(database, sql):
     return subprocess.run([PG, "psql", "-d", database, "-tAc", sql], check=True, capture_output=True, text=True).stdout.strip()
 
 
+def ensure_pg():
+    """Starts the private cluster unless one already answers on LECTOR_PG_PORT (e.g. a cluster shared by several
+    checkouts: starting another one here would only collide on the port)."""
+    if subprocess.run([PG, "psql", "-d", "postgres", "-tAc", "SELECT 1"], capture_output=True).returncode != 0:
+        subprocess.run([PG, "start"], check=True, capture_output=True)
+
+
 def stats(values, fmt="%.3f"):
     values = sorted(values)
     return f"min {fmt % values[0]}  median {fmt % statistics.median(values)}  max {fmt % values[-1]}"
@@ -76,8 +84,9 @@ class Service:
     """A fresh database, a storage root, an API process and worker processes."""
 
     def __init__(self, name, workers=1, concurrency=1, engine="tesseract", claim="table-lock", listen=True, extra=None):
-        self.database = f"lector_bench_{name}"
-        subprocess.run([PG, "start"], check=True, capture_output=True)
+        # LECTOR_BENCH_DB_SUFFIX keeps two checkouts that share one cluster out of each other's databases.
+        self.database = f"lector_bench_{name}{os.environ.get('LECTOR_BENCH_DB_SUFFIX', '')}"
+        ensure_pg()
         psql("postgres", f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
         psql("postgres", f"CREATE DATABASE {self.database}")
         self.storage = tempfile.mkdtemp(prefix=f"lector-bench-{name}-", dir=os.environ.get("LECTOR_BENCH_STORAGE_DIR"))
@@ -101,12 +110,15 @@ class Service:
         for _ in range(workers):
             self.start_worker()
 
-    def start_worker(self):
-        self.workers.append(subprocess.Popen([LECTOR, "work"], env=self.env, stderr=subprocess.DEVNULL))
+    def start_worker(self, log=None):
+        """A worker process; with `log` (a file), at log level info with its stderr there (one line per job)."""
+        env = dict(self.env, LECTOR_LOG_LEVEL="info") if log else self.env
+        self.workers.append(subprocess.Popen([LECTOR, "work"], env=env, stderr=log or subprocess.DEVNULL))
 
-    def submit(self, data):
+    def submit(self, data, query=""):
         # reuse=false: rounds repeat the same documents, and every one must be read (not reused).
-        req = urllib.request.Request(f"{self.base}/v1/jobs?reuse=false", data=data, method="POST")
+        query = (query + "&" if query else "?") + "reuse=false"
+        req = urllib.request.Request(f"{self.base}/v1/jobs{query}", data=data, method="POST")
         req.add_header("Authorization", f"Bearer {self.key}")
         req.add_header("Content-Type", "application/octet-stream")
         with urllib.request.urlopen(req, timeout=60) as response:
@@ -206,35 +218,79 @@ def tiny_png():
 
 
 # ---------------------------------------------------------------- P1
+STAGES = ["claim", "read", "slot", "decode", "preprocess", "preview", "classify", "recognize", "scene", "hocr", "pdf", "engine", "return", "encode", "stage", "end"]
+
+
+def stage_times(log_path):
+    """Per-job stage times (seconds) from a worker's `job attempt ended ... stages=read=… decode=…` log lines."""
+    import re
+    jobs = []
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            if "job attempt ended" in line and "stages=" in line:
+                job = {m.group(1): float(m.group(2)) for m in re.finditer(r"\b(%s)=([0-9.]+)" % "|".join(STAGES), line)}
+                # The attempt's own seconds, plus the claim that came before it: the slot's whole cost per job.
+                job["_total"] = float(re.search(r"\bseconds=([0-9.]+)", line).group(1)) + job.get("claim", 0.0)
+                jobs.append(job)
+    return jobs
+
+
 def p1(args):
+    """(a) the tesseract CLI writes the text (stdout, discarded); (b) the engine loop keeps each result in memory;
+    (c) the service writes result.json and result.txt (fsynced) and records FINISHED. With --formats
+    json,txt,hocr,pdf all three also make hOCR and the searchable PDF (the CLI into a scratch folder)."""
     files = receipts(args.files)
-    cli, engine, service = [], [], []
+    formats = args.formats.split(",")
+    extra = [f for f in formats if f in ("hocr", "pdf")]
+    scratch = tempfile.mkdtemp(prefix="lector-bench-p1-")
+    cli, engine, service, jobs = [], [], [], []
     for round_ in range(args.rounds):
-        log(f"p1 round {round_ + 1}: tesseract CLI, 2 at a time")
+        log(f"p1 round {round_ + 1}: tesseract CLI, 2 at a time ({'txt ' + ' '.join(extra) if extra else 'txt to stdout'})")
         started = time.time()
-        subprocess.run(["xargs", "-P", "2", "-I{}", "tesseract", "{}", "-"], input="\n".join(files), text=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_THREAD_LIMIT="1"), check=True)
+        if extra:
+            pairs = "\n".join(f"{path}\n{os.path.join(scratch, str(i))}" for i, path in enumerate(files))
+            subprocess.run(["xargs", "-P", "2", "-n", "2", "sh", "-c", f'tesseract "$0" "$1" txt {" ".join(extra)}'], input=pairs, text=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_THREAD_LIMIT="1"), check=True)
+        else:
+            subprocess.run(["xargs", "-P", "2", "-I{}", "tesseract", "{}", "-"], input="\n".join(files), text=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_THREAD_LIMIT="1"), check=True)
         cli.append(len(files) / (time.time() - started))
-        log(f"p1 round {round_ + 1}: the engine in a loop, 2 slots")
-        out = subprocess.run([BENCH, "engine", "--concurrency", "2", *files], capture_output=True, text=True, check=True,
-                             env=dict(os.environ, OMP_THREAD_LIMIT="1")).stdout
+        log(f"p1 round {round_ + 1}: the engine in a loop, 2 slots, formats {args.formats}")
+        out = subprocess.run([BENCH, "engine", "--concurrency", "2", "--formats", args.formats, *files], capture_output=True,
+                             text=True, check=True, env=dict(os.environ, OMP_THREAD_LIMIT="1")).stdout
         engine.append(float(out.split("docs_per_s=")[1]))
-        log(f"p1 round {round_ + 1}: the service, HTTP submit, 1 worker with 2 slots")
-        svc = Service("p1", workers=1, concurrency=2)
-        time.sleep(1)  # the worker loads its engines on the first job; leave it idle a moment
+        log(f"p1 round {round_ + 1}: the service, HTTP submit, 1 worker with 2 slots, formats {args.formats}")
+        svc = Service("p1", workers=0, concurrency=2)
+        worker_log = os.path.join(svc.storage, "worker.log")
+        with open(worker_log, "w") as log_file:
+            svc.start_worker(log=log_file)
+        time.sleep(1)  # the worker loads its engines and the default language's model at start; leave it a moment
+        query = f"?formats={','.join(formats)}" if extra else ""
         for path in files:
             with open(path, "rb") as f:
-                svc.submit(f.read())
+                svc.submit(f.read(), query)
         svc.wait_all()
         seconds, count = svc.span()
         service.append(count / seconds)
+        jobs += stage_times(worker_log)
         svc.stop()
-    print(f"P1 files={len(files)} rounds={args.rounds} documents/s")
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(f"P1 files={len(files)} rounds={args.rounds} formats={args.formats} documents/s")
     print(f"  (a) tesseract CLI, 2 at a time: {stats(cli, '%.2f')}")
     print(f"  (b) engine loop, 2 slots:       {stats(engine, '%.2f')}")
     print(f"  (c) service, HTTP, 2 slots:     {stats(service, '%.2f')}")
     print(f"  median ratios: (c)/(a) = {statistics.median(service) / statistics.median(cli):.2f}  "
           f"(c)/(b) = {statistics.median(service) / statistics.median(engine):.2f}")
+    if jobs:
+        total = statistics.mean(j["_total"] for j in jobs)
+        print(f"  (c) per job, {len(jobs)} jobs, worker's stages (mean ms, share of the slot's {total * 1000:.0f} ms per job, claim included):")
+        for stage in STAGES:
+            values = [j.get(stage, 0.0) for j in jobs]
+            if any(values):
+                mean = statistics.mean(values)
+                print(f"    {stage:11} {mean * 1000:8.1f} ms  {100 * mean / total:5.1f}%")
+        rest = total - sum(statistics.mean(j.get(s, 0.0) for j in jobs) for s in STAGES)
+        print(f"    {'other':11} {rest * 1000:8.1f} ms  {100 * rest / total:5.1f}%  (the rest of the worker's steps: options, logging, lease table)")
 
 
 # ---------------------------------------------------------------- S3
@@ -351,7 +407,7 @@ def p2(args):
     print("P2 claim latency (ms), one claimer, one job at a time")
     for history in args.history:
         database = "lector_bench_p2"
-        subprocess.run([PG, "start"], check=True, capture_output=True)
+        ensure_pg()
         psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         psql("postgres", f"CREATE DATABASE {database}")
         out = subprocess.run([BENCH, "claims", "--history", str(history), "--claims", str(args.claims),
@@ -705,6 +761,7 @@ def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="measure", required=True)
     a = sub.add_parser("p1"); a.add_argument("--files", type=int, default=39); a.add_argument("--rounds", type=int, default=3)
+    a.add_argument("--formats", default="json,txt", help="json,txt (default) or json,txt,hocr,pdf: every format, on every side")
     a = sub.add_parser("p2"); a.add_argument("--history", type=int, nargs="+", default=[1000, 1000000]); a.add_argument("--claims", type=int, default=1000)
     a = sub.add_parser("p3"); a.add_argument("--seconds", type=int, default=5)
     a.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
@@ -723,7 +780,7 @@ def main():
     log(f"binaries from {BIN_DIR}")
     if args.measure == "all":
         small = args.small
-        p1(argparse.Namespace(files=8 if small else 39, rounds=1 if small else 3))
+        p1(argparse.Namespace(files=8 if small else 39, rounds=1 if small else 3, formats="json,txt"))
         p2(argparse.Namespace(history=[1000, 20000] if small else [1000, 1000000], claims=200 if small else 1000))
         p3(argparse.Namespace(seconds=2 if small else 5, workers=[1, 2, 4], claims=["table-lock", "skip-locked"]))
         p4(argparse.Namespace(jobs=10 if small else 40))

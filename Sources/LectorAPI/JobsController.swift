@@ -606,14 +606,15 @@ struct JobsController {
         if let wait { headers[HTTPField.Name("Preference-Applied")!] = "wait=\(wait)" }
         switch state.status {
         case .finished:
-            // Every finished job has json and txt; hocr and pdf depend on the engine and the pipelines used (the
-            // searchable PDF only when every page went through the document pipeline).
+            // Every finished job has json and txt; hocr and pdf only when the job asked for them in `formats` (they
+            // are made with the recognition, from Tesseract's own page analysis), and the searchable PDF only when
+            // every page went through the document pipeline.
             if format.file != "result.json", format.file != "result.txt",
                 try await !dependencies.storage.hasResult(id: id, fileName: format.file)
             {
                 throw APIError(.notFound, "format_unavailable", format.file == "result.pdf"
-                    ? "this job has no searchable PDF: it is made when every page is read by the document pipeline (submit with options {\"mode\": \"document\"}); json and txt are available"
-                    : "this job has no \(formatName) result; json and txt are available")
+                    ? "this job has no searchable PDF: it is made when the job asks for it and every page is read by the document pipeline (submit, or re-OCR it with POST /v1/jobs/{id}/rerun, with options {\"formats\": [\"pdf\"], \"mode\": \"document\"}); json and txt are available"
+                    : "this job has no \(formatName) result: it is made when the job asks for it (submit, or re-OCR it with POST /v1/jobs/{id}/rerun, with options {\"formats\": [\"\(formatName)\"]}); json and txt are available")
             }
             headers[.location] = try resultLocation(id: id, file: format.file, contentType: format.contentType)
             headers[.cacheControl] = "no-store"

@@ -150,6 +150,15 @@ extension OpenAPIDocument {
             }
           },
           {
+            "name": "formats",
+            "in": "query",
+            "description": "Raw body only: result formats, comma-separated, e.g. hocr,pdf (json and txt are always made).",
+            "schema": {
+              "type": "string",
+              "maxLength": 100
+            }
+          },
+          {
             "name": "filename",
             "in": "query",
             "description": "Raw body only: the document's name, recorded as given.",
@@ -1065,7 +1074,7 @@ extension OpenAPIDocument {
               ],
               "default": "json"
             },
-            "description": "json (pages, lines, words with polygons and confidences), txt, hocr, or pdf (searchable PDF; only when every page was read by the document pipeline)."
+            "description": "json (pages, lines, words with polygons and confidences), txt, hocr (only when the job listed it in options.formats), or pdf (searchable PDF; only when the job listed it in options.formats and every page was read by the document pipeline)."
           },
           {
             "name": "wait",
@@ -1120,7 +1129,7 @@ extension OpenAPIDocument {
             }
           },
           "404": {
-            "description": "No such job for this key (unknown, or another user's), no such route, or (format_unavailable) no searchable PDF for this job.",
+            "description": "No such job for this key (unknown, or another user's), no such route, or (format_unavailable) no hocr or searchable PDF for this job (not listed in its options.formats, or, for pdf, a page read by the scene pipeline).",
             "content": {
               "application/json": {
                 "schema": {
@@ -2782,6 +2791,24 @@ extension OpenAPIDocument {
               "format": "uuid"
             },
             "description": "Scheduling, not an engine option: jobs of the caller that must finish first. The job waits in QUEUED (not claimable) until every one has FINISHED; if one ends in FAILURE (or is cancelled or deleted while queued), this job ends in FAILURE with the reason `dependency <id> failed`, and so do the jobs that depend on it. A job that is no job of the caller, or was deleted, is refused (400 invalid_depends_on) and nothing is created. Submit only."
+          },
+          "formats": {
+            "type": "array",
+            "maxItems": 16,
+            "items": {
+              "type": "string",
+              "enum": [
+                "json",
+                "txt",
+                "hocr",
+                "pdf"
+              ]
+            },
+            "default": [
+              "json",
+              "txt"
+            ],
+            "description": "The result's formats. json and txt are always made; hocr and pdf (the searchable PDF, document-pipeline pages only) only when listed here: they are rendered from Tesseract's page analysis during the recognition, so asking the result route later cannot produce them. Asking GET /v1/jobs/{id}/result for a format the job did not list answers 404 format_unavailable; a re-OCR (POST /v1/jobs/{id}/rerun) with the format listed makes it from the stored document. Jobs stored before this option existed have every format."
           },
           "reuse": {
             "type": "boolean",

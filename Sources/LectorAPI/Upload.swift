@@ -54,7 +54,7 @@ struct UploadParser {
     var callbackPolicy = CallbackURLPolicy(allowPrivate: false)
     var threadPool: NIOThreadPool = .singleton
 
-    static let optionNames = ["lang", "mode", "operations", "detector", "callbackUrl", "priority", "dependsOn", "reuse"]
+    static let optionNames = ["lang", "mode", "operations", "detector", "formats", "callbackUrl", "priority", "dependsOn", "reuse"]
     /// Chunks are gathered up to this size before one trip to the thread pool.
     static let batchBytes = 64 * 1024
 
@@ -109,7 +109,10 @@ struct UploadParser {
         }
         // In a query, operations are comma-separated: ?operations=deskew,binarize:adaptive
         let operations = query.get("operations").map { $0.isEmpty ? [] : $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
-        let options = try makeOptions(lang: query.get("lang"), mode: query.get("mode"), operations: operations, detector: query.get("detector"))
+        // Formats too: ?formats=json,txt,hocr,pdf
+        let formats = query.get("formats").map { $0.isEmpty ? [] : $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
+        let options = try makeOptions(
+            lang: query.get("lang"), mode: query.get("mode"), operations: operations, detector: query.get("detector"), formats: formats)
         let callback = try query.get("callbackUrl").map(checkCallback)
         let priority = try query.get("priority").map { raw -> Int in
             guard let value = Int(raw), (0...9).contains(value), raw == "\(value)" else { throw Self.badPriority() }
@@ -319,7 +322,7 @@ struct UploadParser {
         else {
             throw APIError.badRequest("invalid_options", "options must be a JSON object, e.g. {\"lang\": \"eng\"}")
         }
-        var lang: String?, mode: String?, detector: String?, operations: [String]?
+        var lang: String?, mode: String?, detector: String?, operations: [String]?, formats: [String]?
         var job = JobParameters()
         for (key, value) in members {
             switch (key, value) {
@@ -352,14 +355,26 @@ struct UploadParser {
                 }
             case ("operations", _):
                 throw APIError.badRequest("invalid_options", "options.operations must be an array of strings, e.g. [\"deskew\", \"binarize:adaptive\"]")
+            case ("formats", .array(let items)):
+                formats = try items.map { item in
+                    guard case .string(let name) = item else { throw Self.formatsNotStrings }
+                    return name
+                }
+            case ("formats", _):
+                throw Self.formatsNotStrings
             default:
                 throw APIError.badRequest("invalid_options", "unknown option '\(key.prefix(64))'; allowed: \(Self.optionNames.joined(separator: ", "))")
             }
         }
-        return (try makeOptions(lang: lang, mode: mode, operations: operations, detector: detector), job)
+        return (try makeOptions(lang: lang, mode: mode, operations: operations, detector: detector, formats: formats), job)
     }
 
-    func makeOptions(lang: String?, mode: String? = nil, operations: [String]? = nil, detector: String? = nil) throws -> OCROptions {
+    private static let formatsNotStrings = APIError.badRequest(
+        "invalid_options", "options.formats must be an array of strings, e.g. [\"json\", \"pdf\"]")
+
+    func makeOptions(
+        lang: String?, mode: String? = nil, operations: [String]? = nil, detector: String? = nil, formats: [String]? = nil
+    ) throws -> OCROptions {
         var options = OCROptions(lang: lang ?? defaultLanguage)
         if let mode {
             guard let parsed = PipelineMode(rawValue: mode) else {
@@ -372,6 +387,18 @@ struct UploadParser {
                 throw APIError.badRequest("invalid_options", "detector must be one of: db, east")
             }
             options.detector = parsed
+        }
+        if let formats {
+            let allowed = ResultFormat.allCases.map(\.rawValue).joined(separator: ", ")
+            guard formats.count <= 16 else {
+                throw APIError.badRequest("invalid_options", "formats may list at most 16 entries; allowed: \(allowed)")
+            }
+            options.formats = try formats.map { name in
+                guard let format = ResultFormat(rawValue: name) else {
+                    throw APIError.badRequest("invalid_options", "unknown format \"\(name.prefix(40))\"; allowed: \(allowed)")
+                }
+                return format
+            }
         }
         do throws(OCRError) {
             if let operations {

@@ -241,8 +241,11 @@ zone.addEventListener("drop", (event) => {
 function options() {
   const languages = [...$("#languages").selectedOptions].map((option) => option.value);
   const operations = [...document.querySelectorAll("input[name=operation]:checked")].map((box) => box.value);
+  // hOCR and the searchable PDF are made only when a job lists them (json and txt always are).
+  const formats = [...document.querySelectorAll("input[name=format]:checked")].map((box) => box.value);
   const options = { mode: $("#mode").value, operations };
   if (languages.length > 0) options.lang = languages.join("+");
+  if (formats.length > 0) options.formats = ["json", "txt", ...formats];
   return options;
 }
 
@@ -448,6 +451,11 @@ export function describeJob(status, history = []) {
             <label><input type="checkbox" name="operation" value="grayscale"> grayscale</label>
             <label><input type="checkbox" name="operation" value="binarize"> binarize</label>
             <label><input type="checkbox" name="operation" value="denoise"> denoise</label>
+          </fieldset>
+          <fieldset class="operations">
+            <legend>Also make (text and JSON always)</legend>
+            <label><input type="checkbox" name="format" value="hocr"> hOCR</label>
+            <label><input type="checkbox" name="format" value="pdf"> searchable PDF</label>
           </fieldset>
         </fieldset>
         <button id="upload-button" type="submit">Upload</button>

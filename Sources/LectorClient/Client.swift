@@ -527,6 +527,13 @@ public struct Client: APIProtocol {
                     in: &request,
                     style: .form,
                     explode: true,
+                    name: "formats",
+                    value: input.query.formats
+                )
+                try converter.setQueryItemAsURI(
+                    in: &request,
+                    style: .form,
+                    explode: true,
                     name: "filename",
                     value: input.query.filename
                 )

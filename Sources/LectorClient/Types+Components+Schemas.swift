@@ -143,6 +143,21 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Options/dependsOn`.
             public var dependsOn: [Swift.String]?
+            /// - Remark: Generated from `#/components/schemas/Options/FormatsPayload`.
+            @frozen public enum FormatsPayloadPayload: String, Codable, Hashable, Sendable, CaseIterable {
+                case json = "json"
+                case txt = "txt"
+                case hocr = "hocr"
+                case pdf = "pdf"
+            }
+            /// The result's formats. json and txt are always made; hocr and pdf (the searchable PDF, document-pipeline pages only) only when listed here: they are rendered from Tesseract's page analysis during the recognition, so asking the result route later cannot produce them. Asking GET /v1/jobs/{id}/result for a format the job did not list answers 404 format_unavailable; a re-OCR (POST /v1/jobs/{id}/rerun) with the format listed makes it from the stored document. Jobs stored before this option existed have every format.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Options/formats`.
+            public typealias FormatsPayload = [Components.Schemas.Options.FormatsPayloadPayload]
+            /// The result's formats. json and txt are always made; hocr and pdf (the searchable PDF, document-pipeline pages only) only when listed here: they are rendered from Tesseract's page analysis during the recognition, so asking the result route later cannot produce them. Asking GET /v1/jobs/{id}/result for a format the job did not list answers 404 format_unavailable; a re-OCR (POST /v1/jobs/{id}/rerun) with the format listed makes it from the stored document. Jobs stored before this option existed have every format.
+            ///
+            /// - Remark: Generated from `#/components/schemas/Options/formats`.
+            public var formats: Components.Schemas.Options.FormatsPayload?
             /// Not an engine option: when true (the default), a job whose document (SHA-256) and options equal those of a finished job of the same user, made by the fleet's current engine and still within retention, finishes at once with a copy of that job's results (its status answers FINISHED, `reusedFrom` names the job; history says `reused the results of job <id>`). False reads the document again. A job with dependsOn never reuses.
             ///
             /// - Remark: Generated from `#/components/schemas/Options/reuse`.
@@ -157,6 +172,7 @@ extension Components {
             ///   - callbackUrl: Where to POST the job's end (id, status, reason, links), signed the Standard Webhooks way with the user's webhook secret. https only; no user name or password; a host that is, or resolves to, a private, loopback, link-local, unspecified, multicast or CGNAT address is refused (400 invalid_callback_url), unless the server sets LECTOR_WEBHOOK_ALLOW_PRIVATE. Not an engine option: the job's `options` do not show it. Default: the key's callback URL, if set (`lector keys webhook`).
             ///   - priority: Scheduling, not an engine option: 0-9, higher first among the caller's own queued jobs, oldest first within a priority. Users still take turns at the queue: a priority orders one user's work, it never puts one user ahead of another. Submit only (a re-OCR refuses it).
             ///   - dependsOn: Scheduling, not an engine option: jobs of the caller that must finish first. The job waits in QUEUED (not claimable) until every one has FINISHED; if one ends in FAILURE (or is cancelled or deleted while queued), this job ends in FAILURE with the reason `dependency <id> failed`, and so do the jobs that depend on it. A job that is no job of the caller, or was deleted, is refused (400 invalid_depends_on) and nothing is created. Submit only.
+            ///   - formats: The result's formats. json and txt are always made; hocr and pdf (the searchable PDF, document-pipeline pages only) only when listed here: they are rendered from Tesseract's page analysis during the recognition, so asking the result route later cannot produce them. Asking GET /v1/jobs/{id}/result for a format the job did not list answers 404 format_unavailable; a re-OCR (POST /v1/jobs/{id}/rerun) with the format listed makes it from the stored document. Jobs stored before this option existed have every format.
             ///   - reuse: Not an engine option: when true (the default), a job whose document (SHA-256) and options equal those of a finished job of the same user, made by the fleet's current engine and still within retention, finishes at once with a copy of that job's results (its status answers FINISHED, `reusedFrom` names the job; history says `reused the results of job <id>`). False reads the document again. A job with dependsOn never reuses.
             public init(
                 lang: Swift.String? = nil,
@@ -166,6 +182,7 @@ extension Components {
                 callbackUrl: Swift.String? = nil,
                 priority: Swift.Int? = nil,
                 dependsOn: [Swift.String]? = nil,
+                formats: Components.Schemas.Options.FormatsPayload? = nil,
                 reuse: Swift.Bool? = nil
             ) {
                 self.lang = lang
@@ -175,6 +192,7 @@ extension Components {
                 self.callbackUrl = callbackUrl
                 self.priority = priority
                 self.dependsOn = dependsOn
+                self.formats = formats
                 self.reuse = reuse
             }
             public enum CodingKeys: String, CodingKey {
@@ -185,6 +203,7 @@ extension Components {
                 case callbackUrl
                 case priority
                 case dependsOn
+                case formats
                 case reuse
             }
             public init(from decoder: any Swift.Decoder) throws {
@@ -217,6 +236,10 @@ extension Components {
                     [Swift.String].self,
                     forKey: .dependsOn
                 )
+                self.formats = try container.decodeIfPresent(
+                    Components.Schemas.Options.FormatsPayload.self,
+                    forKey: .formats
+                )
                 self.reuse = try container.decodeIfPresent(
                     Swift.Bool.self,
                     forKey: .reuse
@@ -229,6 +252,7 @@ extension Components {
                     "callbackUrl",
                     "priority",
                     "dependsOn",
+                    "formats",
                     "reuse"
                 ])
             }

@@ -905,6 +905,10 @@ public enum Operations {
                 ///
                 /// - Remark: Generated from `#/paths/v1/jobs/POST/query/operations`.
                 public var operations: Swift.String?
+                /// Raw body only: result formats, comma-separated, e.g. hocr,pdf (json and txt are always made).
+                ///
+                /// - Remark: Generated from `#/paths/v1/jobs/POST/query/formats`.
+                public var formats: Swift.String?
                 /// Raw body only: the document's name, recorded as given.
                 ///
                 /// - Remark: Generated from `#/paths/v1/jobs/POST/query/filename`.
@@ -932,6 +936,7 @@ public enum Operations {
                 ///   - mode: Raw body only: auto, document or scene.
                 ///   - detector: Raw body only: db or east.
                 ///   - operations: Raw body only: preprocessing steps, comma-separated, e.g. deskew,binarize:adaptive.
+                ///   - formats: Raw body only: result formats, comma-separated, e.g. hocr,pdf (json and txt are always made).
                 ///   - filename: Raw body only: the document's name, recorded as given.
                 ///   - callbackUrl: Raw body only: the job's callback URL (see Options.callbackUrl).
                 ///   - priority: Raw body only: the job's priority (see Options.priority).
@@ -942,6 +947,7 @@ public enum Operations {
                     mode: Operations.SubmitJob.Input.Query.ModePayload? = nil,
                     detector: Operations.SubmitJob.Input.Query.DetectorPayload? = nil,
                     operations: Swift.String? = nil,
+                    formats: Swift.String? = nil,
                     filename: Swift.String? = nil,
                     callbackUrl: Swift.String? = nil,
                     priority: Swift.Int? = nil,
@@ -952,6 +958,7 @@ public enum Operations {
                     self.mode = mode
                     self.detector = detector
                     self.operations = operations
+                    self.formats = formats
                     self.filename = filename
                     self.callbackUrl = callbackUrl
                     self.priority = priority
@@ -4372,7 +4379,7 @@ public enum Operations {
                     case hocr = "hocr"
                     case pdf = "pdf"
                 }
-                /// json (pages, lines, words with polygons and confidences), txt, hocr, or pdf (searchable PDF; only when every page was read by the document pipeline).
+                /// json (pages, lines, words with polygons and confidences), txt, hocr (only when the job listed it in options.formats), or pdf (searchable PDF; only when the job listed it in options.formats and every page was read by the document pipeline).
                 ///
                 /// - Remark: Generated from `#/paths/v1/jobs/{id}/result/GET/query/format`.
                 public var format: Operations.GetResult.Input.Query.FormatPayload?
@@ -4383,7 +4390,7 @@ public enum Operations {
                 /// Creates a new `Query`.
                 ///
                 /// - Parameters:
-                ///   - format: json (pages, lines, words with polygons and confidences), txt, hocr, or pdf (searchable PDF; only when every page was read by the document pipeline).
+                ///   - format: json (pages, lines, words with polygons and confidences), txt, hocr (only when the job listed it in options.formats), or pdf (searchable PDF; only when the job listed it in options.formats and every page was read by the document pipeline).
                 ///   - wait: Long poll: hold the request until the job ends or this many seconds pass (capped).
                 public init(
                     format: Operations.GetResult.Input.Query.FormatPayload? = nil,
@@ -4629,7 +4636,7 @@ public enum Operations {
                     self.body = body
                 }
             }
-            /// No such job for this key (unknown, or another user's), no such route, or (format_unavailable) no searchable PDF for this job.
+            /// No such job for this key (unknown, or another user's), no such route, or (format_unavailable) no hocr or searchable PDF for this job (not listed in its options.formats, or, for pdf, a page read by the scene pipeline).
             ///
             /// - Remark: Generated from `#/paths//v1/jobs/{id}/result/get(getResult)/responses/404`.
             ///

@@ -88,6 +88,13 @@ public struct OCRLimits: Sendable {
 public protocol OCREngine: AnyObject {
     /// Recognises every page of the document. Blocking; throws `OCRError`.
     func recognize(_ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation) throws(OCRError) -> OCRResult
+    /// Loads what jobs in `language` need (models), so that the first such job does not wait for it. Blocking.
+    func prepare(language: String) throws(OCRError)
+}
+
+extension OCREngine {
+    /// Nothing to load.
+    public func prepare(language: String) throws(OCRError) {}
 }
 
 /// Builds engines, one per worker slot, on the slot's own thread.

@@ -23,9 +23,20 @@ public enum DetectorKind: String, Sendable, Codable, CaseIterable {
     }
 }
 
+/// A format a job's result is written in. `json` and `txt` are always written; `hocr` and `pdf` are rendered
+/// during the recognition only when the job asks for them (most clients never read them).
+public enum ResultFormat: String, Sendable, Codable, CaseIterable, Comparable {
+    case json, txt, hocr, pdf
+
+    public static func < (a: ResultFormat, b: ResultFormat) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
 /// What a job asks of the engine. Parsed and checked at submit, stored with the job as JSON.
 ///
-/// Old jobs stored only `lang`; the other fields decode to their defaults when absent.
+/// Old jobs stored only `lang`; the other fields decode to their defaults when absent, except `formats`: a job
+/// stored before the option existed was promised every format, so it still gets every one.
 public struct OCROptions: Sendable, Codable, Equatable {
     /// Tesseract languages joined by "+", e.g. "eng" or "eng+deu".
     public var lang: String
@@ -33,12 +44,30 @@ public struct OCROptions: Sendable, Codable, Equatable {
     /// Applied in order to every page before OCR.
     public var operations: [PreprocessingOperation]
     public var detector: DetectorKind
+    /// The result's formats, sorted, without repeats; always holds `json` and `txt`.
+    public var formats: [ResultFormat] {
+        didSet { formats = Self.normalized(formats) }
+    }
 
-    public init(lang: String, mode: PipelineMode = .auto, operations: [PreprocessingOperation] = [], detector: DetectorKind = .db) {
+    /// What a job gets when it names no formats: the two every client reads.
+    public static let defaultFormats: [ResultFormat] = [.json, .txt]
+
+    public init(
+        lang: String, mode: PipelineMode = .auto, operations: [PreprocessingOperation] = [], detector: DetectorKind = .db,
+        formats: [ResultFormat] = OCROptions.defaultFormats
+    ) {
         self.lang = lang
         self.mode = mode
         self.operations = operations
         self.detector = detector
+        self.formats = Self.normalized(formats)
+    }
+
+    /// Whether the job asked for `format` (`json` and `txt`: always).
+    public func wants(_ format: ResultFormat) -> Bool { formats.contains(format) }
+
+    static func normalized(_ formats: [ResultFormat]) -> [ResultFormat] {
+        Set(formats + defaultFormats).sorted()
     }
 
     public init(from decoder: any Decoder) throws {
@@ -47,6 +76,7 @@ public struct OCROptions: Sendable, Codable, Equatable {
         mode = try container.decodeIfPresent(PipelineMode.self, forKey: .mode) ?? .auto
         operations = try container.decodeIfPresent([PreprocessingOperation].self, forKey: .operations) ?? []
         detector = try container.decodeIfPresent(DetectorKind.self, forKey: .detector) ?? .db
+        formats = Self.normalized(try container.decodeIfPresent([ResultFormat].self, forKey: .formats) ?? ResultFormat.allCases)
     }
 
     /// The most operations one job may ask for.

@@ -130,6 +130,8 @@ public struct OCRResult: Sendable, Codable, Equatable {
     public var renderings: Renderings
     /// How long each page took and which pipeline read it (for metrics); not part of the JSON.
     public var pageTimings: [PageTiming] = []
+    /// Where the engine's time went (logs and benchmarks); not part of the JSON.
+    public var stages = StageTimes()
 
     public init(engine: String, language: String, pages: [OCRPage], renderings: Renderings = Renderings()) {
         self.schemaVersion = Self.currentSchemaVersion
@@ -183,5 +185,48 @@ public struct Renderings: Sendable, Equatable {
         self.hocr = hocr
         self.pdf = pdf
         self.previews = previews
+    }
+}
+
+/// Seconds spent in each stage of one job, summed over its pages: the engine's stages (`decode`, `preprocess`,
+/// `preview` for the page's JPEG preview and thumbnail, `classify`, `recognize`, `hocr`, `pdf`, `scene` for the
+/// whole scene pipeline), the slot's (`slot`: the hop to the engine's thread; `engine`: the engine's time
+/// outside its stages) and the worker's (`claim`, `read`, `return`: the hop back from the engine's thread,
+/// `encode`, `stage`, `end`). The worker logs them with each job (BENCHMARKS.md, P1, sums them).
+public struct StageTimes: Sendable, Equatable, CustomStringConvertible {
+    /// Stage names in the order a job meets them.
+    public static let order = [
+        "claim", "read", "slot", "decode", "preprocess", "preview", "classify", "recognize", "scene", "hocr", "pdf", "engine", "return",
+        "encode", "stage", "end",
+    ]
+
+    public private(set) var seconds: [String: Double] = [:]
+
+    public init() {}
+
+    public mutating func add(_ stage: String, _ duration: Duration) {
+        let (whole, fraction) = duration.components
+        seconds[stage, default: 0] += Double(whole) + Double(fraction) / 1e18
+    }
+
+    /// Runs `body`, adding its time to `stage`.
+    public mutating func measure<T, E: Error>(_ stage: String, _ body: () throws(E) -> T) throws(E) -> T {
+        let started = ContinuousClock.now
+        defer { add(stage, ContinuousClock.now - started) }
+        return try body()
+    }
+
+    /// The sum of every stage, in seconds.
+    public var total: Double { seconds.values.reduce(0, +) }
+
+    public mutating func merge(_ other: StageTimes) {
+        for (stage, value) in other.seconds { seconds[stage, default: 0] += value }
+    }
+
+    /// "read=0.0004 decode=0.0311 …" (seconds) in `order`.
+    public var description: String {
+        let known = Self.order.filter { seconds[$0] != nil }
+        let other = seconds.keys.filter { !Self.order.contains($0) }.sorted()
+        return (known + other).map { "\($0)=" + String(format: "%.4f", seconds[$0]!) }.joined(separator: " ")
     }
 }

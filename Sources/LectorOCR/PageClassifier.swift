@@ -42,9 +42,10 @@ enum PageClassifier {
     /// Whether the page certainly holds no text: too small, or of one even tone (the darkest and brightest
     /// points of its thumbnail within 24 grey levels). Conservative: speckle or a single word keeps a page in.
     /// The scene pipeline skips such pages: its detector costs the same for an empty page as for a full one.
-    static func holdsNoText(_ pix: Pix) -> Bool {
+    /// `features`: the page's, when the classifier has measured them already.
+    static func holdsNoText(_ pix: Pix, features known: Features? = nil) -> Bool {
         if pix.width < minTextSide || pix.height < minTextSide { return true }
-        guard let features = features(pix) else { return false }
+        guard let features = known ?? features(pix) else { return false }
         return features.brightest - features.darkest < 24
     }
 

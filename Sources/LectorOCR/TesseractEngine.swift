@@ -131,18 +131,25 @@ public final class TesseractEngine: OCREngine {
         _ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation
     ) throws(OCRError) -> OCRResult {
         cancellation.startBudget(limits.maxDocumentTime)
+        var stages = StageTimes()
         let handle = try handle(for: options.lang)
-        let images = try PageImages(document: document, limits: limits, pdfDPI: pdfDPI)
+        // Headers first (and for a PDF, pdfinfo): part of decoding.
+        let images = try stages.measure("decode") { () throws(OCRError) in
+            try PageImages(document: document, limits: limits, pdfDPI: pdfDPI)
+        }
         var decodedPixels = 0
         let preprocessor = Preprocessor(limits: limits) { () throws(OCRError) -> TesseractHandle in
             try self.orientationHandle()
         }
         var pages: [OCRPage] = []
+        // hOCR and the searchable PDF only when the job asked for them (most clients read JSON or text; together
+        // they cost ~14 ms of a receipt's ~400: BENCHMARKS.md, P1).
+        let wantsHOCR = options.wants(.hocr)
         var hocrPages: [String] = []
         // The searchable PDF: started at the first page read by the document pipeline, given up at the first
         // scene page (Tesseract's renderer lays out only its own page analysis).
         var pdf: PDFRendering?
-        var pdfPossible = true
+        var pdfPossible = options.wants(.pdf)
         var timings: [PageTiming] = []
         cancellation.reportProgress(done: 0, total: images.count)
         var previews: [PagePreview?] = []
@@ -150,13 +157,20 @@ public final class TesseractEngine: OCREngine {
             try cancellation.check()
             let pageStarted = ContinuousClock.now
             defer { cancellation.reportProgress(done: index + 1, total: images.count) }
-            let decoded = try images.page(index, cancellation: cancellation)
+            let decoded = try stages.measure("decode") { () throws(OCRError) in try images.page(index, cancellation: cancellation) }
             decodedPixels += decoded.width * decoded.height
             guard decodedPixels <= limits.maxDocumentPixels else { throw PageImages.documentPixelsExceeded(limits) }
-            let pix = try preprocessor.apply(options.operations, to: decoded)
+            let pix = try stages.measure("preprocess") { () throws(OCRError) in try preprocessor.apply(options.operations, to: decoded) }
             // The page as it is read, so that its boxes fit it once scaled.
-            previews.append(PagePreview(page: pix))
-            let mode = options.mode == .auto ? PageClassifier.classify(pix).mode : options.mode
+            stages.measure("preview") { previews.append(PagePreview(page: pix)) }
+            var mode = options.mode
+            // The classifier's thumbnail statistics also answer the blank-page check below: measured once.
+            var features: PageClassifier.Features?
+            if mode == .auto {
+                let decision = stages.measure("classify") { PageClassifier.classify(pix) }
+                mode = decision.mode
+                features = decision.features
+            }
             defer { timings.append(PageTiming(mode: mode == .scene ? .scene : .document, duration: ContinuousClock.now - pageStarted)) }
             switch mode {
             case .auto, .document:
@@ -164,33 +178,60 @@ public final class TesseractEngine: OCREngine {
                     pdf = try PDFRendering(dataPath: handle.dataPath, title: "")
                     pdfPossible = pdf != nil
                 }
+                var inspectTimes = StageTimes()
+                let started = ContinuousClock.now
                 let page = try handle.recognize(pix.pointer, pageNumber: index + 1, cancellation: cancellation) { api in
-                    hocrPages.append(TesseractHandle.hocr(api, pageIndex: index))
-                    if let renderer = pdf, !renderer.add(api) { pdf = nil; pdfPossible = false }
+                    if wantsHOCR { inspectTimes.measure("hocr") { hocrPages.append(TesseractHandle.hocr(api, pageIndex: index)) } }
+                    if let renderer = pdf {
+                        let added = inspectTimes.measure("pdf") { renderer.add(api) }
+                        if !added { pdf = nil; pdfPossible = false }
+                    }
+                }
+                stages.add("recognize", ContinuousClock.now - started)
+                // The renderers ran inside the recognition's time: move theirs out of it.
+                for (stage, seconds) in inspectTimes.seconds {
+                    stages.add(stage, .seconds(seconds))
+                    stages.add("recognize", .seconds(-seconds))
                 }
                 pages.append(page)
             case .scene:
                 pdf = nil
                 pdfPossible = false
                 // An empty or tiny page costs the detector as much as a full one: skip it.
-                if PageClassifier.holdsNoText(pix) {
+                if PageClassifier.holdsNoText(pix, features: features) {
                     let page = OCRPage(number: index + 1, width: pix.width, height: pix.height, mode: .scene, lines: [], text: "")
                     pages.append(page)
-                    hocrPages.append(HOCR.page(page))
+                    if wantsHOCR { hocrPages.append(HOCR.page(page)) }
                     continue
                 }
-                let reader = SceneReader(detector: try detector(options.detector, for: pix), tesseract: handle)
-                let page = try reader.read(pix, pageNumber: index + 1, cancellation: cancellation)
+                let page = try stages.measure("scene") { () throws(OCRError) -> OCRPage in
+                    let reader = SceneReader(detector: try detector(options.detector, for: pix), tesseract: handle)
+                    return try reader.read(pix, pageNumber: index + 1, cancellation: cancellation)
+                }
                 pages.append(page)
-                hocrPages.append(HOCR.page(page))
+                if wantsHOCR { stages.measure("hocr") { hocrPages.append(HOCR.page(page)) } }
             }
         }
-        let hocr = HOCR.document(pages: hocrPages, engine: TesseractEngineFactory.version, language: options.lang)
+        let hocr = wantsHOCR
+            ? stages.measure("hocr") { Data(HOCR.document(pages: hocrPages, engine: TesseractEngineFactory.version, language: options.lang).utf8) }
+            : nil
+        var pdfBytes: Data?
+        if let pdf { pdfBytes = stages.measure("pdf") { pdf.finish() } }
         var result = OCRResult(engine: TesseractEngineFactory.version, language: options.lang, pages: pages,
-                               renderings: Renderings(hocr: Data(hocr.utf8), pdf: pdf?.finish(), previews: previews))
+                               renderings: Renderings(hocr: hocr, pdf: pdfBytes, previews: previews))
         result.pageTimings = timings
+        result.stages = stages
         return result
     }
+
+    /// Loads the Tesseract model of `language` (~0.15 s for `eng`, on the slot's thread) before the first job:
+    /// otherwise each slot's first job paid for it, inside the time a client waits (BENCHMARKS.md, P1).
+    public func prepare(language: String) throws(OCRError) {
+        _ = try handle(for: language)
+    }
+
+    /// Whether the Tesseract handle of `language` is loaded (tests).
+    func isPrepared(_ language: String) -> Bool { handle?.language == language }
 
     private func handle(for language: String) throws(OCRError) -> TesseractHandle {
         if let handle, handle.language == language { return handle }

@@ -32,6 +32,8 @@ public struct WorkerConfiguration: Sendable {
     /// heartbeat is at most a third of the lease.
     public var commitTimeout: Duration?
     var commitDeadline: Duration { commitTimeout ?? leaseDuration / 2 }
+    /// The language whose models each slot loads at start-up (`LECTOR_DEFAULT_LANG`: what most jobs ask for).
+    public var warmLanguage: String?
 
     public init(settings: Settings, workerID: String) {
         self.workerID = workerID
@@ -45,6 +47,7 @@ public struct WorkerConfiguration: Sendable {
         self.shutdownGrace = .milliseconds(Int64(settings.shutdownGrace * 1000))
         self.maxRuntime = .milliseconds(Int64(settings.maxJobSeconds * 1000))
         self.claimStrategy = settings.claimStrategy
+        self.warmLanguage = settings.defaultLanguage
     }
 
     /// Exponential backoff with full jitter in [0.5, 1.5) of the step: base · 2^(attempt-1), capped.
@@ -184,7 +187,7 @@ public struct Worker: Service {
         let slotID = "\(configuration.workerID)/\(index)"
         let slot = EngineSlot(factory: engines)
         do {
-            try await slot.warmUp()
+            try await slot.warmUp(language: configuration.warmLanguage)
         } catch {
             logger.error("the engine could not start; jobs will fail or retry", metadata: ["error": "\(error)"])
         }
@@ -193,6 +196,7 @@ public struct Worker: Service {
         var failures = 0
         var storageWasDown = false
         while !stopping {
+            let claiming = ContinuousClock.now
             // Storage that cannot take results (full, or failing) is the system's condition: wait for it rather
             // than claim jobs that would spend their attempts on it.
             do {
@@ -235,7 +239,7 @@ public struct Worker: Service {
             }
             if claimed == nil { claimedCount.withLockedValue { $0 -= 1 } }
             if let job = claimed {
-                await process(job, slot: slot)
+                await process(job, slot: slot, claimed: ContinuousClock.now - claiming)
             } else if configuration.exitWhenIdle {
                 logger.info("the queue is empty; this slot stops (--exit-when-idle)", metadata: ["worker": "\(slotID)"])
                 break
@@ -278,7 +282,8 @@ public struct Worker: Service {
     /// (and cancels the OCR when the lease is gone), and the end of the shutdown grace period cancels the OCR. A
     /// hard stop (the slot's task cancelled) cancels the OCR too. No task or timer is made per job: with a fast
     /// engine these were most of the worker's cost per job (BENCHMARKS.md, P3).
-    func process(_ job: ClaimedJob, slot: EngineSlot) async {
+    /// `claimed`: how long the claim took (the storage check and the claim transaction), for the stage times.
+    func process(_ job: ClaimedJob, slot: EngineSlot, claimed: Duration = .zero) async {
         var jobLogger = self.logger
         jobLogger[metadataKey: "job_id"] = "\(job.id.uuidString.lowercased())"
         jobLogger[metadataKey: "worker"] = "\(job.lease.worker)"
@@ -293,6 +298,7 @@ public struct Worker: Service {
         metrics.slotBusy(1)
         defer { metrics.slotBusy(-1) }
         let facts = AttemptFacts()
+        facts.stages.add("claim", claimed)
         let outcome = await withTaskCancellationHandler {
             var outcome = await attempt(job, slot: slot, cancellation: running.cancellation, facts: facts, logger: logger)
             // A cancel request wins over anything but an end the attempt reached by itself (its results are
@@ -303,7 +309,9 @@ public struct Worker: Service {
                 case .retry, .storageFull, .handBack, .leaseLost: outcome = .cancelled
                 }
             }
+            let ending = ContinuousClock.now
             await record(outcome, job: job, mode: facts.mode, pages: facts.pages, logger: logger)
+            facts.stages.add("end", ContinuousClock.now - ending)
             return outcome
         } onCancel: {
             // The slot itself is cancelled (a hard stop): stop the OCR too.
@@ -312,8 +320,9 @@ public struct Worker: Service {
         for page in facts.pageTimings { metrics.ocrPage(mode: page.mode.rawValue, duration: page.duration) }
         metrics.ocrJob(mode: facts.mode, duration: ContinuousClock.now - started)
 
+        // `stages`: where the attempt's time went (StageTimes; BENCHMARKS.md, P1, sums these lines).
         logger.info("job attempt ended", metadata: [
-            "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - started).secondsValue)",
+            "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - started).secondsValue)", "stages": "\(facts.stages)",
         ])
     }
 
@@ -368,7 +377,8 @@ public struct Worker: Service {
         }
     }
 
-    /// Reads, recognises and stages the results; returns what should happen next.
+    /// Reads, recognises and stages the results; returns what should happen next. Where the time went goes into
+    /// `facts.stages`.
     private func attempt(
         _ job: ClaimedJob, slot: EngineSlot, cancellation: OCRCancellation, facts: AttemptFacts, logger: Logger
     ) async -> Outcome {
@@ -380,6 +390,12 @@ public struct Worker: Service {
                 return .failed("the job's options could not be read")
             }
             facts.mode = options.mode.rawValue
+            var mark = ContinuousClock.now
+            func lap(_ stage: String) {
+                let now = ContinuousClock.now
+                facts.stages.add(stage, now - mark)
+                mark = now
+            }
             // Object storage: the document is streamed to a scratch file and mapped from there, never held whole
             // in memory; the folder goes on every path (a killed worker's is swept by the next one's sweeper).
             let scratch = try ScratchFolder.create(kind: "document")
@@ -391,14 +407,23 @@ public struct Worker: Service {
             } else {
                 data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
             }
+            lap("read")
             var result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
+            facts.stages.merge(result.stages)
+            // What neither the engine nor its slot timed: the hop back from the slot's thread to this task
+            // (EngineSlot timed the hop there as `slot`, and the engine's untimed work as `engine`).
+            facts.stages.add("return", (ContinuousClock.now - mark) - .seconds(result.stages.total))
+            mark = ContinuousClock.now
             result.attempt = job.lease.attempt
             facts.pageTimings = result.pageTimings
             if cancellation.progress != nil { facts.pages = result.pages.count }
+            // Compact: result.json is read by programs; indentation only made it larger and slower to encode and
+            // write (`lector ocr --format json` still prints it indented for people).
             var files: [(name: String, contents: Data)] = [
-                ("result.json", try JSONEncoder.lector(pretty: true).encode(result)),
+                ("result.json", try JSONEncoder.lector().encode(result)),
                 ("result.txt", Data(result.text.utf8)),
             ]
+            // The engine renders hOCR and PDF only when the job's `formats` ask for them.
             if let hocr = result.renderings.hocr { files.append(("result.hocr", hocr)) }
             if let pdf = result.renderings.pdf { files.append(("result.pdf", pdf)) }
             // Each page's preview and thumbnail, for the web page (boxes scale onto them).
@@ -407,6 +432,7 @@ public struct Worker: Service {
                 files.append((FileStorage.previewFileName(page: index + 1), preview.image))
                 files.append((FileStorage.thumbnailFileName(page: index + 1), preview.thumbnail))
             }
+            lap("encode")
             do {
                 try await storage.stageResults(id: job.id, stage: job.lease.stage, files: files)
             } catch {
@@ -414,6 +440,7 @@ public struct Worker: Service {
                 await storage.discardResults(id: job.id, fileNames: files.map(\.name), stage: job.lease.stage)
                 throw error
             }
+            lap("stage")
             return .finished(files.map(\.name))
         } catch let error as OCRError {
             if error.kind == .cancelled { return Task.isShuttingDownGracefully ? .handBack : .leaseLost }
@@ -536,6 +563,8 @@ extension Worker {
 /// What an attempt learnt, for metrics: the requested mode and each page's time. Used by one task only.
 final class AttemptFacts {
     var mode = "auto"
+    /// Where the attempt's time went: the engine's stages and the worker's own (read, encode, stage, end).
+    var stages = StageTimes()
     var pageTimings: [PageTiming] = []
     /// Pages of the document, when the engine read them (not with the no-op engine).
     var pages: Int?

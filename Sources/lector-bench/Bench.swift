@@ -90,6 +90,8 @@ struct Engine: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Documents per second of the engine alone.")
 
     @Option(help: "Slots (threads) at once.") var concurrency = 2
+    @Option(help: "Result formats, comma-separated (json,txt,hocr,pdf); json and txt cost the engine nothing.")
+    var formats = "json,txt"
     @Argument(help: "Image files.") var files: [String]
 
     func run() async throws {
@@ -101,14 +103,19 @@ struct Engine: AsyncParsableCommand {
             guard let type = DocumentType.detect(data) else { throw ValidationError("\(path): unknown type") }
             return OCRDocument(data: data, type: type)
         }
+        let formats = try self.formats.split(separator: ",").map { name in
+            guard let format = ResultFormat(rawValue: String(name)) else { throw ValidationError("unknown format \(name)") }
+            return format
+        }
+        let options = OCROptions(lang: "eng", formats: formats)
         let slots = (0..<concurrency).map { _ in EngineSlot(factory: factory) }
         // Warm each slot (model load) before timing, as a running worker would be.
-        for slot in slots { _ = try await slot.recognize(documents[0], options: OCROptions(lang: "eng")) }
+        for slot in slots { _ = try await slot.recognize(documents[0], options: options) }
         let started = ContinuousClock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (index, slot) in slots.enumerated() {
                 let mine = documents.enumerated().filter { $0.offset % slots.count == index }.map(\.element)
-                group.addTask { for document in mine { _ = try await slot.recognize(document, options: OCROptions(lang: "eng")) } }
+                group.addTask { for document in mine { _ = try await slot.recognize(document, options: options) } }
             }
             try await group.waitForAll()
         }

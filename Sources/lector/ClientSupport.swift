@@ -65,7 +65,7 @@ struct LectorConnection: Sendable {
         }
         let input = Operations.SubmitJob.Input(
             query: .init(lang: options.lang, mode: options.mode.flatMap(Operations.SubmitJob.Input.Query.ModePayload.init(rawValue:)),
-                         filename: file.lastPathComponent),
+                         formats: options.formats, filename: file.lastPathComponent),
             headers: .init(idempotencyKey: idempotencyKey),
             body: .binary(body))
         do {
@@ -164,6 +164,15 @@ struct JobUpdate: Sendable {
 struct SubmitOptions: Sendable, Hashable {
     var lang: String?
     var mode: String?
+    /// The job option `formats` (`?formats=`): hOCR and the searchable PDF are made only when a job lists them,
+    /// so a client that will fetch one asks for it; nil for json and txt, which every job has.
+    var formats: String?
+
+    init(lang: String?, mode: String?, format: String = "txt") {
+        self.lang = lang
+        self.mode = mode
+        formats = ["hocr", "pdf"].contains(format) ? format : nil
+    }
 
     /// An Idempotency-Key from the document's bytes and the options: a retry, or a second run over the same
     /// file, finds the first job instead of making another (within the server's 24 h).
@@ -173,6 +182,8 @@ struct SubmitOptions: Sendable, Hashable {
         defer { try? handle.close() }
         while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
         hasher.update(data: Data("\0\(lang ?? "")\0\(mode ?? "")\0\(salt)".utf8))
+        // Only when set, so that the keys of json and txt runs stay what they were before the option existed.
+        if let formats { hasher.update(data: Data("\0formats=\(formats)".utf8)) }
         return "lector-cli-" + hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 }

@@ -499,7 +499,9 @@ struct OCR: AsyncParsableCommand {
     func run() async throws {
         let settings = Runtime.settings()
         let engines = Runtime.engineFactory(settings)
-        var options = OCROptions(lang: lang ?? settings.defaultLanguage, mode: mode, detector: detector)
+        // hOCR and the PDF are rendered only when asked for (they cost a good share of a page's time).
+        let formats: [ResultFormat] = format == .hocr ? [.hocr] : format == .pdf ? [.pdf] : []
+        var options = OCROptions(lang: lang ?? settings.defaultLanguage, mode: mode, detector: detector, formats: formats)
         do {
             options.operations = try (operations ?? "").split(separator: ",").map {
                 try PreprocessingOperation(parsing: $0.trimmingCharacters(in: .whitespaces))

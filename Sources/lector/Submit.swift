@@ -53,7 +53,7 @@ struct Submit: AsyncParsableCommand {
         } catch {
             usage("\(error)")
         }
-        let options = SubmitOptions(lang: lang, mode: mode)
+        let options = SubmitOptions(lang: lang, mode: mode, format: format)
         let board = Board(files: urls.map(\.lastPathComponent), live: isatty(2) == 1)
         let interrupt = Interrupt { board.interrupted() }
 

@@ -46,7 +46,7 @@ struct Watch: AsyncParsableCommand {
         } catch {
             usage("\(error)")
         }
-        let options = SubmitOptions(lang: lang, mode: mode)
+        let options = SubmitOptions(lang: lang, mode: mode, format: format)
         var journal = try Journal(url: folder.control.appendingPathComponent("journal"))
         printError("lector watch: watching \(folder.input.path) → \(folder.output.path) (\(journal.entries.count) files in the journal)")
         var sizes: [String: (size: Int64, modified: Date, since: ContinuousClock.Instant)] = [:]

@@ -3,7 +3,7 @@ import Foundation
 import FoundationXML
 #endif
 import LectorCore
-import LectorOCR
+@testable import LectorOCR
 import Testing
 
 /// The engine's pipelines, preprocessing, PDF input and output formats, driven through `TesseractEngine` with
@@ -76,7 +76,13 @@ struct PipelineTests {
         #expect(String(decoding: json, as: UTF8.self).contains(#""binarize:adaptive""#))
         #expect(try JSONDecoder().decode(OCROptions.self, from: json) == options)
         let old = try JSONDecoder().decode(OCROptions.self, from: Data(#"{"lang":"eng"}"#.utf8))
-        #expect(old == OCROptions(lang: "eng", mode: .auto, operations: [], detector: .db))
+        // A job stored before `formats` existed was promised every format: it keeps them.
+        #expect(old == OCROptions(lang: "eng", mode: .auto, operations: [], detector: .db, formats: ResultFormat.allCases))
+        // New options: json and txt unless more are asked for; always sorted, without repeats, json and txt kept.
+        #expect(OCROptions(lang: "eng").formats == [.json, .txt])
+        let asked = OCROptions(lang: "eng", formats: [.pdf, .hocr, .pdf])
+        #expect(asked.formats == [.json, .txt, .hocr, .pdf] && asked.wants(.pdf))
+        #expect(try JSONDecoder().decode(OCROptions.self, from: JSONEncoder().encode(OCROptions(lang: "eng"))).formats == [.json, .txt])
         #expect(throws: DecodingError.self) {
             try JSONDecoder().decode(OCROptions.self, from: Data(#"{"lang":"eng","operations":["melt"]}"#.utf8))
         }
@@ -209,7 +215,7 @@ struct PipelineTests {
         let tiff = folder.appendingPathComponent("both.tiff")
         try TestImages.runTool(TestImages.convert, [first.path, second.path, tiff.path])
 
-        let result = try Self.recognize(engine, try Data(contentsOf: tiff), OCROptions(lang: "eng", mode: .document))
+        let result = try Self.recognize(engine, try Data(contentsOf: tiff), OCROptions(lang: "eng", mode: .document, formats: [.hocr, .pdf]))
         let pdf = try #require(result.renderings.pdf)
         #expect(pdf.starts(with: Data("%PDF-".utf8)))
         let hocr = String(decoding: try #require(result.renderings.hocr), as: UTF8.self)
@@ -271,10 +277,61 @@ struct PipelineTests {
         #expect(result.pages[0].width == 100 && result.pages[0].height == 100, "\(result.pages[0].width) × \(result.pages[0].height)")
     }
 
+    @Test("hOCR and the PDF are rendered only when asked for; every stage's time is recorded")
+    func formatsOnRequest() throws {
+        let engine = try Self.engine()
+        let page = try TestImages.render(["only what was asked"])
+        let plain = try Self.recognize(engine, page, OCROptions(lang: "eng"))
+        #expect(plain.renderings.hocr == nil && plain.renderings.pdf == nil)
+        #expect(plain.text.contains("only what was asked"), "\(plain.text)")
+        for stage in ["decode", "classify", "recognize"] { #expect(plain.stages.seconds[stage] != nil, "\(plain.stages)") }
+        #expect(plain.stages.seconds["hocr"] == nil && plain.stages.seconds["pdf"] == nil, "\(plain.stages)")
+
+        let hocrOnly = try Self.recognize(engine, page, OCROptions(lang: "eng", formats: [.hocr]))
+        #expect(hocrOnly.renderings.hocr != nil && hocrOnly.renderings.pdf == nil)
+        #expect(hocrOnly.text == plain.text, "the renderers do not change the recognition")
+        let both = try Self.recognize(engine, page, OCROptions(lang: "eng", mode: .document, formats: [.pdf, .hocr]))
+        #expect(both.renderings.hocr != nil && both.renderings.pdf?.starts(with: Data("%PDF-".utf8)) == true)
+        #expect(both.stages.seconds["pdf"] != nil && both.stages.seconds["hocr"] != nil, "\(both.stages)")
+        #expect(both.stages.seconds["classify"] == nil, "mode document skips the classifier")
+    }
+
+    @Test("through a slot, the result's stage times also hold the hop to the slot's thread and the engine's untimed work")
+    func slotStages() async throws {
+        let slot = EngineSlot(factory: TesseractEngineFactory(dataPath: nil, limits: OCRLimits(maxPagePixels: 20_000_000, maxPages: 10)))
+        let page = try TestImages.render(["timed through a slot"])
+        let result = try await slot.recognize(OCRDocument(data: page, type: .png), options: OCROptions(lang: "eng"))
+        await slot.shutdown()
+        let slotSeconds = try #require(result.stages.seconds["slot"])
+        let engineSeconds = try #require(result.stages.seconds["engine"])
+        #expect(slotSeconds >= 0 && engineSeconds >= 0, "\(result.stages)")
+        #expect(result.stages.seconds["recognize"] != nil && result.stages.total > slotSeconds + engineSeconds)
+        #expect(result.stages.description.hasPrefix("slot="), "stages print in the order a job meets them: \(result.stages)")
+    }
+
+    @Test("a slot warmed with a language has its model loaded before the first job; a language not installed is an error")
+    func warmUpLoadsLanguage() async throws {
+        let engine = TesseractEngine(dataPath: nil, limits: OCRLimits(maxPagePixels: 20_000_000, maxPages: 10))
+        #expect(throws: OCRError.self) { try engine.prepare(language: "qq") }
+        #expect(!engine.isPrepared("eng"))
+        try engine.prepare(language: "eng")
+        #expect(engine.isPrepared("eng"))
+        // Through a slot: the first job's untimed engine work no longer holds the model load (~0.15 s).
+        let slot = EngineSlot(factory: TesseractEngineFactory(dataPath: nil, limits: OCRLimits(maxPagePixels: 20_000_000, maxPages: 10)))
+        try await slot.warmUp(language: "eng")
+        let page = try TestImages.render(["warmed up"])
+        let result = try await slot.recognize(OCRDocument(data: page, type: .png), options: OCROptions(lang: "eng"))
+        await slot.shutdown()
+        #expect(result.text.contains("warmed"), "\(result.text)")
+        let untimed = try #require(result.stages.seconds["engine"])
+        let recognized = try #require(result.stages.seconds["recognize"])
+        #expect(untimed < recognized, "\(result.stages)")
+    }
+
     @Test("scene pages get Lector's hOCR (escaped) and no PDF: the renderer lays out only document pages")
     func sceneRenderings() throws {
         let engine = try Self.engine()
-        let result = try Self.recognize(engine, try Self.scenePhoto(), OCROptions(lang: "eng", mode: .scene))
+        let result = try Self.recognize(engine, try Self.scenePhoto(), OCROptions(lang: "eng", mode: .scene, formats: [.hocr, .pdf]))
         #expect(result.renderings.pdf == nil)
         let hocr = String(decoding: try #require(result.renderings.hocr), as: UTF8.self)
         #expect(hocr.contains("<span class='ocrx_word'") && hocr.contains(">OPEN</span>"), "\(hocr)")

@@ -54,6 +54,11 @@ enum StorageContract {
             #expect(try await storage.readResult(id: id, fileName: file.name) == file.contents)
             #expect(try await storage.hasResult(id: id, fileName: file.name))
         }
+        // A job that did not list hOCR or the PDF in `formats` committed none: the result route's 404 rests on this.
+        for name in ["result.hocr", "result.pdf"] {
+            #expect(try await !storage.hasResult(id: id, fileName: name))
+            #expect(try await storage.readResult(id: id, fileName: name) == nil)
+        }
         await storage.discardResults(id: id, fileNames: files.map(\.name), stage: 1)
         for file in files {
             #expect(try await storage.readResult(id: id, fileName: file.name) == file.contents)

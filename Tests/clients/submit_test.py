@@ -4,7 +4,8 @@
 Two readable pages and a broken one with --wait: exit 1, two results with the words, the broken file's reason
 printed; the same run again makes no new job (Idempotency-Key); a usage error is exit 2; an unreachable server
 is exit 3; without --wait the job ids are printed and the exit is 0; SIGINT while waiting prints the submitted
-ids and exits 130, and those jobs still finish.
+ids and exits 130, and those jobs still finish. --format pdf asks the job for the PDF (the `formats` option) and
+writes it. LECTOR_SUBMIT_DATABASE and LECTOR_SUBMIT_PORT keep two checkouts sharing a cluster apart.
 """
 import os
 import shutil
@@ -39,8 +40,10 @@ def render(path, text):
 
 def main():
     work = tempfile.mkdtemp(prefix="lector-submit-")
-    database = "lector_submit"
-    subprocess.run([PG, "start"], check=True, capture_output=True)
+    database = os.environ.get("LECTOR_SUBMIT_DATABASE", "lector_submit")
+    # The private cluster, started here only when nothing answers (a cluster shared by checkouts already runs).
+    if subprocess.run([PG, "psql", "-d", "postgres", "-tAc", "SELECT 1"], capture_output=True).returncode != 0:
+        subprocess.run([PG, "start"], check=True, capture_output=True)
     psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
     psql("postgres", f"CREATE DATABASE {database}")
     pg_port = os.environ.get("LECTOR_PG_PORT", "54329")
@@ -82,6 +85,14 @@ def main():
         again = subprocess.run([BINARY, "submit", *files[:2], "--wait", "--output", out], env=client_env, capture_output=True, text=True, timeout=180)
         check(again.returncode == 0, f"all finished: exit 0 (got {again.returncode}: {again.stderr[-300:]})")
         check(psql(database, "SELECT count(*) FROM jobs") == "3", "a second run finds the same jobs (Idempotency-Key)")
+
+        # --format pdf asks the job for the PDF (formats), which a job makes only when asked: a new job, its PDF written.
+        pdf = subprocess.run([BINARY, "submit", files[0], "--format", "pdf", "--mode", "document", "--wait", "--output", out],
+                             env=client_env, capture_output=True, text=True, timeout=180)
+        written = open(os.path.join(out, "first.pdf"), "rb").read(5) if os.path.exists(os.path.join(out, "first.pdf")) else b""
+        check(pdf.returncode == 0 and written == b"%PDF-", f"--format pdf: exit 0 and first.pdf written ({pdf.returncode} {written!r} {pdf.stderr[-200:]})")
+        options = psql(database, "SELECT options::text FROM jobs ORDER BY created_at DESC LIMIT 1")
+        check('"pdf"' in options and psql(database, "SELECT count(*) FROM jobs") == "4", f"a job of its own that lists pdf: {options}")
 
         usage = subprocess.run([BINARY, "submit", "--format", "docx", files[0]], env=client_env, capture_output=True, text=True, timeout=60)
         check(usage.returncode == 2, f"a usage error: exit 2 (got {usage.returncode})")

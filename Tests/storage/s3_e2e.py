@@ -5,8 +5,10 @@ private SeaweedFS (`deploy/scripts/weed.sh`) and the private PostgreSQL cluster.
 First with the store unreachable (an API and a worker pointed at a closed port): submit answers 503
 storage_unavailable and creates nothing, /readyz says "not writable", and that worker leaves a queued job
 alone. Then with the store: submits a rendered page, waits for FINISHED, follows the result route's 302 to the store's presigned URL and
-checks the text, checks the objects of the job's prefix (no staged attempt left), that no job folder and no
-upload appeared on local disk, then deletes the job and checks its prefix is gone.
+checks the text, checks the objects of the job's prefix (no staged attempt left, no hOCR or PDF: the job listed no
+`formats`, and those answer 404 format_unavailable), re-OCRs it with formats [pdf] (the PDF object, served by a
+presigned GET; still no hOCR), checks that no job folder and no upload appeared on local disk, then deletes the
+job and checks its prefix is gone.
 
 Direct uploads (POST /v1/uploads): a presigned PUT with urllib, refused by the store (403) with another length or
 content type; a submit before the PUT (409), with another user's id (404), a tampered id (404) and an expired one
@@ -424,6 +426,32 @@ def main():
         keys = store.keys(folder)
         check(not [k for k in keys if "/attempts/" in k], f"no staged attempt is left: {keys}")
         check({f"{folder}result.json", f"{folder}result.txt"} <= set(keys), "the results are live objects")
+
+        # Formats: a job that listed none has no hOCR or PDF object, and says so; a re-OCR that lists the PDF
+        # (the document copied inside the store) has it, behind a presigned GET.
+        check(not {f"{folder}result.hocr", f"{folder}result.pdf"} & set(keys), f"no hocr or pdf object without formats: {keys}")
+        for name in ("hocr", "pdf"):
+            status, _, body = http("GET", f"{base}/v1/jobs/{job}/result?format={name}", key, follow=False)
+            check(status == 404 and error_code(body) == "format_unavailable", f"result?format={name} of a default job: {status} {body[:120]!r}")
+        status, _, body = http("POST", f"{base}/v1/jobs/{job}/rerun", key, data=json.dumps(
+            {"options": {"mode": "document", "formats": ["pdf"]}}).encode(), headers={"Content-Type": "application/json"})
+        rerun = json.loads(body).get("id") if status == 202 else None
+        check(rerun is not None, f"a re-OCR with formats [pdf] answered {status}")
+        if rerun:
+            check(wait_for(base, key, rerun) == "FINISHED", "the re-OCR finished")
+            status, headers, _ = http("GET", f"{base}/v1/jobs/{rerun}/result?format=pdf", key, follow=False)
+            location = headers.get("Location", "")
+            check(status == 302 and location.startswith(f"{store.endpoint}/{store.bucket}/{prefix}/{rerun}/result.pdf?"),
+                  f"the re-OCR's pdf: 302 to the store ({status} {location[:100]})")
+            status, headers, pdf = http("GET", location) if location else (0, {}, b"")
+            check(status == 200 and pdf.startswith(b"%PDF-"), f"the presigned URL serves the PDF ({status} {pdf[:8]!r})")
+            status, _, body = http("GET", f"{base}/v1/jobs/{rerun}/result?format=hocr", key, follow=False)
+            check(status == 404 and error_code(body) == "format_unavailable", f"the re-OCR did not list hocr: {status}")
+            rerun_keys = store.keys(f"{prefix}/{rerun}/")
+            check(f"{prefix}/{rerun}/result.pdf" in rerun_keys and f"{prefix}/{rerun}/result.hocr" not in rerun_keys,
+                  f"the re-OCR's objects: {rerun_keys}")
+            status, _, _ = http("DELETE", f"{base}/v1/jobs/{rerun}", key)
+            check(status == 204, f"the re-OCR deleted ({status})")
         check(f"{prefix}/.signing-key" in store.keys(prefix + "/."), "the shared signing key object was created")
 
         check(not os.path.exists(files_root), "LECTOR_STORAGE_ROOT was never created")

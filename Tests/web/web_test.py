@@ -189,6 +189,9 @@ def run(check, base, key, storage):
         """)
         check(driver.find_element(By.ID, "chosen").text == "2 files chosen: dropped-1.png, dropped-2.png", "dropping two files chooses them")
         Select(driver.find_element(By.ID, "mode")).select_by_value("document")
+        # hOCR and the searchable PDF are made only when asked for: ask, so that all four downloads exist.
+        for box in driver.find_elements(By.CSS_SELECTOR, "input[name=format]"):
+            box.click()
         driver.find_element(By.ID, "files").send_keys(plain + "\n" + hostile)
         check("2 files chosen" in driver.find_element(By.ID, "chosen").text, "two files chosen with the picker")
         driver.find_element(By.ID, "upload-button").click()

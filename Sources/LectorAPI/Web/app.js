@@ -78,8 +78,11 @@ zone.addEventListener("drop", (event) => {
 function options() {
   const languages = [...$("#languages").selectedOptions].map((option) => option.value);
   const operations = [...document.querySelectorAll("input[name=operation]:checked")].map((box) => box.value);
+  // hOCR and the searchable PDF are made only when a job lists them (json and txt always are).
+  const formats = [...document.querySelectorAll("input[name=format]:checked")].map((box) => box.value);
   const options = { mode: $("#mode").value, operations };
   if (languages.length > 0) options.lang = languages.join("+");
+  if (formats.length > 0) options.formats = ["json", "txt", ...formats];
   return options;
 }
 
