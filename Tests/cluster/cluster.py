@@ -57,8 +57,10 @@ def render(directory, index):
     return path
 
 
-def request(method, url, key=None, body=None, content_type=None, timeout=30):
+def request(method, url, key=None, body=None, content_type=None, timeout=30, headers=None):
     req = urllib.request.Request(url, data=body, method=method)
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     if key:
         req.add_header("Authorization", f"Bearer {key}")
     if content_type:
@@ -67,15 +69,22 @@ def request(method, url, key=None, body=None, content_type=None, timeout=30):
         return response.status, response.geturl(), response.read()
 
 
+RUN = os.urandom(4).hex()
+
+
 def submit(base, key, path):
-    """Submits until the API acknowledges (202); returns (job id, seconds of the acknowledged request)."""
+    """Submits until the API acknowledges (202); returns (job id, seconds of the acknowledged request). With an
+    Idempotency-Key, as a client that retries should: a request that timed out but committed is answered by its
+    retry with the same job (a host torn down inside a transaction can hold a lock that submits wait for until
+    PostgreSQL's keepalives end its connection)."""
     with open(path, "rb") as f:
         data = f.read()
+    idempotency = {"Idempotency-Key": f"cluster-{RUN}-{os.path.basename(path)}"}
     delay = 0.2
     for _ in range(30):
         try:
             started = time.time()
-            status, _, body = request("POST", f"{base}/v1/jobs", key, data, "image/png")
+            status, _, body = request("POST", f"{base}/v1/jobs", key, data, "image/png", headers=idempotency)
             if status == 202:
                 return json.loads(body)["id"], time.time() - started
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
