@@ -2,7 +2,8 @@
 """OCR quality of `lector ocr` side by side with the tesseract CLI, on receipts and scene photos (`make eval`).
 
     benchmarks/eval.py [--lector .build/release/lector] [--limit N] [--python-baseline] [--detector db|east]
-                       [--sets receipts,scenes] [--keep DIR]
+                       [--sets receipts,scenes] [--modes document,auto,scene] [--tesseract-config VAR=VALUE]...
+                       [--keep DIR]
 
 Data (research use only, read in place, never copied): ../shared/data (or $LECTOR_EVAL_DATA, or --data):
   receipts-sroie/images/<id>.jpg + gt/<id>.gt.txt     39 scanned SROIE receipts, one GT text line per line
@@ -17,6 +18,9 @@ Systems:
                   (all files at once); receipts: document, auto, scene; scenes: scene, auto.
   python          (--python-baseline) benchmarks/scene_python.py in .venv-bench: OpenCV DNN + the same DB model
                   + pytesseract --psm 7 per region (benchmark P6), one process per set.
+--modes limits the lector columns to those modes (receipts: of document, auto, scene; scenes: of scene, auto);
+--tesseract-config VAR=VALUE (repeatable) is passed to the tesseract CLI as `-c VAR=VALUE` (its column is then
+labelled with it): what a Tesseract variable does to the CLI's text, e.g. tessedit_do_invert=0.
 Seconds per image are wall-clock: per image for the CLI (process start included), whole run / images for
 lector and python (one process start and model load included).
 
@@ -366,18 +370,24 @@ def run_python(files, tmp, verbose):
     return run_batch("python baseline", [PY_VENV, PY_BASELINE, *files, "--output", outdir], files, outdir, verbose)
 
 
-def tesseract_text(img):
+def config_args(config):
+    """["-c", "VAR=VALUE", ...] for the tesseract CLI."""
+    return [arg for setting in config for arg in ("-c", setting)]
+
+
+def tesseract_text(img, config=()):
     t0 = time.perf_counter()
-    proc = subprocess.run([TESSERACT, img, "-"], capture_output=True, text=True, env=tool_env())
+    proc = subprocess.run([TESSERACT, img, "-", *config_args(config)], capture_output=True, text=True, env=tool_env())
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         error(f"tesseract {img}: exit status {proc.returncode}: {proc.stderr.strip()[-500:]}")
     return proc.stdout, seconds
 
 
-def tesseract_words(img):
+def tesseract_words(img, config=()):
     t0 = time.perf_counter()
-    proc = subprocess.run([TESSERACT, img, "-", "tsv"], capture_output=True, text=True, env=tool_env())
+    proc = subprocess.run([TESSERACT, img, "-", *config_args(config), "tsv"], capture_output=True, text=True,
+                          env=tool_env())
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         error(f"tesseract {img} tsv: exit status {proc.returncode}: {proc.stderr.strip()[-500:]}")
@@ -433,6 +443,10 @@ def main():
     ap.add_argument("--data", default=DATA)
     ap.add_argument("--limit", type=int, default=0, help="first N images of each set (quick run)")
     ap.add_argument("--sets", default="receipts,scenes")
+    ap.add_argument("--modes", default="document,auto,scene",
+                    help="lector modes to score (receipts: document, auto, scene; scenes: scene, auto)")
+    ap.add_argument("--tesseract-config", action="append", default=[], metavar="VAR=VALUE",
+                    help="passed to the tesseract CLI as -c VAR=VALUE (repeatable)")
     ap.add_argument("--detector", choices=["db", "east"], help="passed to lector ocr --detector")
     ap.add_argument("--python-baseline", action="store_true",
                     help="also score benchmarks/scene_python.py (needs benchmarks/setup-bench-venv.sh)")
@@ -441,6 +455,12 @@ def main():
     args = ap.parse_args()
 
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    for setting in args.tesseract_config:
+        if "=" not in setting:
+            log(f"ERROR: --tesseract-config {setting!r} is not VAR=VALUE")
+            return 2
+    cli_config = "".join(f" -c {setting}" for setting in args.tesseract_config)
     for tool in (args.lector, TESSERACT):
         if not (os.path.isfile(tool) and os.access(tool, os.X_OK)):
             log(f"ERROR: {tool} is missing (lector: swift build -c release --product lector)")
@@ -463,13 +483,13 @@ def main():
             rows = []
             counts, secs = [0, 0, 0], 0.0
             for i, (img, gt) in enumerate(items):
-                text, s = tesseract_text(img)
+                text, s = tesseract_text(img, args.tesseract_config)
                 secs += s
                 for k, v in enumerate(bag_counts(text, gt)):
                     counts[k] += v
             log(f"tesseract CLI receipts: {secs / len(items):.3f} s/image")
-            rows.append(("tesseract CLI (psm 3)", prf(*counts), counts, secs / len(items), None))
-            systems = [(f"lector --mode {m}", m) for m in ("document", "auto", "scene")]
+            rows.append((f"tesseract CLI (psm 3{cli_config})", prf(*counts), counts, secs / len(items), None))
+            systems = [(f"lector --mode {m}", m) for m in ("document", "auto", "scene") if m in modes]
             if args.python_baseline:
                 systems.append(("python (OpenCV DNN + pytesseract psm 7)", "python"))
             for label, m in systems:
@@ -511,12 +531,12 @@ def main():
             rows = []
             c, secs = [0] * 5, 0.0
             for img, gt in items:
-                words, s = tesseract_words(img)
+                words, s = tesseract_words(img, args.tesseract_config)
                 secs += s
                 c = [a + b for a, b in zip(c, e2e_counts(words, gt))]
             log(f"tesseract CLI scenes: {secs / len(items):.3f} s/image")
-            rows.append(("tesseract CLI (psm 3, tsv words)", c, secs / len(items), None))
-            systems = [(f"lector --mode {m}", m) for m in ("scene", "auto")]
+            rows.append((f"tesseract CLI (psm 3{cli_config}, tsv words)", c, secs / len(items), None))
+            systems = [(f"lector --mode {m}", m) for m in ("scene", "auto") if m in modes]
             if args.python_baseline:
                 systems.append(("python (OpenCV DNN + pytesseract psm 7)", "python"))
             for label, m in systems:
@@ -547,7 +567,7 @@ def main():
                              f"{s:.2f} | {f'{cl[0]}/{cl[1]}' if cl else ''} |")
             tables.append("\n".join(lines))
             cli_f1 = f1s[rows[0][0]]
-            for label in ("lector --mode scene", "lector --mode auto"):
+            for label in [label for label in ("lector --mode scene", "lector --mode auto") if label in f1s]:
                 targets.append(f"scene e2e F1 {label} {f1s[label]:.3f} >= 2 x CLI {cli_f1:.3f} = {2 * cli_f1:.3f}: "
                                f"{'MET' if f1s[label] >= 2 * cli_f1 else 'NOT MET'}")
     finally:
@@ -556,7 +576,10 @@ def main():
 
     print(f"Command: `benchmarks/eval.py{' --limit ' + str(args.limit) if args.limit else ''}"
           f"{' --python-baseline' if args.python_baseline else ''}"
-          f"{' --detector ' + args.detector if args.detector else ''}` — {started:%Y-%m-%d %H:%M}, {machine()}; "
+          f"{' --detector ' + args.detector if args.detector else ''}"
+          f"{' --sets ' + args.sets if args.sets != 'receipts,scenes' else ''}"
+          f"{' --modes ' + (args.modes or repr('')) if args.modes != 'document,auto,scene' else ''}"
+          f"{''.join(' --tesseract-config ' + c for c in args.tesseract_config)}` — {started:%Y-%m-%d %H:%M}, {machine()}; "
           f"{tesseract_version()} (OMP_THREAD_LIMIT=1); lector engine: {', '.join(sorted(engines)) or '?'}; "
           f"{(datetime.datetime.now() - started).total_seconds():.0f} s in all.")
     print()

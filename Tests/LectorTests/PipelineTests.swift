@@ -186,6 +186,36 @@ struct PipelineTests {
         #expect(try Self.recognize(engine, dusk, OCROptions(lang: "eng")).pages[0].mode == .scene)
     }
 
+    /// A receipt-like page, black on white, with two white-on-black bands: a table's header and a total.
+    static func invertedBandsPage() throws -> Data {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("lector-\(UUID().uuidString).png")
+        defer { try? FileManager.default.removeItem(at: output) }
+        try TestImages.runTool(TestImages.convert, [
+            "-size", "1200x600", "xc:white", "-font", "DejaVu-Sans", "-pointsize", "36", "-fill", "black",
+            "-annotate", "+40+70", "ACME STORE SDN BHD", "-annotate", "+40+130", "Receipt no 10023 date 2017-03-01",
+            "-draw", "rectangle 0,170 1200,240", "-fill", "white", "-annotate", "+40+220", "ITEM QTY PRICE AMOUNT",
+            "-fill", "black", "-annotate", "+40+300", "Bread 1 3.50 3.50", "-annotate", "+40+360", "Milk 2 4.20 8.40",
+            "-draw", "rectangle 0,460 1200,530", "-fill", "white", "-annotate", "+40+510", "TOTAL RM 11.90",
+            "-depth", "8", "png:\(output.path)",
+        ])
+        return try Data(contentsOf: output)
+    }
+
+    @Test("white-on-black bands of a document page are read: Tesseract's second, inverted reading of low-confidence lines stays on")
+    func invertedBands() throws {
+        // tessedit_do_invert=0 would save ~5% of a receipt's recognition (BENCHMARKS.md, P1, sixth run) and leave
+        // SROIE's bag-of-words F1 as it is, but it turns both bands below into nonsense ("OND Mew NiCle Nan").
+        let engine = try Self.engine()
+        let page = try Self.invertedBandsPage()
+        for mode in [PipelineMode.document, .auto] {
+            let result = try Self.recognize(engine, page, OCROptions(lang: "eng", mode: mode))
+            #expect(result.pages[0].mode == .document)
+            for line in ["ITEM QTY PRICE AMOUNT", "TOTAL RM 11.90", "Milk 2 4.20 8.40"] {
+                #expect(result.text.contains(line), "\(mode): \(result.text)")
+            }
+        }
+    }
+
     @Test("asking for EAST without its model fails the job with the way to install it")
     func eastMissing() throws {
         let models = DetectorModels.discover(east: "/nonexistent/frozen_east_text_detection.pb")
