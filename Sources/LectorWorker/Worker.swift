@@ -57,11 +57,13 @@ public struct WorkerConfiguration: Sendable {
     }
 }
 
-/// A worker process's job loop: `concurrency` slots, each claiming and running one job at a time.
+/// A worker process's job loop: `concurrency` slots, each claiming and running one job at a time, while the
+/// previous job's end is recorded beside it.
 ///
 /// A slot claims in one short transaction (`JobStore.claimNext`, which also writes the lease), then reads the
 /// document, runs the engine on its own thread while a heartbeat renews the lease, stages the result files,
-/// and ends the job; all after the claim committed. The end moves the staged files into place and appends
+/// and ends the job; all after the claim committed. The end (fsyncs and database round trips, during which the
+/// slot's core would idle) runs in a child task beside the next job's reading and OCR, one per slot. The end moves the staged files into place and appends
 /// `FINISHED` while holding the lease row, so an attempt that lost its lease can neither finish nor overwrite.
 /// A transient error requeues with backoff; a permanent one fails at once with its reason.
 ///
