@@ -57,11 +57,13 @@ public struct WorkerConfiguration: Sendable {
     }
 }
 
-/// A worker process's job loop: `concurrency` slots, each claiming and running one job at a time.
+/// A worker process's job loop: `concurrency` slots, each claiming and running one job at a time, while the
+/// previous job's end is recorded beside it.
 ///
 /// A slot claims in one short transaction (`JobStore.claimNext`, which also writes the lease), then reads the
 /// document, runs the engine on its own thread while a heartbeat renews the lease, stages the result files,
-/// and ends the job; all after the claim committed. The end moves the staged files into place and appends
+/// and ends the job; all after the claim committed. The end (fsyncs and database round trips, during which the
+/// slot's core would idle) runs in a child task beside the next job's reading and OCR, one per slot. The end moves the staged files into place and appends
 /// `FINISHED` while holding the lease row, so an attempt that lost its lease can neither finish nor overwrite.
 /// A transient error requeues with backoff; a permanent one fails at once with its reason.
 ///
@@ -193,58 +195,72 @@ public struct Worker: Service {
         }
         let ticket = doorbell.register(Self.queuedKey)
         defer { doorbell.unregister(ticket) }
-        var failures = 0
-        var storageWasDown = false
-        while !stopping {
-            let claiming = ContinuousClock.now
-            // Storage that cannot take results (full, or failing) is the system's condition: wait for it rather
-            // than claim jobs that would spend their attempts on it.
-            do {
-                try await storageHealth.check()
-                if storageWasDown { logger.notice("storage takes writes again; claiming", metadata: ["worker": "\(slotID)"]) }
-                storageWasDown = false
-            } catch {
-                if !storageWasDown {
-                    logger.error("storage cannot take writes; not claiming until it can", metadata: [
-                        "worker": "\(slotID)", "error": "\(error.description)",
-                    ])
+        // A job's end (its results put in place, its outcome recorded: fsyncs and database round trips, the core
+        // idle) runs beside the next job's reading and OCR, in a child task; at most one per slot, and the slot
+        // waits for it before it starts another (BENCHMARKS.md, P1).
+        await withTaskGroup(of: Void.self) { ends in
+            var pendingEnds = 0
+            var failures = 0
+            var storageWasDown = false
+            while !stopping {
+                let claiming = ContinuousClock.now
+                // Storage that cannot take results (full, or failing) is the system's condition: wait for it rather
+                // than claim jobs that would spend their attempts on it.
+                do {
+                    try await storageHealth.check()
+                    if storageWasDown { logger.notice("storage takes writes again; claiming", metadata: ["worker": "\(slotID)"]) }
+                    storageWasDown = false
+                } catch {
+                    if !storageWasDown {
+                        logger.error("storage cannot take writes; not claiming until it can", metadata: [
+                            "worker": "\(slotID)", "error": "\(error)",
+                        ])
+                    }
+                    storageWasDown = true
+                    _ = await doorbell.wait(ticket, timeout: max(configuration.pollInterval, .seconds(1)))
+                    continue
                 }
-                storageWasDown = true
-                _ = await doorbell.wait(ticket, timeout: max(configuration.pollInterval, .seconds(1)))
-                continue
-            }
-            // A place under --max-jobs is taken before the claim, so slots together never exceed it.
-            let reserved = claimedCount.withLockedValue { count -> Bool in
-                guard count < (configuration.maxJobs ?? .max) else { return false }
-                count += 1
-                return true
-            }
-            guard reserved else { break }
-            let claimed: ClaimedJob?
-            do {
-                let claimStarted = ContinuousClock.now
-                claimed = try await jobs.claimNext(
-                    worker: slotID, leaseDuration: configuration.leaseDuration, strategy: configuration.claimStrategy)
-                metrics.claim(duration: ContinuousClock.now - claimStarted, found: claimed != nil)
-                failures = 0
-            } catch {
-                claimedCount.withLockedValue { $0 -= 1 }
-                failures += 1
-                let delay = Duration.milliseconds(min(5000, 100 << min(failures, 6)))
-                logger.warning("claim failed; retrying", metadata: [
-                    "worker": "\(slotID)", "error": "\(String(reflecting: error))", "retryIn": "\(delay)",
-                ])
-                _ = await doorbell.wait(ticket, timeout: delay)
-                continue
-            }
-            if claimed == nil { claimedCount.withLockedValue { $0 -= 1 } }
-            if let job = claimed {
-                await process(job, slot: slot, claimed: ContinuousClock.now - claiming)
-            } else if configuration.exitWhenIdle {
-                logger.info("the queue is empty; this slot stops (--exit-when-idle)", metadata: ["worker": "\(slotID)"])
-                break
-            } else {
-                _ = await doorbell.wait(ticket, timeout: configuration.pollInterval)
+                // A place under --max-jobs is taken before the claim, so slots together never exceed it.
+                let reserved = claimedCount.withLockedValue { count -> Bool in
+                    guard count < (configuration.maxJobs ?? .max) else { return false }
+                    count += 1
+                    return true
+                }
+                guard reserved else { break }
+                let claimed: ClaimedJob?
+                do {
+                    let claimStarted = ContinuousClock.now
+                    claimed = try await jobs.claimNext(
+                        worker: slotID, leaseDuration: configuration.leaseDuration, strategy: configuration.claimStrategy)
+                    metrics.claim(duration: ContinuousClock.now - claimStarted, found: claimed != nil)
+                    failures = 0
+                } catch {
+                    claimedCount.withLockedValue { $0 -= 1 }
+                    failures += 1
+                    let delay = Duration.milliseconds(min(5000, 100 << min(failures, 6)))
+                    logger.warning("claim failed; retrying", metadata: [
+                        "worker": "\(slotID)", "error": "\(String(reflecting: error))", "retryIn": "\(delay)",
+                    ])
+                    _ = await doorbell.wait(ticket, timeout: delay)
+                    continue
+                }
+                if claimed == nil { claimedCount.withLockedValue { $0 -= 1 } }
+                if let job = claimed {
+                    let pending = await process(job, slot: slot, claimed: ContinuousClock.now - claiming)
+                    // One end at a time per slot: the previous job's end ran beside this job's OCR; wait for it now,
+                    // then let this one's run beside the next job's.
+                    if pendingEnds > 0 {
+                        await ends.next()
+                        pendingEnds -= 1
+                    }
+                    ends.addTask { await end(pending) }
+                    pendingEnds += 1
+                } else if configuration.exitWhenIdle {
+                    logger.info("the queue is empty; this slot stops (--exit-when-idle)", metadata: ["worker": "\(slotID)"])
+                    break
+                } else {
+                    _ = await doorbell.wait(ticket, timeout: configuration.pollInterval)
+                }
             }
         }
         await slot.shutdown()
@@ -276,14 +292,16 @@ public struct Worker: Service {
         }
     }
 
-    /// Runs one claimed job to its end, a retry, or a hand-back: read, recognise, stage, then record the outcome.
+    /// Runs one claimed job up to its outcome: read, recognise, stage. `end(_:)` then records it (the results put
+    /// in place with `FINISHED`, a retry, a hand-back).
     ///
-    /// While it runs, the attempt is in `inFlight`: the lease keeper renews its lease until the outcome is recorded
-    /// (and cancels the OCR when the lease is gone), and the end of the shutdown grace period cancels the OCR. A
-    /// hard stop (the slot's task cancelled) cancels the OCR too. No task or timer is made per job: with a fast
-    /// engine these were most of the worker's cost per job (BENCHMARKS.md, P3).
-    /// `claimed`: how long the claim took (the storage check and the claim transaction), for the stage times.
-    func process(_ job: ClaimedJob, slot: EngineSlot, claimed: Duration = .zero) async {
+    /// From here to the end of `end(_:)` the attempt is in `inFlight`: the lease keeper renews its lease until the
+    /// outcome is recorded (and cancels the OCR when the lease is gone), and the end of the shutdown grace period
+    /// cancels the OCR. A hard stop (the slot's task cancelled) cancels the OCR too. No task or timer is made per
+    /// job but the end's child task: with a fast engine these were most of the worker's cost per job
+    /// (BENCHMARKS.md, P3). `claimed`: how long the claim took (the storage check and the claim transaction), for
+    /// the stage times.
+    func process(_ job: ClaimedJob, slot: EngineSlot, claimed: Duration = .zero) async -> PendingEnd {
         var jobLogger = self.logger
         jobLogger[metadataKey: "job_id"] = "\(job.id.uuidString.lowercased())"
         jobLogger[metadataKey: "worker"] = "\(job.lease.worker)"
@@ -293,36 +311,51 @@ public struct Worker: Service {
         let running = RunningAttempt(lease: job.lease, logger: logger)
         // A job claimed after the grace period ended is handed back at once.
         if !inFlight.withLockedValue({ $0.add(running) }) { running.cancellation.cancel() }
-        defer { inFlight.withLockedValue { $0.remove(running) } }
 
         metrics.slotBusy(1)
         defer { metrics.slotBusy(-1) }
         let facts = AttemptFacts()
         facts.stages.add("claim", claimed)
         let outcome = await withTaskCancellationHandler {
-            var outcome = await attempt(job, slot: slot, cancellation: running.cancellation, facts: facts, logger: logger)
-            // A cancel request wins over anything but an end the attempt reached by itself (its results are
-            // staged, or the document failed): the job is not requeued, handed back or left to the rescuer.
-            if running.isCancelRequested {
-                switch outcome {
-                case .finished, .failed, .cancelled: break
-                case .retry, .storageFull, .handBack, .leaseLost: outcome = .cancelled
-                }
-            }
-            let ending = ContinuousClock.now
-            await record(outcome, job: job, mode: facts.mode, pages: facts.pages, logger: logger)
-            facts.stages.add("end", ContinuousClock.now - ending)
-            return outcome
+            await attempt(job, slot: slot, cancellation: running.cancellation, facts: facts, logger: logger)
         } onCancel: {
             // The slot itself is cancelled (a hard stop): stop the OCR too.
             if !Task.isShuttingDownGracefully { running.cancellation.cancel() }
         }
+        return PendingEnd(job: job, running: running, facts: facts, outcome: outcome, started: started)
+    }
+
+    /// An attempt whose outcome is known and not yet recorded.
+    struct PendingEnd: Sendable {
+        let job: ClaimedJob
+        let running: RunningAttempt
+        let facts: AttemptFacts
+        let outcome: Outcome
+        let started: ContinuousClock.Instant
+    }
+
+    /// Records an attempt's outcome (`record`), then its metrics and its log line; the attempt leaves `inFlight`.
+    func end(_ pending: PendingEnd) async {
+        let running = pending.running, facts = pending.facts, logger = running.logger
+        defer { inFlight.withLockedValue { $0.remove(running) } }
+        var outcome = pending.outcome
+        // A cancel request wins over anything but an end the attempt reached by itself (its results are staged,
+        // or the document failed): the job is not requeued, handed back or left to the rescuer.
+        if running.isCancelRequested {
+            switch outcome {
+            case .finished, .failed, .cancelled: break
+            case .retry, .storageFull, .handBack, .leaseLost: outcome = .cancelled
+            }
+        }
+        let ending = ContinuousClock.now
+        await record(outcome, job: pending.job, mode: facts.mode, pages: facts.pages, logger: logger)
+        facts.stages.add("end", ContinuousClock.now - ending)
         for page in facts.pageTimings { metrics.ocrPage(mode: page.mode.rawValue, duration: page.duration) }
-        metrics.ocrJob(mode: facts.mode, duration: ContinuousClock.now - started)
+        metrics.ocrJob(mode: facts.mode, duration: ContinuousClock.now - pending.started)
 
         // `stages`: where the attempt's time went (StageTimes; BENCHMARKS.md, P1, sums these lines).
         logger.info("job attempt ended", metadata: [
-            "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - started).secondsValue)", "stages": "\(facts.stages)",
+            "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - pending.started).secondsValue)", "stages": "\(facts.stages)",
         ])
     }
 
@@ -561,7 +594,8 @@ extension Worker {
 }
 
 /// What an attempt learnt, for metrics: the requested mode and each page's time. Used by one task only.
-final class AttemptFacts {
+/// Written by the attempt, then by its end, never by both at once (the end starts after the attempt returned).
+final class AttemptFacts: @unchecked Sendable {
     var mode = "auto"
     /// Where the attempt's time went: the engine's stages and the worker's own (read, encode, stage, end).
     var stages = StageTimes()
