@@ -94,20 +94,8 @@ struct BatchesController {
 
     /// The folder's `metadata.json`, as a submit writes it, naming the batch.
     private func folderMetadata(_ job: NewJob, user: AuthenticatedUser, batchID: UUID, storedFileName: String) -> Data {
-        let description: JSONValue = .object([
-            "id": .string(job.id.uuidString.lowercased()),
-            "owner": .string(user.name),
-            "documentName": .string(job.documentName),
-            "documentFile": .string(storedFileName),
-            "contentType": .string(job.contentType),
-            "size": .integer(job.sizeBytes),
-            "sha256": .string(job.sha256.hexString),
-            "options": JSONValue.parse(Data(job.optionsJSON.utf8)) ?? .object([:]),
-            "priority": .integer(Int64(job.priority)),
-            "dependsOn": .array(job.dependsOn.map { .string($0.uuidString.lowercased()) }),
-            "batch": .string(batchID.uuidString.lowercased()),
-        ])
-        return Data((#"{"job":"# + description.jsonString() + #","metadata":"# + job.metadataJSON + "}\n").utf8)
+        JobsController.folderMetadata(
+            job, owner: user.name, storedFileName: storedFileName, also: ["batch": .string(batchID.uuidString.lowercased())])
     }
 
     /// Creates the batch and its jobs in one transaction, once every folder is complete; removes the folders when
@@ -470,22 +458,15 @@ struct BatchesController {
 /// the result-link key in a domain of its own (`lector-archive-v1`), so no result link or upload id is an archive
 /// link.
 enum ArchiveLink {
+    static let domain = "lector-archive-v1"
+
     static func link(batch: UUID, signer: ResultLinkSigner, now: Date = Date()) -> String {
-        let expires = Int(now.timeIntervalSince1970) + signer.ttl
-        let mac = signer.authenticationCode(domain: "lector-archive-v1", "\(batch.uuidString.lowercased())\n\(expires)")
-        return "/archives/\(batch.uuidString.lowercased()).zip?expires=\(expires)&signature=\(mac.hexString)"
+        let (expires, signature) = signer.sign(domain: domain, batch.uuidString.lowercased(), now: now)
+        return "/archives/\(batch.uuidString.lowercased()).zip?expires=\(expires)&signature=\(signature)"
     }
 
     static func verify(batch: UUID, expires: String?, signature: String?, signer: ResultLinkSigner, now: Date = Date()) -> ResultLinkSigner.Verdict {
-        guard let expires, (1...12).contains(expires.utf8.count), expires.utf8.allSatisfy({ (48...57).contains($0) }),
-            expires.utf8.first != UInt8(ascii: "0"), let expiry = Int(expires), let signature,
-            signature.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }),
-            let mac = ResultLinkSigner.bytes(fromHex: signature)
-        else { return .invalid }
-        let expected = signer.authenticationCode(domain: "lector-archive-v1", "\(batch.uuidString.lowercased())\n\(expiry)")
-        // Constant time.
-        guard expected.count == mac.count, zip(expected, mac).reduce(UInt8(0), { $0 | ($1.0 ^ $1.1) }) == 0 else { return .invalid }
-        return expiry >= Int(now.timeIntervalSince1970) ? .valid : .expired
+        signer.verify(domain: domain, batch.uuidString.lowercased(), expires: expires, signature: signature, now: now)
     }
 }
 

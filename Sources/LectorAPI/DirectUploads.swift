@@ -257,21 +257,11 @@ extension JobsController {
             id: id, ownerID: user.id, documentName: documentName, contentType: type.mediaType, sizeBytes: copied.size,
             sha256: copied.sha256, optionsJSON: optionsJSON, metadataJSON: metadataJSON, callbackURL: callbackURL,
             priority: parameters.priority, dependsOn: parameters.dependsOn)
-        let jobDescription: JSONValue = .object([
-            "id": .string(id.uuidString.lowercased()),
-            "owner": .string(user.name),
-            "documentName": .string(documentName),
-            "documentFile": .string(type.storedFileName),
-            "contentType": .string(type.mediaType),
-            "size": .integer(copied.size),
-            "sha256": .string(copied.sha256.hexString),
-            "options": JSONValue.parse(Data(optionsJSON.utf8)) ?? .object([:]),
-            "priority": .integer(Int64(parameters.priority)),
-            "dependsOn": .array(parameters.dependsOn.map { .string($0.uuidString.lowercased()) }),
-            "upload": .string(ticket.upload.uuidString.lowercased()),
-        ])
-        let folderMetadata = #"{"job":"# + jobDescription.jsonString() + #","metadata":"# + metadataJSON + "}\n"
-        try await storage.writeJobMetadata(id: id, documentFileName: type.storedFileName, metadataJSON: Data(folderMetadata.utf8))
+        try await storage.writeJobMetadata(
+            id: id, documentFileName: type.storedFileName,
+            metadataJSON: Self.folderMetadata(
+                job, owner: user.name, storedFileName: type.storedFileName,
+                also: ["upload": .string(ticket.upload.uuidString.lowercased())]))
         var reusing: ReusableResult?
         if let reusable = await reusableResult(
             user: user, sha256: copied.sha256, optionsJSON: optionsJSON, reuse: parameters.reuse,

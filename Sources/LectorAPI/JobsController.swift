@@ -131,25 +131,11 @@ struct JobsController {
             sizeBytes: upload.document.size, sha256: digest, optionsJSON: optionsJSON,
             metadataJSON: upload.metadataJSON, callbackURL: callbackURL, priority: upload.priority,
             dependsOn: upload.dependsOn)
-        let jobDescription: JSONValue = .object([
-            "id": .string(id.uuidString.lowercased()),
-            "owner": .string(user.name),
-            "documentName": .string(upload.documentName),
-            "documentFile": .string(upload.type.storedFileName),
-            "contentType": .string(upload.type.mediaType),
-            "size": .integer(upload.document.size),
-            "sha256": .string(digest.hexString),
-            "options": JSONValue.parse(Data(optionsJSON.utf8)) ?? .object([:]),
-            "priority": .integer(Int64(upload.priority)),
-            "dependsOn": .array(upload.dependsOn.map { .string($0.uuidString.lowercased()) }),
-        ])
-        // The client's metadata goes in as sent; it was checked to be one JSON object.
-        let folderMetadata = #"{"job":"# + jobDescription.jsonString() + #","metadata":"# + upload.metadataJSON + "}\n"
 
         // The folder is complete before the QUEUED row commits; if the commit fails, the folder goes.
         try await dependencies.storage.createJobFolder(
             id: id, documentFileName: upload.type.storedFileName, document: upload.document,
-            metadataJSON: Data(folderMetadata.utf8))
+            metadataJSON: Self.folderMetadata(job, owner: user.name, storedFileName: upload.type.storedFileName))
         var reusing: ReusableResult?
         if let reusable, await copyResults(of: reusable, to: id, logger: context.logger) { reusing = reusable }
         let createdAt: Date
@@ -402,20 +388,15 @@ struct JobsController {
         }
         let id = UUID()
         let optionsJSON = String(decoding: try JSONEncoder.lector().encode(options), as: UTF8.self)
-        let jobDescription: JSONValue = .object([
-            "id": .string(id.uuidString.lowercased()),
-            "owner": .string(user.name),
-            "documentName": .string(record.documentName),
-            "documentFile": .string(type.storedFileName),
-            "contentType": .string(record.contentType),
-            "size": .integer(record.sizeBytes),
-            "sha256": .string(record.sha256Hex),
-            "options": JSONValue.parse(Data(optionsJSON.utf8)) ?? .object([:]),
-            "rerunOf": .string(source.uuidString.lowercased()),
-        ])
-        let folderMetadata = #"{"job":"# + jobDescription.jsonString() + #","metadata":"# + record.metadataJSON + "}\n"
+        let described = NewJob(
+            id: id, ownerID: user.id, documentName: record.documentName, contentType: record.contentType,
+            sizeBytes: record.sizeBytes, sha256: Self.bytes(hex: record.sha256Hex), optionsJSON: optionsJSON,
+            metadataJSON: record.metadataJSON)
         try await dependencies.storage.createJobFolder(
-            id: id, documentFileName: type.storedFileName, document: document, metadataJSON: Data(folderMetadata.utf8))
+            id: id, documentFileName: type.storedFileName, document: document,
+            metadataJSON: Self.folderMetadata(
+                described, owner: user.name, storedFileName: type.storedFileName,
+                also: ["rerunOf": .string(source.uuidString.lowercased())]))
         let createdAt: Date?
         do {
             createdAt = try await database { try await jobs.rerun(id, of: source, ownerID: user.id, optionsJSON: optionsJSON, callbackURL: callbackURL) }
@@ -436,6 +417,26 @@ struct JobsController {
         headers[.location] = JobLinks(id: id).`self`
         headers[.retryAfter] = "\(dependencies.settings.retryAfter)"
         return try json(response, status: .accepted, headers: headers)
+    }
+
+    /// A job folder's `metadata.json`: `{"job": {...}, "metadata": <as sent>}`. The client's metadata goes in as
+    /// sent (it was checked to be one JSON object); `also` adds what a kind of submit knows besides (the batch, the
+    /// upload, the job a re-OCR reads again).
+    static func folderMetadata(_ job: NewJob, owner: String, storedFileName: String, also: [String: JSONValue] = [:]) -> Data {
+        var description: [String: JSONValue] = [
+            "id": .string(job.id.uuidString.lowercased()),
+            "owner": .string(owner),
+            "documentName": .string(job.documentName),
+            "documentFile": .string(storedFileName),
+            "contentType": .string(job.contentType),
+            "size": .integer(job.sizeBytes),
+            "sha256": .string(job.sha256.hexString),
+            "options": JSONValue.parse(Data(job.optionsJSON.utf8)) ?? .object([:]),
+            "priority": .integer(Int64(job.priority)),
+            "dependsOn": .array(job.dependsOn.map { .string($0.uuidString.lowercased()) }),
+        ]
+        description.merge(also) { _, added in added }
+        return Data((#"{"job":"# + JSONValue.object(description).jsonString() + #","metadata":"# + job.metadataJSON + "}\n").utf8)
     }
 
     /// Bytes of a hex string (the stored SHA-256).

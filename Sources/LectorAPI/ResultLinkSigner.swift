@@ -24,20 +24,42 @@ public struct ResultLinkSigner: Sendable {
     }
 
     public func verify(job: UUID, file: String, expires: String?, signature: String?, now: Date = Date()) -> Verdict {
-        // Exactly the form we write: digits only without leading zeros, lower-case hex; no sign, no upper case,
-        // no other spelling.
+        guard let (expiry, mac) = Self.parse(expires: expires, signature: signature),
+            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: message(job, file, expiry), using: key)
+        else {
+            return .invalid
+        }
+        return expiry >= Int(now.timeIntervalSince1970) ? .valid : .expired
+    }
+
+    /// A link's `expires` and `signature` for `subject`, signed in a `domain` of its own (e.g. batch archives).
+    func sign(domain: String, _ subject: String, now: Date = Date()) -> (expires: Int, signature: String) {
+        let expires = Int(now.timeIntervalSince1970) + ttl
+        return (expires, authenticationCode(domain: domain, "\(subject)\n\(expires)").hexString)
+    }
+
+    /// Checks what `sign(domain:_:)` wrote, as `verify(job:file:...)` checks a result link.
+    func verify(domain: String, _ subject: String, expires: String?, signature: String?, now: Date = Date()) -> Verdict {
+        guard let (expiry, mac) = Self.parse(expires: expires, signature: signature),
+            HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: Data((domain + "\n" + "\(subject)\n\(expiry)").utf8), using: key)
+        else {
+            return .invalid
+        }
+        return expiry >= Int(now.timeIntervalSince1970) ? .valid : .expired
+    }
+
+    /// Exactly the form we write: digits only without leading zeros, lower-case hex; no sign, no upper case, no
+    /// other spelling.
+    private static func parse(expires: String?, signature: String?) -> (Int, [UInt8])? {
         guard let expires, (1...12).contains(expires.utf8.count), expires.utf8.allSatisfy({ (48...57).contains($0) }),
             expires.utf8.first != UInt8(ascii: "0"),
             let expiry = Int(expires), let signature,
             signature.utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) }),
-            let mac = Self.bytes(fromHex: signature)
+            let mac = bytes(fromHex: signature)
         else {
-            return .invalid
+            return nil
         }
-        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: message(job, file, expiry), using: key) else {
-            return .invalid
-        }
-        return expiry >= Int(now.timeIntervalSince1970) ? .valid : .expired
+        return (expiry, mac)
     }
 
     /// An HMAC-SHA256 with this key over `message`, in a `domain` of its own (e.g. upload ids), so that no MAC of

@@ -372,7 +372,7 @@ struct UploadParser {
     private static let formatsNotStrings = APIError.badRequest(
         "invalid_options", "options.formats must be an array of strings, e.g. [\"json\", \"pdf\"]")
 
-    func makeOptions(
+    private func makeOptions(
         lang: String?, mode: String? = nil, operations: [String]? = nil, detector: String? = nil, formats: [String]? = nil
     ) throws -> OCROptions {
         var options = OCROptions(lang: lang ?? defaultLanguage)

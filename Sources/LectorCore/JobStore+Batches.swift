@@ -45,7 +45,12 @@ extension JobStore {
         _ id: UUID, ownerID: Int64, jobs: [NewJob], reusing: [UUID: ReusableResult] = [:]
     ) async throws -> (createdAt: Date, reused: Set<UUID>) {
         precondition(!jobs.isEmpty && jobs.count <= Self.maxBatchJobs)
+        // Options, metadata, callback, priority and dependencies are the batch's, passed once for all its jobs.
         let shared = jobs[0]
+        precondition(jobs.allSatisfy {
+            $0.ownerID == ownerID && $0.optionsJSON == shared.optionsJSON && $0.metadataJSON == shared.metadataJSON
+                && $0.callbackURL == shared.callbackURL && $0.priority == shared.priority && $0.dependsOn == shared.dependsOn
+        }, "a batch's jobs share their options, metadata, callback, priority and dependencies")
         let sources = jobs.map { reusing[$0.id]?.jobID.uuidString.lowercased() ?? "" }
         let engines = jobs.map { reusing[$0.id]?.engineVersion ?? "" }
         do {
