@@ -93,7 +93,7 @@ eval: deps
 models: build
 	$(BIN) models fetch east
 
-# Embeds Sources/LectorAPI/openapi.json into the binary (run after editing it).
+# Regenerates the typed client (Sources/LectorClient) from Sources/LectorAPI/openapi.json (run after editing it).
 openapi:
 	deploy/scripts/embed-openapi.sh
 

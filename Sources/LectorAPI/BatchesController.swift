@@ -2,7 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import LectorCore
-import LectorOCR
+import LectorModel
 import NIOCore
 
 /// `/v1/batches`: many documents in one request, with shared options; their progress in one view, cancelled as
@@ -32,7 +32,7 @@ struct BatchesController {
     @Sendable func create(_ request: Request, context: LectorRequestContext) async throws -> Response {
         let user = try context.requireUser()
         guard let pass = dependencies.uploads.enter() else {
-            var error = APIError(.serviceUnavailable, "too_many_uploads",
+            var error = APIError(.serviceUnavailable, .tooManyUploads,
                 "the server is receiving \(dependencies.uploads.limit) uploads already; try again shortly")
             error.headers[.retryAfter] = "1"
             throw error
@@ -115,7 +115,7 @@ struct BatchesController {
             }
         } catch let error as UnknownDependency {
             for item in prepared { try? await dependencies.storage.removeJobFolder(id: item.job.id) }
-            throw APIError.badRequest("invalid_depends_on", error.message)
+            throw APIError.badRequest(.invalidDependsOn, error.message)
         } catch {
             for item in prepared { await jobs.removeFolderIfRolledBack(item.job.id, after: error) }
             throw error
@@ -147,29 +147,29 @@ struct BatchesController {
         _ request: Request, context: LectorRequestContext, user: AuthenticatedUser, parser: UploadParser
     ) async throws -> Response {
         for (name, _) in request.uri.queryParameters {
-            throw APIError.badRequest("invalid_option",
+            throw APIError.badRequest(.unknownParameter,
                 "unknown query parameter '\(String(name).prefix(64))': with application/json, send options in the body's 'options' member")
         }
         let raw = try await UploadsController.jsonBody(request, limit: Self.maxJSONBytes)
         guard let value = JSONValue.parse(Data(raw)), case .object = value, let members = UploadsController.rawMembers(raw) else {
-            throw APIError.badRequest("invalid_json", "the body must be a JSON object: {\"uploads\": [\"<id>\", ...]}")
+            throw APIError.badRequest(.invalidJson, "the body must be a JSON object: {\"uploads\": [\"<id>\", ...]}")
         }
         var items: [(token: String, name: String)]?
         var options: ArraySlice<UInt8>?, metadata: ArraySlice<UInt8>?
         var seen: Set<String> = []
         for (key, value) in members {
             guard seen.insert(key).inserted else {
-                throw APIError.badRequest("invalid_json", "the member '\(key.prefix(64))' appears more than once")
+                throw APIError.badRequest(.invalidJson, "the member '\(key.prefix(64))' appears more than once")
             }
             switch key {
             case "uploads": items = try Self.uploadItems(JSONValue.parse(Data(value)))
             case "options": options = value
             case "metadata": metadata = value
-            default: throw APIError.badRequest("invalid_json", "unknown member '\(key.prefix(64))'; allowed: uploads, options, metadata")
+            default: throw APIError.badRequest(.invalidJson, "unknown member '\(key.prefix(64))'; allowed: uploads, options, metadata")
             }
         }
         guard let items, !items.isEmpty else {
-            throw APIError.badRequest("invalid_upload", "uploads is required: the ids POST /v1/uploads answered, at least one")
+            throw APIError.badRequest(.invalidUpload, "uploads is required: the ids POST /v1/uploads answered, at least one")
         }
         guard let storage = dependencies.storage as? ObjectStorage else { throw UploadsController.unavailable }
         let metadataJSON = try metadata.map { try parser.parseMetadata(ByteBuffer(bytes: $0)) } ?? "{}"
@@ -194,7 +194,7 @@ struct BatchesController {
                 totalBytes += copied.size
                 guard totalBytes <= Int64(dependencies.settings.maxBatchBytes) else {
                     try? await storage.removeJobFolder(id: id)
-                    throw APIError(.contentTooLarge, "batch_too_large",
+                    throw APIError(.contentTooLarge, .batchTooLarge,
                         "the batch's documents are larger than the limit of \(dependencies.settings.maxBatchBytes) bytes together")
                 }
                 let job = NewJob(
@@ -221,11 +221,11 @@ struct BatchesController {
 
     /// `uploads`: up to `JobStore.maxBatchJobs` ids, each a string or `{"upload": id, "filename": name}`.
     static func uploadItems(_ value: JSONValue?) throws -> [(token: String, name: String)] {
-        let shape = APIError.badRequest("invalid_upload",
+        let shape = APIError.badRequest(.invalidUpload,
             "uploads must be an array of upload ids, or of {\"upload\": \"<id>\", \"filename\": \"<name>\"}")
         guard case .array(let list)? = value else { throw shape }
         guard list.count <= JobStore.maxBatchJobs else {
-            throw APIError.badRequest("too_many_documents", "a batch holds at most \(JobStore.maxBatchJobs) documents")
+            throw APIError.badRequest(.tooManyDocuments, "a batch holds at most \(JobStore.maxBatchJobs) documents")
         }
         return try list.map { item in
             switch item {
@@ -252,7 +252,7 @@ struct BatchesController {
         let user = try context.requireUser()
         let id = try batchID(context)
         for (name, _) in request.uri.queryParameters where String(name) != "wait" {
-            throw APIError.badRequest("unknown_parameter", "unknown query parameter '\(name.prefix(64))'; this route takes wait")
+            throw APIError.badRequest(.unknownParameter, "unknown query parameter '\(name.prefix(64))'; this route takes wait")
         }
         let wait = try jobs.waitSeconds(request)
         var record: BatchRecord
@@ -312,7 +312,7 @@ struct BatchesController {
         }
         let record = try await load(id, ownerID: user.id)
         guard !outcomes.isEmpty else {
-            var error = APIError(.conflict, "batch_ended", "every job of the batch has ended; there is nothing to cancel")
+            var error = APIError(.conflict, .batchEnded, "every job of the batch has ended; there is nothing to cancel")
             error.details["status"] = "ENDED"
             throw error
         }
@@ -334,7 +334,7 @@ struct BatchesController {
         let user = try context.requireUser()
         let id = try batchID(context)
         for (name, _) in request.uri.queryParameters {
-            throw APIError.badRequest("unknown_parameter", "unknown query parameter '\(name.prefix(64))'; this route takes none")
+            throw APIError.badRequest(.unknownParameter, "unknown query parameter '\(name.prefix(64))'; this route takes none")
         }
         let record = try await load(id, ownerID: user.id)
         var headers = HTTPFields()
@@ -355,16 +355,16 @@ struct BatchesController {
         guard file.hasSuffix(".zip"), let id = UUID(uuidString: String(file.dropLast(4))),
             request.uri.path == "/archives/\(id.uuidString.lowercased()).zip"
         else {
-            throw APIError(.notFound, "not_found", "no such archive")
+            throw APIError(.notFound, .notFound, "no such archive")
         }
         let query = request.uri.queryParameters
         switch ArchiveLink.verify(batch: id, expires: query.get("expires"), signature: query.get("signature"), signer: dependencies.signer) {
         case .valid: break
-        case .expired: throw APIError(.forbidden, "link_expired", "this archive link has expired; ask the archive route for a new one")
-        case .invalid: throw APIError(.forbidden, "invalid_signature", "this archive link is not valid")
+        case .expired: throw APIError(.forbidden, .linkExpired, "this archive link has expired; ask the archive route for a new one")
+        case .invalid: throw APIError(.forbidden, .invalidSignature, "this archive link is not valid")
         }
         guard let pass = dependencies.archiveStreams.enter() else {
-            var error = APIError(.serviceUnavailable, "too_many_archives",
+            var error = APIError(.serviceUnavailable, .tooManyArchives,
                 "this server is streaming \(dependencies.archiveStreams.limit) archives already; try again shortly")
             error.headers[.retryAfter] = "2"
             throw error
@@ -372,7 +372,7 @@ struct BatchesController {
         let holder = UploadGate.Holder(pass)
         // The link was signed for the owner's request; the batch is read without an owner.
         guard let record = try await jobs.database({ [store = dependencies.jobs] in try await store.batch(id, ownerID: nil) }) else {
-            throw APIError(.notFound, "not_found", "no such archive")
+            throw APIError(.notFound, .notFound, "no such archive")
         }
         var headers = HTTPFields()
         headers[.contentType] = "application/zip"
@@ -389,7 +389,7 @@ struct BatchesController {
                 let folder = String(format: "%04ld-", job.position) + Self.entryName(job.documentName)
                 var files: [JSONValue] = []
                 if job.status == .finished, !job.deleted {
-                    for name in ["result.txt", "result.json"] {
+                    for name in [ResultFormat.txt.fileName, ResultFormat.json.fileName] {
                         do {
                             guard let data = try await storage.readResult(id: job.id, fileName: name) else { continue }
                             try await writer.write(try zip.entry(name: "\(folder)/\(name)", contents: data))
@@ -437,7 +437,7 @@ struct BatchesController {
 
     // MARK: helpers
 
-    static let notFound = APIError(.notFound, "batch_not_found", "no such batch")
+    static let notFound = APIError(.notFound, .batchNotFound, "no such batch")
 
     private func load(_ id: UUID, ownerID: Int64) async throws -> BatchRecord {
         guard let record = try await jobs.database({ [store = dependencies.jobs] in try await store.batch(id, ownerID: ownerID) }) else {
@@ -448,7 +448,7 @@ struct BatchesController {
 
     private func batchID(_ context: LectorRequestContext) throws -> UUID {
         guard let raw = context.parameters.get("id"), let id = UUID(uuidString: raw) else {
-            throw APIError.badRequest("invalid_batch_id", "the batch id must be a UUID")
+            throw APIError.badRequest(.invalidBatchId, "the batch id must be a UUID")
         }
         return id
     }

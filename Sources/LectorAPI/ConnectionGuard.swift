@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import LectorModel
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
@@ -156,14 +157,14 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
         guard var body else { return }
         if now - body.start > limits.bodyTimeout {
-            fail(context: context, status: .requestTimeout, code: "request_timeout",
+            fail(context: context, status: .requestTimeout, code: .requestTimeout,
                  message: "the request body took longer than \(limits.bodyTimeout.nanoseconds / 1_000_000_000) s")
             return
         }
         guard now - body.windowStart >= limits.rateWindow else { return }
         let seconds = Double((now - body.windowStart).nanoseconds) / 1e9
         if readOutstanding, Double(body.windowBytes) < Double(limits.minBodyRate) * seconds {
-            fail(context: context, status: .requestTimeout, code: "request_timeout",
+            fail(context: context, status: .requestTimeout, code: .requestTimeout,
                  message: "the request body arrived slower than \(limits.minBodyRate) bytes per second")
             return
         }
@@ -173,7 +174,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     /// Answers with a JSON error when no response has started, then closes the connection.
-    private func fail(context: ChannelHandlerContext, status: HTTPResponse.Status, code: String, message: String) {
+    private func fail(context: ChannelHandlerContext, status: HTTPResponse.Status, code: ErrorCode, message: String) {
         guard !closing else { return }
         closing = true
         guard !responseStarted else {
@@ -182,7 +183,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         }
         responseStarted = true
         let json = (try? JSONSerialization.data(
-            withJSONObject: ["error": ["code": code, "message": message]], options: [.sortedKeys])) ?? Data()
+            withJSONObject: ["error": ["code": code.rawValue, "message": message]], options: [.sortedKeys])) ?? Data()
         let head = HTTPResponse(status: status, headerFields: [
             .contentType: "application/json; charset=utf-8", .contentLength: "\(json.count)", .connection: "close",
         ])
@@ -211,14 +212,14 @@ final class ParserErrorResponder: ChannelInboundHandler, RemovableChannelHandler
         if isHead { context.pipeline.syncOperations.removeHandler(context: context, promise: nil) }
     }
 
-    static func answer(_ error: HTTPParserError) -> (HTTPResponseStatus, String, String) {
+    static func answer(_ error: HTTPParserError) -> (HTTPResponseStatus, ErrorCode, String) {
         switch error {
         case .headerOverflow:
-            (.requestHeaderFieldsTooLarge, "request_header_too_large", "the request line or headers are larger than the server accepts")
+            (.requestHeaderFieldsTooLarge, .requestHeaderTooLarge, "the request line or headers are larger than the server accepts")
         case .invalidURL:
-            (.badRequest, "malformed_request", "the request's URL is not valid")
+            (.badRequest, .malformedRequest, "the request's URL is not valid")
         default:
-            (.badRequest, "malformed_request", "the request is not valid HTTP/1.1")
+            (.badRequest, .malformedRequest, "the request is not valid HTTP/1.1")
         }
     }
 
@@ -231,7 +232,7 @@ final class ParserErrorResponder: ChannelInboundHandler, RemovableChannelHandler
         failed = true
         let (status, code, message) = Self.answer(parserError)
         let json = (try? JSONSerialization.data(
-            withJSONObject: ["error": ["code": code, "message": message]], options: [.sortedKeys])) ?? Data()
+            withJSONObject: ["error": ["code": code.rawValue, "message": message]], options: [.sortedKeys])) ?? Data()
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
         headers.add(name: "Content-Length", value: "\(json.count)")

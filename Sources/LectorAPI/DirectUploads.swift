@@ -3,7 +3,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import LectorCore
-import LectorOCR
+import LectorModel
 import NIOCore
 
 /// Direct uploads (object storage only): `POST /v1/uploads` answers a presigned PUT, the client sends the document
@@ -23,7 +23,7 @@ struct UploadsController {
     /// Largest JSON body of `POST /v1/uploads`.
     static let maxRequestBytes = 4 * 1024
 
-    static let unavailable = APIError(.conflict, "direct_uploads_unavailable",
+    static let unavailable = APIError(.conflict, .directUploadsUnavailable,
         "direct uploads need object storage (LECTOR_STORAGE=s3://...); send the document to POST /v1/jobs instead")
 
     struct Created: Encodable {
@@ -45,7 +45,7 @@ struct UploadsController {
     @Sendable func create(_ request: Request, context: LectorRequestContext) async throws -> Response {
         let user = try context.requireUser()
         for (name, _) in request.uri.queryParameters {
-            throw APIError.badRequest("unknown_parameter", "unknown query parameter '\(String(name).prefix(64))'; this route takes none")
+            throw APIError.badRequest(.unknownParameter, "unknown query parameter '\(String(name).prefix(64))'; this route takes none")
         }
         let members = try await Self.jsonObject(request, limit: Self.maxRequestBytes)
         var contentType: String?
@@ -53,23 +53,23 @@ struct UploadsController {
         for (key, value) in members {
             switch (key, value) {
             case ("contentType", .string(let text)): contentType = text
-            case ("contentType", _): throw APIError.badRequest("invalid_content_type", "contentType must be a string, e.g. \"image/png\"")
+            case ("contentType", _): throw APIError.badRequest(.invalidContentType, "contentType must be a string, e.g. \"image/png\"")
             case ("size", .integer(let number)): size = number
-            case ("size", _): throw APIError.badRequest("invalid_size", "size must be the document's length in bytes, a whole number")
-            default: throw APIError.badRequest("invalid_request", "unknown member '\(key.prefix(64))'; allowed: contentType, size")
+            case ("size", _): throw APIError.badRequest(.invalidSize, "size must be the document's length in bytes, a whole number")
+            default: throw APIError.badRequest(.invalidRequest, "unknown member '\(key.prefix(64))'; allowed: contentType, size")
             }
         }
-        guard let contentType else { throw APIError.badRequest("invalid_content_type", "contentType is required, e.g. \"image/png\"") }
-        guard let size else { throw APIError.badRequest("invalid_size", "size is required: the document's length in bytes") }
-        guard size > 0 else { throw APIError.badRequest("empty_document", "size must be at least 1 byte") }
+        guard let contentType else { throw APIError.badRequest(.invalidContentType, "contentType is required, e.g. \"image/png\"") }
+        guard let size else { throw APIError.badRequest(.invalidSize, "size is required: the document's length in bytes") }
+        guard size > 0 else { throw APIError.badRequest(.emptyDocument, "size must be at least 1 byte") }
         let limit = dependencies.settings.maxUploadBytes
         guard size <= Int64(limit) else {
-            throw APIError(.contentTooLarge, "document_too_large", "the document is larger than the limit of \(limit) bytes")
+            throw APIError(.contentTooLarge, .documentTooLarge, "the document is larger than the limit of \(limit) bytes")
         }
         let supported = dependencies.supportedTypes
         guard let type = DocumentType(mediaType: contentType.lowercased()), supported.contains(type) else {
             let accepted = supported.map(\.mediaType).sorted().joined(separator: ", ")
-            throw APIError(.unsupportedMediaType, "unsupported_document_type",
+            throw APIError(.unsupportedMediaType, .unsupportedDocumentType,
                 "contentType must be a type Lector reads (accepted: \(accepted))")
         }
         guard let storage = dependencies.storage as? ObjectStorage else { throw Self.unavailable }
@@ -97,7 +97,7 @@ struct UploadsController {
     static func jsonObject(_ request: Request, limit: Int) async throws -> [(key: String, value: JSONValue)] {
         let raw = try await jsonBody(request, limit: limit)
         guard let value = JSONValue.parse(Data(raw)), case .object(let members) = value else {
-            throw APIError.badRequest("invalid_json", "the body must be a JSON object")
+            throw APIError.badRequest(.invalidJson, "the body must be a JSON object")
         }
         return members.sorted { $0.key < $1.key }
     }
@@ -105,15 +105,15 @@ struct UploadsController {
     /// The raw body of a JSON request: 415 for another Content-Type, 413 beyond `limit`.
     static func jsonBody(_ request: Request, limit: Int) async throws -> [UInt8] {
         guard (request.headers[.contentType] ?? "").lowercased().hasPrefix("application/json") else {
-            throw APIError(.unsupportedMediaType, "unsupported_media_type", "send a JSON body with Content-Type: application/json")
+            throw APIError(.unsupportedMediaType, .unsupportedMediaType, "send a JSON body with Content-Type: application/json")
         }
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
-            throw APIError(.contentTooLarge, "request_too_large", "the JSON body is larger than \(limit) bytes")
+            throw APIError(.contentTooLarge, .requestTooLarge, "the JSON body is larger than \(limit) bytes")
         }
         var bytes: [UInt8] = []
         for try await chunk in request.body {
             guard bytes.count + chunk.readableBytes <= limit else {
-                throw APIError(.contentTooLarge, "request_too_large", "the JSON body is larger than \(limit) bytes")
+                throw APIError(.contentTooLarge, .requestTooLarge, "the JSON body is larger than \(limit) bytes")
             }
             bytes += chunk.readableBytesView
         }
@@ -190,38 +190,38 @@ extension JobsController {
         _ request: Request, context: LectorRequestContext, user: AuthenticatedUser, idempotencyKey: String?
     ) async throws -> Response {
         for (name, _) in request.uri.queryParameters {
-            throw APIError.badRequest("invalid_option",
+            throw APIError.badRequest(.unknownParameter,
                 "unknown query parameter '\(String(name).prefix(64))': with application/json, send options in the body's 'options' member")
         }
         let raw = try await UploadsController.jsonBody(request, limit: Self.maxJSONSubmitBytes)
         guard let value = JSONValue.parse(Data(raw)), case .object = value, let members = UploadsController.rawMembers(raw) else {
-            throw APIError.badRequest("invalid_json", "the body must be a JSON object: {\"upload\": \"<id from POST /v1/uploads>\"}")
+            throw APIError.badRequest(.invalidJson, "the body must be a JSON object: {\"upload\": \"<id from POST /v1/uploads>\"}")
         }
         var token: String?, options: ArraySlice<UInt8>?, metadata: ArraySlice<UInt8>?, fileName: String?
         var seen: Set<String> = []
         for (key, value) in members {
             guard seen.insert(key).inserted else {
-                throw APIError.badRequest("invalid_json", "the member '\(key.prefix(64))' appears more than once")
+                throw APIError.badRequest(.invalidJson, "the member '\(key.prefix(64))' appears more than once")
             }
             switch key {
             case "upload":
                 guard let text = try? JSONDecoder().decode(String.self, from: Data(value)) else {
-                    throw APIError.badRequest("invalid_upload", "upload must be a string: the id POST /v1/uploads answered")
+                    throw APIError.badRequest(.invalidUpload, "upload must be a string: the id POST /v1/uploads answered")
                 }
                 token = text
             case "options": options = value
             case "metadata": metadata = value
             case "filename":
                 guard let text = try? JSONDecoder().decode(String.self, from: Data(value)) else {
-                    throw APIError.badRequest("invalid_filename", "filename must be a string")
+                    throw APIError.badRequest(.invalidFilename, "filename must be a string")
                 }
                 fileName = text
             default:
-                throw APIError.badRequest("invalid_json", "unknown member '\(key.prefix(64))'; allowed: upload, options, metadata, filename")
+                throw APIError.badRequest(.invalidJson, "unknown member '\(key.prefix(64))'; allowed: upload, options, metadata, filename")
             }
         }
         guard let token else {
-            throw APIError.badRequest("invalid_upload", "upload is required: the id POST /v1/uploads answered")
+            throw APIError.badRequest(.invalidUpload, "upload is required: the id POST /v1/uploads answered")
         }
         guard let storage = dependencies.storage as? ObjectStorage else { throw UploadsController.unavailable }
         let parser = UploadParser(
@@ -302,27 +302,27 @@ extension JobsController {
         let ticket: UploadTicket
         switch UploadTicket.verify(token, owner: user.id, signer: dependencies.signer, ttl: dependencies.settings.uploadURLTTL) {
         case .valid(let valid): ticket = valid
-        case .expired: throw APIError(.gone, "upload_expired", "this upload id has expired; create a new upload")
-        case .invalid: throw APIError(.notFound, "upload_not_found", "no such upload for this key")
+        case .expired: throw APIError(.gone, .uploadExpired, "this upload id has expired; create a new upload")
+        case .invalid: throw APIError(.notFound, .uploadNotFound, "no such upload for this key")
         }
 
         // The uploaded object: there, of the declared size, within the limit, and a document by its first bytes.
         guard let size = try await storage.uploadedSize(owner: user.id, upload: ticket.upload) else {
-            throw APIError(.conflict, "upload_not_received",
+            throw APIError(.conflict, .uploadNotReceived,
                 "nothing was uploaded with this id (yet, or any more): PUT the document to the upload URL first")
         }
         let limit = dependencies.settings.maxUploadBytes
         guard size <= Int64(limit) else {
-            throw APIError(.contentTooLarge, "document_too_large", "the document is larger than the limit of \(limit) bytes")
+            throw APIError(.contentTooLarge, .documentTooLarge, "the document is larger than the limit of \(limit) bytes")
         }
         guard size == ticket.size else {
-            throw APIError.badRequest("upload_size_mismatch", "the uploaded object has \(size) bytes, not the \(ticket.size) declared")
+            throw APIError.badRequest(.uploadSizeMismatch, "the uploaded object has \(size) bytes, not the \(ticket.size) declared")
         }
         let head: [UInt8]
         do {
             head = try await storage.uploadHead(owner: user.id, upload: ticket.upload)
         } catch let error as StorageError where error.kind == .missing {
-            throw APIError(.conflict, "upload_not_received", "the upload disappeared before the job was made; upload again")
+            throw APIError(.conflict, .uploadNotReceived, "the upload disappeared before the job was made; upload again")
         }
         let type = try checkType(head)
 
@@ -331,11 +331,11 @@ extension JobsController {
         do {
             copied = try await storage.copyUpload(owner: user.id, upload: ticket.upload, toJob: id, documentFileName: type.storedFileName)
         } catch let error as StorageError where error.kind == .missing {
-            throw APIError(.conflict, "upload_not_received", "the upload disappeared before the job was made; upload again")
+            throw APIError(.conflict, .uploadNotReceived, "the upload disappeared before the job was made; upload again")
         }
         guard copied.size == ticket.size, DocumentType.detect(copied.head) == type else {
             try? await storage.removeJobFolder(id: id)
-            throw APIError(.conflict, "upload_changed", "the upload changed while the job was made; submit again")
+            throw APIError(.conflict, .uploadChanged, "the upload changed while the job was made; submit again")
         }
         return (ticket, type, copied)
     }
@@ -345,11 +345,11 @@ extension JobsController {
         let supported = dependencies.supportedTypes
         guard let type = DocumentType.detect(head) else {
             let accepted = supported.map(\.mediaType).sorted().joined(separator: ", ")
-            throw APIError(.unsupportedMediaType, "unsupported_document_type",
+            throw APIError(.unsupportedMediaType, .unsupportedDocumentType,
                 "the uploaded bytes are not a format Lector reads (accepted: \(accepted))")
         }
         guard supported.contains(type) else {
-            throw APIError(.unsupportedMediaType, "unsupported_document_type",
+            throw APIError(.unsupportedMediaType, .unsupportedDocumentType,
                 "\(type.mediaType) documents are not supported by this server's engine")
         }
         return type

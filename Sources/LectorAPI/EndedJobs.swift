@@ -1,5 +1,6 @@
 import Foundation
 import LectorCore
+import LectorModel
 import NIOConcurrencyHelpers
 
 /// The jobs this API process heard end (from `NOTIFY lector_job_events`) in the last minute.

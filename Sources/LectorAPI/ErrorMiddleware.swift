@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import LectorModel
 import NIOCore
 import Logging
 import LectorCore
@@ -22,7 +23,7 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch let error as HTTPError {
             throw APIError(error.status, Self.code(for: error.status), error.body ?? Self.message(for: error.status))
         } catch is NIOTooManyBytesError {
-            throw APIError(.contentTooLarge, "document_too_large", "the request body is larger than the server accepts")
+            throw APIError(.contentTooLarge, .documentTooLarge, "the request body is larger than the server accepts")
         } catch let error as DeadlineExceeded {
             context.logger.error("database did not answer in time", metadata: ["error": "\(error)"])
             throw APIError.databaseUnavailable
@@ -36,7 +37,7 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             throw Self.databaseError(error, logger: context.logger)
         } catch let error as PostgresDecodingError {
             context.logger.error("database decoding error", metadata: ["error": "\(describeDatabaseError(error))"])
-            throw APIError(.internalServerError, "internal_error", "internal error")
+            throw APIError(.internalServerError, .internalError, "internal error")
         } catch let error as StorageError {
             throw Self.storageError(error, logger: context.logger)
         } catch let error as HTTPResponseError {
@@ -44,7 +45,7 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch {
             if error is CancellationError { throw error }
             context.logger.error("unhandled error", metadata: ["error": "\(describeDatabaseError(error))"])
-            throw APIError(.internalServerError, "internal_error", "internal error")
+            throw APIError(.internalServerError, .internalError, "internal error")
         }
     }
 
@@ -68,10 +69,10 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         }
         if state.hasPrefix("22") {
             logger.notice("the database refused a value of the request", metadata: ["sqlstate": "\(state)"])
-            return APIError.badRequest("invalid_value", "a value in the request is outside what Lector can store (SQLSTATE \(state))")
+            return APIError.badRequest(.invalidValue, "a value in the request is outside what Lector can store (SQLSTATE \(state))")
         }
         logger.error("database error", metadata: ["error": "\(describeDatabaseError(error))"])
-        return APIError(.internalServerError, "internal_error", "internal error")
+        return APIError(.internalServerError, .internalError, "internal error")
     }
 
     /// A full disk is 507 (the request may succeed once space is freed); any other storage failure is a 503.
@@ -80,25 +81,25 @@ struct ErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         logger.error("storage error", metadata: ["error": "\(error.description)"])
         var answer: APIError
         if error.kind == .full {
-            answer = APIError(HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), "storage_full", "the server's storage is full; try again later")
+            answer = APIError(HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), .storageFull, "the server's storage is full; try again later")
         } else {
-            answer = APIError(.serviceUnavailable, "storage_unavailable", "the document storage is unavailable; try again shortly")
+            answer = APIError(.serviceUnavailable, .storageUnavailable, "the document storage is unavailable; try again shortly")
         }
         answer.headers[.retryAfter] = "5"
         return answer
     }
 
-    static func code(for status: HTTPResponse.Status) -> String {
+    static func code(for status: HTTPResponse.Status) -> ErrorCode {
         switch status.code {
-        case 400: "bad_request"
-        case 401: "unauthorized"
-        case 403: "forbidden"
-        case 404: "not_found"
-        case 405: "method_not_allowed"
-        case 413: "document_too_large"
-        case 415: "unsupported_media_type"
-        case 503: "unavailable"
-        default: status.code < 500 ? "bad_request" : "internal_error"
+        case 400: .badRequest
+        case 401: .unauthorized
+        case 403: .forbidden
+        case 404: .notFound
+        case 405: .methodNotAllowed
+        case 413: .documentTooLarge
+        case 415: .unsupportedMediaType
+        case 503: .unavailable
+        default: status.code < 500 ? .badRequest : .internalError
         }
     }
 

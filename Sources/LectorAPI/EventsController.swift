@@ -25,7 +25,7 @@ struct EventsController {
         // The WebSocket itself is served on upgrade (`addWebSocketRoutes`); a plain GET learns how to open it.
         v1.get("jobs/:id/ws") { _, context -> Response in
             _ = try context.requireUser()
-            throw APIError(HTTPResponse.Status(code: 426, reasonPhrase: "Upgrade Required"), "upgrade_required",
+            throw APIError(HTTPResponse.Status(code: 426, reasonPhrase: "Upgrade Required"), .upgradeRequired,
                            "open this route as a WebSocket (Upgrade: websocket), or read the same events at /v1/jobs/{id}/events")
         }
     }
@@ -70,7 +70,7 @@ struct EventsController {
     @Sendable func jobEvents(_ request: Request, context: LectorRequestContext) async throws -> Response {
         let user = try context.requireUser()
         guard let raw = context.parameters.get("id"), let id = UUID(uuidString: raw) else {
-            throw APIError.badRequest("invalid_job_id", "the job id must be a UUID")
+            throw APIError.badRequest(.invalidJobId, "the job id must be a UUID")
         }
         let feed = try await jobFeed(id: id, ownerID: user.id, after: try Self.lastEventID(request))
         return Self.sse { send in try await feed.run(send) }
@@ -181,7 +181,7 @@ struct EventsController {
                 return try await refuse(4401, .unauthorized)
             }
             guard let raw = context.requestContext.parameters.get("id"), let id = UUID(uuidString: raw) else {
-                return try await refuse(4400, APIError.badRequest("invalid_job_id", "the job id must be a UUID"))
+                return try await refuse(4400, APIError.badRequest(.invalidJobId, "the job id must be a UUID"))
             }
             let feed: JobFeed
             do {
@@ -222,7 +222,7 @@ struct EventsController {
         let raw = request.headers[HTTPField.Name("Last-Event-ID")!] ?? request.uri.queryParameters.get("lastEventId")
         guard let raw, !raw.isEmpty else { return nil }
         guard let transition = Int64(raw.split(separator: ".").first ?? ""), transition >= 0 else {
-            throw APIError.badRequest("invalid_last_event_id", "Last-Event-ID must be an event id this API sent, e.g. 42 or 42.3")
+            throw APIError.badRequest(.invalidLastEventId, "Last-Event-ID must be an event id this API sent, e.g. 42 or 42.3")
         }
         return transition
     }

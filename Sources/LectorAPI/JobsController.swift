@@ -2,9 +2,9 @@ import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
+import LectorModel
 import NIOCore
 import LectorCore
-import LectorOCR
 import Logging
 import PostgresNIO
 
@@ -59,13 +59,6 @@ public struct APIDependencies: Sendable {
 struct JobsController {
     let dependencies: APIDependencies
 
-    static let resultFormats: [String: (file: String, contentType: String)] = [
-        "json": ("result.json", "application/json; charset=utf-8"),
-        "txt": ("result.txt", "text/plain; charset=utf-8"),
-        "hocr": ("result.hocr", "text/vnd.hocr+html; charset=utf-8"),
-        "pdf": ("result.pdf", "application/pdf"),
-    ]
-
     func addRoutes(v1: RouterGroup<LectorRequestContext>, root: Router<LectorRequestContext>) {
         v1.post("jobs", use: submit)
         v1.get("jobs", use: list)
@@ -87,7 +80,7 @@ struct JobsController {
         let idempotencyKey = try Self.idempotencyKey(request)
         // Refused before the body is read: too many uploads in flight, or storage below its reserve.
         guard let pass = dependencies.uploads.enter() else {
-            var error = APIError(.serviceUnavailable, "too_many_uploads",
+            var error = APIError(.serviceUnavailable, .tooManyUploads,
                 "the server is receiving \(dependencies.uploads.limit) uploads already; try again shortly")
             error.headers[.retryAfter] = "1"
             throw error
@@ -174,14 +167,14 @@ struct JobsController {
         } catch let error as UnknownDependency {
             // The database refused the job (an ERROR): nothing was created.
             try? await dependencies.storage.removeJobFolder(id: id)
-            throw APIError.badRequest("invalid_depends_on", error.message)
+            throw APIError.badRequest(.invalidDependsOn, error.message)
         } catch is IdempotencyKeyTaken {
             // A concurrent request with the same key won: answer with its job.
             try? await dependencies.storage.removeJobFolder(id: id)
             if let key = idempotencyKey, let replay = try await replay(key: key, user: user, fingerprint: fingerprint) {
                 return .replayed(replay)
             }
-            throw APIError(.conflict, "idempotency_conflict", "a request with this Idempotency-Key is in progress; retry")
+            throw APIError(.conflict, .idempotencyConflict, "a request with this Idempotency-Key is in progress; retry")
         } catch {
             await removeFolderIfRolledBack(id, after: error)
             throw error
@@ -219,14 +212,14 @@ struct JobsController {
     func resolveCallbackURL(_ target: CallbackURLPolicy.Target?, user: AuthenticatedUser) async throws -> String? {
         guard let target else { return user.defaultCallbackURL }
         guard user.hasWebhookSecret else {
-            throw APIError.badRequest("webhook_secret_missing",
+            throw APIError.badRequest(.webhookSecretMissing,
                 "callbacks are signed with a per-user secret, and this user has none yet: an operator creates it with `lector keys webhook-secret --user NAME`")
         }
         let policy = CallbackURLPolicy(allowPrivate: dependencies.settings.webhookAllowPrivate)
         do {
             _ = try await withDeadline(.seconds(2), "resolving the callback host") { try await policy.resolve(target) }
         } catch let error as CallbackURLRefused {
-            throw APIError.badRequest("invalid_callback_url", error.description)
+            throw APIError.badRequest(.invalidCallbackUrl, error.description)
         } catch {
             // No verdict (the resolver timed out or failed): delivery checks again before every attempt.
         }
@@ -255,7 +248,7 @@ struct JobsController {
         guard let original = try await database({ try await jobs.idempotentJob(key: key, ownerID: user.id, fingerprint: fingerprint) })
         else { return nil }
         guard original.sameDocument else {
-            throw APIError(.unprocessableContent, "idempotency_key_reused",
+            throw APIError(.unprocessableContent, .idempotencyKeyReused,
                 "this Idempotency-Key was used for another request (document, options or metadata) in the last 24 hours")
         }
         var headers = HTTPFields()
@@ -272,7 +265,7 @@ struct JobsController {
     static func idempotencyKey(_ request: Request) throws -> String? {
         guard let value = request.headers[HTTPField.Name("Idempotency-Key")!] else { return nil }
         guard (1...255).contains(value.utf8.count), value.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
-            throw APIError.badRequest("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters")
+            throw APIError.badRequest(.invalidIdempotencyKey, "Idempotency-Key must be 1 to 255 visible ASCII characters")
         }
         return value
     }
@@ -321,7 +314,7 @@ struct JobsController {
         case .gone:
             throw APIError.jobDeleted
         case .ended:
-            var error = APIError(.conflict, "job_ended", "the job has ended (\(record.status.rawValue)); there is nothing to cancel")
+            var error = APIError(.conflict, .jobEnded, "the job has ended (\(record.status.rawValue)); there is nothing to cancel")
             error.details["status"] = record.status.rawValue
             throw error
         case .cancelled:
@@ -347,15 +340,15 @@ struct JobsController {
         do {
             body = try await request.body.collect(upTo: Upload.maxOptionsBytes + 1024)
         } catch {
-            throw APIError(.contentTooLarge, "body_too_large", "the body must be at most \(Upload.maxOptionsBytes) bytes of JSON")
+            throw APIError(.contentTooLarge, .bodyTooLarge, "the body must be at most \(Upload.maxOptionsBytes) bytes of JSON")
         }
         var optionsBody = ByteBuffer(string: "{}")
         if body.readableBytes > 0 {
             guard let value = JSONValue.parse(Data(buffer: body)), case .object(let members) = value else {
-                throw APIError.badRequest("invalid_body", "the body must be a JSON object: {\"options\": {...}}")
+                throw APIError.badRequest(.invalidBody, "the body must be a JSON object: {\"options\": {...}}")
             }
             for key in members.keys where key != "options" {
-                throw APIError.badRequest("invalid_body", "unknown field '\(key.prefix(64))'; the body takes options")
+                throw APIError.badRequest(.invalidBody, "unknown field '\(key.prefix(64))'; the body takes options")
             }
             if let options = members["options"] { optionsBody = ByteBuffer(string: options.jsonString()) }
         }
@@ -366,7 +359,7 @@ struct JobsController {
             callbackPolicy: CallbackURLPolicy(allowPrivate: dependencies.settings.webhookAllowPrivate))
         let (options, parameters) = try parser.parseOptions(optionsBody)
         guard parameters.priority == 0, parameters.dependsOn.isEmpty else {
-            throw APIError.badRequest("invalid_options", "a re-OCR takes engine options and callbackUrl only; priority and dependsOn belong to a submit")
+            throw APIError.badRequest(.invalidOptions, "a re-OCR takes engine options and callbackUrl only; priority and dependsOn belong to a submit")
         }
         let callback = parameters.callback
         let jobs = dependencies.jobs
@@ -376,7 +369,7 @@ struct JobsController {
         // A callback URL named now replaces the first job's; none keeps it.
         let callbackURL = callback == nil ? nil : try await resolveCallbackURL(callback, user: user)
         guard let type = DocumentType(mediaType: record.contentType) else {
-            throw APIError(.conflict, "document_unavailable", "this job's document type can no longer be read")
+            throw APIError(.conflict, .documentUnavailable, "this job's document type can no longer be read")
         }
         try await dependencies.storageHealth.check()
         let document: SpooledDocument
@@ -384,7 +377,7 @@ struct JobsController {
             document = try await dependencies.storage.spoolDocument(
                 of: source, fileName: type.storedFileName, sha256: Self.bytes(hex: record.sha256Hex))
         } catch let error as StorageError where error.kind == .missing {
-            throw APIError(.conflict, "document_unavailable", "this job's document is no longer stored")
+            throw APIError(.conflict, .documentUnavailable, "this job's document is no longer stored")
         }
         let id = UUID()
         let optionsJSON = String(decoding: try JSONEncoder.lector().encode(options), as: UTF8.self)
@@ -468,7 +461,7 @@ struct JobsController {
         case .gone:
             throw APIError.jobDeleted
         case .running:
-            throw APIError(.conflict, "job_running",
+            throw APIError(.conflict, .jobRunning,
                 "the job is running: cancel it (POST /v1/jobs/{id}/cancel), then delete it once it has ended")
         case .deleted:
             do {
@@ -492,26 +485,26 @@ struct JobsController {
         let user = try context.requireUser()
         let query = request.uri.queryParameters
         for (name, _) in query where !["status", "limit", "cursor"].contains(String(name)) {
-            throw APIError.badRequest("unknown_parameter", "unknown query parameter '\(name.prefix(64))'; this route takes status, limit and cursor")
+            throw APIError.badRequest(.unknownParameter, "unknown query parameter '\(name.prefix(64))'; this route takes status, limit and cursor")
         }
         var status: JobStatus?
         if let raw = query.get("status") {
             guard let value = JobStatus(rawValue: raw) else {
-                throw APIError.badRequest("invalid_status", "status must be one of: QUEUED, IN_PROGRESS, FINISHED, FAILURE")
+                throw APIError.badRequest(.invalidStatus, "status must be one of: QUEUED, IN_PROGRESS, FINISHED, FAILURE")
             }
             status = value
         }
         var limit = 20
         if let raw = query.get("limit") {
             guard let value = Int(raw), (1...100).contains(value), raw == "\(value)" else {
-                throw APIError.badRequest("invalid_limit", "limit must be a whole number from 1 to 100")
+                throw APIError.badRequest(.invalidLimit, "limit must be a whole number from 1 to 100")
             }
             limit = value
         }
         var cursor: JobListCursor?
         if let raw = query.get("cursor") {
             guard let value = JobListCursor(token: raw) else {
-                throw APIError.badRequest("invalid_cursor", "cursor must be a nextCursor this route returned")
+                throw APIError.badRequest(.invalidCursor, "cursor must be a nextCursor this route returned")
             }
             cursor = value
         }
@@ -531,16 +524,16 @@ struct JobsController {
         let id = try jobID(context)
         let query = request.uri.queryParameters
         for (name, _) in query where String(name) != "size" {
-            throw APIError.badRequest("unknown_parameter", "unknown query parameter '\(name.prefix(64))'; this route takes size")
+            throw APIError.badRequest(.unknownParameter, "unknown query parameter '\(name.prefix(64))'; this route takes size")
         }
         guard let raw = context.parameters.get("page"), let number = Int(raw), number >= 1, raw == "\(number)" else {
-            throw APIError.badRequest("invalid_page", "the page must be a page number, 1 or more")
+            throw APIError.badRequest(.invalidPage, "the page must be a page number, 1 or more")
         }
         let fileName: String
         switch query.get("size") ?? "preview" {
-        case "preview": fileName = FileStorage.previewFileName(page: number)
-        case "thumbnail": fileName = FileStorage.thumbnailFileName(page: number)
-        default: throw APIError.badRequest("invalid_size", "size must be preview or thumbnail")
+        case "preview": fileName = ResultFiles.preview(page: number)
+        case "thumbnail": fileName = ResultFiles.thumbnail(page: number)
+        default: throw APIError.badRequest(.invalidSize, "size must be preview or thumbnail")
         }
         let jobs = dependencies.jobs
         guard let state = try await database({ try await jobs.state(of: id, ownerID: user.id) }) else {
@@ -549,14 +542,14 @@ struct JobsController {
         switch state.status {
         case .finished:
             guard try await dependencies.storage.hasResult(id: id, fileName: fileName) else {
-                throw APIError(.notFound, "page_unavailable", "this job has no picture of page \(number)")
+                throw APIError(.notFound, .pageUnavailable, "this job has no picture of page \(number)")
             }
             var headers = HTTPFields()
             headers[.location] = try resultLocation(id: id, file: fileName, contentType: "image/jpeg")
             headers[.cacheControl] = "no-store"
             return Response(status: .found, headers: headers)
         case .failure:
-            var error = APIError(.conflict, "job_failed", "the job failed: \(state.reason ?? "no reason recorded")")
+            var error = APIError(.conflict, .jobFailed, "the job failed: \(state.reason ?? "no reason recorded")")
             error.details["reason"] = state.reason ?? ""
             error.details["status"] = JobStatus.failure.rawValue
             throw error
@@ -575,8 +568,8 @@ struct JobsController {
         let id = try jobID(context)
         let query = request.uri.queryParameters
         let formatName = query.get("format") ?? "json"
-        guard let format = Self.resultFormats[formatName] else {
-            throw APIError.badRequest("invalid_format", "format must be one of: \(Self.resultFormats.keys.sorted().joined(separator: ", "))")
+        guard let format = ResultFormat(rawValue: formatName) else {
+            throw APIError.badRequest(.invalidFormat, "format must be one of: \(ResultFormat.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let wait = try waitSeconds(request)
 
@@ -610,18 +603,18 @@ struct JobsController {
             // Every finished job has json and txt; hocr and pdf only when the job asked for them in `formats` (they
             // are made with the recognition, from Tesseract's own page analysis), and the searchable PDF only when
             // every page went through the document pipeline.
-            if format.file != "result.json", format.file != "result.txt",
-                try await !dependencies.storage.hasResult(id: id, fileName: format.file)
+            if !OCROptions.defaultFormats.contains(format),
+                try await !dependencies.storage.hasResult(id: id, fileName: format.fileName)
             {
-                throw APIError(.notFound, "format_unavailable", format.file == "result.pdf"
+                throw APIError(.notFound, .formatUnavailable, format == .pdf
                     ? "this job has no searchable PDF: it is made when the job asks for it and every page is read by the document pipeline (submit, or re-OCR it with POST /v1/jobs/{id}/rerun, with options {\"formats\": [\"pdf\"], \"mode\": \"document\"}); json and txt are available"
                     : "this job has no \(formatName) result: it is made when the job asks for it (submit, or re-OCR it with POST /v1/jobs/{id}/rerun, with options {\"formats\": [\"\(formatName)\"]}); json and txt are available")
             }
-            headers[.location] = try resultLocation(id: id, file: format.file, contentType: format.contentType)
+            headers[.location] = try resultLocation(id: id, file: format.fileName, contentType: format.contentType)
             headers[.cacheControl] = "no-store"
             return Response(status: .found, headers: headers)
         case .failure:
-            var error = APIError(.conflict, "job_failed", "the job failed: \(state.reason ?? "no reason recorded")")
+            var error = APIError(.conflict, .jobFailed, "the job failed: \(state.reason ?? "no reason recorded")")
             error.details["reason"] = state.reason ?? ""
             error.details["status"] = JobStatus.failure.rawValue
             error.headers = headers
@@ -639,20 +632,20 @@ struct JobsController {
         let id = try jobID(context)
         let fileName = context.parameters.get("file") ?? ""
         guard let contentType = Self.contentType(ofFile: fileName) else {
-            throw APIError(.notFound, "not_found", "no such file")
+            throw APIError(.notFound, .notFound, "no such file")
         }
         // A link is valid in exactly the spelling the signer wrote: lower-case id, no doubled or trailing slash.
         guard request.uri.path == "/files/\(id.uuidString.lowercased())/\(fileName)" else {
-            throw APIError(.forbidden, "invalid_signature", "this result link is not valid")
+            throw APIError(.forbidden, .invalidSignature, "this result link is not valid")
         }
         let query = request.uri.queryParameters
         switch dependencies.signer.verify(job: id, file: fileName, expires: query.get("expires"), signature: query.get("signature")) {
         case .valid: break
-        case .expired: throw APIError(.forbidden, "link_expired", "this result link has expired; ask the result route for a new one")
-        case .invalid: throw APIError(.forbidden, "invalid_signature", "this result link is not valid")
+        case .expired: throw APIError(.forbidden, .linkExpired, "this result link has expired; ask the result route for a new one")
+        case .invalid: throw APIError(.forbidden, .invalidSignature, "this result link is not valid")
         }
         guard let data = try await dependencies.storage.readResult(id: id, fileName: fileName) else {
-            throw APIError(.notFound, "not_found", "no such file")
+            throw APIError(.notFound, .notFound, "no such file")
         }
         var headers = HTTPFields()
         headers[.contentType] = contentType
@@ -671,15 +664,15 @@ struct JobsController {
                 id: id, fileName: file, contentType: contentType,
                 downloadName: "\(id.uuidString.lowercased())-\(file)", expires: .seconds(dependencies.signer.ttl))
         } catch {
-            throw APIError(.serviceUnavailable, "storage_unavailable", "a link to the result could not be made; try again")
+            throw APIError(.serviceUnavailable, .storageUnavailable, "a link to the result could not be made; try again")
         }
         return storageLink ?? dependencies.signer.link(job: id, file: file)
     }
 
     /// The type of a file a signed link may name: a result format, or a page picture; nil for anything else.
     static func contentType(ofFile name: String) -> String? {
-        if let format = resultFormats.values.first(where: { $0.file == name }) { return format.contentType }
-        return FileStorage.isResultFileName(name) && name.hasSuffix(".jpg") ? "image/jpeg" : nil
+        if let format = ResultFormat.allCases.first(where: { $0.fileName == name }) { return format.contentType }
+        return ResultFiles.isPagePicture(name) ? "image/jpeg" : nil
     }
 
     /// A database call bounded by `LECTOR_DATABASE_TIMEOUT`: past it the request answers 503.
@@ -689,7 +682,7 @@ struct JobsController {
 
     private func jobID(_ context: LectorRequestContext) throws -> UUID {
         guard let raw = context.parameters.get("id"), let id = UUID(uuidString: raw) else {
-            throw APIError.badRequest("invalid_job_id", "the job id must be a UUID")
+            throw APIError.badRequest(.invalidJobId, "the job id must be a UUID")
         }
         return id
     }
@@ -705,7 +698,7 @@ struct JobsController {
         }
         guard let raw else { return nil }
         guard let seconds = Int(raw), seconds >= 0 else {
-            throw APIError.badRequest("invalid_wait", "wait must be a whole number of seconds (at most \(dependencies.settings.longPollMax))")
+            throw APIError.badRequest(.invalidWait, "wait must be a whole number of seconds (at most \(dependencies.settings.longPollMax))")
         }
         return min(seconds, dependencies.settings.longPollMax)
     }

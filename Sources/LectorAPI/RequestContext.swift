@@ -40,7 +40,7 @@ struct AuthMiddleware: RouterMiddleware {
         let user = try await withDeadline(timeout, "key lookup") { [keys] in try await keys.authenticate(token: token) }
         guard let user else { throw APIError.unauthorized }
         if let wait = limiter.acquire(user.keyID) {
-            var error = APIError(.tooManyRequests, "rate_limited", "too many requests for this API key; retry after \(wait) s")
+            var error = APIError(.tooManyRequests, .rateLimited, "too many requests for this API key; retry after \(wait) s")
             error.headers[.retryAfter] = "\(wait)"
             throw error
         }
@@ -84,7 +84,7 @@ struct SingleQueryValuesMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         var seen: Set<Substring> = []
         for (key, _) in request.uri.queryParameters where !seen.insert(key).inserted {
-            throw APIError.badRequest("repeated_parameter", "the query parameter '\(key.prefix(64))' is given more than once")
+            throw APIError.badRequest(.repeatedParameter, "the query parameter '\(key.prefix(64))' is given more than once")
         }
         return try await next(request, context)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import LectorCore
+import LectorModel
 
 /// Links of a job.
 struct JobLinks: Encodable {

@@ -1,5 +1,6 @@
 import Foundation
 import LectorCore
+import LectorModel
 import Logging
 
 /// Reuse of identical work (db/011): a new job of the same owner, with the same document and options as a
@@ -31,17 +32,17 @@ extension JobsController {
     func copyResults(of source: ReusableResult, to id: UUID, logger: Logger) async -> Bool {
         do {
             // result.json first: it is in every finished job (without it the source is gone), and it counts the pages.
-            guard let json = try await dependencies.storage.readResult(id: source.jobID, fileName: "result.json") else { return false }
+            guard let json = try await dependencies.storage.readResult(id: source.jobID, fileName: ResultFormat.json.fileName) else { return false }
             var pages = source.pages ?? 1
             if case .object(let members)? = JSONValue.parse(json), case .array(let list)? = members["pages"] { pages = list.count }
-            try await dependencies.storage.writeResult(id: id, fileName: "result.json", contents: json)
-            var names = ["result.txt", "result.hocr", "result.pdf"]
+            try await dependencies.storage.writeResult(id: id, fileName: ResultFormat.json.fileName, contents: json)
+            var names = ResultFormat.allCases.filter { $0 != .json }.map(\.fileName)
             for page in 1...max(1, pages) {
-                names += [FileStorage.previewFileName(page: page), FileStorage.thumbnailFileName(page: page)]
+                names += [ResultFiles.preview(page: page), ResultFiles.thumbnail(page: page)]
             }
             for name in names {
                 guard let data = try await dependencies.storage.readResult(id: source.jobID, fileName: name) else {
-                    if name == "result.txt" { return false }
+                    if name == ResultFormat.txt.fileName { return false }
                     continue
                 }
                 try await dependencies.storage.writeResult(id: id, fileName: name, contents: data)

@@ -1,10 +1,10 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import LectorModel
 import NIOCore
 import NIOPosix
 import LectorCore
-import LectorOCR
 
 /// A checked upload: the spooled document, its detected type, options and metadata, ready to become a job.
 struct Upload {
@@ -67,11 +67,11 @@ struct UploadParser {
         let contentType = request.headers[.contentType] ?? ""
         if contentType.lowercased().hasPrefix("multipart/form-data") {
             for (key, _) in request.uri.queryParameters {
-                throw APIError.badRequest("invalid_option",
+                throw APIError.badRequest(.unknownParameter,
                     "unknown query parameter '\(String(key).prefix(64))': with multipart/form-data, send options in the 'options' part")
             }
             guard let boundary = Self.boundary(from: contentType) else {
-                throw APIError.badRequest("invalid_multipart", "multipart/form-data without a boundary parameter")
+                throw APIError.badRequest(.invalidMultipart, "multipart/form-data without a boundary parameter")
             }
             let receiver = MultipartReceiver(boundary: boundary, spoolDirectory: spoolDirectory, maxDocumentBytes: maxDocumentBytes)
             let parts: MultipartReceiver.Parts
@@ -86,7 +86,7 @@ struct UploadParser {
                 throw error
             }
             guard let document = parts.document else {
-                throw APIError.badRequest("missing_document", "the multipart body has no 'document' part")
+                throw APIError.badRequest(.missingDocument, "the multipart body has no 'document' part")
             }
             let metadata = try parts.metadata.map(parseMetadata)
             let (options, job) = try parts.options.map(parseOptions) ?? (makeOptions(lang: nil), JobParameters())
@@ -98,13 +98,13 @@ struct UploadParser {
             return upload
         }
         if contentType.lowercased().hasPrefix("application/json") || contentType.lowercased().hasPrefix("application/x-www-form-urlencoded") {
-            throw APIError(.unsupportedMediaType, "unsupported_media_type",
+            throw APIError(.unsupportedMediaType, .unsupportedMediaType,
                 "send the document as multipart/form-data with a 'document' part, or as the raw request body with the document's own Content-Type (application/json is for a direct upload's id: {\"upload\": \"...\"})")
         }
         // Options come from the query: checked before the body is read.
         let query = request.uri.queryParameters
         for (key, _) in query where !(Self.optionNames + ["filename"]).contains(String(key)) {
-            throw APIError.badRequest("invalid_option",
+            throw APIError.badRequest(.unknownParameter,
                 "unknown query parameter '\(String(key).prefix(64))'; allowed: \((Self.optionNames + ["filename"]).joined(separator: ", "))")
         }
         // In a query, operations are comma-separated: ?operations=deskew,binarize:adaptive
@@ -124,7 +124,7 @@ struct UploadParser {
         }
         let reuse = try query.get("reuse").map { raw -> Bool in
             guard raw == "true" || raw == "false" else {
-                throw APIError.badRequest("invalid_options", "reuse must be true (the default) or false")
+                throw APIError.badRequest(.invalidOptions, "reuse must be true (the default) or false")
             }
             return raw == "true"
         }
@@ -152,7 +152,7 @@ struct UploadParser {
     /// `JobStore.maxBatchJobs`), and optional 'options' and 'metadata' parts shared by every job. Each document is
     /// checked as a submit's; the first bad one refuses the whole batch, its message naming the document.
     func parseBatch(_ request: Request, maxBatchBytes: Int) async throws -> BatchUpload {
-        let tooLarge = APIError(.contentTooLarge, "batch_too_large", "the batch is larger than the limit of \(maxBatchBytes) bytes")
+        let tooLarge = APIError(.contentTooLarge, .batchTooLarge, "the batch is larger than the limit of \(maxBatchBytes) bytes")
         // The envelope grows with the parts: 1 KiB of boundary and headers each is far more than a client sends.
         let limit = maxBatchBytes + Upload.multipartOverhead + JobStore.maxBatchJobs * 1024
         if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
@@ -160,15 +160,15 @@ struct UploadParser {
         }
         let contentType = request.headers[.contentType] ?? ""
         guard contentType.lowercased().hasPrefix("multipart/form-data") else {
-            throw APIError(.unsupportedMediaType, "unsupported_media_type",
+            throw APIError(.unsupportedMediaType, .unsupportedMediaType,
                 "send the documents as multipart/form-data, one 'document' part each, or application/json with {\"uploads\": [...]}")
         }
         for (key, _) in request.uri.queryParameters {
-            throw APIError.badRequest("invalid_option",
+            throw APIError.badRequest(.unknownParameter,
                 "unknown query parameter '\(String(key).prefix(64))': send options in the 'options' part")
         }
         guard let boundary = Self.boundary(from: contentType) else {
-            throw APIError.badRequest("invalid_multipart", "multipart/form-data without a boundary parameter")
+            throw APIError.badRequest(.invalidMultipart, "multipart/form-data without a boundary parameter")
         }
         let receiver = MultipartReceiver(
             boundary: boundary, spoolDirectory: spoolDirectory, maxDocumentBytes: maxDocumentBytes, maxDocuments: JobStore.maxBatchJobs)
@@ -178,7 +178,7 @@ struct UploadParser {
             }
             let parts = try await threadPool.runIfActive { try receiver.finish() }
             guard !parts.documents.isEmpty else {
-                throw APIError.badRequest("missing_document", "the multipart body has no 'document' part")
+                throw APIError.badRequest(.missingDocument, "the multipart body has no 'document' part")
             }
             let metadata = try parts.metadata.map(parseMetadata) ?? "{}"
             let (options, job) = try parts.options.map(parseOptions) ?? (makeOptions(lang: nil), JobParameters())
@@ -207,18 +207,18 @@ struct UploadParser {
     }
 
     static func badPriority() -> APIError {
-        APIError.badRequest("invalid_priority", "priority must be an integer from 0 (the default) to 9 (first)")
+        APIError.badRequest(.invalidPriority, "priority must be an integer from 0 (the default) to 9 (first)")
     }
 
     /// Job ids, at most `NewJob.maxDependencies`, duplicates dropped (400 `invalid_depends_on`).
     static func checkDependencies(_ raw: [String]) throws -> [UUID] {
         guard raw.count <= NewJob.maxDependencies else {
-            throw APIError.badRequest("invalid_depends_on", "dependsOn names at most \(NewJob.maxDependencies) jobs")
+            throw APIError.badRequest(.invalidDependsOn, "dependsOn names at most \(NewJob.maxDependencies) jobs")
         }
         var ids: [UUID] = []
         for item in raw {
             guard item.count == 36, let id = UUID(uuidString: item) else {
-                throw APIError.badRequest("invalid_depends_on", "dependsOn must list job ids; '\(item.prefix(64))' is not one")
+                throw APIError.badRequest(.invalidDependsOn, "dependsOn must list job ids; '\(item.prefix(64))' is not one")
             }
             if !ids.contains(id) { ids.append(id) }
         }
@@ -230,7 +230,7 @@ struct UploadParser {
         do {
             return try callbackPolicy.check(raw)
         } catch {
-            throw APIError.badRequest("invalid_callback_url", error.description)
+            throw APIError.badRequest(.invalidCallbackUrl, error.description)
         }
     }
 
@@ -263,19 +263,19 @@ struct UploadParser {
     }
 
     private func tooLarge() -> APIError {
-        APIError(.contentTooLarge, "document_too_large", "the document is larger than the limit of \(maxDocumentBytes) bytes")
+        APIError(.contentTooLarge, .documentTooLarge, "the document is larger than the limit of \(maxDocumentBytes) bytes")
     }
 
     private func makeUpload(document: SpooledDocument, name: String, options: OCROptions, metadataJSON: String) throws -> Upload {
-        guard document.size > 0 else { throw APIError.badRequest("empty_document", "the document is empty (0 bytes)") }
+        guard document.size > 0 else { throw APIError.badRequest(.emptyDocument, "the document is empty (0 bytes)") }
         guard document.size <= maxDocumentBytes else { throw tooLarge() }
         guard let type = DocumentType.detect(document.head) else {
             let accepted = supportedTypes.map(\.mediaType).sorted().joined(separator: ", ")
-            throw APIError(.unsupportedMediaType, "unsupported_document_type",
+            throw APIError(.unsupportedMediaType, .unsupportedDocumentType,
                 "the document's bytes are not a format Lector reads (accepted: \(accepted))")
         }
         guard supportedTypes.contains(type) else {
-            throw APIError(.unsupportedMediaType, "unsupported_document_type",
+            throw APIError(.unsupportedMediaType, .unsupportedDocumentType,
                 "\(type.mediaType) documents are not supported by this server's engine")
         }
         return Upload(document: document, type: type, documentName: name, options: options, metadataJSON: metadataJSON)
@@ -284,7 +284,7 @@ struct UploadParser {
     /// Checks the metadata part and returns its text unchanged (PostgreSQL's jsonb keeps numbers exact).
     func parseMetadata(_ body: ByteBuffer) throws -> String {
         guard body.readableBytes <= Upload.maxMetadataBytes else {
-            throw APIError.badRequest("invalid_metadata", "metadata is larger than \(Upload.maxMetadataBytes) bytes")
+            throw APIError.badRequest(.invalidMetadata, "metadata is larger than \(Upload.maxMetadataBytes) bytes")
         }
         // UTF-8 without a byte-order mark, an object from its first byte: Foundation's decoder also takes
         // UTF-16 and BOMs, which PostgreSQL's jsonb would then refuse.
@@ -292,26 +292,26 @@ struct UploadParser {
         guard String(validating: bytes, as: UTF8.self) != nil, !bytes.contains(0),
             bytes.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }) == UInt8(ascii: "{")
         else {
-            throw APIError.badRequest("invalid_metadata", "metadata must be a JSON object in UTF-8")
+            throw APIError.badRequest(.invalidMetadata, "metadata must be a JSON object in UTF-8")
         }
         guard let value = JSONValue.parse(Data(buffer: body)) else {
-            throw APIError.badRequest("invalid_metadata", "metadata is not valid JSON")
+            throw APIError.badRequest(.invalidMetadata, "metadata is not valid JSON")
         }
         guard case .object = value else {
-            throw APIError.badRequest("invalid_metadata", "metadata must be a JSON object")
+            throw APIError.badRequest(.invalidMetadata, "metadata must be a JSON object")
         }
         guard !value.containsNUL else {
-            throw APIError.badRequest("invalid_metadata", "metadata must not contain the character U+0000")
+            throw APIError.badRequest(.invalidMetadata, "metadata must not contain the character U+0000")
         }
         guard value.depth <= 32 else {
-            throw APIError.badRequest("invalid_metadata", "metadata is nested deeper than 32 levels")
+            throw APIError.badRequest(.invalidMetadata, "metadata is nested deeper than 32 levels")
         }
         if let number = JSONValue.firstNumberBeyondPostgres(in: bytes) {
-            throw APIError.badRequest("invalid_metadata",
+            throw APIError.badRequest(.invalidMetadata,
                 "metadata holds a number that cannot be stored exactly (at most 131072 digits before the decimal point and 16383 after): \(number)")
         }
         guard let text = body.getString(at: body.readerIndex, length: body.readableBytes) else {
-            throw APIError.badRequest("invalid_metadata", "metadata is not UTF-8")
+            throw APIError.badRequest(.invalidMetadata, "metadata is not UTF-8")
         }
         return text
     }
@@ -320,7 +320,7 @@ struct UploadParser {
         guard body.readableBytes <= Upload.maxOptionsBytes, let value = JSONValue.parse(Data(buffer: body)),
             case .object(let members) = value
         else {
-            throw APIError.badRequest("invalid_options", "options must be a JSON object, e.g. {\"lang\": \"eng\"}")
+            throw APIError.badRequest(.invalidOptions, "options must be a JSON object, e.g. {\"lang\": \"eng\"}")
         }
         var lang: String?, mode: String?, detector: String?, operations: [String]?, formats: [String]?
         var job = JobParameters()
@@ -331,30 +331,30 @@ struct UploadParser {
             case ("dependsOn", .array(let items)):
                 job.dependsOn = try Self.checkDependencies(items.map { item in
                     guard case .string(let id) = item else {
-                        throw APIError.badRequest("invalid_depends_on", "dependsOn must be an array of job ids (strings)")
+                        throw APIError.badRequest(.invalidDependsOn, "dependsOn must be an array of job ids (strings)")
                     }
                     return id
                 })
-            case ("dependsOn", _): throw APIError.badRequest("invalid_depends_on", "dependsOn must be an array of job ids (strings)")
+            case ("dependsOn", _): throw APIError.badRequest(.invalidDependsOn, "dependsOn must be an array of job ids (strings)")
             case ("reuse", .bool(let value)): job.reuse = value
-            case ("reuse", _): throw APIError.badRequest("invalid_options", "options.reuse must be true (the default) or false")
+            case ("reuse", _): throw APIError.badRequest(.invalidOptions, "options.reuse must be true (the default) or false")
             case ("callbackUrl", .string(let string)): job.callback = try checkCallback(string)
-            case ("callbackUrl", _): throw APIError.badRequest("invalid_callback_url", "options.callbackUrl must be a string: an https URL")
+            case ("callbackUrl", _): throw APIError.badRequest(.invalidCallbackUrl, "options.callbackUrl must be a string: an https URL")
             case ("lang", .string(let string)): lang = string
-            case ("lang", _): throw APIError.badRequest("invalid_options", "options.lang must be a string, e.g. \"eng+deu\"")
+            case ("lang", _): throw APIError.badRequest(.invalidOptions, "options.lang must be a string, e.g. \"eng+deu\"")
             case ("mode", .string(let string)): mode = string
-            case ("mode", _): throw APIError.badRequest("invalid_options", "options.mode must be a string: auto, document or scene")
+            case ("mode", _): throw APIError.badRequest(.invalidOptions, "options.mode must be a string: auto, document or scene")
             case ("detector", .string(let string)): detector = string
-            case ("detector", _): throw APIError.badRequest("invalid_options", "options.detector must be a string: db or east")
+            case ("detector", _): throw APIError.badRequest(.invalidOptions, "options.detector must be a string: db or east")
             case ("operations", .array(let items)):
                 operations = try items.map { item in
                     guard case .string(let name) = item else {
-                        throw APIError.badRequest("invalid_options", "options.operations must be an array of strings, e.g. [\"deskew\", \"binarize:adaptive\"]")
+                        throw APIError.badRequest(.invalidOptions, "options.operations must be an array of strings, e.g. [\"deskew\", \"binarize:adaptive\"]")
                     }
                     return name
                 }
             case ("operations", _):
-                throw APIError.badRequest("invalid_options", "options.operations must be an array of strings, e.g. [\"deskew\", \"binarize:adaptive\"]")
+                throw APIError.badRequest(.invalidOptions, "options.operations must be an array of strings, e.g. [\"deskew\", \"binarize:adaptive\"]")
             case ("formats", .array(let items)):
                 formats = try items.map { item in
                     guard case .string(let name) = item else { throw Self.formatsNotStrings }
@@ -363,14 +363,14 @@ struct UploadParser {
             case ("formats", _):
                 throw Self.formatsNotStrings
             default:
-                throw APIError.badRequest("invalid_options", "unknown option '\(key.prefix(64))'; allowed: \(Self.optionNames.joined(separator: ", "))")
+                throw APIError.badRequest(.invalidOptions, "unknown option '\(key.prefix(64))'; allowed: \(Self.optionNames.joined(separator: ", "))")
             }
         }
         return (try makeOptions(lang: lang, mode: mode, operations: operations, detector: detector, formats: formats), job)
     }
 
     private static let formatsNotStrings = APIError.badRequest(
-        "invalid_options", "options.formats must be an array of strings, e.g. [\"json\", \"pdf\"]")
+        .invalidOptions, "options.formats must be an array of strings, e.g. [\"json\", \"pdf\"]")
 
     private func makeOptions(
         lang: String?, mode: String? = nil, operations: [String]? = nil, detector: String? = nil, formats: [String]? = nil
@@ -378,24 +378,24 @@ struct UploadParser {
         var options = OCROptions(lang: lang ?? defaultLanguage)
         if let mode {
             guard let parsed = PipelineMode(rawValue: mode) else {
-                throw APIError.badRequest("invalid_options", "mode must be one of: auto, document, scene")
+                throw APIError.badRequest(.invalidOptions, "mode must be one of: auto, document, scene")
             }
             options.mode = parsed
         }
         if let detector {
             guard let parsed = DetectorKind(rawValue: detector) else {
-                throw APIError.badRequest("invalid_options", "detector must be one of: db, east")
+                throw APIError.badRequest(.invalidOptions, "detector must be one of: db, east")
             }
             options.detector = parsed
         }
         if let formats {
             let allowed = ResultFormat.allCases.map(\.rawValue).joined(separator: ", ")
             guard formats.count <= 16 else {
-                throw APIError.badRequest("invalid_options", "formats may list at most 16 entries; allowed: \(allowed)")
+                throw APIError.badRequest(.invalidOptions, "formats may list at most 16 entries; allowed: \(allowed)")
             }
             options.formats = try formats.map { name in
                 guard let format = ResultFormat(rawValue: name) else {
-                    throw APIError.badRequest("invalid_options", "unknown format \"\(name.prefix(40))\"; allowed: \(allowed)")
+                    throw APIError.badRequest(.invalidOptions, "unknown format \"\(name.prefix(40))\"; allowed: \(allowed)")
                 }
                 return format
             }
@@ -412,7 +412,7 @@ struct UploadParser {
             // Counts, languages and detectors: the one check shared with the worker and `lector ocr`.
             try options.validate(availableLanguages: availableLanguages, availableDetectors: availableDetectors)
         } catch {
-            throw APIError.badRequest("invalid_options", error.message)
+            throw APIError.badRequest(.invalidOptions, error.message)
         }
         return options
     }
@@ -526,35 +526,35 @@ final class MultipartReceiver: MultipartPartConsumer, @unchecked Sendable {
     private static func apiError(_ failure: MultipartStreamParser.Failure) -> APIError {
         switch failure {
         case .incomplete:
-            APIError.badRequest("invalid_multipart", "the multipart body is incomplete: its closing boundary is missing")
+            APIError.badRequest(.invalidMultipart, "the multipart body is incomplete: its closing boundary is missing")
         case .malformed(let reason):
-            APIError.badRequest("invalid_multipart", "the multipart body is malformed: \(reason)")
+            APIError.badRequest(.invalidMultipart, "the multipart body is malformed: \(reason)")
         }
     }
 
     func beginPart(headers: [String: String]) throws {
         let disposition = UploadParser.dispositionParameters(headers["content-disposition"] ?? "")
         guard let name = disposition["name"] else {
-            throw APIError.badRequest("invalid_multipart", "a part has no Content-Disposition name")
+            throw APIError.badRequest(.invalidMultipart, "a part has no Content-Disposition name")
         }
         switch name {
         case "document":
             guard documentCount < maxDocuments else {
                 throw maxDocuments == 1
-                    ? APIError.badRequest("invalid_multipart", "more than one 'document' part")
-                    : APIError.badRequest("too_many_documents", "a batch holds at most \(maxDocuments) documents")
+                    ? APIError.badRequest(.invalidMultipart, "more than one 'document' part")
+                    : APIError.badRequest(.tooManyDocuments, "a batch holds at most \(maxDocuments) documents")
             }
             documentCount += 1
             documentName = UploadParser.sanitizeFileName(disposition["filename"])
             sink = .document(try DocumentSpoolWriter(directory: spoolDirectory))
         case "metadata":
-            guard parts.metadata == nil else { throw APIError.badRequest("invalid_metadata", "more than one 'metadata' part") }
+            guard parts.metadata == nil else { throw APIError.badRequest(.invalidMetadata, "more than one 'metadata' part") }
             sink = .metadata(ByteBuffer())
         case "options":
-            guard parts.options == nil else { throw APIError.badRequest("invalid_options", "more than one 'options' part") }
+            guard parts.options == nil else { throw APIError.badRequest(.invalidOptions, "more than one 'options' part") }
             sink = .options(ByteBuffer())
         default:
-            throw APIError.badRequest("invalid_multipart", "unknown part '\(name.prefix(64))'; allowed: document, metadata, options")
+            throw APIError.badRequest(.invalidMultipart, "unknown part '\(name.prefix(64))'; allowed: document, metadata, options")
         }
     }
 
@@ -562,18 +562,18 @@ final class MultipartReceiver: MultipartPartConsumer, @unchecked Sendable {
         switch sink {
         case .document(let writer):
             guard writer.size + Int64(bytes.count) <= maxDocumentBytes else {
-                throw APIError(.contentTooLarge, "document_too_large", "the document is larger than the limit of \(maxDocumentBytes) bytes")
+                throw APIError(.contentTooLarge, .documentTooLarge, "the document is larger than the limit of \(maxDocumentBytes) bytes")
             }
             try writer.write(bytes)
         case .metadata(var buffer):
             guard buffer.readableBytes + bytes.count <= Upload.maxMetadataBytes else {
-                throw APIError.badRequest("invalid_metadata", "metadata is larger than \(Upload.maxMetadataBytes) bytes")
+                throw APIError.badRequest(.invalidMetadata, "metadata is larger than \(Upload.maxMetadataBytes) bytes")
             }
             buffer.writeBytes(bytes)
             sink = .metadata(buffer)
         case .options(var buffer):
             guard buffer.readableBytes + bytes.count <= Upload.maxOptionsBytes else {
-                throw APIError.badRequest("invalid_options", "options must be a JSON object of at most \(Upload.maxOptionsBytes) bytes")
+                throw APIError.badRequest(.invalidOptions, "options must be a JSON object of at most \(Upload.maxOptionsBytes) bytes")
             }
             buffer.writeBytes(bytes)
             sink = .options(buffer)

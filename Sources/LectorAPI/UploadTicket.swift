@@ -1,6 +1,6 @@
 import Foundation
 import LectorCore
-import LectorOCR
+import LectorModel
 
 /// A direct upload's id: stateless, no table. It carries what the job's submit must check and is signed with the
 /// result-link key (HMAC-SHA256, in a domain of its own) over the owner's user id too:

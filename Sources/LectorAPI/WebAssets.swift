@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import LectorModel
 import NIOCore
 
 /// The web page: `index.html` at `/`, its scripts and style sheet under `/web/`. The files live in
@@ -34,7 +35,7 @@ public enum WebAssets {
 
     static func response(_ name: String) throws -> Response {
         guard let data = contents(of: name), let type = contentType(of: name) else {
-            throw APIError(.notFound, "not_found", "no such file")
+            throw APIError(.notFound, .notFound, "no such file")
         }
         var headers = HTTPFields()
         headers[.contentType] = type

@@ -14,6 +14,8 @@ extension Components {
         public struct _Error: Codable, Hashable, Sendable {
             /// - Remark: Generated from `#/components/schemas/Error/error`.
             public struct _ErrorPayload: Codable, Hashable, Sendable {
+                /// What went wrong, for programs to branch on (the message is for people): one of `ErrorCode`. A string here, not the enum, so that a client built against this document still reads an error carrying a code added later.
+                ///
                 /// - Remark: Generated from `#/components/schemas/Error/error/code`.
                 public var code: Swift.String
                 /// - Remark: Generated from `#/components/schemas/Error/error/message`.
@@ -25,7 +27,7 @@ extension Components {
                 /// Creates a new `_ErrorPayload`.
                 ///
                 /// - Parameters:
-                ///   - code:
+                ///   - code: What went wrong, for programs to branch on (the message is for people): one of `ErrorCode`. A string here, not the enum, so that a client built against this document still reads an error carrying a code added later.
                 ///   - message:
                 ///   - reason:
                 ///   - status:
@@ -59,6 +61,84 @@ extension Components {
             public enum CodingKeys: String, CodingKey {
                 case error
             }
+        }
+        /// Every code an error may carry (Swift: `ErrorCode` in LectorModel; a test keeps the two equal).
+        ///
+        /// - Remark: Generated from `#/components/schemas/ErrorCode`.
+        @frozen public enum ErrorCode: String, Codable, Hashable, Sendable, CaseIterable {
+            case badRequest = "bad_request"
+            case batchEnded = "batch_ended"
+            case batchNotFound = "batch_not_found"
+            case batchTooLarge = "batch_too_large"
+            case bodyTooLarge = "body_too_large"
+            case databaseUnavailable = "database_unavailable"
+            case directUploadsUnavailable = "direct_uploads_unavailable"
+            case documentTooLarge = "document_too_large"
+            case documentUnavailable = "document_unavailable"
+            case emptyDocument = "empty_document"
+            case forbidden = "forbidden"
+            case formatUnavailable = "format_unavailable"
+            case idempotencyConflict = "idempotency_conflict"
+            case idempotencyKeyReused = "idempotency_key_reused"
+            case internalError = "internal_error"
+            case invalidBatchId = "invalid_batch_id"
+            case invalidBody = "invalid_body"
+            case invalidCallbackUrl = "invalid_callback_url"
+            case invalidContentType = "invalid_content_type"
+            case invalidCursor = "invalid_cursor"
+            case invalidDependsOn = "invalid_depends_on"
+            case invalidFilename = "invalid_filename"
+            case invalidFormat = "invalid_format"
+            case invalidIdempotencyKey = "invalid_idempotency_key"
+            case invalidJobId = "invalid_job_id"
+            case invalidJson = "invalid_json"
+            case invalidLastEventId = "invalid_last_event_id"
+            case invalidLimit = "invalid_limit"
+            case invalidMetadata = "invalid_metadata"
+            case invalidMultipart = "invalid_multipart"
+            case invalidOptions = "invalid_options"
+            case invalidPage = "invalid_page"
+            case invalidPriority = "invalid_priority"
+            case invalidRequest = "invalid_request"
+            case invalidSignature = "invalid_signature"
+            case invalidSize = "invalid_size"
+            case invalidStatus = "invalid_status"
+            case invalidUpload = "invalid_upload"
+            case invalidValue = "invalid_value"
+            case invalidWait = "invalid_wait"
+            case jobDeleted = "job_deleted"
+            case jobEnded = "job_ended"
+            case jobFailed = "job_failed"
+            case jobNotFound = "job_not_found"
+            case jobRunning = "job_running"
+            case linkExpired = "link_expired"
+            case malformedRequest = "malformed_request"
+            case methodNotAllowed = "method_not_allowed"
+            case missingDocument = "missing_document"
+            case notFound = "not_found"
+            case pageUnavailable = "page_unavailable"
+            case rateLimited = "rate_limited"
+            case repeatedParameter = "repeated_parameter"
+            case requestHeaderTooLarge = "request_header_too_large"
+            case requestTimeout = "request_timeout"
+            case requestTooLarge = "request_too_large"
+            case storageFull = "storage_full"
+            case storageUnavailable = "storage_unavailable"
+            case tooManyArchives = "too_many_archives"
+            case tooManyDocuments = "too_many_documents"
+            case tooManyUploads = "too_many_uploads"
+            case unauthorized = "unauthorized"
+            case unavailable = "unavailable"
+            case unknownParameter = "unknown_parameter"
+            case unsupportedDocumentType = "unsupported_document_type"
+            case unsupportedMediaType = "unsupported_media_type"
+            case upgradeRequired = "upgrade_required"
+            case uploadChanged = "upload_changed"
+            case uploadExpired = "upload_expired"
+            case uploadNotFound = "upload_not_found"
+            case uploadNotReceived = "upload_not_received"
+            case uploadSizeMismatch = "upload_size_mismatch"
+            case webhookSecretMissing = "webhook_secret_missing"
         }
         /// - Remark: Generated from `#/components/schemas/Status`.
         @frozen public enum Status: String, Codable, Hashable, Sendable, CaseIterable {

@@ -1,4 +1,5 @@
 import Foundation
+import LectorModel
 import NIOPosix
 
 /// Where job folders live: `FileStorage` (a local or shared filesystem, the default) or `ObjectStorage` (an
@@ -129,24 +130,6 @@ public struct FileStorage: JobStorage {
     public let reserve: StorageReserve
     private let threadPool: NIOThreadPool
 
-    /// Result files a job folder may contain besides the page pictures; anything else is refused.
-    public static let resultFileNames: Set<String> = ["result.json", "result.txt", "result.hocr", "result.pdf"]
-
-    /// The preview of page `number` (1-based): the page as read, long side at most 1600 px, JPEG.
-    public static func previewFileName(page number: Int) -> String { "page-\(number).jpg" }
-    /// The thumbnail of page `number`: long side at most 240 px, JPEG.
-    public static func thumbnailFileName(page number: Int) -> String { "thumb-\(number).jpg" }
-
-    /// Whether `name` is a result file: one of `resultFileNames`, or `page-N.jpg` / `thumb-N.jpg` with N a page
-    /// number written without leading zeros (one spelling per file, as for signed links).
-    public static func isResultFileName(_ name: String) -> Bool {
-        if resultFileNames.contains(name) { return true }
-        for prefix in ["page-", "thumb-"] where name.hasPrefix(prefix) && name.hasSuffix(".jpg") {
-            let digits = name.dropFirst(prefix.count).dropLast(4)
-            return (1...5).contains(digits.count) && digits.first != "0" && digits.allSatisfy { ("0"..."9").contains($0) }
-        }
-        return false
-    }
     /// The folder of uploads in progress, under the root.
     public static let spoolFolderName = ".uploads"
 
@@ -348,7 +331,7 @@ public struct FileStorage: JobStorage {
     }
 
     public func readResult(id: UUID, fileName: String) async throws -> Data? {
-        guard Self.isResultFileName(fileName) else { return nil }
+        guard ResultFiles.isResultFile(fileName) else { return nil }
         let url = folder(of: id).appendingPathComponent(fileName, isDirectory: false)
         return try await threadPool.runIfActive {
             // Only "no such file" means no result; any other failure (ENOTDIR, EIO, EACCES) is the storage's.
@@ -366,7 +349,7 @@ public struct FileStorage: JobStorage {
     }
 
     public func hasResult(id: UUID, fileName: String) async throws -> Bool {
-        guard Self.isResultFileName(fileName) else { return false }
+        guard ResultFiles.isResultFile(fileName) else { return false }
         let path = folder(of: id).appendingPathComponent(fileName, isDirectory: false).path
         return try await threadPool.runIfActive {
             var info = stat()

@@ -1,4 +1,5 @@
 import Foundation
+import LectorModel
 import NIOConcurrencyHelpers
 
 /// What happens to a job, as announced on `NOTIFY lector_job_events` (`db/007_events.sql`).

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Crypto
 import Foundation
+import LectorModel
 import NIOCore
 import NIOPosix
 import S3Kit
@@ -310,7 +311,7 @@ public struct ObjectStorage: JobStorage {
     }
 
     public func readResult(id: UUID, fileName: String) async throws -> Data? {
-        guard FileStorage.isResultFileName(fileName) else { return nil }
+        guard ResultFiles.isResultFile(fileName) else { return nil }
         do {
             return try await client.getObjectData(key: Self.key(id, fileName), maxBytes: maxResultBytes)
         } catch let error as S3Error where Self.isMissing(error) {
@@ -321,7 +322,7 @@ public struct ObjectStorage: JobStorage {
     }
 
     public func hasResult(id: UUID, fileName: String) async throws -> Bool {
-        guard FileStorage.isResultFileName(fileName) else { return false }
+        guard ResultFiles.isResultFile(fileName) else { return false }
         return try await call("look for \(fileName)") { try await client.headObject(key: Self.key(id, fileName)) != nil }
     }
 
@@ -435,7 +436,7 @@ public struct ObjectStorage: JobStorage {
 
     /// A presigned GET of a result file, valid for `expires`, answered with `contentType` and as `downloadName`.
     public func resultLink(id: UUID, fileName: String, contentType: String, downloadName: String, expires: Duration) throws -> String? {
-        guard FileStorage.isResultFileName(fileName) else { return nil }
+        guard ResultFiles.isResultFile(fileName) else { return nil }
         let safeName = String(downloadName.unicodeScalars.filter { $0.isASCII && $0.value >= 0x20 && $0 != "\"" && $0 != "\\" && $0.value != 0x7F }.map(Character.init))
         do {
             return try client.presignedGET(

@@ -1,4 +1,5 @@
 import Foundation
+import LectorModel
 import PostgresNIO
 
 // The statements every job runs, as named prepared statements: PostgresNIO prepares each one on a connection the

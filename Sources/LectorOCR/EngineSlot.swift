@@ -1,3 +1,4 @@
+import LectorModel
 import NIOPosix
 
 /// One worker slot's engine and the thread it lives on.

@@ -1,3 +1,5 @@
+import LectorModel
+
 /// An engine that recognises nothing, instantly: for measuring the queue, storage and HTTP without OCR
 /// (`LECTOR_ENGINE=noop` on a worker; benchmarks and tests only). It still checks the document's type.
 public struct NoopEngineFactory: OCREngineFactory {

@@ -1,4 +1,5 @@
 import Foundation
+import LectorModel
 import NIOConcurrencyHelpers
 
 /// A document to recognise: its bytes and detected type.

@@ -1,5 +1,6 @@
 import CTesseract
 import Foundation
+import LectorModel
 
 /// Rasterises PDF pages with poppler's command-line tools (`pdfinfo`, `pdftoppm`), one page at a time.
 ///

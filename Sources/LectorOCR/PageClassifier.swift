@@ -1,5 +1,6 @@
 import CTesseract
 import Foundation
+import LectorModel
 
 /// Chooses the pipeline for a page before OCR, from cheap pixel statistics of a thumbnail (a few milliseconds):
 /// a scanned or rendered document is mostly bright, even paper; a photo of a scene is not.

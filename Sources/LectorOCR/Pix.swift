@@ -1,4 +1,5 @@
 import CTesseract
+import LectorModel
 
 /// Owns one Leptonica image; `deinit` destroys it.
 ///

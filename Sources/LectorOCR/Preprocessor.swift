@@ -1,4 +1,5 @@
 import CTesseract
+import LectorModel
 
 /// Applies a job's preprocessing operations to one page, in order, with Leptonica (and Tesseract's orientation
 /// detection for `orient`). Every step returns a new image; the page's boxes are then in the processed pixels.

@@ -1,5 +1,6 @@
 import CTesseract
 import Foundation
+import LectorModel
 
 /// A searchable PDF built page by page with Tesseract's PDF renderer (page image + invisible text layer).
 ///

@@ -1,6 +1,7 @@
 import COpenCV
 import CTesseract
 import Foundation
+import LectorModel
 
 /// The scene pipeline for one page: detect text regions, warp each upright, read it with Tesseract as a single
 /// line, map the words back onto the page, and merge regions of one row into lines.

@@ -1,5 +1,6 @@
 import COpenCV
 import CTesseract
+import LectorModel
 import NIOConcurrencyHelpers
 import Foundation
 

@@ -1,5 +1,6 @@
 import COpenCV
 import Foundation
+import LectorModel
 
 /// A text region found by a detector: a rotated quadrilateral in image pixels, corners clockwise from the
 /// top left, and the detector's confidence (0 to 1).

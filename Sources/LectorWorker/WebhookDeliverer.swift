@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import LectorCore
+import LectorModel
 import Logging
 import NIOCore
 import NIOPosix

@@ -1,5 +1,6 @@
 import Foundation
 import LectorCore
+import LectorModel
 import LectorOCR
 import Logging
 import NIOConcurrencyHelpers
@@ -91,8 +92,8 @@ public struct Worker: Service {
     /// The doorbell key every slot waits on.
     public static let queuedKey = 0
     /// Every fixed result file an attempt may stage (`result.pdf` only when the renderer made one); the page
-    /// previews are named by page (`FileStorage.previewFileName`).
-    static let resultFiles = ["result.json", "result.txt", "result.hocr", "result.pdf"]
+    /// previews are named by page (`ResultFiles.preview`).
+    static let resultFiles = ResultFormat.allCases.map(\.fileName)
 
     public init(
         jobs: JobStore, storage: any JobStorage, engines: any OCREngineFactory,
@@ -453,17 +454,17 @@ public struct Worker: Service {
             // Compact: result.json is read by programs; indentation only made it larger and slower to encode and
             // write (`lector ocr --format json` still prints it indented for people).
             var files: [(name: String, contents: Data)] = [
-                ("result.json", try JSONEncoder.lector().encode(result)),
-                ("result.txt", Data(result.text.utf8)),
+                (ResultFormat.json.fileName, try JSONEncoder.lector().encode(result)),
+                (ResultFormat.txt.fileName, Data(result.text.utf8)),
             ]
             // The engine renders hOCR and PDF only when the job's `formats` ask for them.
-            if let hocr = result.renderings.hocr { files.append(("result.hocr", hocr)) }
-            if let pdf = result.renderings.pdf { files.append(("result.pdf", pdf)) }
+            if let hocr = result.renderings.hocr { files.append((ResultFormat.hocr.fileName, hocr)) }
+            if let pdf = result.renderings.pdf { files.append((ResultFormat.pdf.fileName, pdf)) }
             // Each page's preview and thumbnail, for the web page (boxes scale onto them).
             for (index, preview) in result.renderings.previews.enumerated() {
                 guard let preview else { continue }
-                files.append((FileStorage.previewFileName(page: index + 1), preview.image))
-                files.append((FileStorage.thumbnailFileName(page: index + 1), preview.thumbnail))
+                files.append((ResultFiles.preview(page: index + 1), preview.image))
+                files.append((ResultFiles.thumbnail(page: index + 1), preview.thumbnail))
             }
             lap("encode")
             do {

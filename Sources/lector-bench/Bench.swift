@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LectorCore
+import LectorModel
 import LectorOCR
 import Logging
 import PostgresNIO

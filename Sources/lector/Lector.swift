@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LectorAPI
 import LectorCore
+import LectorModel
 import LectorOCR
 import LectorWorker
 import Logging

@@ -103,7 +103,7 @@ struct BadInputTests {
         cases.append({
             var form = Multipart()
             form.add(name: "document", filename: "a.png", data: png)
-            return Case(description: "a query parameter beside a multipart body", status: .badRequest, code: "invalid_option",
+            return Case(description: "a query parameter beside a multipart body", status: .badRequest, code: "unknown_parameter",
                         contentType: form.contentType, body: Data(buffer: form.finished()), uri: "/v1/jobs?lang=deu")
         }())
         cases.append(Case(description: "a multipart body without a boundary", status: .badRequest, code: "invalid_multipart",
@@ -126,7 +126,7 @@ struct BadInputTests {
                           contentType: "application/json", body: Data(#"{"upload": "x", "metadata": {"a": 1}}"#.utf8)))
         cases.append(Case(description: "an empty raw body", status: .badRequest, code: "empty_document",
                           contentType: "image/png", body: Data()))
-        cases.append(Case(description: "an unknown query parameter", status: .badRequest, code: "invalid_option",
+        cases.append(Case(description: "an unknown query parameter", status: .badRequest, code: "unknown_parameter",
                           contentType: "image/png", body: png, uri: "/v1/jobs?colour=blue"))
         cases.append(Case(description: "a bad lang in the query", status: .badRequest, code: "invalid_options",
                           contentType: "image/png", body: png, uri: "/v1/jobs?lang=eng+"))

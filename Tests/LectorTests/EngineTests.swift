@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import LectorAPI
 import LectorCore
+import LectorModel
 import LectorOCR
 import LectorWorker
 import Logging

@@ -4,6 +4,7 @@ import HummingbirdTesting
 @testable import LectorAPI
 import LectorCore
 @testable import LectorOCR
+import LectorModel
 import NIOCore
 import NIOPosix
 import Testing
@@ -233,7 +234,7 @@ struct HardeningTests {
             } catch {
                 let answer = ErrorMiddleware<LectorRequestContext>.databaseError(error, logger: TestDatabase.logger)
                 #expect(answer.status == .badRequest)
-                #expect(answer.code == "invalid_value")
+                #expect(answer.code == .invalidValue)
             }
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 @testable import LectorCore
+import LectorModel
 import S3Kit
 import Testing
 

@@ -4,6 +4,7 @@ import FoundationXML
 #endif
 import LectorCore
 @testable import LectorOCR
+import LectorModel
 import Testing
 
 /// The engine's pipelines, preprocessing, PDF input and output formats, driven through `TesseractEngine` with

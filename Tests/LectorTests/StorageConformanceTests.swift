@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Crypto
 import Foundation
 import LectorCore
+import LectorModel
 import NIOCore
 import S3Kit
 import Testing

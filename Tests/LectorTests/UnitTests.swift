@@ -1,6 +1,7 @@
 import Foundation
 import LectorAPI
 import LectorCore
+import LectorModel
 import LectorOCR
 import Testing
 

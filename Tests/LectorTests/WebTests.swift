@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import LectorAPI
 import LectorCore
+import LectorModel
 import Testing
 
 @Suite("Web page, job list, page previews")
@@ -143,11 +144,11 @@ struct WebTests {
     @Test("page file names: page-N.jpg and thumb-N.jpg, one spelling")
     func pageFileNames() {
         for name in ["result.json", "result.pdf", "page-1.jpg", "thumb-12.jpg", "page-99999.jpg"] {
-            #expect(FileStorage.isResultFileName(name), "\(name)")
+            #expect(ResultFiles.isResultFile(name), "\(name)")
         }
         for name in ["page-0.jpg", "page-01.jpg", "page-.jpg", "page-1.png", "page-1.jpg/..", "thumb-x.jpg", "page-100000.jpg",
                      "document.png", "metadata.json", ".page-1.jpg", "page--1.jpg"] {
-            #expect(!FileStorage.isResultFileName(name), "\(name)")
+            #expect(!ResultFiles.isResultFile(name), "\(name)")
         }
     }
 

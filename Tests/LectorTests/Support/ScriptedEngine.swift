@@ -1,4 +1,5 @@
 import Foundation
+import LectorModel
 import LectorOCR
 import NIOConcurrencyHelpers
 

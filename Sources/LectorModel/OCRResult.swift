@@ -230,3 +230,26 @@ public struct StageTimes: Sendable, Equatable, CustomStringConvertible {
         return (known + other).map { "\($0)=" + String(format: "%.4f", seconds[$0]!) }.joined(separator: " ")
     }
 }
+
+/// A page's picture for people: the page as the engine read it (after preprocessing), downscaled so that its
+/// long side is at most `PagePreview.longSide` pixels, and a thumbnail, both JPEG. Boxes in `result.json` are
+/// in the page's pixels (`OCRPage.width` × `height`); scale them by `width / page.width` to draw them over
+/// the preview.
+public struct PagePreview: Sendable, Equatable {
+    /// The preview's longest side, in pixels (never enlarged: a smaller page keeps its size).
+    public static let longSide = 1600
+    /// The thumbnail's longest side.
+    public static let thumbnailLongSide = 240
+
+    public var image: Data
+    public var width: Int
+    public var height: Int
+    public var thumbnail: Data
+
+    public init(image: Data, width: Int, height: Int, thumbnail: Data) {
+        self.image = image
+        self.width = width
+        self.height = height
+        self.thumbnail = thumbnail
+    }
+}

@@ -19,7 +19,7 @@ public enum DetectorKind: String, Sendable, Codable, CaseIterable {
     public var modelMissing: OCRError {
         OCRError(.unsupportedOption, self == .east
             ? "the EAST model is not installed: run `lector models fetch east` (or `make models`), or use detector \"db\""
-            : "the DB detector's model is missing (it ships in \(DetectorModels.dbRelativePath); set LECTOR_DB_MODEL)")
+            : "the DB detector's model is missing (it ships in deploy/models/ppocr-v4-det; set LECTOR_DB_MODEL)")
     }
 }
 

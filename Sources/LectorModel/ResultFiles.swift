@@ -1,0 +1,40 @@
+/// The files of a finished job, named once: the API serves them, the worker writes them, storage checks names
+/// against them, reuse copies them.
+extension ResultFormat {
+    /// The name of the format's file in a job folder: `result.json`, `result.txt`, `result.hocr`, `result.pdf`.
+    public var fileName: String { "result.\(rawValue)" }
+
+    /// The `Content-Type` the file is served with.
+    public var contentType: String {
+        switch self {
+        case .json: "application/json; charset=utf-8"
+        case .txt: "text/plain; charset=utf-8"
+        case .hocr: "text/vnd.hocr+html; charset=utf-8"
+        case .pdf: "application/pdf"
+        }
+    }
+}
+
+public enum ResultFiles {
+    /// The format files a job folder may hold; anything else but page pictures is refused.
+    public static let formatFileNames: Set<String> = Set(ResultFormat.allCases.map(\.fileName))
+
+    /// The preview of page `number` (1-based): the page as read, long side at most 1600 px, JPEG.
+    public static func preview(page number: Int) -> String { "page-\(number).jpg" }
+    /// The thumbnail of page `number`: long side at most 240 px, JPEG.
+    public static func thumbnail(page number: Int) -> String { "thumb-\(number).jpg" }
+
+    /// Whether `name` is a result file: a format's file, or `page-N.jpg` / `thumb-N.jpg` with N a page number
+    /// written without leading zeros (one spelling per file, as for signed links).
+    public static func isResultFile(_ name: String) -> Bool {
+        if formatFileNames.contains(name) { return true }
+        for prefix in ["page-", "thumb-"] where name.hasPrefix(prefix) && name.hasSuffix(".jpg") {
+            let digits = name.dropFirst(prefix.count).dropLast(4)
+            return (1...5).contains(digits.count) && digits.first != "0" && digits.allSatisfy { ("0"..."9").contains($0) }
+        }
+        return false
+    }
+
+    /// Whether `name` is a page picture (served as JPEG).
+    public static func isPagePicture(_ name: String) -> Bool { isResultFile(name) && name.hasSuffix(".jpg") }
+}
