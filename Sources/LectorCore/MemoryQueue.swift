@@ -257,7 +257,7 @@ public actor MemoryQueue: WorkQueue, JobQueue {
         let now = now ?? clock()
         append(lease.jobID, .queued, worker: lease.worker, reason: reason, now: now)
         jobs[lease.jobID]?.notBefore = now + delay.secondsValue
-        if !countAttempt { jobs[lease.jobID]?.attempts = max((jobs[lease.jobID]?.attempts ?? 0) - 1, 0) }
+        if !countAttempt, let attempts = jobs[lease.jobID]?.attempts { jobs[lease.jobID]?.attempts = max(attempts - 1, 0) }
     }
 
     @discardableResult
