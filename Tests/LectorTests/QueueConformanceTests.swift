@@ -147,7 +147,8 @@ struct QueueConformanceTests {
             let stale = try #require(try await queue.claimNext(worker: "a", leaseDuration: .seconds(60), strategy: .tableLock, now: Self.t0))
             #expect(try await queue.rescueExpired(maxAttempts: 3, grace: .zero, now: Self.t0 + 59, limit: 500) == RescueReport())
             #expect(try await queue.rescueExpired(maxAttempts: 3, grace: .zero, now: Self.t0 + 61, limit: 500) == RescueReport(requeued: 1))
-            let fresh = try #require(try await queue.claimNext(worker: "b", leaseDuration: .seconds(60), strategy: .tableLock, now: Self.t0 + 62))
+            // The same worker name: the attempt number alone tells the two apart.
+            let fresh = try #require(try await queue.claimNext(worker: "a", leaseDuration: .seconds(60), strategy: .tableLock, now: Self.t0 + 62))
             #expect(fresh.id == id && fresh.lease.attempt == 2)
 
             #expect(try await queue.renew(stale.lease, duration: .seconds(60), maxRuntime: .seconds(3600), now: Self.t0 + 62) == false)
