@@ -5,9 +5,10 @@ import ServiceLifecycle
 
 /// Requeues the jobs of lost workers: every `interval`, jobs whose lease expired go back to `QUEUED`
 /// ("worker lost"), or to `FAILURE` once they used up their attempts. Every worker process runs one; they
-/// never handle the same job twice (see `JobStore.rescueExpired`).
+/// never handle the same job twice (see `WorkQueue.rescueExpired`; `JobStore.rescueExpired` in PostgreSQL).
 public struct Rescuer: Service {
-    public let jobs: JobStore
+    /// The queue: `JobStore` in production, `MemoryQueue` in tests.
+    public let jobs: any WorkQueue
     public let interval: Duration
     public let maxAttempts: Int
     /// Added to every lease's expiry: one heartbeat interval, so that after a database outage live workers
@@ -17,7 +18,7 @@ public struct Rescuer: Service {
     public let metrics: LectorMetrics
 
     public init(
-        jobs: JobStore, interval: Duration, maxAttempts: Int, grace: Duration = .zero, metrics: LectorMetrics = LectorMetrics(),
+        jobs: any WorkQueue, interval: Duration, maxAttempts: Int, grace: Duration = .zero, metrics: LectorMetrics = LectorMetrics(),
         logger: Logger
     ) {
         self.metrics = metrics
@@ -43,7 +44,7 @@ public struct Rescuer: Service {
         do {
             var total = RescueReport()
             while true {
-                let report = try await jobs.rescueExpired(maxAttempts: maxAttempts, grace: grace, now: now)
+                let report = try await jobs.rescueExpired(maxAttempts: maxAttempts, grace: grace, now: now, limit: 500)
                 total.requeued += report.requeued
                 total.failed += report.failed
                 if report.requeued + report.failed < 500 { break }

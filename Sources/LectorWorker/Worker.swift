@@ -61,7 +61,7 @@ public struct WorkerConfiguration: Sendable {
 /// A worker process's job loop: `concurrency` slots, each claiming and running one job at a time, while the
 /// previous job's end is recorded beside it.
 ///
-/// A slot claims in one short transaction (`JobStore.claimNext`, which also writes the lease), then reads the
+/// A slot claims in one short transaction (`WorkQueue.claimNext`; in PostgreSQL, `JobStore.claimNext`, which also writes the lease), then reads the
 /// document, runs the engine on its own thread while a heartbeat renews the lease, stages the result files,
 /// and ends the job; all after the claim committed. The end (fsyncs and database round trips, during which the
 /// slot's core would idle) runs in a child task beside the next job's reading and OCR, one per slot. The end moves the staged files into place and appends
@@ -71,7 +71,8 @@ public struct WorkerConfiguration: Sendable {
 /// On graceful shutdown slots stop claiming; jobs in flight get `shutdownGrace` to finish, then their OCR is
 /// cancelled and they are handed back (`QUEUED`, "worker shutdown") before the worker returns.
 public struct Worker: Service {
-    public let jobs: JobStore
+    /// The queue: `JobStore` in production, `MemoryQueue` in tests of the worker's logic.
+    public let jobs: any WorkQueue
     public let storage: any JobStorage
     public let engines: any OCREngineFactory
     public let configuration: WorkerConfiguration
@@ -96,7 +97,7 @@ public struct Worker: Service {
     static let resultFiles = ResultFormat.allCases.map(\.fileName)
 
     public init(
-        jobs: JobStore, storage: any JobStorage, engines: any OCREngineFactory,
+        jobs: any WorkQueue, storage: any JobStorage, engines: any OCREngineFactory,
         configuration: WorkerConfiguration, doorbell: WaitRegistry<Int> = WaitRegistry(), metrics: LectorMetrics = LectorMetrics(),
         logger: Logger
     ) {
@@ -114,23 +115,17 @@ public struct Worker: Service {
     }
 
     /// The listener that rings `doorbell` when a job is queued; run it beside the worker.
-    public func queuedListener() -> NotificationListener {
-        NotificationListener(
-            client: jobs.client, channel: JobStore.queuedChannel, logger: logger,
-            onListening: { [doorbell] in doorbell.signal(Self.queuedKey) },
-            onNotification: { [doorbell] _ in doorbell.signal(Self.queuedKey) })
+    public func queuedListener() -> any Service {
+        jobs.queuedListener(logger: logger, onQueued: { [doorbell] in doorbell.signal(Self.queuedKey) })
     }
 
     /// The listener that cancels the attempt of a job whose cancel was requested (`POST /v1/jobs/{id}/cancel`,
     /// `lector_job_cancel`); run it beside the worker. A request missed while the connection was down is found
     /// by the lease keeper at its next beat.
-    public func cancelListener() -> NotificationListener {
-        NotificationListener(
-            client: jobs.client, channel: JobStore.cancelChannel, logger: logger,
-            onNotification: { [inFlight] payload in
-                guard let id = UUID(uuidString: payload) else { return }
-                for running in inFlight.withLockedValue({ $0.attempts(of: id) }) { running.requestCancel() }
-            })
+    public func cancelListener() -> any Service {
+        jobs.cancelListener(logger: logger, onCancel: { [inFlight] id in
+            for running in inFlight.withLockedValue({ $0.attempts(of: id) }) { running.requestCancel() }
+        })
     }
 
     public func run() async throws {
@@ -232,7 +227,7 @@ public struct Worker: Service {
                 do {
                     let claimStarted = ContinuousClock.now
                     claimed = try await jobs.claimNext(
-                        worker: slotID, leaseDuration: configuration.leaseDuration, strategy: configuration.claimStrategy)
+                        worker: slotID, leaseDuration: configuration.leaseDuration, strategy: configuration.claimStrategy, now: nil)
                     metrics.claim(duration: ContinuousClock.now - claimStarted, found: claimed != nil)
                     failures = 0
                 } catch {
@@ -396,7 +391,7 @@ public struct Worker: Service {
             for running in renewable {
                 do {
                     let held = try await jobs.renew(
-                        running.lease, duration: configuration.leaseDuration, maxRuntime: configuration.maxRuntime)
+                        running.lease, duration: configuration.leaseDuration, maxRuntime: configuration.maxRuntime, now: nil)
                     // An attempt that ended during this pass has left `inFlight`: its lease is gone, not lost.
                     if !held, inFlight.withLockedValue({ $0.leaseLost(running) }) {
                         metrics.leaseRenewalFailed()
@@ -522,7 +517,7 @@ public struct Worker: Service {
             do {
                 switch outcome {
                 case .finished(let files):
-                    try await jobs.end(lease, as: .finished, pages: pages, engineVersion: engineIdentity) { [storage, configuration] in
+                    try await jobs.end(lease, as: .finished, reason: nil, pages: pages, engineVersion: engineIdentity) { [storage, configuration] in
                         try await Self.commit(files, of: lease, to: storage, within: configuration.commitDeadline)
                     }
                     metrics.jobFinished(mode: mode)
@@ -536,15 +531,15 @@ public struct Worker: Service {
                     let seconds = configuration.retryDelay(afterAttempt: lease.attempt)
                     try await jobs.requeue(
                         lease, reason: "retrying in \(Int(seconds.rounded(.up))) s: \(reason)",
-                        delay: .milliseconds(Int64(seconds * 1000)))
+                        delay: .milliseconds(Int64(seconds * 1000)), countAttempt: true, now: nil)
                     metrics.jobRequeued(reason: "retry")
                 case .storageFull(let reason):
                     try await jobs.requeue(
                         lease, reason: "waiting for storage: \(reason)",
-                        delay: .milliseconds(Int64(configuration.retryBase * 1000)), countAttempt: false)
+                        delay: .milliseconds(Int64(configuration.retryBase * 1000)), countAttempt: false, now: nil)
                     metrics.jobRequeued(reason: "storage")
                 case .handBack:
-                    try await jobs.requeue(lease, reason: "worker shutdown", countAttempt: false)
+                    try await jobs.requeue(lease, reason: "worker shutdown", delay: .zero, countAttempt: false, now: nil)
                     metrics.jobRequeued(reason: "shutdown")
                 case .cancelled:
                     try await jobs.end(lease, as: .failure, reason: JobStore.cancelledReason)
