@@ -153,9 +153,12 @@ final class PDFRasterizer {
         return String(line.prefix(80))
     }()
 
+    /// Where poppler's tools are looked for: the package managers' folders, not the process's PATH (library code
+    /// never reads the environment; a worker's PATH should not choose which program reads hostile PDFs).
+    static let toolFolders = ["/usr/bin", "/usr/local/bin", "/opt/homebrew/bin", "/bin"]
+
     static func tool(_ name: String) -> String? {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        for folder in path.split(separator: ":") + ["/usr/bin"] {
+        for folder in toolFolders {
             let candidate = "\(folder)/\(name)"
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         }
