@@ -168,7 +168,7 @@ struct EventsController {
         router.ws("v1/jobs/:id/ws") { inbound, outbound, context in
             let request = context.request
             func refuse(_ code: UInt16, _ error: APIError) async throws {
-                let reason = "{\"code\":\"\(error.code)\"}"
+                let reason = "{\"code\":\"\(error.code.rawValue)\"}"
                 try await outbound.close(.unknown(code), reason: reason)
             }
             let header = request.headers[.authorization] ?? ""
