@@ -30,15 +30,6 @@ enum Runtime {
         return logger
     }
 
-    static func sweeper(
-        storage: any JobStorage, jobs: JobStore, settings: Settings, logger: Logger, extra: @escaping @Sendable () -> Void = {}
-    ) -> StorageSweeper {
-        StorageSweeper(
-            storage: storage, jobs: jobs, interval: .milliseconds(Int64(settings.sweepInterval * 1000)),
-            abandonedAge: settings.abandonedAge, orphanAge: settings.abandonedAge, uploadAge: settings.uploadMaxAge, extra: extra,
-            logger: logger)
-    }
-
     /// The job storage `LECTOR_STORAGE` names: files under `LECTOR_STORAGE_ROOT` (the default), or an
     /// S3-compatible object store (`s3://bucket/prefix`, with the `LECTOR_S3_*` settings) with an HTTP client of
     /// its own, sized to `slots` (a worker) and shut down by the returned service, which the process must run

@@ -24,11 +24,9 @@ struct Serve: AsyncParsableCommand {
                 storage: storage, signer: ResultLinkSigner(key: signingKey, ttl: settings.resultLinkTTL),
                 waiters: WaitRegistry(), settings: settings, supportedTypes: engines.supportedTypes,
                 availableLanguages: try engines.availableLanguages(), availableDetectors: engines.models.available)
-            let app = buildApplication(dependencies: dependencies, logger: logger)
-            let sweeper = Runtime.sweeper(storage: storage, jobs: dependencies.jobs, settings: settings, logger: logger)
             // The store's HTTP client after the database and before its users: it is shut down after them.
             let group = ServiceGroup(configuration: .init(
-                services: [.init(service: client)] + storageServices + [.init(service: app), .init(service: sweeper)],
+                services: [.init(service: client)] + storageServices + buildAPIServices(dependencies: dependencies, logger: logger),
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
         }

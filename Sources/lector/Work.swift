@@ -1,7 +1,6 @@
 import ArgumentParser
 import LectorAPI
 import LectorCore
-import LectorOCR
 import LectorWorker
 import ServiceLifecycle
 
@@ -38,38 +37,15 @@ struct Work: AsyncParsableCommand {
             configuration.exitWhenIdle = exitWhenIdle
             configuration.maxJobs = maxJobs
             let metrics = LectorMetrics()
-            metrics.reportQueueDepth { try await jobs.queueDepth() }
-            let worker = Worker(
-                jobs: jobs, storage: storage, engines: Runtime.workerEngine(settings),
+            let services = buildWorkerServices(
+                settings: settings, jobs: jobs, storage: storage, engines: Runtime.workerEngine(settings),
                 configuration: configuration, metrics: metrics, logger: logger)
-            let rescuer = Rescuer(
-                jobs: jobs, interval: .milliseconds(Int64(settings.rescueInterval * 1000)),
-                maxAttempts: settings.maxAttempts, grace: .milliseconds(Int64(settings.heartbeatSeconds * 1000)),
-                metrics: metrics, logger: logger)
-            // Delivers the webhook outbox; every worker process runs one (they never take the same delivery).
-            let deliverer = WebhookDeliverer(
-                store: WebhookStore(client: client, logger: logger), configuration: WebhookDeliveryConfiguration(settings: settings),
-                metrics: metrics, logger: logger)
-            // The worker's sweeper also removes scratch folders of workers that died on this host.
-            let sweeper = Runtime.sweeper(storage: storage, jobs: jobs, settings: settings, logger: logger) {
-                ScratchFolder.sweep(olderThan: 300)
-            }
+            let endpoint: [any Service] = settings.metricsPort > 0
+                ? [buildMetricsApplication(metrics: metrics, host: settings.httpHost, port: settings.metricsPort, logger: logger)] : []
             // The store's HTTP client after the database and before its users: it is shut down after them.
-            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: client)] + storageServices
-            if settings.workerListen { services.append(.init(service: worker.queuedListener())) }
-            // Always: a cancel should stop the OCR within a second, not at the next heartbeat.
-            services.append(.init(service: worker.cancelListener()))
-            // Deletes ended jobs past LECTOR_RETENTION_DAYS (returns at once when it is 0).
-            let retention = Retention(jobs: jobs, storage: storage, days: settings.retentionDays, logger: logger)
-            services += [.init(service: rescuer), .init(service: retention), .init(service: deliverer), .init(service: sweeper)]
-            if settings.metricsPort > 0 {
-                services.append(.init(service: buildMetricsApplication(
-                    metrics: metrics, host: settings.httpHost, port: settings.metricsPort, logger: logger)))
-            }
-            // The worker returns on its own only with --exit-when-idle or --max-jobs: then the process shuts down.
-            services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
             let group = ServiceGroup(configuration: .init(
-                services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: [.init(service: client)] + storageServices + services.configurations(alongside: endpoint),
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
             try await group.run()
         }
     }
