@@ -8,6 +8,7 @@ import NIOHTTP1
 import LectorCore
 import Logging
 import PostgresNIO
+import ServiceLifecycle
 
 /// Builds the router: public health routes, the web page, the signed file links, and `/v1` behind API keys.
 public func buildRouter(_ dependencies: APIDependencies) -> Router<LectorRequestContext> {
@@ -114,6 +115,16 @@ public func buildApplication(
         logger: logger)
     app.addServices(listener)
     return app
+}
+
+/// The services of `lector serve`, in the order its `ServiceGroup` runs them after the `PostgresClient` and the
+/// storage's HTTP client (shut down in reverse, so after their users): the application (`buildApplication`),
+/// then the `StorageSweeper` as the settings configure it.
+public func buildAPIServices(
+    dependencies: APIDependencies, logger: Logger
+) -> [ServiceGroupConfiguration.ServiceConfiguration] {
+    let sweeper = StorageSweeper(settings: dependencies.settings, storage: dependencies.storage, jobs: dependencies.jobs, logger: logger)
+    return [.init(service: buildApplication(dependencies: dependencies, logger: logger)), .init(service: sweeper)]
 }
 
 /// The OpenAPI 3.1 description of this API, served at `/openapi.json`. Its source is

@@ -55,6 +55,17 @@ public struct StorageSweeper: Service {
         self.logger = logger
     }
 
+    /// The sweeper as the settings have it: every `LECTOR_SWEEP_INTERVAL`, abandoned uploads, staging folders and
+    /// orphans past `LECTOR_ABANDONED_AGE`, direct uploads past `Settings.uploadMaxAge`.
+    public init(
+        settings: Settings, storage: any JobStorage, jobs: JobStore, extra: @escaping @Sendable () -> Void = {}, logger: Logger
+    ) {
+        self.init(
+            storage: storage, jobs: jobs, interval: .milliseconds(Int64(settings.sweepInterval * 1000)),
+            abandonedAge: settings.abandonedAge, orphanAge: settings.abandonedAge, uploadAge: settings.uploadMaxAge, extra: extra,
+            logger: logger)
+    }
+
     public func run() async throws {
         // The first pass looks at every job folder; later ones only at folders that passed `orphanAge` since
         // the pass before (with a margin), so a large storage is not listed against the database each time. The

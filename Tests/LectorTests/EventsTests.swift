@@ -90,12 +90,9 @@ struct EventsTests {
         try await TestHarness.run { harness in
             let user = try await harness.newUser()
             let auth: HTTPFields = [.authorization: "Bearer \(user.token)"]
-            var configuration = WorkerConfiguration(settings: harness.settings, workerID: "progress")
-            configuration.progressInterval = .milliseconds(200)
-            let worker = Worker(
-                jobs: harness.jobs, storage: harness.storage,
-                engines: ScriptedEngineFactory(steps: [.pages(4, each: .milliseconds(500))]),
-                configuration: configuration, logger: TestDatabase.logger)
+            let worker = harness.workerServices(id: "progress", engines: ScriptedEngineFactory(steps: [.pages(4, each: .milliseconds(500))])) {
+                $0.progressInterval = .milliseconds(200)
+            }.worker
             try await harness.application().test(.router) { client in
                 let submitted = try await client.execute(
                     uri: "/v1/jobs", method: .post, headers: [.authorization: "Bearer \(user.token)", .contentType: "image/png"],

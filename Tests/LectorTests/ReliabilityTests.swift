@@ -349,6 +349,25 @@ struct ReliabilityTests {
 
     // MARK: helpers
 
+    @Test("lector work's services (buildWorkerServices) run a job in one ServiceGroup, which the idle worker ends")
+    func workerServiceGroup() async throws {
+        try await TestHarness.run { harness in
+            let id = try await Self.submit(harness, owner: try await QueueTests.owner(harness))
+            let services = harness.workerServices(id: "group", engines: ScriptedEngineFactory(steps: [.succeed("grouped")])) {
+                $0.concurrency = 1
+                $0.exitWhenIdle = true
+            }
+            #expect(services.queuedListener != nil)
+            let configurations = services.configurations()
+            #expect(configurations.count == 7)
+            let group = ServiceGroup(configuration: .init(services: configurations, logger: TestDatabase.logger))
+            // The worker returns once the queue is empty, and the whole group shuts down with it.
+            try await withDeadline(.seconds(60), "the worker's service group") { try await group.run() }
+            #expect(try await harness.jobs.history(of: id).map(\.status) == [.queued, .inProgress, .finished])
+            #expect(try await harness.storage.readResult(id: id, fileName: "result.txt") == Data("grouped".utf8))
+        }
+    }
+
     static func submit(_ harness: TestHarness, owner: Int64) async throws -> UUID {
         let job = QueueTests.makeJob(owner: owner)
         try await harness.storage.createJobFolder(
@@ -368,9 +387,7 @@ struct ReliabilityTests {
     }
 
     static func worker(_ harness: TestHarness, engine: ScriptedEngineFactory) -> Worker {
-        Worker(
-            jobs: harness.jobs, storage: harness.storage, engines: engine,
-            configuration: WorkerConfiguration(settings: harness.settings, workerID: "scripted"), logger: TestDatabase.logger)
+        harness.workerServices(id: "scripted", engines: engine).worker
     }
 
     static func runWorker(_ harness: TestHarness, engine: ScriptedEngineFactory, _ body: @Sendable () async throws -> Void) async throws {

@@ -57,23 +57,27 @@ struct TestHarness: Sendable {
         return (key.token, id)
     }
 
-    func makeWorker(concurrency: Int = 1, id: String = "test-worker") -> Worker {
+    /// The worker's services as `lector work` wires them (`buildWorkerServices`), on this harness's settings,
+    /// queue and storage, with the Tesseract engine unless `engines` is given; `configure` adjusts the worker.
+    func workerServices(
+        id: String = "test-worker", engines: (any OCREngineFactory)? = nil, configure: (inout WorkerConfiguration) -> Void = { _ in }
+    ) -> WorkerServices {
         var configuration = WorkerConfiguration(settings: settings, workerID: id)
-        configuration.concurrency = concurrency
-        return Worker(jobs: jobs, storage: storage, engines: engines, configuration: configuration, logger: TestDatabase.logger)
+        configure(&configuration)
+        return buildWorkerServices(
+            settings: settings, jobs: jobs, storage: storage, engines: engines ?? self.engines, configuration: configuration,
+            logger: TestDatabase.logger)
     }
 
-    /// Runs a worker (and its NOTIFY listener) while `body` runs.
+    /// Runs a worker and its two listeners (from `workerServices`) while `body` runs.
     func withWorker<T: Sendable>(concurrency: Int = 1, _ body: @Sendable () async throws -> T) async throws -> T {
-        let worker = makeWorker(concurrency: concurrency)
+        let services = workerServices { $0.concurrency = concurrency }
         return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                try await worker.queuedListener().run()
-                return nil
-            }
-            group.addTask {
-                try await worker.run()
-                return nil
+            for service in [services.queuedListener, services.cancelListener, services.worker].compactMap({ $0 }) {
+                group.addTask {
+                    try await service.run()
+                    return nil
+                }
             }
             defer { group.cancelAll() }
             return try await body()
