@@ -304,6 +304,29 @@ public struct JobStore: Sendable {
         return claimed
     }
 
+    /// The most slots one `claimBatch` may claim for (`claim_jobs` refuses more).
+    public static let maxClaimBatch = 256
+
+    /// Claims for several slots in one transaction and one round trip: `claim_jobs` (db/013) runs `claim_job`
+    /// once per worker name under the one table lock, so a batch obeys every rule of a single claim. The jobs
+    /// come back in the order of `workers`, the first workers served first.
+    public func claimBatch(
+        workers: [String], leaseDuration: Duration, strategy: ClaimStrategy = .tableLock, now: Date? = nil
+    ) async throws -> [ClaimedJob] {
+        precondition(workers.count <= Self.maxClaimBatch, "claimBatch takes at most \(Self.maxClaimBatch) workers")
+        guard !workers.isEmpty else { return [] }
+        if workers.count == 1 {
+            return try await claimNext(worker: workers[0], leaseDuration: leaseDuration, strategy: strategy, now: now).map { [$0] } ?? []
+        }
+        let statement = ClaimJobsStatement(
+            workers: workers, leaseSeconds: leaseDuration.secondsValue, now: now, skipLocked: strategy == .skipLocked)
+        var claimed: [ClaimedJob] = []
+        for try await (worker, id, attempt, contentType, options) in try await client.execute(statement, logger: logger) {
+            claimed.append(ClaimedJob(lease: Lease(jobID: id, worker: worker, attempt: attempt), contentType: contentType, optionsJSON: options))
+        }
+        return claimed
+    }
+
     /// Extends a lease; false when it is no longer held (the job was rescued, or ended) or when the attempt has
     /// run longer than `maxRuntime` (a hung read or a runaway engine must not hold a job forever: the lease is
     /// then left to expire and the rescuer requeues the job).

@@ -221,6 +221,19 @@ public actor MemoryQueue: WorkQueue, JobQueue {
             optionsJSON: job.optionsJSON)
     }
 
+    public func claimBatch(
+        workers: [String], leaseDuration: Duration, strategy: ClaimStrategy = .tableLock, now: Date? = nil
+    ) async throws -> [ClaimedJob] {
+        precondition(workers.count <= JobStore.maxClaimBatch, "claimBatch takes at most \(JobStore.maxClaimBatch) workers")
+        // The actor runs the claims back to back with no suspension between them: one batch, as under the lock.
+        var claimed: [ClaimedJob] = []
+        for worker in workers {
+            guard let job = try await claimNext(worker: worker, leaseDuration: leaseDuration, strategy: strategy, now: now) else { break }
+            claimed.append(job)
+        }
+        return claimed
+    }
+
     public func renew(
         _ lease: Lease, duration: Duration, maxRuntime: Duration = .seconds(86_400), now: Date? = nil
     ) async throws -> Bool {

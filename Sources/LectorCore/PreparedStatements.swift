@@ -91,6 +91,30 @@ struct ClaimJobStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
+/// `JobStore.claimBatch`: `claim_jobs` (db/013_claim_batch.sql).
+struct ClaimJobsStatement: PostgresPreparedStatement {
+    static let name = "lector_claim_jobs_v1"
+    static let sql = "SELECT worker, job_id, attempt, content_type, options FROM claim_jobs($1, $2, $3, $4)"
+    static let bindingDataTypes: [PostgresDataType] = [.textArray, .float8, .timestamptz, .bool]
+    typealias Row = (String, UUID, Int, String, String)
+
+    var workers: [String]
+    var leaseSeconds: Double
+    var now: Date?
+    var skipLocked: Bool
+
+    func makeBindings() -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: 4)
+        bindings.append(workers)
+        bindings.append(leaseSeconds)
+        bindings.append(now)
+        bindings.append(skipLocked)
+        return bindings
+    }
+
+    func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
+}
+
 /// `JobStore.end`: takes the attempt's lease row lock before its result files are moved into place.
 struct LockLeaseStatement: PostgresPreparedStatement {
     static let name = "lector_lock_lease_v1"

@@ -19,6 +19,11 @@ public protocol WorkQueue: Sendable {
     /// for unfinished dependencies is not claimable. Each job is claimed by one claimer at a time.
     func claimNext(worker: String, leaseDuration: Duration, strategy: ClaimStrategy, now: Date?) async throws -> ClaimedJob?
 
+    /// Claims for several slots at once, in one transaction: the first claimable job for `workers[0]`, the next
+    /// for `workers[1]`, and so on, each by `claimNext`'s rules and with its own lease; fewer when fewer jobs are
+    /// claimable (the jobs go to the first workers). At most `JobStore.maxClaimBatch` workers.
+    func claimBatch(workers: [String], leaseDuration: Duration, strategy: ClaimStrategy, now: Date?) async throws -> [ClaimedJob]
+
     /// Extends a lease by `duration` from `now`; false when the attempt no longer holds it, or has held it longer
     /// than `maxRuntime`.
     func renew(_ lease: Lease, duration: Duration, maxRuntime: Duration, now: Date?) async throws -> Bool

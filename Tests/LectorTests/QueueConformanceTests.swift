@@ -115,6 +115,64 @@ struct QueueConformanceTests {
         }
     }
 
+    @Test("a batch claim: one job per worker, by the single claim's rules and order, each with its own lease; fewer when the queue runs short", arguments: Kind.allCases)
+    func batchClaim(kind: Kind) async throws {
+        try await Self.with(kind) { queue, newOwner in
+            let heavy = try await newOwner(), light = try await newOwner()
+            let first = Self.job(heavy), second = Self.job(heavy), urgent = Self.job(heavy, priority: 5), other = Self.job(light)
+            for job in [first, second, urgent, other] { try await queue.create(job) }
+            // The order one claimer meets them in (turnsAndPriority), in one call.
+            let batch = try await queue.claimBatch(
+                workers: ["w/0", "w/1", "w/2"], leaseDuration: .seconds(60), strategy: .tableLock, now: nil)
+            #expect(batch.map(\.id) == [urgent.id, other.id, first.id])
+            #expect(batch.map(\.lease.worker) == ["w/0", "w/1", "w/2"])
+            #expect(batch.allSatisfy { $0.lease.attempt == 1 && $0.contentType == "image/png" })
+            // Each lease is its own: one slot's end does not touch another's job.
+            try await queue.end(batch[1].lease, as: .finished)
+            #expect(try await queue.state(of: other.id, ownerID: light)?.status == .finished)
+            #expect(try await queue.state(of: first.id, ownerID: heavy)?.status == .inProgress)
+            await #expect(throws: TransitionRefused.self) {
+                try await queue.end(Lease(jobID: first.id, worker: "w/1", attempt: 1), as: .finished)
+            }
+            // One job left for four workers: the first worker gets it, then the queue is empty.
+            let rest = try await queue.claimBatch(
+                workers: ["v/0", "v/1", "v/2", "v/3"], leaseDuration: .seconds(60), strategy: .tableLock, now: nil)
+            #expect(rest.map(\.id) == [second.id])
+            #expect(rest.map(\.lease.worker) == ["v/0"])
+            #expect(try await queue.claimBatch(workers: ["v/0", "v/1"], leaseDuration: .seconds(60), strategy: .tableLock, now: nil).isEmpty)
+            #expect(try await queue.claimBatch(workers: [], leaseDuration: .seconds(60), strategy: .tableLock, now: nil).isEmpty)
+        }
+    }
+
+    @Test("concurrent batch claimers and single claimers: each job is claimed exactly once", arguments: Kind.allCases)
+    func batchClaimIsExclusive(kind: Kind) async throws {
+        try await Self.with(kind) { queue, newOwner in
+            var ids: Set<UUID> = []
+            for _ in 0..<3 { ids.formUnion(try await Self.queued(queue, try await newOwner(), count: 40)) }
+            let claims = try await withThrowingTaskGroup(of: [UUID].self) { group in
+                for claimer in 0..<4 {
+                    group.addTask {
+                        var mine: [UUID] = []
+                        while true {
+                            let workers = (0..<(claimer % 2 == 0 ? 7 : 1)).map { "c\(claimer)/\($0)" }
+                            let batch = try await queue.claimBatch(
+                                workers: workers, leaseDuration: .seconds(60), strategy: .tableLock, now: nil)
+                            if batch.isEmpty { break }
+                            mine += batch.map(\.id)
+                        }
+                        return mine
+                    }
+                }
+                var all: [UUID] = []
+                for try await claimed in group { all += claimed }
+                return all
+            }
+            #expect(claims.count == 120)
+            #expect(Set(claims) == ids)
+            #expect(try await queue.countsByStatus() == [.inProgress: 120])
+        }
+    }
+
     @Test("concurrent claimers: each job is claimed exactly once", arguments: Kind.allCases)
     func claimIsExclusive(kind: Kind) async throws {
         try await Self.with(kind) { queue, newOwner in
