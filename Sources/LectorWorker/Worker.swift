@@ -20,6 +20,8 @@ public struct WorkerConfiguration: Sendable {
     /// Longest one attempt may hold its lease (`LECTOR_MAX_JOB_SECONDS`).
     public var maxRuntime: Duration
     public var claimStrategy: ClaimStrategy
+    /// The most slots claimed for in one transaction (`LECTOR_WORKER_CLAIM_BATCH`; `ClaimBatcher`).
+    public var claimBatch: Int
     /// `lector work --exit-when-idle`: a slot that finds the queue empty stops, and the worker returns when all
     /// have (for a Kubernetes Job per batch of queued jobs).
     public var exitWhenIdle = false
@@ -48,6 +50,7 @@ public struct WorkerConfiguration: Sendable {
         self.shutdownGrace = .milliseconds(Int64(settings.shutdownGrace * 1000))
         self.maxRuntime = .milliseconds(Int64(settings.maxJobSeconds * 1000))
         self.claimStrategy = settings.claimStrategy
+        self.claimBatch = settings.workerClaimBatch
         self.warmLanguage = settings.defaultLanguage
     }
 
@@ -61,8 +64,8 @@ public struct WorkerConfiguration: Sendable {
 /// A worker process's job loop: `concurrency` slots, each claiming and running one job at a time, while the
 /// previous job's end is recorded beside it.
 ///
-/// A slot claims in one short transaction (`WorkQueue.claimNext`; in PostgreSQL, `JobStore.claimNext`, which also writes the lease), then reads the
-/// document, runs the engine on its own thread while a heartbeat renews the lease, stages the result files,
+/// A slot claims in one short transaction (through `ClaimBatcher`: slots idle at the same time share one
+/// `WorkQueue.claimBatch`, each with its own lease; in PostgreSQL `claim_jobs`), then reads the document, runs the engine on its own thread while a heartbeat renews the lease, stages the result files,
 /// and ends the job; all after the claim committed. The end (fsyncs and database round trips, during which the
 /// slot's core would idle) runs in a child task beside the next job's reading and OCR, one per slot. The end moves the staged files into place and appends
 /// `FINISHED` while holding the lease row, so an attempt that lost its lease can neither finish nor overwrite.
@@ -85,6 +88,8 @@ public struct Worker: Service {
     private let claimedCount = NIOLockedValueBox(0)
     /// Whether storage takes writes: slots claim only while it does.
     let storageHealth: StorageHealth
+    /// Claims for the slots that are idle together in one transaction.
+    let claimer: ClaimBatcher
     /// The engine's identity (`OCREngineFactory.identity`), recorded with every finished job and announced as the
     /// fleet's current engine at start, so that identical jobs reuse results of this engine only; nil when the
     /// engine could not tell (then its results are never reused).
@@ -108,6 +113,9 @@ public struct Worker: Service {
         self.configuration = configuration
         self.doorbell = doorbell
         self.logger = logger
+        self.claimer = ClaimBatcher(
+            queue: jobs, leaseDuration: configuration.leaseDuration, strategy: configuration.claimStrategy,
+            maxBatch: configuration.claimBatch)
         self.storageHealth = StorageHealth(
             storage: storage, interval: storage is ObjectStorage ? ObjectStorage.healthInterval : .seconds(1))
         // Bounded as the database keeps it (500 characters); a longer one is no identity (never reused).
@@ -226,8 +234,7 @@ public struct Worker: Service {
                 let claimed: ClaimedJob?
                 do {
                     let claimStarted = ContinuousClock.now
-                    claimed = try await jobs.claimNext(
-                        worker: slotID, leaseDuration: configuration.leaseDuration, strategy: configuration.claimStrategy, now: nil)
+                    claimed = try await claimer.claim(worker: slotID)
                     metrics.claim(duration: ContinuousClock.now - claimStarted, found: claimed != nil)
                     failures = 0
                 } catch {
