@@ -163,6 +163,7 @@ let package = Package(
                 "LectorCore",
                 "LectorOCR",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             path: "Sources/lector-bench"
         ),

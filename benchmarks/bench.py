@@ -418,6 +418,64 @@ def p2(args):
         psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
+# ---------------------------------------------------------------- FLEET
+def fleet(args):
+    """A large fleet, simulated: --processes lector-bench processes with --slots slots in all claim and end (no
+    OCR, no files) until a backlog of --jobs is gone, for each claim strategy in turn, against one PostgreSQL."""
+    per_process = args.slots // args.processes
+    print(f"FLEET {args.processes} processes x {per_process} slots, {args.jobs} jobs from {args.owners} owners, no-op jobs")
+    print(f"  {'strategy':12} {'claims/s':>9} {'claim p50 ms':>13} {'p99 ms':>9}   lock waits (share of active backends sampled)")
+    database = f"lector_bench_fleet{os.environ.get('LECTOR_BENCH_DB_SUFFIX', '')}"
+    url = f"postgres://lector@127.0.0.1:{PG_PORT}/{database}"
+    ensure_pg()
+    for round_ in range(args.rounds):
+        for strategy in args.strategies:
+            psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            psql("postgres", f"CREATE DATABASE {database}")
+            env = dict(os.environ, LECTOR_DATABASE_URL=url)
+            subprocess.run([LECTOR, "migrate", "--directory", os.path.join(ROOT, "db")], env=env, check=True, capture_output=True)
+            psql(database, f"INSERT INTO users (name) SELECT 'owner-' || g FROM generate_series(1, {args.owners}) g")
+            psql(database, f"""
+                INSERT INTO jobs (id, owner_id, document_name, content_type, size_bytes, sha256, status, created_at)
+                SELECT gen_random_uuid(), u.id, 'p.png', 'image/png', 1, decode(repeat('00', 32), 'hex'), 'QUEUED',
+                       now() - interval '1 hour' + g * interval '1 millisecond'
+                FROM generate_series(1, {args.jobs}) g JOIN users u ON u.name = 'owner-' || (1 + g % {args.owners})""")
+            psql(database, "SET session_replication_role = replica; "
+                 "INSERT INTO job_transitions (job_id, status, at) SELECT id, 'QUEUED', created_at FROM jobs")
+            psql(database, "VACUUM ANALYZE")
+            folder = tempfile.mkdtemp(prefix="lector-fleet-")
+            start_at = time.time() + 3 + 0.05 * per_process
+            processes = []
+            for index in range(args.processes):
+                command = [BENCH, "fleet", "--slots", str(per_process), "--strategy", strategy, "--batch", str(args.batch),
+                           "--latencies", os.path.join(folder, f"{index}.txt"), "--start-at", f"{start_at:.3f}"]
+                if index == 0:
+                    command.append("--sample")
+                processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True))
+            outputs = [process.communicate()[0].strip() for process in processes]
+            if any(process.returncode != 0 for process in processes):
+                raise SystemExit(f"fleet: a process failed: {outputs}")
+            latencies = []
+            for index in range(args.processes):
+                with open(os.path.join(folder, f"{index}.txt")) as f:
+                    latencies += [float(line) for line in f if line.strip()]
+            shutil.rmtree(folder, ignore_errors=True)
+            seconds = max(float(out.split("seconds=")[1].split()[0]) for out in outputs)
+            claims = sum(int(out.split("claims=")[1].split()[0]) for out in outputs)
+            in_progress = int(psql(database, "SELECT count(*) FROM job_transitions WHERE status = 'IN_PROGRESS'"))
+            finished = int(psql(database, "SELECT count(*) FROM jobs WHERE status = 'FINISHED'"))
+            if not (claims == in_progress == finished == args.jobs):
+                raise SystemExit(f"fleet: {claims} claims, {in_progress} IN_PROGRESS, {finished} FINISHED for {args.jobs} jobs")
+            sampled = outputs[0].split("waits=")[1] if "waits=" in outputs[0] else ""
+            counts = dict(item.split("=") for item in sampled.split(",") if "=" in item)
+            active = sum(int(v) for v in counts.values()) or 1
+            lock = {k: int(v) for k, v in counts.items() if k.startswith("Lock:")}
+            locks = ", ".join(f"{k[5:]} {100 * v / active:.0f}%" for k, v in sorted(lock.items(), key=lambda kv: -kv[1])) or "none"
+            print(f"  {strategy:12} {claims / seconds:9.0f} {quantile(latencies, 0.5):13.2f} {quantile(latencies, 0.99):9.2f}"
+                  f"   {locks} (all locks {100 * sum(lock.values()) / active:.0f}%; round {round_ + 1})", flush=True)
+    psql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
 # ---------------------------------------------------------------- P3
 def wrk_submit(svc, seconds, body_path):
     script = os.path.join(svc.storage, "post.lua")
@@ -766,6 +824,10 @@ def main():
     a = sub.add_parser("p3"); a.add_argument("--seconds", type=int, default=5)
     a.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     a.add_argument("--claims", nargs="*", default=["table-lock", "skip-locked"])
+    a = sub.add_parser("fleet"); a.add_argument("--slots", type=int, default=200); a.add_argument("--processes", type=int, default=4)
+    a.add_argument("--jobs", type=int, default=20000); a.add_argument("--owners", type=int, default=20)
+    a.add_argument("--batch", type=int, default=16); a.add_argument("--rounds", type=int, default=1)
+    a.add_argument("--strategies", nargs="+", default=["table-lock", "batched", "skip-locked"])
     a = sub.add_parser("p4"); a.add_argument("--jobs", type=int, default=40)
     a = sub.add_parser("p5"); a.add_argument("--waiters", type=int, default=1000); a.add_argument("--jobs", type=int, default=10)
     a = sub.add_parser("p6"); a.add_argument("--photos", type=int, default=50); a.add_argument("--rounds", type=int, default=3)
@@ -788,7 +850,7 @@ def main():
         p6(argparse.Namespace(photos=5 if small else 50, rounds=1 if small else 3))
         p7(argparse.Namespace(noop=300 if small else 10000, real=10 if small else 500))
     else:
-        {"p1": p1, "p2": p2, "p3": p3, "p4": p4, "p5": p5, "p6": p6, "p7": p7, "h1": h1, "h2": h2, "h3": h3, "e1": e1, "s3": s3}[args.measure](args)
+        {"p1": p1, "p2": p2, "p3": p3, "fleet": fleet, "p4": p4, "p5": p5, "p6": p6, "p7": p7, "h1": h1, "h2": h2, "h3": h3, "e1": e1, "s3": s3}[args.measure](args)
 
 
 if __name__ == "__main__":

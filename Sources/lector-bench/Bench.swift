@@ -4,6 +4,7 @@ import LectorCore
 import LectorModel
 import LectorOCR
 import Logging
+import NIOConcurrencyHelpers
 import PostgresNIO
 
 /// In-process measurements for BENCHMARKS.md (the scripts in benchmarks/ call these). Not part of the product.
@@ -11,7 +12,7 @@ import PostgresNIO
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lector-bench", abstract: "Lector's in-process benchmarks.",
-        subcommands: [Claims.self, Engine.self])
+        subcommands: [Claims.self, Fleet.self, Engine.self])
 }
 
 /// Prints min / p50 / p99 / max of a list of durations in milliseconds.
@@ -84,6 +85,106 @@ struct Claims: AsyncParsableCommand {
             print("claims history=\(history) strategy=\(strategy.rawValue) ms: \(summary(latencies))")
         }
     }
+}
+
+/// One process of the simulated fleet (`benchmarks/bench.py fleet` runs several at once against one database):
+/// `--slots` slots that claim and at once end their job (FINISHED, no files: the no-op engine without storage)
+/// until the queue is empty. Writes each claim's latency (ms, one per line) to `--latencies`, and prints the
+/// claims made and the seconds from the first claim to the last end. With `--sample`, also samples
+/// `pg_stat_activity` every 10 ms and prints how many of the fleet's active backends waited on a lock, by kind.
+struct Fleet: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Claim and end jobs with many slots until the queue is empty.")
+
+    @Option(help: "Slots (concurrent claimers) in this process.") var slots = 50
+    @Option(help: "table-lock, batched (table lock, one transaction for the slots idle together) or skip-locked.")
+    var strategy = "table-lock"
+    @Option(help: "The most slots in one batched claim.") var batch = 16
+    @Option(help: "Write each claim's latency (ms) here, one per line.") var latencies: String
+    @Flag(help: "Sample pg_stat_activity for lock waits.") var sample = false
+    @Option(help: "Unix time (seconds) at which the slots start, so that processes start together.") var startAt: Double = 0
+
+    func run() async throws {
+        let settings = Settings(environment: ProcessInfo.processInfo.environment)
+        let logger = { var logger = Logger(label: "bench"); logger.logLevel = .error; return logger }()
+        let slots = self.slots, sample = self.sample
+        var configuration = try DatabaseURL.configuration(from: settings.databaseURL)
+        configuration.options.maximumConnections = slots + 2
+        configuration.options.minimumConnections = slots + 2
+        configuration.options.connectionIdleTimeout = .seconds(600)
+        let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        let jobs = JobStore(client: client, logger: logger)
+        let claimStrategy: ClaimStrategy = strategy == "skip-locked" ? .skipLocked : .tableLock
+        let batcher = ClaimBatcher(
+            queue: jobs, leaseDuration: .seconds(300), strategy: claimStrategy, maxBatch: strategy == "batched" ? batch : 1)
+        let samples = NIOLockedValueBox<[String: Int]>([:])
+        let (claims, seconds, times) = try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            // Open every connection before the start: the pool's warm-up is not the queue's cost.
+            try await withThrowingTaskGroup(of: Void.self) { warm in
+                for _ in 0..<slots { warm.addTask { try await client.query("SELECT pg_sleep(0.05)", logger: logger) } }
+                try await warm.waitForAll()
+            }
+            let wait = startAt - Date().timeIntervalSince1970
+            if wait > 0 { try await Task.sleep(for: .milliseconds(Int64(wait * 1000))) }
+            let done = ManagedAtomicFlag()
+            if sample {
+                group.addTask {
+                    while !done.isSet {
+                        let rows = try await client.query(
+                            """
+                            SELECT coalesce(wait_event_type, 'CPU') || ':' || coalesce(wait_event, '-') FROM pg_stat_activity
+                            WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()
+                            """, logger: logger)
+                        var seen: [String] = []
+                        for try await kind in rows.decode(String.self) { seen.append(kind) }
+                        samples.withLockedValue { counts in
+                            counts["samples", default: 0] += 1
+                            for kind in seen { counts[kind, default: 0] += 1 }
+                        }
+                        try await Task.sleep(for: .milliseconds(10))
+                    }
+                }
+            }
+            let clock = ContinuousClock()
+            let started = clock.now
+            let times = NIOLockedValueBox<[Double]>([])
+            try await withThrowingTaskGroup(of: Void.self) { fleet in
+                for index in 0..<slots {
+                    fleet.addTask {
+                        let worker = "fleet-\(ProcessInfo.processInfo.processIdentifier)/\(index)"
+                        var mine: [Double] = []
+                        while true {
+                            let asked = clock.now
+                            guard let job = try await batcher.claim(worker: worker) else { break }
+                            mine.append(milliseconds(clock.now - asked))
+                            try await jobs.end(job.lease, as: .finished)
+                        }
+                        times.withLockedValue { $0 += mine }
+                    }
+                }
+                try await fleet.waitForAll()
+            }
+            done.set()
+            let all = times.withLockedValue { $0 }
+            return (all.count, milliseconds(clock.now - started) / 1000, all)
+        }
+        try times.map { String(format: "%.3f", $0) }.joined(separator: "\n").write(toFile: latencies, atomically: true, encoding: .utf8)
+        var line = String(format: "fleet slots=%d strategy=%@ claims=%d seconds=%.3f", slots, strategy, claims, seconds)
+        if sample {
+            let counts = samples.withLockedValue { $0 }
+            line += " samples=\(counts["samples"] ?? 0) waits=" + counts.filter { $0.key != "samples" }
+                .sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        }
+        print(line)
+    }
+}
+
+/// A flag set once, read from many tasks.
+final class ManagedAtomicFlag: Sendable {
+    private let value = NIOLockedValueBox(false)
+    var isSet: Bool { value.withLockedValue { $0 } }
+    func set() { value.withLockedValue { $0 = true } }
 }
 
 /// P1 (b): the engine in a loop inside one process, N slots at once: the limit for the service.
