@@ -398,6 +398,92 @@ public struct JobStore: Sendable {
         }
     }
 
+    /// Ends several jobs in one transaction: the leases locked in one statement (in job order, so two batches
+    /// never wait for each other in a cycle), every held request's `beforeCommit` run side by side, then each
+    /// request's `end_job`, then one commit (one WAL flush, one NOTIFY lock: BENCHMARKS.md, FLEET). A request
+    /// whose lease is gone fails with `TransitionRefused`, and one whose closure throws fails with its error;
+    /// neither is written, and the others are. An error of the transaction itself fails every request.
+    public func endBatch(_ requests: [EndRequest]) async -> [Result<Void, any Error>] {
+        if requests.count == 1, let request = requests.first {
+            do {
+                try await end(
+                    request.lease, as: request.status, reason: request.reason, pages: request.pages,
+                    engineVersion: request.engineVersion, beforeCommit: request.beforeCommit)
+                return [.success(())]
+            } catch {
+                return [.failure(error)]
+            }
+        }
+        var results = [Result<Void, any Error>](repeating: .success(()), count: requests.count)
+        do {
+            try await transaction { connection in
+                let ids = requests.map(\.lease.jobID), workers = requests.map(\.lease.worker)
+                let attempts = requests.map { Int32(clamping: $0.lease.attempt) }
+                let rows = try await connection.query(
+                    """
+                    SELECT l.job_id, l.worker, l.attempt FROM job_leases l
+                    JOIN unnest(\(ids)::uuid[], \(workers)::text[], \(attempts)::int4[]) AS r(job_id, worker, attempt)
+                      ON l.job_id = r.job_id AND l.worker = r.worker AND l.attempt = r.attempt
+                    ORDER BY l.job_id
+                    FOR UPDATE OF l
+                    """, logger: logger)
+                // Fencing is by (job, worker, attempt), as in `lockLease`.
+                struct Holder: Hashable { let id: UUID, worker: String, attempt: Int }
+                var holders: Set<Holder> = []
+                for try await (id, worker, attempt) in rows.decode((UUID, String, Int32).self) {
+                    holders.insert(Holder(id: id, worker: worker, attempt: Int(attempt)))
+                }
+                let held = requests.indices.filter { index in
+                    let lease = requests[index].lease
+                    return holders.contains(Holder(id: lease.jobID, worker: lease.worker, attempt: lease.attempt))
+                }
+                // The files of every held end, side by side (each closure bounds itself: the worker's commit deadline).
+                let outcomes = await withTaskGroup(of: (Int, (any Error)?).self) { group in
+                    for index in held {
+                        let request = requests[index]
+                        group.addTask {
+                            do {
+                                try await request.beforeCommit?()
+                                return (index, nil)
+                            } catch {
+                                return (index, error)
+                            }
+                        }
+                    }
+                    var outcomes: [Int: any Error] = [:]
+                    for await (index, error) in group { if let error { outcomes[index] = error } }
+                    return outcomes
+                }
+                for (index, request) in requests.enumerated() {
+                    guard held.contains(index) else {
+                        results[index] = .failure(TransitionRefused(jobID: request.lease.jobID, status: request.status))
+                        continue
+                    }
+                    if let error = outcomes[index] {
+                        results[index] = .failure(error)
+                        continue
+                    }
+                    if request.pages != nil || request.engineVersion != nil {
+                        try await connection.query(
+                            """
+                            UPDATE jobs SET pages_done = coalesce(\(request.pages), pages_done),
+                                pages_total = coalesce(\(request.pages), pages_total),
+                                engine_version = coalesce(\(request.engineVersion), engine_version)
+                            WHERE id = \(request.lease.jobID)
+                            """, logger: logger)
+                    }
+                    var ended = false
+                    let statement = EndJobStatement(lease: request.lease, status: request.status, reason: request.reason)
+                    for try await row in try await connection.execute(statement, logger: logger) { ended = row }
+                    if !ended { results[index] = .failure(TransitionRefused(jobID: request.lease.jobID, status: request.status)) }
+                }
+            }
+        } catch {
+            return requests.map { _ in .failure(error) }
+        }
+        return results
+    }
+
     /// Gives the job back to the queue: `QUEUED` again with `reason`, claimable `delay` from now (the
     /// database's clock, like every other time the queue compares). `countAttempt: false` (a graceful
     /// hand-back) returns the attempt, so shutdowns never use up retries.

@@ -263,6 +263,23 @@ public actor MemoryQueue: WorkQueue, JobQueue {
         append(lease.jobID, status, worker: lease.worker, reason: reason, now: clock())
     }
 
+    public func endBatch(_ requests: [EndRequest]) async -> [Result<Void, any Error>] {
+        // One by one: each request's outcome is what the database's batch gives it (the twin has no transaction
+        // to share).
+        var results: [Result<Void, any Error>] = []
+        for request in requests {
+            do {
+                try await end(
+                    request.lease, as: request.status, reason: request.reason, pages: request.pages,
+                    engineVersion: request.engineVersion, beforeCommit: request.beforeCommit)
+                results.append(.success(()))
+            } catch {
+                results.append(.failure(error))
+            }
+        }
+        return results
+    }
+
     public func requeue(
         _ lease: Lease, reason: String, delay: Duration = .zero, countAttempt: Bool = true, now: Date? = nil
     ) async throws {

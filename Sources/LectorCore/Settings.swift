@@ -96,9 +96,9 @@ public struct Settings: Sendable {
     /// `LECTOR_CLAIM`: `table-lock` (default; the claim of the design) or `skip-locked` (`FOR UPDATE SKIP
     /// LOCKED`, measured against it in BENCHMARKS.md).
     public var claimStrategy: ClaimStrategy
-    /// `LECTOR_WORKER_CLAIM_BATCH`: the most slots of one worker process claimed for in one transaction (default
-    /// 16; 1 claims for each slot alone). See `ClaimBatcher`.
-    public var workerClaimBatch: Int
+    /// `LECTOR_WORKER_BATCH`: the most claims, and the most ends, of one worker process written in one
+    /// transaction (default 16; 1: each slot claims and ends alone). See `ClaimBatcher` and `JobStore.endBatch`.
+    public var workerBatch: Int
     /// `LECTOR_WORKER_LISTEN`: whether workers wake on NOTIFY (default) or only poll (for measuring).
     public var workerListen: Bool
     /// `LECTOR_WORKER_ID`: the name a worker writes into its transitions (default: host:pid).
@@ -220,7 +220,7 @@ public struct Settings: Sendable {
         self.rateBurst = int("LECTOR_RATE_BURST", 40, max: 1_000_000)
         self.engine = string("LECTOR_ENGINE", "tesseract")
         self.claimStrategy = ClaimStrategy(rawValue: env["LECTOR_CLAIM"] ?? "") ?? .tableLock
-        self.workerClaimBatch = max(1, int("LECTOR_WORKER_CLAIM_BATCH", 16, max: 256))
+        self.workerBatch = max(1, int("LECTOR_WORKER_BATCH", 16, max: 256))
         self.workerListen = (env["LECTOR_WORKER_LISTEN"] ?? "true") != "false"
         self.workerID = env["LECTOR_WORKER_ID"].flatMap { $0.isEmpty ? nil : $0 }
         self.tessdata = env["LECTOR_TESSDATA"].flatMap { $0.isEmpty ? nil : $0 }

@@ -36,6 +36,11 @@ public protocol WorkQueue: Sendable {
         beforeCommit: (@Sendable () async throws -> Void)?
     ) async throws
 
+    /// Ends several jobs in one transaction, each as `end` would (its lease held, its `beforeCommit` run; the
+    /// closures run side by side): one result per request, in order. A request whose lease is gone, or whose
+    /// closure throws, fails alone; the others end. A failure of the transaction itself fails them all.
+    func endBatch(_ requests: [EndRequest]) async -> [Result<Void, any Error>]
+
     /// Gives the job back: `QUEUED` with `reason`, claimable `delay` after `now` (a job whose cancel was requested
     /// ends `FAILURE` "cancelled" instead). `countAttempt: false` returns the attempt. `TransitionRefused` when
     /// the attempt no longer holds the job.
@@ -129,5 +134,28 @@ extension JobQueue {
     @discardableResult
     public func create(_ job: NewJob) async throws -> Date {
         try await create(job, idempotencyKey: nil)
+    }
+}
+
+/// One `end` of `WorkQueue.endBatch`.
+public struct EndRequest: Sendable {
+    public var lease: Lease
+    public var status: JobStatus
+    public var reason: String?
+    public var pages: Int?
+    public var engineVersion: String?
+    public var beforeCommit: (@Sendable () async throws -> Void)?
+
+    public init(
+        _ lease: Lease, as status: JobStatus, reason: String? = nil, pages: Int? = nil, engineVersion: String? = nil,
+        beforeCommit: (@Sendable () async throws -> Void)? = nil
+    ) {
+        precondition(status.isTerminal, "an end is FINISHED or FAILURE")
+        self.lease = lease
+        self.status = status
+        self.reason = reason
+        self.pages = pages
+        self.engineVersion = engineVersion
+        self.beforeCommit = beforeCommit
     }
 }

@@ -20,8 +20,9 @@ public struct WorkerConfiguration: Sendable {
     /// Longest one attempt may hold its lease (`LECTOR_MAX_JOB_SECONDS`).
     public var maxRuntime: Duration
     public var claimStrategy: ClaimStrategy
-    /// The most slots claimed for in one transaction (`LECTOR_WORKER_CLAIM_BATCH`; `ClaimBatcher`).
-    public var claimBatch: Int
+    /// The most claims, and the most ends, written in one transaction (`LECTOR_WORKER_BATCH`; `ClaimBatcher`,
+    /// `JobStore.endBatch`).
+    public var batch: Int
     /// `lector work --exit-when-idle`: a slot that finds the queue empty stops, and the worker returns when all
     /// have (for a Kubernetes Job per batch of queued jobs).
     public var exitWhenIdle = false
@@ -50,7 +51,7 @@ public struct WorkerConfiguration: Sendable {
         self.shutdownGrace = .milliseconds(Int64(settings.shutdownGrace * 1000))
         self.maxRuntime = .milliseconds(Int64(settings.maxJobSeconds * 1000))
         self.claimStrategy = settings.claimStrategy
-        self.claimBatch = settings.workerClaimBatch
+        self.batch = settings.workerBatch
         self.warmLanguage = settings.defaultLanguage
     }
 
@@ -90,6 +91,8 @@ public struct Worker: Service {
     let storageHealth: StorageHealth
     /// Claims for the slots that are idle together in one transaction.
     let claimer: ClaimBatcher
+    /// Ends the jobs whose outcomes are ready together in one transaction.
+    let ender: GroupCommit<EndRequest, Void>
     /// The engine's identity (`OCREngineFactory.identity`), recorded with every finished job and announced as the
     /// fleet's current engine at start, so that identical jobs reuse results of this engine only; nil when the
     /// engine could not tell (then its results are never reused).
@@ -115,7 +118,8 @@ public struct Worker: Service {
         self.logger = logger
         self.claimer = ClaimBatcher(
             queue: jobs, leaseDuration: configuration.leaseDuration, strategy: configuration.claimStrategy,
-            maxBatch: configuration.claimBatch)
+            maxBatch: configuration.batch)
+        self.ender = GroupCommit(maxBatch: configuration.batch) { [jobs] requests in await jobs.endBatch(requests) }
         self.storageHealth = StorageHealth(
             storage: storage, interval: storage is ObjectStorage ? ObjectStorage.healthInterval : .seconds(1))
         // Bounded as the database keeps it (500 characters); a longer one is no identity (never reused).
@@ -524,15 +528,15 @@ public struct Worker: Service {
             do {
                 switch outcome {
                 case .finished(let files):
-                    try await jobs.end(lease, as: .finished, reason: nil, pages: pages, engineVersion: engineIdentity) { [storage, configuration] in
+                    try await ender.submit(EndRequest(lease, as: .finished, pages: pages, engineVersion: engineIdentity) { [storage, configuration] in
                         try await Self.commit(files, of: lease, to: storage, within: configuration.commitDeadline)
-                    }
+                    })
                     metrics.jobFinished(mode: mode)
                 case .failed(let reason):
-                    try await jobs.end(lease, as: .failure, reason: reason)
+                    try await ender.submit(EndRequest(lease, as: .failure, reason: reason))
                     metrics.jobFailed(mode: mode)
                 case .retry(let reason) where lease.attempt >= configuration.maxAttempts:
-                    try await jobs.end(lease, as: .failure, reason: "gave up after \(lease.attempt) attempts: \(reason)")
+                    try await ender.submit(EndRequest(lease, as: .failure, reason: "gave up after \(lease.attempt) attempts: \(reason)"))
                     metrics.jobFailed(mode: mode)
                 case .retry(let reason):
                     let seconds = configuration.retryDelay(afterAttempt: lease.attempt)
@@ -549,7 +553,7 @@ public struct Worker: Service {
                     try await jobs.requeue(lease, reason: "worker shutdown", delay: .zero, countAttempt: false, now: nil)
                     metrics.jobRequeued(reason: "shutdown")
                 case .cancelled:
-                    try await jobs.end(lease, as: .failure, reason: JobStore.cancelledReason)
+                    try await ender.submit(EndRequest(lease, as: .failure, reason: JobStore.cancelledReason))
                     metrics.jobFailed(mode: mode)
                 case .leaseLost:
                     break

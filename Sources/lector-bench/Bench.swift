@@ -96,7 +96,7 @@ struct Fleet: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Claim and end jobs with many slots until the queue is empty.")
 
     @Option(help: "Slots (concurrent claimers) in this process.") var slots = 50
-    @Option(help: "table-lock, batched (table lock, one transaction for the slots idle together) or skip-locked.")
+    @Option(help: "table-lock, batched (table lock; the claims, and the ends, of slots ready together in one transaction) or skip-locked.")
     var strategy = "table-lock"
     @Option(help: "The most slots in one batched claim.") var batch = 16
     @Option(help: "Write each claim's latency (ms) here, one per line.") var latencies: String
@@ -114,8 +114,9 @@ struct Fleet: AsyncParsableCommand {
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let jobs = JobStore(client: client, logger: logger)
         let claimStrategy: ClaimStrategy = strategy == "skip-locked" ? .skipLocked : .tableLock
-        let batcher = ClaimBatcher(
-            queue: jobs, leaseDuration: .seconds(300), strategy: claimStrategy, maxBatch: strategy == "batched" ? batch : 1)
+        let maxBatch = strategy == "batched" ? batch : 1
+        let batcher = ClaimBatcher(queue: jobs, leaseDuration: .seconds(300), strategy: claimStrategy, maxBatch: maxBatch)
+        let ender = GroupCommit<EndRequest, Void>(maxBatch: maxBatch) { requests in await jobs.endBatch(requests) }
         let samples = NIOLockedValueBox<[String: Int]>([:])
         let (claims, seconds, times) = try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { await client.run() }
@@ -158,7 +159,7 @@ struct Fleet: AsyncParsableCommand {
                             let asked = clock.now
                             guard let job = try await batcher.claim(worker: worker) else { break }
                             mine.append(milliseconds(clock.now - asked))
-                            try await jobs.end(job.lease, as: .finished)
+                            try await ender.submit(EndRequest(job.lease, as: .finished))
                         }
                         times.withLockedValue { $0 += mine }
                     }

@@ -45,6 +45,7 @@ struct ClaimBatcherTests {
         ) async throws {
             try await base.end(lease, as: status, reason: reason, pages: pages, engineVersion: engineVersion, beforeCommit: beforeCommit)
         }
+        func endBatch(_ requests: [EndRequest]) async -> [Result<Void, any Error>] { await base.endBatch(requests) }
         func requeue(_ lease: Lease, reason: String, delay: Duration, countAttempt: Bool, now: Date?) async throws {
             try await base.requeue(lease, reason: reason, delay: delay, countAttempt: countAttempt, now: now)
         }
@@ -157,7 +158,7 @@ struct ClaimBatcherTests {
         #expect(batcher.waiting == 0)
     }
 
-    @Test("a worker with 8 slots and a backlog: every job finished once, and slots idle together claimed in one transaction")
+    @Test("a worker with 8 slots and a backlog: every job finished once; slots idle together claimed, and ends ready together were written, in one transaction")
     func workerClaimsInBatches() async throws {
         try await TestHarness.run { harness in
             let owner = try await QueueTests.owner(harness)
@@ -184,6 +185,13 @@ struct ClaimBatcherTests {
             #expect(groups.allSatisfy { $0.0 == $0.1 }, "a batch gave two jobs to one slot: \(groups)")
             #expect(groups.count < 48, "no two slots ever shared a claim: \(groups.count) claims for 48 jobs")
             #expect((groups.first?.0 ?? 0) <= 8)
+            // Ends too: the FINISHED transitions of jobs whose outcomes were ready together share a transaction.
+            let ends = try await harness.client.query(
+                "SELECT count(*)::int FROM job_transitions WHERE status = 'FINISHED' GROUP BY xmin::text", logger: TestDatabase.logger)
+            var endGroups: [Int] = []
+            for try await count in ends.decode(Int.self) { endGroups.append(count) }
+            #expect(endGroups.reduce(0, +) == 48)
+            #expect(endGroups.count < 48, "no two ends ever shared a transaction")
         }
     }
 

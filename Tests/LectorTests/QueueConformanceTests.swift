@@ -144,6 +144,41 @@ struct QueueConformanceTests {
         }
     }
 
+    @Test("a batch of ends: each as end would do it; a lost lease or a throwing commit fails alone, the others end", arguments: Kind.allCases)
+    func batchEnd(kind: Kind) async throws {
+        try await Self.with(kind) { queue, newOwner in
+            let owner = try await newOwner()
+            let ids = try await Self.queued(queue, owner, count: 4)
+            let claimed = try await queue.claimBatch(
+                workers: ["s/0", "s/1", "s/2", "s/3"], leaseDuration: .seconds(60), strategy: .tableLock, now: nil)
+            #expect(claimed.map(\.id) == ids)
+            let committed = NIOLockedValueBox<[Int]>([])
+            let stale = Lease(jobID: claimed[1].id, worker: "s/1", attempt: 2)
+            let results = await queue.endBatch([
+                EndRequest(claimed[0].lease, as: .finished, pages: 2) { committed.withLockedValue { $0.append(0) } },
+                EndRequest(stale, as: .finished) { committed.withLockedValue { $0.append(1) } },
+                EndRequest(claimed[2].lease, as: .finished) { throw TestFailure("the store is down") },
+                EndRequest(claimed[3].lease, as: .failure, reason: "unreadable"),
+            ])
+            #expect(results.count == 4)
+            #expect((try? results[0].get()) != nil)
+            #expect(throws: TransitionRefused.self) { try results[1].get() }
+            #expect(throws: TestFailure.self) { try results[2].get() }
+            #expect((try? results[3].get()) != nil)
+            // The stale attempt's closure never ran; the held ones' did.
+            #expect(committed.withLockedValue { $0 } == [0])
+            #expect(try await queue.history(of: ids[0]).map(\.status) == [.queued, .inProgress, .finished])
+            #expect(try await queue.job(ids[0], ownerID: owner)?.0.pagesDone == 2)
+            #expect(try await queue.state(of: ids[1], ownerID: owner)?.status == .inProgress)
+            #expect(try await queue.state(of: ids[2], ownerID: owner)?.status == .inProgress)
+            #expect(try await queue.state(of: ids[3], ownerID: owner) == JobState(status: .failure, reason: "unreadable"))
+            // The jobs that did not end are still their attempts' to end.
+            try await queue.end(claimed[1].lease, as: .finished)
+            try await queue.end(claimed[2].lease, as: .finished)
+            #expect(try await queue.countsByStatus() == [.finished: 3, .failure: 1])
+        }
+    }
+
     @Test("concurrent batch claimers and single claimers: each job is claimed exactly once", arguments: Kind.allCases)
     func batchClaimIsExclusive(kind: Kind) async throws {
         try await Self.with(kind) { queue, newOwner in
