@@ -14,6 +14,9 @@ public final class ClaimBatcher: Sendable {
     public init(queue: any WorkQueue, leaseDuration: Duration, strategy: ClaimStrategy, maxBatch: Int) {
         self.queue = queue
         self.batches = GroupCommit(maxBatch: min(maxBatch, JobStore.maxClaimBatch)) { workers in
+            // Slot names are unique in a process, and a slot claims one job at a time: a name twice would leave
+            // the second job leased to nobody until the rescuer.
+            precondition(Set(workers).count == workers.count, "a claim batch names each slot once")
             do {
                 let jobs = try await queue.claimBatch(workers: workers, leaseDuration: leaseDuration, strategy: strategy, now: nil)
                 let byWorker = Dictionary(jobs.map { ($0.lease.worker, $0) }, uniquingKeysWith: { first, _ in first })

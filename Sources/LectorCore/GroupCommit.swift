@@ -2,17 +2,21 @@ import NIOConcurrencyHelpers
 
 /// Group commit: callers that ask while a batch is in flight are served together by the next one.
 ///
-/// A caller that asks while nothing is in flight leads: its batch is performed at once, holding its own input and
-/// every input that waited meanwhile (up to `maxBatch`). Callers that ask while a batch is in flight wait; when it
-/// answers, the first of them leads the next batch, for all of them. So a lone caller is served at once, as
-/// without batching, and callers that arrive together share one round trip and one transaction. No task or timer
-/// is made: the leader performs the batch in its own task. A waiting caller cannot be cancelled out of its wait;
-/// it waits at most for the batch in flight and its own.
+/// A caller that asks while fewer than `maxInFlight` batches are in flight leads: its batch is performed at once,
+/// holding its own input and the inputs waiting then (up to `maxBatch`). Callers that ask while `maxInFlight`
+/// batches are in flight wait; when one answers, the first waiter leads the next batch, for up to `maxBatch` of
+/// them. So a lone caller is served at once, as without batching, and callers that arrive together share one
+/// round trip and one transaction. With `maxBatch` 1 there is no batching and no waiting: each caller performs
+/// its own. No task or timer is made: the leader performs the batch in its own task, so the batch runs under
+/// that task's cancellation (a cancelled leader may fail its followers, which then retry as after any failure).
+/// A waiting caller cannot be cancelled out of its wait; it waits for the batches ahead of it (one per
+/// `maxBatch` waiters before it) and its own.
 public final class GroupCommit<Input: Sendable, Output: Sendable>: Sendable {
     /// Performs one batch: one result per input, in the inputs' order.
     public typealias Perform = @Sendable ([Input]) async -> [Result<Output, any Error>]
 
     public let maxBatch: Int
+    public let maxInFlight: Int
     private let perform: Perform
 
     private enum Answer: Sendable {
@@ -26,14 +30,15 @@ public final class GroupCommit<Input: Sendable, Output: Sendable>: Sendable {
     }
 
     private struct State {
-        var inFlight = false
+        var inFlight = 0
         var waiting: [Waiter] = []
     }
 
     private let state = NIOLockedValueBox(State())
 
-    public init(maxBatch: Int, perform: @escaping Perform) {
+    public init(maxBatch: Int, maxInFlight: Int = 1, perform: @escaping Perform) {
         self.maxBatch = max(1, maxBatch)
+        self.maxInFlight = max(1, maxInFlight)
         self.perform = perform
     }
 
@@ -42,13 +47,18 @@ public final class GroupCommit<Input: Sendable, Output: Sendable>: Sendable {
 
     /// Serves `input` in the next batch (at once when none is in flight).
     public func submit(_ input: Input) async throws -> Output {
+        if maxBatch == 1 {
+            let results = await perform([input])
+            precondition(results.count == 1, "a batch answers each of its inputs")
+            return try results[0].get()
+        }
         let answer: Answer = await withCheckedContinuation { continuation in
             let lead = state.withLockedValue { state -> Bool in
-                if state.inFlight {
+                if state.inFlight >= maxInFlight {
                     state.waiting.append(Waiter(input: input, continuation: continuation))
                     return false
                 }
-                state.inFlight = true
+                state.inFlight += 1
                 return true
             }
             if lead { continuation.resume(returning: .lead) }
@@ -74,7 +84,7 @@ public final class GroupCommit<Input: Sendable, Output: Sendable>: Sendable {
         // Whoever asked while this batch was in flight leads the next one.
         let next = state.withLockedValue { state -> Waiter? in
             guard !state.waiting.isEmpty else {
-                state.inFlight = false
+                state.inFlight -= 1
                 return nil
             }
             return state.waiting.removeFirst()

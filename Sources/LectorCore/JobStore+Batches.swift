@@ -56,6 +56,7 @@ extension JobStore {
         let engines = jobs.map { reusing[$0.id]?.engineVersion ?? "" }
         do {
             return try await committed { connection -> (Date, Set<UUID>) in
+                if shared.dependsOn.count > 1 { try await Self.lockOutClaims(connection: connection, logger: logger) }
                 var createdAt = Date()
                 for try await date in try await connection.query(
                     """

@@ -216,6 +216,14 @@ public struct TransitionRefused: Error, CustomStringConvertible {
     public var description: String { "transition of job \(jobID) to \(status.rawValue) was refused" }
 }
 
+/// One end of a batch that the database refused for a reason of its own (`end_jobs` rolled it back alone and
+/// wrote the others); `record` retries it as any failed end.
+public struct EndFailed: Error, CustomStringConvertible {
+    public let jobID: UUID
+    public let message: String
+    public var description: String { "the end of job \(jobID) failed: \(message)" }
+}
+
 /// Every query about jobs. All job SQL of the product lives in this file and its extensions (JobStore+Batches).
 public struct JobStore: Sendable {
     /// Channel notified with an empty payload whenever a job becomes `QUEUED`.
@@ -258,6 +266,7 @@ public struct JobStore: Sendable {
             // In an explicit transaction: the caller answers 202 on this, so it needs COMMIT's own answer
             // (see `committed`).
             (createdAt, reused) = try await committed { connection -> (Date?, Bool) in
+                if job.dependsOn.count > 1 { try await Self.lockOutClaims(connection: connection, logger: logger) }
                 var createdAt: Date?
                 for try await date in try await connection.execute(statement, logger: logger) { createdAt = date }
                 var reused = false
@@ -273,6 +282,21 @@ public struct JobStore: Sendable {
         }
         guard let createdAt else { throw TransitionRefused(jobID: job.id, status: .queued) }
         return (createdAt, reused)
+    }
+
+    /// A failure reason as PostgreSQL's `text` can hold it: without NUL characters, which it refuses (a reason
+    /// may quote a hostile document's bytes, through the engine's or poppler's messages).
+    public static func storable(_ reason: String) -> String {
+        reason.contains("\u{0}") ? reason.replacingOccurrences(of: "\u{0}", with: "") : reason
+    }
+
+    /// Waits for the claim in flight and keeps claims out until this transaction ends. `create_job` share-locks a
+    /// job's dependencies in id order while a batched claim (`claim_jobs`) locks the jobs it claims in claim
+    /// order: with two or more dependencies the two could wait for each other. Taking the claim's table lock
+    /// first (in a mode that only claims and cancels conflict with) orders them: submits with one dependency or
+    /// none never take it.
+    static func lockOutClaims(connection: PostgresConnection, logger: Logger) async throws {
+        try await connection.query("LOCK TABLE job_claim_lock IN ROW SHARE MODE", logger: logger)
     }
 
     /// The SQLSTATE `create_job` raises when a live request holds the idempotency key.
@@ -398,11 +422,12 @@ public struct JobStore: Sendable {
         }
     }
 
-    /// Ends several jobs in one transaction: the leases locked in one statement (in job order, so two batches
-    /// never wait for each other in a cycle), every held request's `beforeCommit` run side by side, then each
-    /// request's `end_job`, then one commit (one WAL flush, one NOTIFY lock: BENCHMARKS.md, FLEET). A request
-    /// whose lease is gone fails with `TransitionRefused`, and one whose closure throws fails with its error;
-    /// neither is written, and the others are. An error of the transaction itself fails every request.
+    /// Ends several jobs in one transaction: the leases locked in one statement (in job order), every held
+    /// request's `beforeCommit` run side by side, then every ready end in one `end_jobs` call (db/013: the jobs'
+    /// rows locked in id order, each end in its own subtransaction), then one commit (one WAL flush, one NOTIFY
+    /// lock: BENCHMARKS.md, FLEET). A request whose lease is gone fails with `TransitionRefused`, one whose
+    /// closure throws with its error, and one the database refuses with `EndFailed`; none of those is written,
+    /// and the others are. An error of the transaction itself (the connection, the commit) fails every request.
     public func endBatch(_ requests: [EndRequest]) async -> [Result<Void, any Error>] {
         if requests.count == 1, let request = requests.first {
             do {
@@ -454,28 +479,40 @@ public struct JobStore: Sendable {
                     for await (index, error) in group { if let error { outcomes[index] = error } }
                     return outcomes
                 }
+                var ready: [Int] = []
                 for (index, request) in requests.enumerated() {
-                    guard held.contains(index) else {
+                    if !held.contains(index) {
                         results[index] = .failure(TransitionRefused(jobID: request.lease.jobID, status: request.status))
-                        continue
-                    }
-                    if let error = outcomes[index] {
+                    } else if let error = outcomes[index] {
                         results[index] = .failure(error)
-                        continue
+                    } else {
+                        ready.append(index)
                     }
-                    if request.pages != nil || request.engineVersion != nil {
-                        try await connection.query(
-                            """
-                            UPDATE jobs SET pages_done = coalesce(\(request.pages), pages_done),
-                                pages_total = coalesce(\(request.pages), pages_total),
-                                engine_version = coalesce(\(request.engineVersion), engine_version)
-                            WHERE id = \(request.lease.jobID)
-                            """, logger: logger)
+                }
+                guard !ready.isEmpty else { return }
+                // Every ready end in one statement, each in its own subtransaction (db/013 `end_jobs`).
+                let ends = ready.map { requests[$0] }
+                struct End: Encodable {
+                    let job: UUID, worker: String, attempt: Int, status: String, reason: String?, pages: Int?, engine: String?
+                }
+                let json = try JSONEncoder().encode(ends.map {
+                    End(job: $0.lease.jobID, worker: $0.lease.worker, attempt: $0.lease.attempt, status: $0.status.rawValue,
+                        reason: $0.reason.map(Self.storable), pages: $0.pages, engine: $0.engineVersion)
+                })
+                let answered = try await connection.query(
+                    "SELECT job_id, ended, failure FROM end_jobs(\(String(decoding: json, as: UTF8.self))::jsonb)", logger: logger)
+                var answers: [UUID: (ended: Bool, failure: String?)] = [:]
+                for try await (id, ended, failure) in answered.decode((UUID, Bool, String?).self) { answers[id] = (ended, failure) }
+                for index in ready {
+                    let request = requests[index]
+                    switch answers[request.lease.jobID] {
+                    case (true, _)?:
+                        break
+                    case (false, let failure?)?:
+                        results[index] = .failure(EndFailed(jobID: request.lease.jobID, message: failure))
+                    default:
+                        results[index] = .failure(TransitionRefused(jobID: request.lease.jobID, status: request.status))
                     }
-                    var ended = false
-                    let statement = EndJobStatement(lease: request.lease, status: request.status, reason: request.reason)
-                    for try await row in try await connection.execute(statement, logger: logger) { ended = row }
-                    if !ended { results[index] = .failure(TransitionRefused(jobID: request.lease.jobID, status: request.status)) }
                 }
             }
         } catch {
@@ -495,7 +532,7 @@ public struct JobStore: Sendable {
             try await connection.query(
                 """
                 INSERT INTO job_transitions (job_id, status, worker, reason)
-                VALUES (\(lease.jobID), \(JobStatus.queued.rawValue), \(lease.worker), \(reason))
+                VALUES (\(lease.jobID), \(JobStatus.queued.rawValue), \(lease.worker), \(Self.storable(reason)))
                 """,
                 logger: logger)
             try await connection.query(

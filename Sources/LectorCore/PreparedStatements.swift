@@ -152,7 +152,7 @@ struct EndJobStatement: PostgresPreparedStatement {
         bindings.append(lease.worker)
         bindings.append(Int32(clamping: lease.attempt))
         bindings.append(status.rawValue)
-        bindings.append(reason)
+        bindings.append(reason.map(JobStore.storable))
         return bindings
     }
 

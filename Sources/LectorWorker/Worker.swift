@@ -119,7 +119,9 @@ public struct Worker: Service {
         self.claimer = ClaimBatcher(
             queue: jobs, leaseDuration: configuration.leaseDuration, strategy: configuration.claimStrategy,
             maxBatch: configuration.batch)
-        self.ender = GroupCommit(maxBatch: configuration.batch) { [jobs] requests in await jobs.endBatch(requests) }
+        // Two end batches at once: one whose files are slow to put in place (an object store's copies, up to the
+        // commit deadline) does not hold up every other end of the process.
+        self.ender = GroupCommit(maxBatch: configuration.batch, maxInFlight: 2) { [jobs] requests in await jobs.endBatch(requests) }
         self.storageHealth = StorageHealth(
             storage: storage, interval: storage is ObjectStorage ? ObjectStorage.healthInterval : .seconds(1))
         // Bounded as the database keeps it (500 characters); a longer one is no identity (never reused).

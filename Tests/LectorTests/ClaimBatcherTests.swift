@@ -16,13 +16,18 @@ struct ClaimBatcherTests {
     /// A `WorkQueue` that forwards to a `MemoryQueue`, records each `claimBatch` call's workers, and holds calls
     /// while `held` is true.
     final class SpyQueue: WorkQueue {
-        let base: MemoryQueue
+        let base: any WorkQueue
         let calls = NIOLockedValueBox<[[String]]>([])
+        /// The size of each `endBatch` call.
+        let endCalls = NIOLockedValueBox<[Int]>([])
         let held = NIOLockedValueBox(true)
         /// The 1-based number of the call that fails.
         let failCall = NIOLockedValueBox<Int?>(nil)
 
-        init(base: MemoryQueue) { self.base = base }
+        init(base: any WorkQueue, held: Bool = true) {
+            self.base = base
+            self.held.withLockedValue { $0 = held }
+        }
 
         func claimBatch(workers: [String], leaseDuration: Duration, strategy: ClaimStrategy, now: Date?) async throws -> [ClaimedJob] {
             let number = calls.withLockedValue { $0.append(workers); return $0.count }
@@ -45,7 +50,10 @@ struct ClaimBatcherTests {
         ) async throws {
             try await base.end(lease, as: status, reason: reason, pages: pages, engineVersion: engineVersion, beforeCommit: beforeCommit)
         }
-        func endBatch(_ requests: [EndRequest]) async -> [Result<Void, any Error>] { await base.endBatch(requests) }
+        func endBatch(_ requests: [EndRequest]) async -> [Result<Void, any Error>] {
+            endCalls.withLockedValue { $0.append(requests.count) }
+            return await base.endBatch(requests)
+        }
         func requeue(_ lease: Lease, reason: String, delay: Duration, countAttempt: Bool, now: Date?) async throws {
             try await base.requeue(lease, reason: reason, delay: delay, countAttempt: countAttempt, now: now)
         }
@@ -158,40 +166,99 @@ struct ClaimBatcherTests {
         #expect(batcher.waiting == 0)
     }
 
-    @Test("a worker with 8 slots and a backlog: every job finished once; slots idle together claimed, and ends ready together were written, in one transaction")
+    @Test("a worker with 16 slots and a backlog: every job finished once; slots idle together claimed, and ends ready together were written, in one transaction")
     func workerClaimsInBatches() async throws {
         try await TestHarness.run { harness in
             let owner = try await QueueTests.owner(harness)
             var ids: [UUID] = []
             for _ in 0..<48 { ids.append(try await ReliabilityTests.submit(harness, owner: owner)) }
-            let services = harness.workerServices(id: "batch", engines: NoopEngineFactory()) {
-                $0.concurrency = 8
-                $0.exitWhenIdle = true
-            }
-            try await withDeadline(.seconds(120), "the worker") { try await services.worker.run() }
+            // The real worker on the real store, through a spy that counts each call's size.
+            let spy = SpyQueue(base: harness.jobs, held: false)
+            var configuration = WorkerConfiguration(settings: harness.settings, workerID: "batch")
+            configuration.concurrency = 16
+            configuration.exitWhenIdle = true
+            let worker = Worker(
+                jobs: spy, storage: harness.storage, engines: NoopEngineFactory(), configuration: configuration,
+                logger: TestDatabase.logger)
+            try await withDeadline(.seconds(120), "the worker") { try await worker.run() }
             for id in ids {
                 #expect(try await harness.jobs.history(of: id).map(\.status) == [.queued, .inProgress, .finished])
             }
-            // The rows a claim writes carry its transaction's id (xmin): the jobs of one batch share it, and their
-            // slots differ.
+            // Every job claimed once, by one slot; some calls claimed for several slots, none for more than 16.
+            let claims = spy.calls.withLockedValue { $0 }
+            #expect(claims.allSatisfy { Set($0).count == $0.count && $0.count <= 16 })
+            #expect(claims.contains { $0.count > 1 }, "no two slots ever shared a claim: \(claims.map(\.count))")
+            // The ends: 48 in all, some of them several to a transaction.
+            let ends = spy.endCalls.withLockedValue { $0 }
+            #expect(ends.reduce(0, +) == 48)
+            #expect(ends.contains { $0 > 1 }, "no two ends ever shared a transaction: \(ends)")
+            // And in the database: the claims that shared a call share a transaction (the rows' xmin).
             let rows = try await harness.client.query(
                 """
-                SELECT count(*)::int, count(DISTINCT worker)::int FROM job_transitions
-                WHERE status = 'IN_PROGRESS' GROUP BY xmin::text ORDER BY count(*) DESC
+                SELECT count(*)::int FROM job_transitions
+                WHERE status = 'IN_PROGRESS' GROUP BY xmin::text
                 """, logger: TestDatabase.logger)
-            var groups: [(Int, Int)] = []
-            for try await (jobs, slots) in rows.decode((Int, Int).self) { groups.append((jobs, slots)) }
-            #expect(groups.reduce(0) { $0 + $1.0 } == 48)
-            #expect(groups.allSatisfy { $0.0 == $0.1 }, "a batch gave two jobs to one slot: \(groups)")
-            #expect(groups.count < 48, "no two slots ever shared a claim: \(groups.count) claims for 48 jobs")
-            #expect((groups.first?.0 ?? 0) <= 8)
-            // Ends too: the FINISHED transitions of jobs whose outcomes were ready together share a transaction.
-            let ends = try await harness.client.query(
-                "SELECT count(*)::int FROM job_transitions WHERE status = 'FINISHED' GROUP BY xmin::text", logger: TestDatabase.logger)
-            var endGroups: [Int] = []
-            for try await count in ends.decode(Int.self) { endGroups.append(count) }
-            #expect(endGroups.reduce(0, +) == 48)
-            #expect(endGroups.count < 48, "no two ends ever shared a transaction")
+            var groups: [Int] = []
+            for try await count in rows.decode(Int.self) { groups.append(count) }
+            #expect(groups.reduce(0, +) == 48)
+            #expect(groups.count < 48)
+        }
+    }
+
+    @Test("with a batch of 1 nothing waits: concurrent claims each run their own call at once")
+    func batchOfOneDoesNotSerialise() async throws {
+        let (spy, _) = try await Self.queue(jobs: 3)
+        let batcher = ClaimBatcher(queue: spy, leaseDuration: .seconds(60), strategy: .tableLock, maxBatch: 1)
+        try await withThrowingTaskGroup(of: ClaimedJob?.self) { group in
+            for name in ["a", "b", "c"] { group.addTask { try await batcher.claim(worker: name) } }
+            // All three calls are in flight at once, none waiting for another's answer.
+            try await Self.untilCalls(spy, 3)
+            #expect(batcher.waiting == 0)
+            spy.held.withLockedValue { $0 = false }
+            var claimed = 0
+            for try await job in group where job != nil { claimed += 1 }
+            #expect(claimed == 3)
+        }
+        #expect(spy.calls.withLockedValue { $0.map(\.count) } == [1, 1, 1])
+    }
+
+    @Test("ends in a batch: one the database refuses is rolled back alone (end_jobs' subtransactions); a NUL in a reason is stored without it")
+    func endJobsIsolatesAFailure() async throws {
+        try await TestHarness.run { harness in
+            let owner = try await QueueTests.owner(harness)
+            var ids: [UUID] = []
+            for index in 0..<3 {
+                let job = QueueTests.makeJob(owner: owner, index: index)
+                try await harness.jobs.create(job)
+                ids.append(job.id)
+            }
+            let claimed = try await harness.jobs.claimBatch(workers: ["e/0", "e/1", "e/2"], leaseDuration: .seconds(60))
+            #expect(claimed.count == 3)
+            // The middle end asks end_job for a status it refuses (it raises): that end alone is rolled back.
+            func entry(_ job: ClaimedJob, _ status: String) -> String {
+                "{\"job\": \"\(job.id.uuidString.lowercased())\", \"worker\": \"\(job.lease.worker)\", \"attempt\": \(job.lease.attempt), \"status\": \"\(status)\", \"pages\": 1}"
+            }
+            let ends = "[" + [entry(claimed[0], "FINISHED"), entry(claimed[1], "QUEUED"), entry(claimed[2], "FAILURE")].joined(separator: ",") + "]"
+            let rows = try await harness.client.query(
+                "SELECT job_id, ended, failure FROM end_jobs(\(ends)::jsonb)", logger: TestDatabase.logger)
+            var answers: [UUID: (Bool, String?)] = [:]
+            for try await (id, ended, failure) in rows.decode((UUID, Bool, String?).self) { answers[id] = (ended, failure) }
+            #expect(answers[claimed[0].id]?.0 == true && answers[claimed[0].id]?.1 == nil)
+            #expect(answers[claimed[1].id]?.0 == false)
+            #expect(answers[claimed[1].id]?.1?.contains("end_job takes FINISHED or FAILURE") == true)
+            #expect(answers[claimed[2].id]?.0 == true)
+            #expect(try await harness.jobs.state(of: claimed[0].id, ownerID: owner)?.status == .finished)
+            #expect(try await harness.jobs.state(of: claimed[1].id, ownerID: owner)?.status == .inProgress)
+            #expect(try await harness.jobs.state(of: claimed[2].id, ownerID: owner)?.status == .failure)
+            // Its own page count was rolled back with it; the others' were written.
+            #expect(try await harness.jobs.job(claimed[1].id, ownerID: owner)?.0.pagesDone == nil)
+            #expect(try await harness.jobs.job(claimed[0].id, ownerID: owner)?.0.pagesDone == 1)
+            // Through endBatch, with a reason quoting a NUL byte (PostgreSQL's text cannot hold one).
+            let results = await harness.jobs.endBatch([
+                EndRequest(claimed[1].lease, as: .failure, reason: "bad \u{0}byte"),
+            ])
+            #expect((try? results[0].get()) != nil)
+            #expect(try await harness.jobs.state(of: claimed[1].id, ownerID: owner) == JobState(status: .failure, reason: "bad byte"))
         }
     }
 
