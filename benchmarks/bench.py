@@ -492,10 +492,10 @@ def p3(args):
     body = os.path.join(tempfile.mkdtemp(), "tiny.png")
     with open(body, "wb") as f:
         f.write(tiny_png())
-    print(f"P3 queue throughput, no-op engine, wrk submits for {args.seconds} s (jobs/s)")
+    print(f"P3 queue throughput, no-op engine, {args.concurrency} slot(s) per worker, wrk submits for {args.seconds} s (jobs/s)")
     for claim in args.claims:
         for workers in args.workers:
-            svc = Service(f"p3", workers=workers, concurrency=1, engine="noop", claim=claim)
+            svc = Service(f"p3", workers=workers, concurrency=args.concurrency, engine="noop", claim=claim)
             submitted = wrk_submit(svc, args.seconds, body)
             svc.wait_all()
             seconds, count = svc.span()
@@ -505,7 +505,7 @@ def p3(args):
     print("P3 stages apart (table lock): HTTP submit alone, then the workers alone draining the backlog")
     # CPU per job (ms) of each process kind, from /proc: a cost that the machine's noise hardly moves.
     for workers in args.workers:
-        svc = Service("p3", workers=0, concurrency=1, engine="noop")
+        svc = Service("p3", workers=0, concurrency=args.concurrency, engine="noop")
         meter = CPUMeter(svc)
         meter.start()
         submitted = wrk_submit(svc, args.seconds, body)
@@ -824,6 +824,7 @@ def main():
     a = sub.add_parser("p3"); a.add_argument("--seconds", type=int, default=5)
     a.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     a.add_argument("--claims", nargs="*", default=["table-lock", "skip-locked"])
+    a.add_argument("--concurrency", type=int, default=1, help="slots per worker process (LECTOR_WORKER_BATCH applies across them)")
     a = sub.add_parser("fleet"); a.add_argument("--slots", type=int, default=200); a.add_argument("--processes", type=int, default=4)
     a.add_argument("--jobs", type=int, default=20000); a.add_argument("--owners", type=int, default=20)
     a.add_argument("--batch", type=int, default=16); a.add_argument("--rounds", type=int, default=1)
@@ -844,7 +845,7 @@ def main():
         small = args.small
         p1(argparse.Namespace(files=8 if small else 39, rounds=1 if small else 3, formats="json,txt"))
         p2(argparse.Namespace(history=[1000, 20000] if small else [1000, 1000000], claims=200 if small else 1000))
-        p3(argparse.Namespace(seconds=2 if small else 5, workers=[1, 2, 4], claims=["table-lock", "skip-locked"]))
+        p3(argparse.Namespace(seconds=2 if small else 5, workers=[1, 2, 4], claims=["table-lock", "skip-locked"], concurrency=1))
         p4(argparse.Namespace(jobs=10 if small else 40))
         p5(argparse.Namespace(waiters=100 if small else 1000, jobs=10))
         p6(argparse.Namespace(photos=5 if small else 50, rounds=1 if small else 3))
