@@ -117,9 +117,19 @@ public struct Lease: Sendable, Equatable {
 /// What a worker gets from a claim.
 public struct ClaimedJob: Sendable {
     public let lease: Lease
+    /// As stored: the media type and the options' JSON, as submitted (the idempotency fingerprint and reuse
+    /// compare those bytes). Read them typed through `documentType` and `options()`.
     public let contentType: String
     public let optionsJSON: String
     public var id: UUID { lease.jobID }
+
+    /// The document's type; nil for a media type Lector does not read.
+    public var documentType: DocumentType? { DocumentType(mediaType: contentType) }
+
+    /// The job's options, decoded as the API encoded them.
+    public func options() throws -> OCROptions {
+        try JSONDecoder().decode(OCROptions.self, from: Data(optionsJSON.utf8))
+    }
 }
 
 /// What one rescuer pass did.

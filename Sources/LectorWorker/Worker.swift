@@ -425,10 +425,10 @@ public struct Worker: Service {
         _ job: ClaimedJob, slot: EngineSlot, cancellation: OCRCancellation, facts: AttemptFacts, logger: Logger
     ) async -> Outcome {
         do {
-            guard let type = DocumentType(mediaType: job.contentType) else {
+            guard let type = job.documentType else {
                 return .failed("unsupported document type \(job.contentType)")
             }
-            guard let options = try? JSONDecoder().decode(OCROptions.self, from: Data(job.optionsJSON.utf8)) else {
+            guard let options = try? job.options() else {
                 return .failed("the job's options could not be read")
             }
             facts.mode = options.mode.rawValue
