@@ -8,11 +8,9 @@ import Foundation
 /// idle together, as under a backlog or when a job is queued to a waiting fleet, share one transaction. Each job
 /// keeps the lease of the slot it was claimed for. A failed claim fails every slot of its batch.
 public final class ClaimBatcher: Sendable {
-    public let queue: any WorkQueue
     private let batches: GroupCommit<String, ClaimedJob?>
 
     public init(queue: any WorkQueue, leaseDuration: Duration, strategy: ClaimStrategy, maxBatch: Int) {
-        self.queue = queue
         self.batches = GroupCommit(maxBatch: min(maxBatch, JobStore.maxClaimBatch)) { workers in
             // Slot names are unique in a process, and a slot claims one job at a time: a name twice would leave
             // the second job leased to nobody until the rescuer.

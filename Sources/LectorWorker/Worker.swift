@@ -66,9 +66,11 @@ public struct WorkerConfiguration: Sendable {
 /// previous job's end is recorded beside it.
 ///
 /// A slot claims in one short transaction (through `ClaimBatcher`: slots idle at the same time share one
-/// `WorkQueue.claimBatch`, each with its own lease; in PostgreSQL `claim_jobs`), then reads the document, runs the engine on its own thread while a heartbeat renews the lease, stages the result files,
-/// and ends the job; all after the claim committed. The end (fsyncs and database round trips, during which the
-/// slot's core would idle) runs in a child task beside the next job's reading and OCR, one per slot. The end moves the staged files into place and appends
+/// `WorkQueue.claimBatch`, each with its own lease; in PostgreSQL `claim_jobs`), then reads the document, runs
+/// the engine on its own thread while a heartbeat renews the lease, stages the result files, and ends the job;
+/// all after the claim committed. The end (fsyncs and database round trips, during which the slot's core would
+/// idle) runs in a child task beside the next job's reading and OCR, one per slot; ends ready together share a
+/// transaction (`ender`, `WorkQueue.endBatch`). The end moves the staged files into place and appends
 /// `FINISHED` while holding the lease row, so an attempt that lost its lease can neither finish nor overwrite.
 /// A transient error requeues with backoff; a permanent one fails at once with its reason.
 ///
