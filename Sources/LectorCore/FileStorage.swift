@@ -33,8 +33,11 @@ public protocol JobStorage: Sendable {
     func commitResults(id: UUID, fileNames: [String], stage: StagingID) async throws
     /// Removes an attempt's staged files (the attempt lost its lease, or failed).
     func discardResults(id: UUID, fileNames: [String], stage: StagingID) async
-    /// A result file's bytes, or nil when it does not exist.
+    /// A result file's bytes (or a page task's part, `ResultFiles.isPagePart`), or nil when it does not exist.
     func readResult(id: UUID, fileName: String) async throws -> Data?
+    /// Removes files written with `writeResult` (a split job's page parts, once it ended); best effort: what
+    /// stays is removed with the job.
+    func removeResults(id: UUID, fileNames: [String]) async
     /// Whether a finished job has this result file (not every job has every format).
     func hasResult(id: UUID, fileName: String) async throws -> Bool
     /// Whether the storage accepts writes now: a write probe, and free space and inodes above the minimum.
@@ -330,8 +333,17 @@ public struct FileStorage: JobStorage {
         }
     }
 
+    public func removeResults(id: UUID, fileNames: [String]) async {
+        let urls = fileNames.filter { (try? Self.checkName($0)) != nil }.map {
+            folder(of: id).appendingPathComponent($0, isDirectory: false)
+        }
+        _ = try? await threadPool.runIfActive {
+            for url in urls { unlink(url.path) }
+        }
+    }
+
     public func readResult(id: UUID, fileName: String) async throws -> Data? {
-        guard ResultFiles.isResultFile(fileName) else { return nil }
+        guard ResultFiles.isResultFile(fileName) || ResultFiles.isPagePart(fileName) else { return nil }
         let url = folder(of: id).appendingPathComponent(fileName, isDirectory: false)
         return try await threadPool.runIfActive {
             // Only "no such file" means no result; any other failure (ENOTDIR, EIO, EACCES) is the storage's.

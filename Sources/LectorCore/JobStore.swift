@@ -102,12 +102,17 @@ public struct Lease: Sendable, Equatable {
     /// Random, made when the job was claimed: names this claim's staging area. The attempt number alone is not
     /// unique, since a hand-back (`requeue(countAttempt: false)`) returns it to the next claim.
     public let claim: String
+    /// The page this lease holds, for a page task (db/014); nil for the job itself. A page's lease is renewed,
+    /// requeued and rescued like a job's, and ended by `PageTaskQueue.endPage`; its attempt counts the page's
+    /// claims.
+    public let page: Int?
 
-    public init(jobID: UUID, worker: String, attempt: Int, claim: String = StagingID.newClaim()) {
+    public init(jobID: UUID, worker: String, attempt: Int, claim: String = StagingID.newClaim(), page: Int? = nil) {
         self.jobID = jobID
         self.worker = worker
         self.attempt = attempt
         self.claim = claim
+        self.page = page
     }
 
     /// Where this claim stages its results (`JobStorage.stageResults`).
@@ -123,6 +128,12 @@ public struct ClaimedJob: Sendable {
     public let optionsJSON: String
     public var id: UUID { lease.jobID }
 
+    public init(lease: Lease, contentType: String, optionsJSON: String) {
+        self.lease = lease
+        self.contentType = contentType
+        self.optionsJSON = optionsJSON
+    }
+
     /// The document's type; nil for a media type Lector does not read.
     public var documentType: DocumentType? { DocumentType(mediaType: contentType) }
 
@@ -136,6 +147,9 @@ public struct ClaimedJob: Sendable {
 public struct RescueReport: Sendable, Equatable {
     public var requeued: Int
     public var failed: Int
+    /// Page tasks (db/014) queued again, and failed at their attempt limit.
+    public var pagesRequeued = 0
+    public var pagesFailed = 0
 
     public init(requeued: Int = 0, failed: Int = 0) {
         self.requeued = requeued
@@ -349,14 +363,13 @@ public struct JobStore: Sendable {
     ) async throws -> [ClaimedJob] {
         precondition(workers.count <= Self.maxClaimBatch, "claimBatch takes at most \(Self.maxClaimBatch) workers")
         guard !workers.isEmpty else { return [] }
-        if workers.count == 1 {
-            return try await claimNext(worker: workers[0], leaseDuration: leaseDuration, strategy: strategy, now: now).map { [$0] } ?? []
-        }
+        // Also for one worker: claim_jobs gives the slots that find no job a page task (db/014).
         let statement = ClaimJobsStatement(
             workers: workers, leaseSeconds: leaseDuration.secondsValue, now: now, skipLocked: strategy == .skipLocked)
         var claimed: [ClaimedJob] = []
-        for try await (worker, id, attempt, contentType, options) in try await client.execute(statement, logger: logger) {
-            claimed.append(ClaimedJob(lease: Lease(jobID: id, worker: worker, attempt: attempt), contentType: contentType, optionsJSON: options))
+        for try await (worker, id, attempt, contentType, options, page) in try await client.execute(statement, logger: logger) {
+            claimed.append(ClaimedJob(
+                lease: Lease(jobID: id, worker: worker, attempt: attempt, page: page), contentType: contentType, optionsJSON: options))
         }
         return claimed
     }
@@ -372,6 +385,9 @@ public struct JobStore: Sendable {
     public func renew(
         _ lease: Lease, duration: Duration, maxRuntime: Duration = .seconds(86_400), now: Date? = nil
     ) async throws -> Bool {
+        if let page = lease.page {
+            return try await renewPage(lease, page: page, duration: duration, maxRuntime: maxRuntime, now: now)
+        }
         let rows = try await client.query(
             """
             WITH mine AS (
@@ -406,6 +422,7 @@ public struct JobStore: Sendable {
         beforeCommit: (@Sendable () async throws -> Void)? = nil
     ) async throws {
         precondition(status.isTerminal, "end(_:as:) takes FINISHED or FAILURE")
+        precondition(lease.page == nil, "a page ends with endPage")
         let statement = EndJobStatement(lease: lease, status: status, reason: reason)
         guard beforeCommit != nil || pages != nil || engineVersion != nil else {
             var ended = false
@@ -537,6 +554,9 @@ public struct JobStore: Sendable {
     public func requeue(
         _ lease: Lease, reason: String, delay: Duration = .zero, countAttempt: Bool = true, now: Date? = nil
     ) async throws {
+        if let page = lease.page {
+            return try await requeuePage(lease, page: page, reason: reason, delay: delay, countAttempt: countAttempt, now: now)
+        }
         try await transaction { connection in
             try await Self.lockLease(lease, status: .queued, connection: connection, logger: logger)
             try await connection.query(
@@ -706,6 +726,10 @@ public struct JobStore: Sendable {
             for try await status in rows.decode(String.self) {
                 if status == JobStatus.queued.rawValue { report.requeued += 1 } else { report.failed += 1 }
             }
+            let pages = try await rescueExpiredPages(
+                maxAttempts: maxAttempts, grace: grace, now: now, limit: limit, connection: connection)
+            report.pagesRequeued = pages.requeued
+            report.pagesFailed = pages.failed
             return report
         }
     }
@@ -870,6 +894,8 @@ public struct JobStore: Sendable {
     /// false when the lease is gone.
     @discardableResult
     public func reportProgress(_ lease: Lease, done: Int, total: Int) async throws -> Bool {
+        // A page's progress is the job's count of pages read, written by `end_page`.
+        guard lease.page == nil else { return true }
         let rows = try await client.query(
             "SELECT job_progress(\(lease.jobID), \(lease.worker), \(lease.attempt)::int, \(done)::int, \(total)::int)", logger: logger)
         for try await held in rows.decode(Bool.self) { return held }

@@ -22,7 +22,7 @@ public struct Migrator: Sendable {
 
     /// The newest migration this build's SQL relies on. `serve` and `work` refuse to start on an older schema:
     /// a prepared statement whose function is missing would fail on that connection for good.
-    public static let requiredVersion = 13
+    public static let requiredVersion = 14
 
     /// The newest migration applied to the database, or 0 when none is.
     public static func appliedVersion(client: PostgresClient, logger: Logger) async throws -> Int {

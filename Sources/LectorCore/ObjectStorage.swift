@@ -310,8 +310,16 @@ public struct ObjectStorage: JobStorage {
         _ = try? await client.deleteObjects(keys: keys.sorted())
     }
 
+    public func removeResults(id: UUID, fileNames: [String]) async {
+        let keys = fileNames.filter { (try? Self.checkName($0)) != nil }.map { Self.key(id, $0) }
+        // A multi-object delete takes at most 1,000 keys.
+        for start in stride(from: 0, to: keys.count, by: 1000) {
+            _ = try? await client.deleteObjects(keys: Array(keys[start..<min(start + 1000, keys.count)]))
+        }
+    }
+
     public func readResult(id: UUID, fileName: String) async throws -> Data? {
-        guard ResultFiles.isResultFile(fileName) else { return nil }
+        guard ResultFiles.isResultFile(fileName) || ResultFiles.isPagePart(fileName) else { return nil }
         do {
             return try await client.getObjectData(key: Self.key(id, fileName), maxBytes: maxResultBytes)
         } catch let error as S3Error where Self.isMissing(error) {

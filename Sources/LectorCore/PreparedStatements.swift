@@ -93,10 +93,10 @@ struct ClaimJobStatement: PostgresPreparedStatement {
 
 /// `JobStore.claimBatch`: `claim_jobs` (db/013_claim_batch.sql).
 struct ClaimJobsStatement: PostgresPreparedStatement {
-    static let name = "lector_claim_jobs_v1"
-    static let sql = "SELECT worker, job_id, attempt, content_type, options FROM claim_jobs($1, $2, $3, $4)"
+    static let name = "lector_claim_jobs_v2"
+    static let sql = "SELECT worker, job_id, attempt, content_type, options, page FROM claim_jobs($1, $2, $3, $4)"
     static let bindingDataTypes: [PostgresDataType] = [.textArray, .float8, .timestamptz, .bool]
-    typealias Row = (String, UUID, Int, String, String)
+    typealias Row = (String, UUID, Int, String, String, Int?)
 
     var workers: [String]
     var leaseSeconds: Double

@@ -99,6 +99,9 @@ public struct Settings: Sendable {
     /// `LECTOR_WORKER_BATCH`: the most claims, and the most ends, of one worker process written in one
     /// transaction (default 16; 1: each slot claims and ends alone). See `ClaimBatcher` and `JobStore.endBatch`.
     public var workerBatch: Int
+    /// `LECTOR_PAGE_TASKS`: documents of at least this many pages are split into page tasks that any free slot of
+    /// any worker reads (default 2; 0: documents are read whole by one slot). docs/design/queue.md, "Page tasks".
+    public var pageTasks: Int
     /// `LECTOR_WORKER_LISTEN`: whether workers wake on NOTIFY (default) or only poll (for measuring).
     public var workerListen: Bool
     /// `LECTOR_WORKER_ID`: the name a worker writes into its transitions (default: host:pid).
@@ -221,6 +224,8 @@ public struct Settings: Sendable {
         self.engine = string("LECTOR_ENGINE", "tesseract")
         self.claimStrategy = ClaimStrategy(rawValue: env["LECTOR_CLAIM"] ?? "") ?? .tableLock
         self.workerBatch = max(1, int("LECTOR_WORKER_BATCH", 16, max: 256))
+        // 0 turns page tasks off; a document of one page is never split.
+        self.pageTasks = env["LECTOR_PAGE_TASKS"].flatMap { Int($0) }.map { $0 <= 0 ? 0 : min(max($0, 2), 100_000) } ?? 2
         self.workerListen = (env["LECTOR_WORKER_LISTEN"] ?? "true") != "false"
         self.workerID = env["LECTOR_WORKER_ID"].flatMap { $0.isEmpty ? nil : $0 }
         self.tessdata = env["LECTOR_TESSDATA"].flatMap { $0.isEmpty ? nil : $0 }

@@ -151,6 +151,7 @@ public struct EndRequest: Sendable {
         beforeCommit: (@Sendable () async throws -> Void)? = nil
     ) {
         precondition(status.isTerminal, "an end is FINISHED or FAILURE")
+        precondition(lease.page == nil, "a page ends with PageTaskQueue.endPage")
         self.lease = lease
         self.status = status
         self.reason = reason

@@ -35,6 +35,15 @@ public enum ResultFiles {
         return false
     }
 
+    /// Whether `name` is a page task's part (`part-NNNNN.json` or `.pdf`, five digits: `PagePart`), which the job's
+    /// coordinator reads back and removes once the job ended. Never served.
+    public static func isPagePart(_ name: String) -> Bool {
+        guard name.hasPrefix("part-"), name.hasSuffix(".json") || name.hasSuffix(".pdf") else { return false }
+        let digits = name.dropFirst(5).prefix { $0 != "." }
+        return digits.count == 5 && digits.allSatisfy { ("0"..."9").contains($0) }
+            && (name.dropFirst(10) == ".json" || name.dropFirst(10) == ".pdf")
+    }
+
     /// Whether `name` is a page picture (served as JPEG).
     public static func isPagePicture(_ name: String) -> Bool { isResultFile(name) && name.hasSuffix(".jpg") }
 }

@@ -1,3 +1,4 @@
+import Foundation
 import LectorModel
 import NIOPosix
 
@@ -42,6 +43,34 @@ public final class EngineSlot: @unchecked Sendable {
             result.stages.add("slot", started - called)
             return result
         }
+    }
+
+    /// The document's page count when the engine reads pages one at a time (`OCREngine.pageCount`), on the
+    /// slot's thread.
+    public func pageCount(_ document: OCRDocument) async throws -> Int? {
+        try await pool.runIfActive { try self.slotEngine().pageCount(document) }
+    }
+
+    /// Reads one page on the slot's thread (`OCREngine.recognizePage`); stage times as `recognize` keeps them.
+    public func recognizePage(
+        _ document: OCRDocument, index: Int, options: OCROptions, cancellation: OCRCancellation = OCRCancellation()
+    ) async throws -> PageReading {
+        let called = ContinuousClock.now
+        return try await pool.runIfActive { () throws -> PageReading in
+            let started = ContinuousClock.now
+            var reading = try self.slotEngine().recognizePage(document, index: index, options: options, cancellation: cancellation)
+            reading.stages.add("engine", (ContinuousClock.now - started) - .seconds(reading.stages.total))
+            reading.stages.add("slot", started - called)
+            return reading
+        }
+    }
+
+    /// The slot's engine, created on first use. On the slot's thread only.
+    private func slotEngine() throws -> any OCREngine {
+        if let engine { return engine }
+        let made = try factory.makeEngine()
+        engine = made
+        return made
     }
 
     /// Creates the engine now, and with `language` loads that language's models (a moment: ~0.15 s for

@@ -91,11 +91,50 @@ public protocol OCREngine: AnyObject {
     func recognize(_ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation) throws(OCRError) -> OCRResult
     /// Loads what jobs in `language` need (models), so that the first such job does not wait for it. Blocking.
     func prepare(language: String) throws(OCRError)
+    /// The document's page count, read from its headers with the limits checked, when this engine can read one
+    /// page at a time (`recognizePage`: the worker then splits documents of several pages into page tasks); nil
+    /// when it reads documents whole. Blocking.
+    func pageCount(_ document: OCRDocument) throws(OCRError) -> Int?
+    /// Reads page `index` (from 0) of the document as `recognize` reads it within the whole. Called only when
+    /// `pageCount` answered. Blocking.
+    func recognizePage(_ document: OCRDocument, index: Int, options: OCROptions, cancellation: OCRCancellation) throws(OCRError) -> PageReading
 }
 
 extension OCREngine {
     /// Nothing to load.
     public func prepare(language: String) throws(OCRError) {}
+    /// Documents are read whole.
+    public func pageCount(_ document: OCRDocument) throws(OCRError) -> Int? { nil }
+    /// Never called for an engine that reads documents whole (its `pageCount` is nil).
+    public func recognizePage(
+        _ document: OCRDocument, index: Int, options: OCROptions, cancellation: OCRCancellation
+    ) throws(OCRError) -> PageReading {
+        throw OCRError(.engineFailure, "this engine reads documents whole, not page by page")
+    }
+}
+
+/// One page read alone (a page task): what `recognize` makes of that page within the whole document.
+public struct PageReading: Sendable {
+    /// The engine and its version, as `OCRResult.engine`.
+    public var engine: String
+    public var page: OCRPage
+    /// The page's hOCR `ocr_page` element, when the job asked for hOCR.
+    public var hocr: String?
+    /// A one-page searchable PDF, when the job asked for the PDF and the document pipeline read the page.
+    public var pdf: Data?
+    public var preview: PagePreview?
+    public var timing: PageTiming
+    public var stages: StageTimes
+
+    public init(engine: String, page: OCRPage, hocr: String?, pdf: Data?, preview: PagePreview?, timing: PageTiming, stages: StageTimes) {
+        self.engine = engine
+        self.page = page
+        self.hocr = hocr
+        self.pdf = pdf
+        self.preview = preview
+        self.timing = timing
+        self.stages = stages
+    }
 }
 
 /// Builds engines, one per worker slot, on the slot's own thread.

@@ -156,62 +156,14 @@ public final class TesseractEngine: OCREngine {
         var previews: [PagePreview?] = []
         for index in 0..<images.count {
             try cancellation.check()
-            let pageStarted = ContinuousClock.now
             defer { cancellation.reportProgress(done: index + 1, total: images.count) }
-            let decoded = try stages.measure("decode") { () throws(OCRError) in try images.page(index, cancellation: cancellation) }
-            decodedPixels += decoded.width * decoded.height
-            guard decodedPixels <= limits.maxDocumentPixels else { throw PageImages.documentPixelsExceeded(limits) }
-            let pix = try stages.measure("preprocess") { () throws(OCRError) in try preprocessor.apply(options.operations, to: decoded) }
-            // The page as it is read, so that its boxes fit it once scaled.
-            stages.measure("preview") { previews.append(PagePreview(page: pix)) }
-            var mode = options.mode
-            // The classifier's thumbnail statistics also answer the blank-page check below: measured once.
-            var features: PageClassifier.Features?
-            if mode == .auto {
-                let decision = stages.measure("classify") { PageClassifier.classify(pix) }
-                mode = decision.mode
-                features = decision.features
-            }
-            defer { timings.append(PageTiming(mode: mode == .scene ? .scene : .document, duration: ContinuousClock.now - pageStarted)) }
-            switch mode {
-            case .auto, .document:
-                if pdfPossible, pdf == nil {
-                    pdf = try PDFRendering(dataPath: handle.dataPath, title: "")
-                    pdfPossible = pdf != nil
-                }
-                var inspectTimes = StageTimes()
-                let started = ContinuousClock.now
-                let page = try handle.recognize(pix.pointer, pageNumber: index + 1, cancellation: cancellation) { api in
-                    if wantsHOCR { inspectTimes.measure("hocr") { hocrPages.append(TesseractHandle.hocr(api, pageIndex: index)) } }
-                    if let renderer = pdf {
-                        let added = inspectTimes.measure("pdf") { renderer.add(api) }
-                        if !added { pdf = nil; pdfPossible = false }
-                    }
-                }
-                stages.add("recognize", ContinuousClock.now - started)
-                // The renderers ran inside the recognition's time: move theirs out of it.
-                for (stage, seconds) in inspectTimes.seconds {
-                    stages.add(stage, .seconds(seconds))
-                    stages.add("recognize", .seconds(-seconds))
-                }
-                pages.append(page)
-            case .scene:
-                pdf = nil
-                pdfPossible = false
-                // An empty or tiny page costs the detector as much as a full one: skip it.
-                if PageClassifier.holdsNoText(pix, features: features) {
-                    let page = OCRPage(number: index + 1, width: pix.width, height: pix.height, mode: .scene, lines: [], text: "")
-                    pages.append(page)
-                    if wantsHOCR { hocrPages.append(HOCR.page(page)) }
-                    continue
-                }
-                let page = try stages.measure("scene") { () throws(OCRError) -> OCRPage in
-                    let reader = SceneReader(detector: try detector(options.detector, for: pix), tesseract: handle)
-                    return try reader.read(pix, pageNumber: index + 1, cancellation: cancellation)
-                }
-                pages.append(page)
-                if wantsHOCR { stages.measure("hocr") { hocrPages.append(HOCR.page(page)) } }
-            }
+            let output = try readPage(
+                index, of: images, handle: handle, preprocessor: preprocessor, options: options, wantsHOCR: wantsHOCR,
+                pdf: &pdf, pdfPossible: &pdfPossible, decodedPixels: &decodedPixels, stages: &stages, cancellation: cancellation)
+            pages.append(output.page)
+            previews.append(output.preview)
+            timings.append(output.timing)
+            if let hocr = output.hocr { hocrPages.append(hocr) }
         }
         let hocr = wantsHOCR
             ? stages.measure("hocr") { Data(HOCR.document(pages: hocrPages, engine: TesseractEngineFactory.version, language: options.lang).utf8) }
@@ -223,6 +175,105 @@ public final class TesseractEngine: OCREngine {
         result.pageTimings = timings
         result.stages = stages
         return result
+    }
+
+    /// A document's page count from its headers (PDF: `pdfinfo`), with the page and pixel limits checked: the
+    /// worker splits a document of several pages into page tasks (docs/design/queue.md, "Page tasks").
+    public func pageCount(_ document: OCRDocument) throws(OCRError) -> Int? {
+        try PageImages(document: document, limits: limits, pdfDPI: pdfDPI).count
+    }
+
+    /// Reads page `index` (from 0) alone, exactly as `recognize` reads it within the document: the page, its
+    /// hOCR, a one-page searchable PDF (when asked for and the document pipeline read it) and its preview.
+    public func recognizePage(
+        _ document: OCRDocument, index: Int, options: OCROptions, cancellation: OCRCancellation
+    ) throws(OCRError) -> PageReading {
+        cancellation.startBudget(limits.maxDocumentTime)
+        var stages = StageTimes()
+        let handle = try handle(for: options.lang)
+        let images = try stages.measure("decode") { () throws(OCRError) in
+            try PageImages(document: document, limits: limits, pdfDPI: pdfDPI)
+        }
+        guard images.count > index else {
+            throw OCRError(.unreadableDocument, "the document has \(images.count) pages, not \(index + 1)")
+        }
+        let preprocessor = Preprocessor(limits: limits) { () throws(OCRError) -> TesseractHandle in
+            try self.orientationHandle()
+        }
+        var pdf: PDFRendering?
+        var pdfPossible = options.wants(.pdf)
+        var decodedPixels = 0
+        let output = try readPage(
+            index, of: images, handle: handle, preprocessor: preprocessor, options: options, wantsHOCR: options.wants(.hocr),
+            pdf: &pdf, pdfPossible: &pdfPossible, decodedPixels: &decodedPixels, stages: &stages, cancellation: cancellation)
+        var pdfBytes: Data?
+        if let pdf { pdfBytes = stages.measure("pdf") { pdf.finish() } }
+        return PageReading(engine: TesseractEngineFactory.version, page: output.page, hocr: output.hocr, pdf: pdfBytes, preview: output.preview, timing: output.timing, stages: stages)
+    }
+
+    /// One page of `recognize`: decode, preprocess, preview, classify, then the document or the scene pipeline.
+    /// `pdf` is the searchable PDF being built (started here at the first document page, dropped at a scene page).
+    private func readPage(
+        _ index: Int, of images: PageImages, handle: TesseractHandle, preprocessor: Preprocessor, options: OCROptions,
+        wantsHOCR: Bool, pdf: inout PDFRendering?, pdfPossible: inout Bool, decodedPixels: inout Int,
+        stages: inout StageTimes, cancellation: OCRCancellation
+    ) throws(OCRError) -> (page: OCRPage, hocr: String?, preview: PagePreview?, timing: PageTiming) {
+        let pageStarted = ContinuousClock.now
+        let decoded = try stages.measure("decode") { () throws(OCRError) in try images.page(index, cancellation: cancellation) }
+        decodedPixels += decoded.width * decoded.height
+        guard decodedPixels <= limits.maxDocumentPixels else { throw PageImages.documentPixelsExceeded(limits) }
+        let pix = try stages.measure("preprocess") { () throws(OCRError) in try preprocessor.apply(options.operations, to: decoded) }
+        // The page as it is read, so that its boxes fit it once scaled.
+        let preview = stages.measure("preview") { PagePreview(page: pix) }
+        var mode = options.mode
+        // The classifier's thumbnail statistics also answer the blank-page check below: measured once.
+        var features: PageClassifier.Features?
+        if mode == .auto {
+            let decision = stages.measure("classify") { PageClassifier.classify(pix) }
+            mode = decision.mode
+            features = decision.features
+        }
+        func timing() -> PageTiming { PageTiming(mode: mode == .scene ? .scene : .document, duration: ContinuousClock.now - pageStarted) }
+        switch mode {
+        case .auto, .document:
+            if pdfPossible, pdf == nil {
+                pdf = try PDFRendering(dataPath: handle.dataPath, title: "")
+                pdfPossible = pdf != nil
+            }
+            var inspectTimes = StageTimes()
+            var hocr: String?
+            var renderer = pdf
+            let started = ContinuousClock.now
+            let page = try handle.recognize(pix.pointer, pageNumber: index + 1, cancellation: cancellation) { api in
+                if wantsHOCR { inspectTimes.measure("hocr") { hocr = TesseractHandle.hocr(api, pageIndex: index) } }
+                if let current = renderer {
+                    let added = inspectTimes.measure("pdf") { current.add(api) }
+                    if !added { renderer = nil }
+                }
+            }
+            if renderer == nil, pdf != nil { pdf = nil; pdfPossible = false }
+            stages.add("recognize", ContinuousClock.now - started)
+            // The renderers ran inside the recognition's time: move theirs out of it.
+            for (stage, seconds) in inspectTimes.seconds {
+                stages.add(stage, .seconds(seconds))
+                stages.add("recognize", .seconds(-seconds))
+            }
+            return (page, hocr, preview, timing())
+        case .scene:
+            pdf = nil
+            pdfPossible = false
+            // An empty or tiny page costs the detector as much as a full one: skip it.
+            if PageClassifier.holdsNoText(pix, features: features) {
+                let page = OCRPage(number: index + 1, width: pix.width, height: pix.height, mode: .scene, lines: [], text: "")
+                return (page, wantsHOCR ? HOCR.page(page) : nil, preview, timing())
+            }
+            let page = try stages.measure("scene") { () throws(OCRError) -> OCRPage in
+                let reader = SceneReader(detector: try detector(options.detector, for: pix), tesseract: handle)
+                return try reader.read(pix, pageNumber: index + 1, cancellation: cancellation)
+            }
+            let hocr = wantsHOCR ? stages.measure("hocr") { HOCR.page(page) } : nil
+            return (page, hocr, preview, timing())
+        }
     }
 
     /// Loads the Tesseract model of `language` (~0.15 s for `eng`, on the slot's thread) before the first job:

@@ -47,13 +47,20 @@ public struct Rescuer: Service {
                 let report = try await jobs.rescueExpired(maxAttempts: maxAttempts, grace: grace, now: now, limit: 500)
                 total.requeued += report.requeued
                 total.failed += report.failed
-                if report.requeued + report.failed < 500 { break }
+                total.pagesRequeued += report.pagesRequeued
+                total.pagesFailed += report.pagesFailed
+                if max(report.requeued + report.failed, report.pagesRequeued + report.pagesFailed) < 500 { break }
             }
             try await jobs.purgeIdempotencyKeys(now: now)
             metrics.jobRescued(outcome: "requeued", count: total.requeued)
             metrics.jobRescued(outcome: "failed", count: total.failed)
-            if total.requeued + total.failed > 0 {
-                logger.notice("rescued jobs of lost workers", metadata: ["requeued": "\(total.requeued)", "failed": "\(total.failed)"])
+            metrics.jobRescued(outcome: "page_requeued", count: total.pagesRequeued)
+            metrics.jobRescued(outcome: "page_failed", count: total.pagesFailed)
+            if total.requeued + total.failed + total.pagesRequeued + total.pagesFailed > 0 {
+                logger.notice("rescued jobs and pages of lost workers", metadata: [
+                    "requeued": "\(total.requeued)", "failed": "\(total.failed)",
+                    "pagesRequeued": "\(total.pagesRequeued)", "pagesFailed": "\(total.pagesFailed)",
+                ])
             }
             return total
         } catch {

@@ -38,6 +38,8 @@ public struct WorkerConfiguration: Sendable {
     var commitDeadline: Duration { commitTimeout ?? leaseDuration / 2 }
     /// The language whose models each slot loads at start-up (`LECTOR_DEFAULT_LANG`: what most jobs ask for).
     public var warmLanguage: String?
+    /// Documents of at least this many pages are split into page tasks (`LECTOR_PAGE_TASKS`; 0: never).
+    public var pageTasks: Int
 
     public init(settings: Settings, workerID: String) {
         self.workerID = workerID
@@ -53,6 +55,7 @@ public struct WorkerConfiguration: Sendable {
         self.claimStrategy = settings.claimStrategy
         self.batch = settings.workerBatch
         self.warmLanguage = settings.defaultLanguage
+        self.pageTasks = settings.pageTasks
     }
 
     /// Exponential backoff with full jitter in [0.5, 1.5) of the step: base · 2^(attempt-1), capped.
@@ -93,6 +96,9 @@ public struct Worker: Service {
     let storageHealth: StorageHealth
     /// Claims for the slots that are idle together in one transaction.
     let claimer: ClaimBatcher
+    /// The queue's page tasks, when this worker splits documents of several pages (`pageTasks` and a queue that
+    /// has them: PostgreSQL's).
+    let pages: (any PageTaskQueue)?
     /// Ends the jobs whose outcomes are ready together in one transaction.
     let ender: GroupCommit<EndRequest, Void>
     /// The engine's identity (`OCREngineFactory.identity`), recorded with every finished job and announced as the
@@ -124,6 +130,7 @@ public struct Worker: Service {
         // Two end batches at once: one whose files are slow to put in place (an object store's copies, up to the
         // commit deadline) does not hold up every other end of the process.
         self.ender = GroupCommit(maxBatch: configuration.batch, maxInFlight: 2) { [jobs] requests in await jobs.endBatch(requests) }
+        self.pages = configuration.pageTasks > 0 ? jobs as? any PageTaskQueue : nil
         self.storageHealth = StorageHealth(
             storage: storage, interval: storage is ObjectStorage ? ObjectStorage.healthInterval : .seconds(1))
         // Bounded as the database keeps it (500 characters); a longer one is no identity (never reused).
@@ -176,7 +183,7 @@ public struct Worker: Service {
         logger.info("worker stopped", metadata: ["worker": "\(id)"])
     }
 
-    private var stopping: Bool { Task.isShuttingDownGracefully || Task.isCancelled }
+    var stopping: Bool { Task.isShuttingDownGracefully || Task.isCancelled }
 
     /// Announces this worker's engine identity as the fleet's current one (db/011), retrying while the database
     /// is unreachable. Until it has, identical jobs may still reuse the previous engine's results.
@@ -289,6 +296,8 @@ public struct Worker: Service {
         case leaseLost
         /// The job's owner cancelled it: it ends `FAILURE` "cancelled".
         case cancelled
+        /// The job was split into page tasks: its lease is its pages' now, and nothing is left to record.
+        case split
 
         var description: String {
             switch self {
@@ -299,6 +308,7 @@ public struct Worker: Service {
             case .handBack: "handed back"
             case .leaseLost: "lease lost"
             case .cancelled: "cancelled"
+            case .split: "split into pages"
             }
         }
     }
@@ -312,23 +322,25 @@ public struct Worker: Service {
     /// job but the end's child task: with a fast engine these were most of the worker's cost per job
     /// (BENCHMARKS.md, P3). `claimed`: how long the claim took (the storage check and the claim transaction), for
     /// the stage times.
-    func process(_ job: ClaimedJob, slot: EngineSlot, claimed: Duration = .zero) async -> PendingEnd {
+    func process(_ job: ClaimedJob, slot: EngineSlot?, claimed: Duration = .zero, mode: AttemptMode = .read) async -> PendingEnd {
         var jobLogger = self.logger
         jobLogger[metadataKey: "job_id"] = "\(job.id.uuidString.lowercased())"
         jobLogger[metadataKey: "worker"] = "\(job.lease.worker)"
         jobLogger[metadataKey: "attempt"] = "\(job.lease.attempt)"
+        if let page = job.lease.page { jobLogger[metadataKey: "page"] = "\(page)" }
         let logger = jobLogger
         let started = ContinuousClock.now
         let running = RunningAttempt(lease: job.lease, logger: logger)
         // A job claimed after the grace period ended is handed back at once.
         if !inFlight.withLockedValue({ $0.add(running) }) { running.cancellation.cancel() }
 
-        metrics.slotBusy(1)
-        defer { metrics.slotBusy(-1) }
+        // An assembly runs in the end of the page before it, beside the slot's next job: not a busy slot.
+        if mode == .read { metrics.slotBusy(1) }
+        defer { if mode == .read { metrics.slotBusy(-1) } }
         let facts = AttemptFacts()
         facts.stages.add("claim", claimed)
         let outcome = await withTaskCancellationHandler {
-            await attempt(job, slot: slot, cancellation: running.cancellation, facts: facts, logger: logger)
+            await attempt(job, slot: slot, mode: mode, running: running, facts: facts, logger: logger)
         } onCancel: {
             // The slot itself is cancelled (a hard stop): stop the OCR too.
             if !Task.isShuttingDownGracefully { running.cancellation.cancel() }
@@ -354,18 +366,31 @@ public struct Worker: Service {
         // or the document failed): the job is not requeued, handed back or left to the rescuer.
         if running.isCancelRequested {
             switch outcome {
-            case .finished, .failed, .cancelled: break
+            case .finished, .failed, .cancelled, .split: break
             case .retry, .storageFull, .handBack, .leaseLost: outcome = .cancelled
             }
         }
         let ending = ContinuousClock.now
-        await record(outcome, job: pending.job, mode: facts.mode, pages: facts.pages, logger: logger)
+        if let page = pending.job.lease.page {
+            await recordPage(outcome, of: pending.job, page: page, logger: logger)
+        } else {
+            let recorded = await record(outcome, job: pending.job, mode: facts.mode, pages: facts.pages, logger: logger)
+            // A split job that ended: its pages' parts are read (or no longer needed); pictures stay.
+            let ended = switch outcome {
+            case .finished, .failed, .cancelled: true
+            case .retry: pending.job.lease.attempt >= configuration.maxAttempts
+            case .storageFull, .handBack, .leaseLost, .split: false
+            }
+            if recorded, ended, let split = facts.split {
+                await storage.removeResults(id: pending.job.id, fileNames: (1...split).flatMap { [PagePart.jsonName(page: $0), PagePart.pdfName(page: $0)] })
+            }
+        }
         facts.stages.add("end", ContinuousClock.now - ending)
         for page in facts.pageTimings { metrics.ocrPage(mode: page.mode.rawValue, duration: page.duration) }
-        metrics.ocrJob(mode: facts.mode, duration: ContinuousClock.now - pending.started)
+        if pending.job.lease.page == nil { metrics.ocrJob(mode: facts.mode, duration: ContinuousClock.now - pending.started) }
 
         // `stages`: where the attempt's time went (StageTimes; BENCHMARKS.md, P1, sums these lines).
-        logger.info("job attempt ended", metadata: [
+        logger.info(pending.job.lease.page == nil ? "job attempt ended" : "page attempt ended", metadata: [
             "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - pending.started).secondsValue)", "stages": "\(facts.stages)",
         ])
     }
@@ -424,8 +449,9 @@ public struct Worker: Service {
     /// Reads, recognises and stages the results; returns what should happen next. Where the time went goes into
     /// `facts.stages`.
     private func attempt(
-        _ job: ClaimedJob, slot: EngineSlot, cancellation: OCRCancellation, facts: AttemptFacts, logger: Logger
+        _ job: ClaimedJob, slot: EngineSlot?, mode: AttemptMode, running: RunningAttempt, facts: AttemptFacts, logger: Logger
     ) async -> Outcome {
+        let cancellation = running.cancellation
         do {
             guard let type = job.documentType else {
                 return .failed("unsupported document type \(job.contentType)")
@@ -434,6 +460,10 @@ public struct Worker: Service {
                 return .failed("the job's options could not be read")
             }
             facts.mode = options.mode.rawValue
+            if case .assemble(let pages) = mode {
+                return try await assemble(job, pages: pages, options: options, facts: facts)
+            }
+            guard let slot else { preconditionFailure("reading a document takes an engine slot") }
             var mark = ContinuousClock.now
             func lap(_ stage: String) {
                 let now = ContinuousClock.now
@@ -452,7 +482,24 @@ public struct Worker: Service {
                 data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
             }
             lap("read")
-            var result = try await slot.recognize(OCRDocument(data: data, type: type), options: options, cancellation: cancellation)
+            let document = OCRDocument(data: data, type: type)
+            if let page = job.lease.page {
+                return try await readPage(page, of: job, document: document, options: options, slot: slot, cancellation: cancellation, facts: facts)
+            }
+            // Only PDFs and TIFFs have several pages; their headers say how many (the limits checked).
+            if let pages, type == .pdf || type == .tiff, let count = try await slot.pageCount(document), count >= configuration.pageTasks {
+                lap("decode")
+                facts.pages = count
+                switch try await pages.split(job.lease, pages: count) {
+                case .lost: return .leaseLost
+                case .split:
+                    logger.info("split into page tasks", metadata: ["pages": "\(count)"])
+                    return .split
+                case .complete:
+                    return try await assemble(job, pages: count, options: options, facts: facts)
+                }
+            }
+            var result = try await slot.recognize(document, options: options, cancellation: cancellation)
             facts.stages.merge(result.stages)
             // What neither the engine nor its slot timed: the hop back from the slot's thread to this task
             // (EngineSlot timed the hop there as `slot`, and the engine's untimed work as `engine`).
@@ -524,8 +571,10 @@ public struct Worker: Service {
     /// Writes the outcome to the database, retrying while it is unreachable: fencing makes a retry safe, and
     /// the heartbeat keeps the lease meanwhile. A refusal means the lease is gone: another attempt owns the job
     /// now, and this one's staged files are dropped. Gives up after ten leases' time (the rescuer takes over).
-    private func record(_ outcome: Outcome, job: ClaimedJob, mode: String = "auto", pages: Int? = nil, logger: Logger) async {
+    @discardableResult
+    private func record(_ outcome: Outcome, job: ClaimedJob, mode: String = "auto", pages: Int? = nil, logger: Logger) async -> Bool {
         let lease = job.lease
+        var recorded = false
         var delay = Duration.milliseconds(200)
         let giveUp = ContinuousClock.now + configuration.leaseDuration * 10
         recording: while true {
@@ -559,9 +608,10 @@ public struct Worker: Service {
                 case .cancelled:
                     try await ender.submit(EndRequest(lease, as: .failure, reason: JobStore.cancelledReason))
                     metrics.jobFailed(mode: mode)
-                case .leaseLost:
+                case .leaseLost, .split:
                     break
                 }
+                recorded = true
                 break recording
             } catch is TransitionRefused {
                 logger.warning("the lease is gone; this attempt's outcome is dropped")
@@ -580,6 +630,7 @@ public struct Worker: Service {
         var staged = Self.resultFiles
         if case .finished(let files) = outcome { staged = files }
         await storage.discardResults(id: lease.jobID, fileNames: staged, stage: lease.stage)
+        return recorded
     }
 }
 
@@ -613,6 +664,8 @@ final class AttemptFacts: @unchecked Sendable {
     var pageTimings: [PageTiming] = []
     /// Pages of the document, when the engine read them (not with the no-op engine).
     var pages: Int?
+    /// The page count of a job this attempt split into page tasks.
+    var split: Int?
 }
 
 /// One attempt in flight: its lease, the switch that stops its OCR, and its logger.
