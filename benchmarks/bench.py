@@ -293,6 +293,129 @@ def p1(args):
         print(f"    {'other':11} {rest * 1000:8.1f} ms  {100 * rest / total:5.1f}%  (the rest of the worker's steps: options, logging, lease table)")
 
 
+# ---------------------------------------------------------------- PAGES
+def jpeg_pdf(images, path, dpi=300):
+    """A PDF with one JPEG per page, embedded as it is (DCTDecode), each page sized for `dpi` (so that Lector's
+    rasteriser, at 300 dpi, gives back the image's own pixels). Written here: ImageMagick's policy forbids PDFs."""
+    def jpeg_size(data):
+        i = 2
+        while i < len(data):
+            marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big"), data[i + 9]
+            i += 2 + length
+        raise ValueError("no JPEG frame header")
+    objects = []  # bytes of objects 1...n
+    def add(body):
+        objects.append(body)
+        return len(objects)
+    catalog = add(b"")  # filled in below
+    pages = add(b"")
+    kids = []
+    for image in images:
+        with open(image, "rb") as f:
+            data = f.read()
+        width, height, components = jpeg_size(data)
+        colour = b"/DeviceGray" if components == 1 else b"/DeviceRGB"
+        xobject = add(b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace %s /BitsPerComponent 8 "
+                      b"/Filter /DCTDecode /Length %d >>\nstream\n" % (width, height, colour, len(data)) + data + b"\nendstream")
+        w, h = width * 72.0 / dpi, height * 72.0 / dpi
+        content = b"q %.3f 0 0 %.3f 0 0 cm /Im0 Do Q" % (w, h)
+        stream = add(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
+        kids.append(add(b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %.3f %.3f] /Resources << /XObject << /Im0 %d 0 R >> >> "
+                        b"/Contents %d 0 R >>" % (pages, w, h, xobject, stream)))
+    objects[catalog - 1] = b"<< /Type /Catalog /Pages %d 0 R >>" % pages
+    objects[pages - 1] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(kids))
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    out += b"trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, catalog, xref)
+    with open(path, "wb") as f:
+        f.write(out)
+
+
+def latencies(svc):
+    """(content type, seconds from creation to FINISHED) of every finished job, and how many ended otherwise."""
+    rows = psql(svc.database, """SELECT j.content_type, extract(epoch FROM t.at - j.created_at)
+                                 FROM jobs j JOIN job_transitions t ON t.job_id = j.id AND t.status = 'FINISHED'""")
+    failed = int(psql(svc.database, "SELECT count(*) FROM jobs WHERE status = 'FAILURE'"))
+    return [(line.split("|")[0], float(line.split("|")[1])) for line in rows.splitlines() if line], failed
+
+
+def pages(args):
+    """Page tasks (issue 17): (A) one long PDF's latency with 1 worker x 1 slot against 2 x 1, and 2 x 1 reading
+    documents whole (LECTOR_PAGE_TASKS=0), alternated in each round; (B) a mixed load on 2 x 1: long PDFs among
+    one-page receipts arriving at a steady rate, the receipts' latency with and without page tasks."""
+    files = receipts(39)
+    scratch = tempfile.mkdtemp(prefix="lector-bench-pages-")
+    long_pdf = os.path.join(scratch, "long.pdf")
+    jpeg_pdf([files[i % len(files)] for i in range(args.pages)], long_pdf)
+    with open(long_pdf, "rb") as f:
+        long_bytes = f.read()
+    variants = [("1 worker x 1 slot, page tasks", 1, {}), ("2 workers x 1 slot, page tasks", 2, {}),
+                ("2 workers x 1 slot, whole documents", 2, {"LECTOR_PAGE_TASKS": "0"})]
+    seconds = {name: [] for name, _, _ in variants}
+    for round_ in range(args.rounds):
+        for name, workers, extra in variants:
+            log(f"pages A round {round_ + 1}: {args.pages}-page PDF, {name}")
+            svc = Service("pages", workers=workers, concurrency=1, extra=extra)
+            time.sleep(1)
+            svc.submit(long_bytes)
+            svc.wait_all()
+            finished, failed = latencies(svc)
+            svc.stop()
+            if failed or not finished:
+                raise SystemExit(f"the PDF did not finish ({name})")
+            seconds[name].append(finished[0][1])
+    print(f"PAGES A: one {args.pages}-page PDF ({len(long_bytes) // 1024} KiB, receipts at 300 dpi), seconds from submit to FINISHED")
+    for name, _, _ in variants:
+        print(f"  {name:38} {stats(seconds[name], '%.2f')}")
+    one, two = statistics.median(seconds[variants[0][0]]), statistics.median(seconds[variants[1][0]])
+    whole = statistics.median(seconds[variants[2][0]])
+    print(f"  latency ratio 1x1 / 2x1 with page tasks: {one / two:.2f} (goal >= 1.8); 2x1 whole / 2x1 pages: {whole / two:.2f}")
+
+    mixed_pdf = os.path.join(scratch, "mixed.pdf")
+    jpeg_pdf([files[(i * 7) % len(files)] for i in range(args.mixed_pages)], mixed_pdf)
+    with open(mixed_pdf, "rb") as f:
+        mixed_bytes = f.read()
+    singles = [open(files[i % len(files)], "rb").read() for i in range(args.singles)]
+    results = {}
+    for name, extra in [("page tasks", {}), ("whole documents", {"LECTOR_PAGE_TASKS": "0"})]:
+        log(f"pages B: {args.long} x {args.mixed_pages}-page PDFs among {args.singles} receipts, one every {args.interval} s, 2 x 1, {name}")
+        svc = Service("pages", workers=2, concurrency=1, extra=extra)
+        time.sleep(1)
+        started = time.time()
+        pdf_times = [i * args.pdf_every for i in range(args.long)]
+        for index, single in enumerate(singles):
+            at = index * args.interval
+            while pdf_times and pdf_times[0] <= at:
+                pdf_times.pop(0)
+                svc.submit(mixed_bytes)
+            delay = started + at - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            svc.submit(single)
+        for _ in pdf_times:
+            svc.submit(mixed_bytes)
+        svc.wait_all()
+        finished, failed = latencies(svc)
+        svc.stop()
+        one_page = [s for t, s in finished if t != "application/pdf"]
+        long_docs = [s for t, s in finished if t == "application/pdf"]
+        results[name] = (one_page, long_docs, failed)
+    print(f"PAGES B: {args.long} x {args.mixed_pages}-page PDFs (one every {args.pdf_every} s) among {args.singles} one-page receipts "
+          f"(one every {args.interval} s), 2 workers x 1 slot; seconds from submit to FINISHED")
+    for name, (one_page, long_docs, failed) in results.items():
+        print(f"  {name:16} receipts p50 {quantile(one_page, 0.5):6.2f}  p95 {quantile(one_page, 0.95):6.2f}  max {max(one_page):6.2f}   "
+              f"PDFs {' '.join('%.1f' % s for s in sorted(long_docs))}   failed {failed}")
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- S3
 WEED = os.path.join(ROOT, "deploy", "scripts", "weed.sh")
 
@@ -829,6 +952,10 @@ def main():
     a.add_argument("--jobs", type=int, default=20000); a.add_argument("--owners", type=int, default=20)
     a.add_argument("--batch", type=int, default=16); a.add_argument("--rounds", type=int, default=1)
     a.add_argument("--strategies", nargs="+", default=["table-lock", "batched", "skip-locked"])
+    a = sub.add_parser("pages"); a.add_argument("--pages", type=int, default=24); a.add_argument("--rounds", type=int, default=2)
+    a.add_argument("--long", type=int, default=3); a.add_argument("--mixed-pages", type=int, default=50)
+    a.add_argument("--pdf-every", type=float, default=10.0); a.add_argument("--singles", type=int, default=60)
+    a.add_argument("--interval", type=float, default=0.5)
     a = sub.add_parser("p4"); a.add_argument("--jobs", type=int, default=40)
     a = sub.add_parser("p5"); a.add_argument("--waiters", type=int, default=1000); a.add_argument("--jobs", type=int, default=10)
     a = sub.add_parser("p6"); a.add_argument("--photos", type=int, default=50); a.add_argument("--rounds", type=int, default=3)
@@ -851,7 +978,7 @@ def main():
         p6(argparse.Namespace(photos=5 if small else 50, rounds=1 if small else 3))
         p7(argparse.Namespace(noop=300 if small else 10000, real=10 if small else 500))
     else:
-        {"p1": p1, "p2": p2, "p3": p3, "fleet": fleet, "p4": p4, "p5": p5, "p6": p6, "p7": p7, "h1": h1, "h2": h2, "h3": h3, "e1": e1, "s3": s3}[args.measure](args)
+        {"p1": p1, "p2": p2, "p3": p3, "fleet": fleet, "pages": pages, "p4": p4, "p5": p5, "p6": p6, "p7": p7, "h1": h1, "h2": h2, "h3": h3, "e1": e1, "s3": s3}[args.measure](args)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ import PostgresNIO
 
 /// The pages of one document as tasks that any slot of any worker can read (db/014; docs/design/queue.md, "Page
 /// tasks"). The slot that claims a job of several pages splits it under the job's lease, and the job's lease
-/// passes to its pages. Each page is claimed (`claimBatch` gives pages to the slots that find no new job),
+/// passes to its pages. Each page is claimed (`claimBatch` gives pages to the slots that find no new job, and
+/// `claimPage` the splitting slot its own job's pages),
 /// renewed, requeued and rescued like a job, through the same `WorkQueue` calls with a `Lease` that names the
 /// page, and ended by `endPage`; the end of the last page gives the job's lease to the slot that read it, which
 /// assembles the results and ends the job as any job ends.
@@ -14,6 +15,10 @@ public protocol PageTaskQueue: WorkQueue {
     /// passed to its pages, and the caller is done with the job; `.complete`: every page was read already, and
     /// the caller keeps the lease to assemble and end the job; `.lost`: the attempt no longer holds the job.
     func split(_ lease: Lease, pages: Int) async throws -> SplitOutcome
+
+    /// Claims the first queued page of `jobID` whose retry time has come, for `worker`, with a lease; nil when
+    /// none (the slot that split a job reads its pages this way until none is left).
+    func claimPage(of jobID: UUID, worker: String, leaseDuration: Duration, now: Date?) async throws -> ClaimedJob?
 
     /// Ends the page `lease` holds: read (`failure` nil), or failed, which fails the job ("page N: <failure>").
     /// When it was the job's last page, returns the job's lease, now the caller's for `leaseDuration`: assemble
@@ -53,6 +58,21 @@ extension JobStore: PageTaskQueue {
             "SELECT split_job(\(lease.jobID), \(lease.worker), \(lease.attempt)::int, \(pages)::int)", logger: logger)
         for try await outcome in rows.decode(String.self) { return SplitOutcome(rawValue: outcome) ?? .lost }
         return .lost
+    }
+
+    public func claimPage(of jobID: UUID, worker: String, leaseDuration: Duration, now: Date? = nil) async throws -> ClaimedJob? {
+        let rows = try await client.query(
+            """
+            SELECT job_id, page, attempt, content_type, options
+            FROM claim_page(\(jobID), \(worker), \(leaseDuration.secondsValue)::float8, \(now)::timestamptz)
+            """,
+            logger: logger)
+        var claimed: ClaimedJob?
+        for try await (id, page, attempt, contentType, options) in rows.decode((UUID, Int, Int, String, String).self) {
+            claimed = ClaimedJob(
+                lease: Lease(jobID: id, worker: worker, attempt: attempt, page: page), contentType: contentType, optionsJSON: options)
+        }
+        return claimed
     }
 
     public func endPage(_ lease: Lease, failure: String?, leaseDuration: Duration) async throws -> Lease? {

@@ -221,6 +221,9 @@ public struct Worker: Service {
             var pendingEnds = 0
             var failures = 0
             var storageWasDown = false
+            // The job this slot split: it reads that job's pages until none is left to claim, whatever else is
+            // queued (other slots help when idle), so a long document is never slower than on one slot.
+            var splitJob: UUID?
             while !stopping {
                 let claiming = ContinuousClock.now
                 // Storage that cannot take results (full, or failing) is the system's condition: wait for it rather
@@ -249,10 +252,20 @@ public struct Worker: Service {
                 let claimed: ClaimedJob?
                 do {
                     let claimStarted = ContinuousClock.now
-                    claimed = try await claimer.claim(worker: slotID)
+                    if let job = splitJob, let pages {
+                        claimed = try await pages.claimPage(of: job, worker: slotID, leaseDuration: configuration.leaseDuration, now: nil)
+                        if claimed == nil {
+                            splitJob = nil
+                            claimedCount.withLockedValue { $0 -= 1 }
+                            continue
+                        }
+                    } else {
+                        claimed = try await claimer.claim(worker: slotID)
+                    }
                     metrics.claim(duration: ContinuousClock.now - claimStarted, found: claimed != nil)
                     failures = 0
                 } catch {
+                    splitJob = nil
                     claimedCount.withLockedValue { $0 -= 1 }
                     failures += 1
                     let delay = Duration.milliseconds(min(5000, 100 << min(failures, 6)))
@@ -265,6 +278,7 @@ public struct Worker: Service {
                 if claimed == nil { claimedCount.withLockedValue { $0 -= 1 } }
                 if let job = claimed {
                     let pending = await process(job, slot: slot, claimed: ContinuousClock.now - claiming)
+                    if pending.outcome == .split { splitJob = job.id }
                     // One end at a time per slot: the previous job's end ran beside this job's OCR; wait for it now,
                     // then let this one's run beside the next job's.
                     if pendingEnds > 0 {

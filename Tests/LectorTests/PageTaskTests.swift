@@ -268,6 +268,41 @@ struct PageTaskTests {
         }
     }
 
+    @Test("the slot that split a job reads its pages before new jobs queued meanwhile: a long document is never slower than on one slot")
+    func splitterKeepsReading() async throws {
+        try await TestHarness.run { harness in
+            let owner = try await QueueTests.owner(harness)
+            let engine = PagedEngineFactory(pages: 3, each: .milliseconds(100), failing: [])
+            let long = try await Self.submitTIFF(harness, owner: owner)
+            var singles: [UUID] = []
+            for index in 0..<3 {
+                var job = QueueTests.makeJob(owner: owner, index: index)
+                job.contentType = "image/png"
+                try await harness.storage.createJobFolder(
+                    id: job.id, documentFileName: DocumentType.png.storedFileName, document: Data([0x89, 0x50]), metadataJSON: Data("{}".utf8))
+                try await harness.jobs.create(job)
+                singles.append(job.id)
+            }
+            let all = singles + [long]
+            try await Self.withWorkers(harness, ["a"], engines: engine) {
+                try await QueueConformanceTests.eventually(timeout: .seconds(30)) {
+                    for id in all where try await harness.jobs.history(of: id).last?.status.isTerminal != true { return false }
+                    return true
+                }
+            }
+            #expect(try await harness.jobs.history(of: long).last?.status == .finished)
+            // Every page was claimed before any of the one-page jobs (the last page's end, and the assembly, run
+            // beside the slot's next claim).
+            let rows = try await harness.client.query("SELECT max(claimed_at) FROM page_tasks WHERE job_id = \(long)")
+            var lastPage = Date.distantFuture
+            for try await at in rows.decode(Date.self) { lastPage = at }
+            for id in singles {
+                let claimed = try #require(try await harness.jobs.history(of: id).first { $0.status == .inProgress })
+                #expect(claimed.at > lastPage, "a one-page job was claimed before the split job's last page")
+            }
+        }
+    }
+
     @Test("a worker stopped hard in the middle loses only its page, which another worker reads")
     func workerKilled() async throws {
         try await TestHarness.run(environment: [
