@@ -77,7 +77,7 @@ public final class LectorMetrics: Sendable {
     /// A job taken from a lost worker by the rescuer: `outcome` is `requeued` or `failed` (attempt limit).
     public func jobRescued(outcome: String, count: Int) {
         guard count > 0 else { return }
-        registry.makeCounter(descriptor: Self.descriptor("jobs_rescued_total", "Jobs whose lease expired, taken back by a rescuer, by outcome"), labels: [("outcome", outcome)])
+        registry.makeCounter(descriptor: Self.descriptor("jobs_rescued_total", "Jobs and pages whose lease expired, taken back by a rescuer, by outcome (requeued, failed, page_requeued, page_failed)"), labels: [("outcome", outcome)])
             .increment(by: Int64(count))
     }
 

@@ -21,7 +21,9 @@ public protocol WorkQueue: Sendable {
 
     /// Claims for several slots at once, in one transaction: the first claimable job for `workers[0]`, the next
     /// for `workers[1]`, and so on, each by `claimNext`'s rules and with its own lease; fewer when fewer jobs are
-    /// claimable (the jobs go to the first workers). At most `JobStore.maxClaimBatch` workers.
+    /// claimable (the jobs go to the first workers). At most `JobStore.maxClaimBatch` workers. A queue with page
+    /// tasks (`PageTaskQueue`) gives the workers that find no job a page each, while there are pages to read: a
+    /// claim whose `lease.page` is set.
     func claimBatch(workers: [String], leaseDuration: Duration, strategy: ClaimStrategy, now: Date?) async throws -> [ClaimedJob]
 
     /// Extends a lease by `duration` from `now`; false when the attempt no longer holds it, or has held it longer

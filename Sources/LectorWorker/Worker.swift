@@ -75,7 +75,9 @@ public struct WorkerConfiguration: Sendable {
 /// idle) runs in a child task beside the next job's reading and OCR, one per slot; ends ready together share a
 /// transaction (`ender`, `WorkQueue.endBatch`). The end moves the staged files into place and appends
 /// `FINISHED` while holding the lease row, so an attempt that lost its lease can neither finish nor overwrite.
-/// A transient error requeues with backoff; a permanent one fails at once with its reason.
+/// A transient error requeues with backoff; a permanent one fails at once with its reason. A PDF or TIFF of
+/// `pageTasks` pages or more is split instead, and its pages are read by any slot as small jobs of their own
+/// (`Worker+Pages.swift`; docs/design/queue.md, "Page tasks").
 ///
 /// On graceful shutdown slots stop claiming; jobs in flight get `shutdownGrace` to finish, then their OCR is
 /// cancelled and they are handed back (`QUEUED`, "worker shutdown") before the worker returns.
@@ -221,9 +223,12 @@ public struct Worker: Service {
             var pendingEnds = 0
             var failures = 0
             var storageWasDown = false
-            // The job this slot split: it reads that job's pages until none is left to claim, whatever else is
-            // queued (other slots help when idle), so a long document is never slower than on one slot.
+            // The job this slot split: every other claim of the slot is a page of that job, until none is left to
+            // claim, whatever else is queued (other slots help when idle); the claims between take new jobs first.
+            // So a long document is read at least at half a slot's pace under any load, and new jobs wait at most
+            // one page for this slot.
             var splitJob: UUID?
+            var ownTurn = true
             while !stopping {
                 let claiming = ContinuousClock.now
                 // Storage that cannot take results (full, or failing) is the system's condition: wait for it rather
@@ -252,16 +257,17 @@ public struct Worker: Service {
                 let claimed: ClaimedJob?
                 do {
                     let claimStarted = ContinuousClock.now
-                    if let job = splitJob, let pages {
-                        claimed = try await pages.claimPage(of: job, worker: slotID, leaseDuration: configuration.leaseDuration, now: nil)
-                        if claimed == nil {
-                            splitJob = nil
-                            claimedCount.withLockedValue { $0 -= 1 }
-                            continue
-                        }
+                    var own: ClaimedJob?
+                    if let job = splitJob, ownTurn, let pages {
+                        own = try await pages.claimPage(of: job, worker: slotID, leaseDuration: configuration.leaseDuration, now: nil)
+                        if own == nil { splitJob = nil }
+                    }
+                    if let own {
+                        claimed = own
                     } else {
                         claimed = try await claimer.claim(worker: slotID)
                     }
+                    ownTurn.toggle()
                     metrics.claim(duration: ContinuousClock.now - claimStarted, found: claimed != nil)
                     failures = 0
                 } catch {
@@ -278,7 +284,10 @@ public struct Worker: Service {
                 if claimed == nil { claimedCount.withLockedValue { $0 -= 1 } }
                 if let job = claimed {
                     let pending = await process(job, slot: slot, claimed: ContinuousClock.now - claiming)
-                    if pending.outcome == .split { splitJob = job.id }
+                    if pending.outcome == .split {
+                        splitJob = job.id
+                        ownTurn = true
+                    }
                     // One end at a time per slot: the previous job's end ran beside this job's OCR; wait for it now,
                     // then let this one's run beside the next job's.
                     if pendingEnds > 0 {

@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import LectorCore
 import LectorModel
+import LectorOCR
 import NIOCore
 import S3Kit
 import Testing
@@ -126,6 +127,27 @@ enum StorageContract {
         try await storage.removeJobFolder(id: id)
     }
 
+    /// A page task's parts (`PagePart`) are written, read back and removed; they are never result files, and no
+    /// other name is read through them.
+    static func pageParts(_ storage: any JobStorage) async throws {
+        let id = UUID()
+        try await storage.createJobFolder(id: id, documentFileName: "document.tiff", document: Data([7]), metadataJSON: Data("{}".utf8))
+        let json = PagePart.jsonName(page: 7), pdf = PagePart.pdfName(page: 7)
+        #expect(json == "part-00007.json" && pdf == "part-00007.pdf")
+        try await storage.writeResult(id: id, fileName: json, contents: Data("{}".utf8))
+        try await storage.writeResult(id: id, fileName: pdf, contents: Data("%PDF-".utf8))
+        #expect(try await storage.readResult(id: id, fileName: json) == Data("{}".utf8))
+        #expect(try await storage.readResult(id: id, fileName: pdf) == Data("%PDF-".utf8))
+        #expect(!ResultFiles.isResultFile(json) && ResultFiles.isPagePart(json) && ResultFiles.isPagePart(pdf))
+        for name in ["part-7.json", "part-000007.json", "part-00007.txt", "part-00007.json.tmp", "part-0000a.pdf", "part-00007"] {
+            #expect(!ResultFiles.isPagePart(name), "\(name)")
+        }
+        await storage.removeResults(id: id, fileNames: [json, pdf, PagePart.jsonName(page: 8)])
+        #expect(try await storage.readResult(id: id, fileName: json) == nil)
+        #expect(try await storage.readResult(id: id, fileName: pdf) == nil)
+        try await storage.removeJobFolder(id: id)
+    }
+
     /// Names that could leave the job's folder are refused with a `StorageError` before anything is written.
     static func hostileNamesRefused(_ storage: any JobStorage) async throws {
         let id = UUID()
@@ -208,6 +230,7 @@ enum StorageContract {
         try await Self.with { try await StorageContract.staleAttemptNeverTouchesCommitted($0) }
     }
     @Test func readResultOnlyResultNames() async throws { try await Self.with { try await StorageContract.readResultOnlyResultNames($0) } }
+    @Test func pageParts() async throws { try await Self.with { try await StorageContract.pageParts($0) } }
     @Test func hostileNamesRefused() async throws { try await Self.with { try await StorageContract.hostileNamesRefused($0) } }
 
     /// "Down" for a filesystem: the root is no longer a folder (a regular file took its place).
@@ -274,6 +297,7 @@ struct ObjectStorageConformance {
         try await S3TestStore.with { try await StorageContract.staleAttemptNeverTouchesCommitted($0) }
     }
     @Test func readResultOnlyResultNames() async throws { try await S3TestStore.with { try await StorageContract.readResultOnlyResultNames($0) } }
+    @Test func pageParts() async throws { try await S3TestStore.with { try await StorageContract.pageParts($0) } }
     @Test func hostileNamesRefused() async throws { try await S3TestStore.with { try await StorageContract.hostileNamesRefused($0) } }
 
     /// Nothing listens on the endpoint: one 1 s attempt per call.

@@ -6,7 +6,7 @@ storage root), submits JOBS small documents through HTTP, kills a random worker 
 KILL_INTERVAL seconds and restarts it, restarts PostgreSQL twice (during the submits, and mid-run), then waits for every job to end and
 checks, for every id the server acknowledged: FINISHED, exactly one FINISHED transition, a result.txt that
 holds its document's own number, and a result.json written by the attempt that finished the job (a stale
-attempt's files never overwrite). A fifth of the documents go in batches of five. Meanwhile it cancels, deletes and re-OCRs a fifth as many jobs as it submits
+attempt's files never overwrite). A fifth of the documents go in batches of five; every tenth is a three-page TIFF, read as page tasks (--multipage). Meanwhile it cancels, deletes and re-OCRs a fifth as many jobs as it submits
 (--mix): a cancelled job ends FAILURE "cancelled" (or FINISHED, when the cancel of a running job lost the race
 with its end), a deleted one leaves no folder, a re-OCR finishes with its first job's text. A crash in any
 process's log fails the run. extra_jobs counts jobs created by a submit retried after a lost answer
@@ -50,13 +50,22 @@ def psql(database, sql):
     return out.stdout.strip()
 
 
-def render(directory, index):
+def render(directory, index, pages=1):
+    """A PNG holding "Document NNNN"; with pages > 1, a TIFF of that many such pages (split into page tasks)."""
     path = os.path.join(directory, f"doc-{index:04d}.png")
     subprocess.run(
         ["/usr/bin/convert", "-size", "560x110", "xc:white", "-font", "DejaVu-Sans", "-pointsize", "40",
          "-fill", "black", "-annotate", "+20+70", f"Document {index:04d}", "-depth", "8", path],
         check=True)
-    return path
+    if pages == 1:
+        return path
+    tiff = os.path.join(directory, f"doc-{index:04d}.tiff")
+    subprocess.run(["/usr/bin/convert", *([path] * pages), "-depth", "8", tiff], check=True)
+    return tiff
+
+
+def content_type(path):
+    return "image/tiff" if path.endswith(".tiff") else "image/png"
 
 
 class Lector:
@@ -115,7 +124,7 @@ def submit(base, key, path):
     delay = 0.2
     while True:
         try:
-            status, body = request("POST", f"{base}/v1/jobs", key, data, "image/png")
+            status, body = request("POST", f"{base}/v1/jobs", key, data, content_type(path))
             if status == 202:
                 return json.loads(body)["id"]
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
@@ -132,7 +141,7 @@ def submit_batch(base, key, paths):
     for path in paths:
         with open(path, "rb") as f:
             body += (f'--{boundary}\r\nContent-Disposition: form-data; name="document"; filename="{os.path.basename(path)}"\r\n'
-                     f"Content-Type: image/png\r\n\r\n").encode() + f.read() + b"\r\n"
+                     f"Content-Type: {content_type(path)}\r\n\r\n").encode() + f.read() + b"\r\n"
     body += f"--{boundary}--\r\n".encode()
     delay = 0.2
     while True:
@@ -156,6 +165,8 @@ def main():
     parser.add_argument("--mix", type=int, default=None,
                         help="cancels, deletes and re-OCRs to mix into the run (default: a fifth of --jobs)")
     parser.add_argument("--binary", default=os.environ.get("LECTOR_BIN", os.path.join(ROOT, ".build", "debug", "lector")))
+    parser.add_argument("--multipage", type=int, default=10,
+                        help="every Nth document is a 3-page TIFF, read as page tasks (0: none)")
     parser.add_argument("--storage", choices=["files", "s3"], default="files")
     parser.add_argument("--restart", choices=["postgres", "store"], default=None,
                         help="what is restarted once mid-run (default: postgres with files, the store with s3)")
@@ -197,7 +208,7 @@ def main():
     os.makedirs(documents)
     log(f"rendering {args.jobs} documents")
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        paths = list(pool.map(lambda i: render(documents, i), range(args.jobs)))
+        paths = list(pool.map(lambda i: render(documents, i, 3 if args.multipage and i % args.multipage == 0 else 1), range(args.jobs)))
 
     lector = Lector(args.binary, env, args.workers)
     lector.start_api()
@@ -378,6 +389,9 @@ def main():
     double = int(psql(database, "SELECT count(*) FROM (SELECT job_id FROM job_transitions WHERE status = 'FINISHED' GROUP BY job_id HAVING count(*) > 1) d"))
     rescued = int(psql(database, "SELECT count(*) FROM job_transitions WHERE status = 'QUEUED' AND reason LIKE 'worker lost%'"))
     retried = int(psql(database, "SELECT count(*) FROM job_transitions WHERE status = 'QUEUED' AND reason LIKE 'retrying%'"))
+    # Documents read as page tasks, and pages read more than once (their reader was killed, or retried).
+    split_jobs = int(psql(database, "SELECT count(DISTINCT job_id) FROM page_tasks"))
+    pages_reread = int(psql(database, "SELECT count(*) FROM page_tasks WHERE attempts > 1"))
     failures = psql(database, "SELECT string_agg(DISTINCT reason, ' | ') FROM job_transitions WHERE status = 'FAILURE'")
     mismatched = 0   # result text without the document's own number
     stale = 0        # result files written by an attempt other than the one that finished the job
@@ -413,7 +427,7 @@ def main():
         store.delete_prefix(prefix + "/")
     lost = len(must_finish) - finished
     print(f"chaos: jobs={args.jobs} finished={finished} lost={lost} double_finished={double} rescued={rescued} "
-          f"retried={retried} mismatched={mismatched} stale_results={stale} extra_jobs={extra} kills={lector.kills} "
+          f"retried={retried} split_jobs={split_jobs} pages_reread={pages_reread} mismatched={mismatched} stale_results={stale} extra_jobs={extra} kills={lector.kills} "
           f"{'store_restarts' if restart == 'store' else 'pg_restarts'}={len(pg_restarts)} storage={args.storage} "
           f"crashes={len(crashes)} cancelled={len(cancelled)} deleted={len(deleted)} "
           f"reruns={len(reruns)} touched={len(touched)} bad_cancels={len(bad_cancels)} orphaned_folders={len(orphans)} "
