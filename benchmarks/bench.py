@@ -360,7 +360,7 @@ def pages(args):
     variants = [("1 worker x 1 slot, page tasks", 1, {}), ("2 workers x 1 slot, page tasks", 2, {}),
                 ("2 workers x 1 slot, whole documents", 2, {"LECTOR_PAGE_TASKS": "0"})]
     seconds = {name: [] for name, _, _ in variants}
-    for round_ in range(args.rounds):
+    for round_ in range(args.rounds if "A" in args.parts else 0):
         for name, workers, extra in variants:
             log(f"pages A round {round_ + 1}: {args.pages}-page PDF, {name}")
             svc = Service("pages", workers=workers, concurrency=1, extra=extra)
@@ -372,6 +372,14 @@ def pages(args):
             if failed or not finished:
                 raise SystemExit(f"the PDF did not finish ({name})")
             seconds[name].append(finished[0][1])
+    if "A" in args.parts:
+        pages_a(args, long_bytes, variants, seconds)
+    if "B" in args.parts:
+        pages_b(args, files, scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def pages_a(args, long_bytes, variants, seconds):
     print(f"PAGES A: one {args.pages}-page PDF ({len(long_bytes) // 1024} KiB, receipts at 300 dpi), seconds from submit to FINISHED")
     for name, _, _ in variants:
         print(f"  {name:38} {stats(seconds[name], '%.2f')}")
@@ -379,6 +387,8 @@ def pages(args):
     whole = statistics.median(seconds[variants[2][0]])
     print(f"  latency ratio 1x1 / 2x1 with page tasks: {one / two:.2f} (goal >= 1.8); 2x1 whole / 2x1 pages: {whole / two:.2f}")
 
+
+def pages_b(args, files, scratch):
     mixed_pdf = os.path.join(scratch, "mixed.pdf")
     jpeg_pdf([files[(i * 7) % len(files)] for i in range(args.mixed_pages)], mixed_pdf)
     with open(mixed_pdf, "rb") as f:
@@ -413,7 +423,6 @@ def pages(args):
     for name, (one_page, long_docs, failed) in results.items():
         print(f"  {name:16} receipts p50 {quantile(one_page, 0.5):6.2f}  p95 {quantile(one_page, 0.95):6.2f}  max {max(one_page):6.2f}   "
               f"PDFs {' '.join('%.1f' % s for s in sorted(long_docs))}   failed {failed}")
-    shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- S3
@@ -955,7 +964,7 @@ def main():
     a = sub.add_parser("pages"); a.add_argument("--pages", type=int, default=24); a.add_argument("--rounds", type=int, default=3)
     a.add_argument("--long", type=int, default=2); a.add_argument("--mixed-pages", type=int, default=50)
     a.add_argument("--pdf-every", type=float, default=30.0); a.add_argument("--singles", type=int, default=60)
-    a.add_argument("--interval", type=float, default=1.2)
+    a.add_argument("--interval", type=float, default=1.2); a.add_argument("--parts", default="AB", help="A, B or AB")
     a = sub.add_parser("p4"); a.add_argument("--jobs", type=int, default=40)
     a = sub.add_parser("p5"); a.add_argument("--waiters", type=int, default=1000); a.add_argument("--jobs", type=int, default=10)
     a = sub.add_parser("p6"); a.add_argument("--photos", type=int, default=50); a.add_argument("--rounds", type=int, default=3)

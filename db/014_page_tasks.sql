@@ -38,7 +38,8 @@ CREATE INDEX page_tasks_expiry_idx ON page_tasks (expires_at) WHERE state = 'run
 -- Splits the job the lease holds into pages 1...p_pages (those that exist stay as they are: a job rescued after
 -- its split keeps the pages read) and records the page count. Returns 'split' (the job's lease passed to its
 -- pages; idle workers are woken), 'complete' (every page was read already: the caller keeps the lease and
--- assembles), or 'lost' (the attempt no longer holds the job: nothing written).
+-- assembles), 'cancelled' (its cancel was requested: the caller ends it "cancelled", nothing is split) or 'lost'
+-- (the attempt no longer holds the job: nothing written).
 CREATE FUNCTION split_job(p_job uuid, p_worker text, p_attempt integer, p_pages integer)
 RETURNS text
 LANGUAGE plpgsql AS $$
@@ -51,6 +52,11 @@ BEGIN
     PERFORM 1 FROM job_leases WHERE job_id = p_job AND worker = p_worker AND attempt = p_attempt FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
+    END IF;
+    -- A cancel requested before the split is the holder's to carry out; one that comes after finds the job
+    -- split and ends it itself (cancel_job below). The job's row lock orders the two.
+    IF (SELECT cancel_requested_at FROM jobs WHERE id = p_job FOR UPDATE) IS NOT NULL THEN
+        RETURN 'cancelled';
     END IF;
     INSERT INTO page_tasks (job_id, page, position)
     SELECT p_job, n, nextval('page_task_order') FROM generate_series(1, p_pages) n
@@ -189,17 +195,16 @@ $$;
 
 -- A job that ends drops its pages not read (queued, running, failed): nothing of it can be claimed or renewed
 -- after, and an attempt still reading one finds its lease gone. The rows of pages read stay.
+-- (WHEN: the other transitions do not even call the function.)
 CREATE FUNCTION job_transition_pages() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.status IN ('FINISHED', 'FAILURE') THEN
-        DELETE FROM page_tasks WHERE job_id = NEW.job_id AND state <> 'done';
-    END IF;
+    DELETE FROM page_tasks WHERE job_id = NEW.job_id AND state <> 'done';
     RETURN NEW;
 END;
 $$;
 
 CREATE TRIGGER job_transitions_pages AFTER INSERT ON job_transitions
-    FOR EACH ROW EXECUTE FUNCTION job_transition_pages();
+    FOR EACH ROW WHEN (NEW.status IN ('FINISHED', 'FAILURE')) EXECUTE FUNCTION job_transition_pages();
 
 -- Several claims in one transaction (db/013), now new jobs first, then page tasks for the slots left over; a
 -- page claim comes back with its page number (null for a job).

@@ -13,7 +13,8 @@ public protocol PageTaskQueue: WorkQueue {
     /// Splits the job `lease` holds (the job's own lease) into pages 1...`pages`, keeping the pages that exist (a
     /// job rescued after its split keeps the pages read), and records the page count. `.split`: the job's lease
     /// passed to its pages, and the caller is done with the job; `.complete`: every page was read already, and
-    /// the caller keeps the lease to assemble and end the job; `.lost`: the attempt no longer holds the job.
+    /// the caller keeps the lease to assemble and end the job; `.cancelled`: its cancel was requested, and the
+    /// caller ends it "cancelled" (nothing is split); `.lost`: the attempt no longer holds the job.
     func split(_ lease: Lease, pages: Int) async throws -> SplitOutcome
 
     /// Claims the first queued page of `jobID` whose retry time has come, for `worker`, with a lease; nil when
@@ -31,7 +32,7 @@ public protocol PageTaskQueue: WorkQueue {
 
 /// What `PageTaskQueue.split` did.
 public enum SplitOutcome: String, Sendable {
-    case split, complete, lost
+    case split, complete, cancelled, lost
 }
 
 /// Where the pages of a split job stand.

@@ -410,7 +410,10 @@ public struct Worker: Service {
         }
         facts.stages.add("end", ContinuousClock.now - ending)
         for page in facts.pageTimings { metrics.ocrPage(mode: page.mode.rawValue, duration: page.duration) }
-        if pending.job.lease.page == nil { metrics.ocrJob(mode: facts.mode, duration: ContinuousClock.now - pending.started) }
+        // A job split into pages is counted once, by the attempt that assembles it.
+        if pending.job.lease.page == nil, outcome != .split {
+            metrics.ocrJob(mode: facts.mode, duration: ContinuousClock.now - pending.started)
+        }
 
         // `stages`: where the attempt's time went (StageTimes; BENCHMARKS.md, P1, sums these lines).
         logger.info(pending.job.lease.page == nil ? "job attempt ended" : "page attempt ended", metadata: [
@@ -515,6 +518,7 @@ public struct Worker: Service {
                 facts.pages = count
                 switch try await pages.split(job.lease, pages: count) {
                 case .lost: return .leaseLost
+                case .cancelled: return .cancelled
                 case .split:
                     logger.info("split into page tasks", metadata: ["pages": "\(count)"])
                     return .split
@@ -650,6 +654,8 @@ public struct Worker: Service {
                 delay = min(delay * 2, .seconds(5))
             }
         }
+        // A split attempt staged nothing.
+        guard outcome != .split else { return recorded }
         var staged = Self.resultFiles
         if case .finished(let files) = outcome { staged = files }
         await storage.discardResults(id: lease.jobID, fileNames: staged, stage: lease.stage)

@@ -96,7 +96,7 @@ struct PageTaskTests {
         }
     }
 
-    @Test("a failed page fails the job, naming it, and drops the pages not read; a cancel ends a split job at once")
+    @Test("a failed page fails the job, naming it, and drops the pages not read; a cancel ends a split job at once, and one requested before the split stops it")
     func failureAndCancel() async throws {
         try await Self.withStore { store, _, owner in
             let job = QueueTests.makeJob(owner: owner)
@@ -124,6 +124,15 @@ struct PageTaskTests {
             await #expect(throws: TransitionRefused.self) {
                 try await store.endPage(reading.lease, failure: nil, leaseDuration: Self.lease)
             }
+
+            // A cancel requested before the split is the holder's: nothing is split, and it ends the job.
+            let third = QueueTests.makeJob(owner: owner, index: 2)
+            try await store.create(third)
+            let holder = try #require(try await store.claimNext(worker: "a/1", leaseDuration: Self.lease))
+            #expect(try await store.cancel(third.id, ownerID: owner) == .requested)
+            #expect(try await store.split(holder.lease, pages: 2) == .cancelled)
+            #expect(try await store.pageTasks(of: third.id).total == 0)
+            try await store.end(holder.lease, as: .failure, reason: JobStore.cancelledReason)
         }
     }
 
