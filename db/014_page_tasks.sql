@@ -12,10 +12,12 @@
 -- of a split job ends it at once (no worker holds it). The rows of pages read stay, as history (who read which
 -- page); the others go when the job ends, so nothing of an ended job can be claimed.
 --
--- Claims take new jobs first and pages only for the slots left over (claim_jobs below): a queued one-page
--- document never waits behind the pages of a long one, and the pages fill the idle slots. The slot that split a
--- job goes on reading that job's pages (claim_page with its id) until none is left to claim, so a long document
--- is read at least as fast as by one slot, even while new jobs keep every other slot busy.
+-- Claims take new jobs first and pages only for the slots left over (claim_work below): a queued one-page
+-- document never waits behind the pages of a long one, and the pages fill the idle slots. Two things keep the
+-- pages from waiting behind a steady stream of new jobs: the slot that split a job takes one of its pages every
+-- other claim (claim_page with its id) while there are any, and a page that has waited a minute goes before new
+-- jobs (page_wait below). claim_jobs (db/013) stays as it was, for workers of the previous release during a
+-- rolling upgrade: they never get a page.
 CREATE SEQUENCE page_task_order;
 
 CREATE TABLE page_tasks (
@@ -29,11 +31,18 @@ CREATE TABLE page_tasks (
     claimed_at  timestamptz,
     expires_at  timestamptz,
     not_before  timestamptz,
+    -- Since when it is claimable (its split, its requeue's retry time, its rescue): a page claimable for longer
+    -- than a minute goes before new jobs.
+    queued_at   timestamptz NOT NULL,
     reason      text,
     PRIMARY KEY (job_id, page)
 );
 CREATE INDEX page_tasks_queued_idx ON page_tasks (position) WHERE state = 'queued';
 CREATE INDEX page_tasks_expiry_idx ON page_tasks (expires_at) WHERE state = 'running';
+CREATE INDEX page_tasks_waiting_idx ON page_tasks (queued_at) WHERE state = 'queued';
+
+-- How long a claimable page waits behind new jobs at most.
+CREATE FUNCTION page_wait() RETURNS interval LANGUAGE sql IMMUTABLE AS $$ SELECT interval '60 seconds' $$;
 
 -- Splits the job the lease holds into pages 1...p_pages (those that exist stay as they are: a job rescued after
 -- its split keeps the pages read) and records the page count. Returns 'split' (the job's lease passed to its
@@ -58,8 +67,8 @@ BEGIN
     IF (SELECT cancel_requested_at FROM jobs WHERE id = p_job FOR UPDATE) IS NOT NULL THEN
         RETURN 'cancelled';
     END IF;
-    INSERT INTO page_tasks (job_id, page, position)
-    SELECT p_job, n, nextval('page_task_order') FROM generate_series(1, p_pages) n
+    INSERT INTO page_tasks (job_id, page, position, queued_at)
+    SELECT p_job, n, nextval('page_task_order'), now() FROM generate_series(1, p_pages) n
     ORDER BY n
     ON CONFLICT (job_id, page) DO NOTHING;
     SELECT count(*) INTO v_done FROM page_tasks WHERE job_id = p_job AND state = 'done' AND page <= p_pages;
@@ -74,9 +83,10 @@ END;
 $$;
 
 -- Claims the first queued page (of p_job, or of any job when it is null) whose retry time has come, for p_worker,
--- with a lease. SKIP LOCKED: the table lock orders jobs between owners; the pages of a job already claimed need
--- no such order, and two claimers never take one page (the row stays locked until the commit).
-CREATE FUNCTION claim_page(p_job uuid, p_worker text, p_lease_seconds float8, p_now timestamptz)
+-- with a lease; with p_queued_before, only a page claimable since before then, the longest waiting first. SKIP
+-- LOCKED: the table lock orders jobs between owners; the pages of a job already claimed need no such order, and
+-- two claimers never take one page (the row stays locked until the commit).
+CREATE FUNCTION claim_page(p_job uuid, p_worker text, p_lease_seconds float8, p_now timestamptz, p_queued_before timestamptz)
 RETURNS TABLE (job_id uuid, page integer, attempt integer, content_type text, options text)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -87,14 +97,23 @@ BEGIN
     WITH picked AS (
         SELECT t.job_id, t.page FROM page_tasks t
         WHERE t.state = 'queued' AND (t.not_before IS NULL OR t.not_before <= v_now)
-          AND (p_job IS NULL OR t.job_id = p_job)
+          AND (p_job IS NULL OR t.job_id = p_job) AND p_queued_before IS NULL
         ORDER BY t.position
         LIMIT 1
         FOR UPDATE SKIP LOCKED
+    ), waited AS (
+        SELECT t.job_id, t.page FROM page_tasks t
+        WHERE t.state = 'queued' AND t.queued_at < p_queued_before AND (t.not_before IS NULL OR t.not_before <= v_now)
+          AND (p_job IS NULL OR t.job_id = p_job)
+        ORDER BY t.queued_at
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    ), chosen AS (
+        SELECT * FROM picked UNION ALL SELECT * FROM waited
     ), claimed AS (
         UPDATE page_tasks t SET state = 'running', attempts = t.attempts + 1, worker = p_worker,
             claimed_at = v_now, expires_at = v_now + make_interval(secs => p_lease_seconds), not_before = NULL
-        FROM picked WHERE t.job_id = picked.job_id AND t.page = picked.page
+        FROM chosen WHERE t.job_id = chosen.job_id AND t.page = chosen.page
         RETURNING t.job_id, t.page, t.attempts
     )
     SELECT c.job_id, c.page, c.attempts, j.content_type, j.options::text
@@ -123,6 +142,13 @@ BEGIN
         reason = p_failure, expires_at = NULL
     WHERE job_id = p_job AND page = p_page AND worker = p_worker AND attempts = p_attempt AND state = 'running';
     IF NOT FOUND THEN
+        -- The same end again (its answer was lost): the page stays read, and the job's lease, if this end handed
+        -- it over, is still the caller's.
+        IF p_failure IS NULL AND EXISTS (SELECT 1 FROM page_tasks WHERE job_id = p_job AND page = p_page
+                                         AND worker = p_worker AND attempts = p_attempt AND state = 'done') THEN
+            SELECT attempt INTO v_attempt FROM job_leases WHERE job_id = p_job AND worker = p_worker;
+            RETURN coalesce(v_attempt, 0);
+        END IF;
         RETURN -1;
     END IF;
     IF p_failure IS NOT NULL THEN
@@ -206,39 +232,50 @@ $$;
 CREATE TRIGGER job_transitions_pages AFTER INSERT ON job_transitions
     FOR EACH ROW WHEN (NEW.status IN ('FINISHED', 'FAILURE')) EXECUTE FUNCTION job_transition_pages();
 
--- Several claims in one transaction (db/013), now new jobs first, then page tasks for the slots left over; a
--- page claim comes back with its page number (null for a job).
-DROP FUNCTION claim_jobs(text[], float8, timestamptz, boolean);
-CREATE FUNCTION claim_jobs(p_workers text[], p_lease_seconds float8, p_now timestamptz, p_skip_locked boolean)
+-- Several claims in one transaction, as claim_jobs (db/013), with pages: for each worker, a page that has waited
+-- longer than page_wait(), else a new job (claim_job, under the table lock, every rule), else a page. A page
+-- claim comes back with its page number (null for a job).
+CREATE FUNCTION claim_work(p_workers text[], p_lease_seconds float8, p_now timestamptz, p_skip_locked boolean)
 RETURNS TABLE (worker text, job_id uuid, attempt integer, content_type text, options text, page integer)
 LANGUAGE plpgsql
 AS $$
 DECLARE
     v_worker text;
-    v_claim record;
+    v_job uuid;
+    v_attempt integer;
+    v_type text;
+    v_options text;
+    v_page integer;
     v_jobs boolean := true;
+    v_waited boolean := true;
+    v_before timestamptz := coalesce(p_now, now()) - page_wait();
 BEGIN
     IF coalesce(cardinality(p_workers), 0) > 256 THEN
-        RAISE EXCEPTION 'claim_jobs takes at most 256 workers' USING ERRCODE = '22023';
+        RAISE EXCEPTION 'claim_work takes at most 256 workers' USING ERRCODE = '22023';
     END IF;
     FOREACH v_worker IN ARRAY coalesce(p_workers, '{}') LOOP
-        v_claim := NULL;
-        IF v_jobs THEN
-            SELECT c.job_id, c.attempt, c.content_type, c.options, NULL::integer AS page INTO v_claim
-            FROM claim_job(v_worker, p_lease_seconds, p_now, p_skip_locked) c;
-            v_jobs := v_claim.job_id IS NOT NULL;
+        v_job := NULL;
+        IF v_waited THEN
+            SELECT c.job_id, c.attempt, c.content_type, c.options, c.page INTO v_job, v_attempt, v_type, v_options, v_page
+            FROM claim_page(NULL, v_worker, p_lease_seconds, p_now, v_before) c;
+            v_waited := v_job IS NOT NULL;
         END IF;
-        IF NOT v_jobs THEN
-            SELECT c.job_id, c.attempt, c.content_type, c.options, c.page INTO v_claim
-            FROM claim_page(NULL, v_worker, p_lease_seconds, p_now) c;
-            EXIT WHEN v_claim.job_id IS NULL;
+        IF v_job IS NULL AND v_jobs THEN
+            SELECT c.job_id, c.attempt, c.content_type, c.options, NULL INTO v_job, v_attempt, v_type, v_options, v_page
+            FROM claim_job(v_worker, p_lease_seconds, p_now, p_skip_locked) c;
+            v_jobs := v_job IS NOT NULL;
+        END IF;
+        IF v_job IS NULL THEN
+            SELECT c.job_id, c.attempt, c.content_type, c.options, c.page INTO v_job, v_attempt, v_type, v_options, v_page
+            FROM claim_page(NULL, v_worker, p_lease_seconds, p_now, NULL) c;
+            EXIT WHEN v_job IS NULL;
         END IF;
         worker := v_worker;
-        job_id := v_claim.job_id;
-        attempt := v_claim.attempt;
-        content_type := v_claim.content_type;
-        options := v_claim.options;
-        page := v_claim.page;
+        job_id := v_job;
+        attempt := v_attempt;
+        content_type := v_type;
+        options := v_options;
+        page := v_page;
         RETURN NEXT;
     END LOOP;
 END;

@@ -65,7 +65,7 @@ extension JobStore: PageTaskQueue {
         let rows = try await client.query(
             """
             SELECT job_id, page, attempt, content_type, options
-            FROM claim_page(\(jobID), \(worker), \(leaseDuration.secondsValue)::float8, \(now)::timestamptz)
+            FROM claim_page(\(jobID), \(worker), \(leaseDuration.secondsValue)::float8, \(now)::timestamptz, NULL)
             """,
             logger: logger)
         var claimed: ClaimedJob?
@@ -142,6 +142,7 @@ extension JobStore: PageTaskQueue {
             WITH requeued AS (
                 UPDATE page_tasks SET state = 'queued', worker = NULL, expires_at = NULL, reason = \(Self.storable(reason)),
                     not_before = coalesce(\(now)::timestamptz, now()) + make_interval(secs => \(delay.secondsValue)),
+                    queued_at = coalesce(\(now)::timestamptz, now()) + make_interval(secs => \(delay.secondsValue)),
                     attempts = CASE WHEN \(countAttempt) THEN attempts ELSE greatest(attempts - 1, 0) END
                 WHERE job_id = \(lease.jobID) AND page = \(page) AND worker = \(lease.worker) AND attempts = \(lease.attempt)
                   AND state = 'running'
@@ -156,22 +157,35 @@ extension JobStore: PageTaskQueue {
     }
 
     /// The rescuer's pass over pages: those whose lease expired more than `grace` ago are queued again, or fail
-    /// once they used `maxAttempts` (the job then fails, at its coordinator). Rows locked with SKIP LOCKED, as
-    /// the jobs' leases are.
+    /// once they used `maxAttempts`, and then their job fails. The jobs' rows are locked first, in id order and
+    /// skipping those locked elsewhere, then their expired pages (SKIP LOCKED): the order of `end_page` and of a
+    /// job's end (the job, then its pages), so a rescue never waits on either in a cycle.
     func rescueExpiredPages(
         maxAttempts: Int, grace: Duration, now: Date?, limit: Int, connection: PostgresConnection
     ) async throws -> (requeued: Int, failed: Int) {
+        let candidates = try await connection.query(
+            """
+            SELECT DISTINCT job_id FROM page_tasks
+            WHERE state = 'running'
+              AND expires_at + make_interval(secs => \(grace.secondsValue)) < coalesce(\(now)::timestamptz, now())
+            LIMIT \(limit)
+            """,
+            logger: logger)
+        var jobs: [UUID] = []
+        for try await id in candidates.decode(UUID.self) { jobs.append(id) }
+        guard !jobs.isEmpty else { return (0, 0) }
         let rows = try await connection.query(
             """
-            WITH expired AS (
-                SELECT job_id, page, attempts FROM page_tasks
-                WHERE state = 'running'
-                  AND expires_at + make_interval(secs => \(grace.secondsValue)) < coalesce(\(now)::timestamptz, now())
-                ORDER BY expires_at
-                LIMIT \(limit)
-                FOR UPDATE SKIP LOCKED
+            WITH locked AS (
+                SELECT id FROM jobs WHERE id = ANY(\(jobs)) ORDER BY id FOR UPDATE SKIP LOCKED
+            ), expired AS (
+                SELECT t.job_id, t.page, t.attempts FROM page_tasks t
+                WHERE t.job_id IN (SELECT id FROM locked) AND t.state = 'running'
+                  AND t.expires_at + make_interval(secs => \(grace.secondsValue)) < coalesce(\(now)::timestamptz, now())
+                ORDER BY t.job_id, t.page
+                FOR UPDATE OF t SKIP LOCKED
             )
-            UPDATE page_tasks t SET worker = NULL, expires_at = NULL,
+            UPDATE page_tasks t SET worker = NULL, expires_at = NULL, queued_at = coalesce(\(now)::timestamptz, now()),
                 state = CASE WHEN e.attempts >= \(maxAttempts) THEN 'failed' ELSE 'queued' END,
                 reason = CASE WHEN e.attempts >= \(maxAttempts)
                               THEN 'worker lost: gave up after ' || e.attempts || ' attempts'

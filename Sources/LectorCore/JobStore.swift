@@ -315,7 +315,7 @@ public struct JobStore: Sendable {
     }
 
     /// Waits for the claim in flight and keeps claims out until this transaction ends. `create_job` share-locks a
-    /// job's dependencies in id order while a batched claim (`claim_jobs`) locks the jobs it claims in claim
+    /// job's dependencies in id order while a batched claim (`claim_jobs`, `claim_work`) locks the jobs it claims in claim
     /// order: with two or more dependencies the two could wait for each other. Taking the claim's table lock
     /// first (in a mode that only claims and cancels conflict with) orders them: submits with one dependency or
     /// none never take it.
@@ -352,7 +352,7 @@ public struct JobStore: Sendable {
         return claimed
     }
 
-    /// The most slots one `claimBatch` may claim for (`claim_jobs` refuses more).
+    /// The most slots one `claimBatch` may claim for (`claim_work` refuses more).
     public static let maxClaimBatch = 256
 
     /// Claims for several slots in one transaction and one round trip: `claim_jobs` (db/013) runs `claim_job`
@@ -363,8 +363,8 @@ public struct JobStore: Sendable {
     ) async throws -> [ClaimedJob] {
         precondition(workers.count <= Self.maxClaimBatch, "claimBatch takes at most \(Self.maxClaimBatch) workers")
         guard !workers.isEmpty else { return [] }
-        // Also for one worker: claim_jobs gives the slots that find no job a page task (db/014).
-        let statement = ClaimJobsStatement(
+        // Also for one worker: claim_work gives the slots that find no job a page task (db/014).
+        let statement = ClaimWorkStatement(
             workers: workers, leaseSeconds: leaseDuration.secondsValue, now: now, skipLocked: strategy == .skipLocked)
         var claimed: [ClaimedJob] = []
         for try await (worker, id, attempt, contentType, options, page) in try await client.execute(statement, logger: logger) {
@@ -910,13 +910,18 @@ public struct JobStore: Sendable {
             SELECT (SELECT count(*) FROM jobs WHERE status = 'QUEUED' AND blocked_by = 0)::int8,
                    (SELECT count(*) FROM job_leases)::int8,
                    (SELECT extract(epoch FROM now() - min(created_at))::float8 FROM jobs WHERE status = 'QUEUED' AND blocked_by = 0),
-                   (SELECT count(*) FROM jobs WHERE status = 'QUEUED' AND blocked_by > 0)::int8
+                   (SELECT count(*) FROM jobs WHERE status = 'QUEUED' AND blocked_by > 0)::int8,
+                   (SELECT count(*) FROM page_tasks WHERE state = 'queued')::int8,
+                   (SELECT count(*) FROM page_tasks WHERE state = 'running')::int8
             """,
             logger: logger)
         // Blocked jobs (db/010) are counted apart: no worker can take them, so they must not scale the fleet
-        // (KEDA's query leaves them out too) nor age the queue.
-        for try await (queued, running, age, blocked) in rows.decode((Int, Int, Double?, Int).self) {
-            return LectorMetrics.QueueDepth(queued: queued, running: running, oldestQueuedAge: age, blocked: blocked)
+        // (KEDA's query leaves them out too) nor age the queue. Page tasks (db/014) through their partial indexes.
+        for try await (queued, running, age, blocked, pagesQueued, pagesRunning) in rows.decode((Int, Int, Double?, Int, Int, Int).self) {
+            var depth = LectorMetrics.QueueDepth(queued: queued, running: running, oldestQueuedAge: age, blocked: blocked)
+            depth.pagesQueued = pagesQueued
+            depth.pagesRunning = pagesRunning
+            return depth
         }
         return LectorMetrics.QueueDepth(queued: 0, running: 0, oldestQueuedAge: nil)
     }

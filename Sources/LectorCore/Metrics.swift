@@ -130,6 +130,9 @@ public final class LectorMetrics: Sendable {
         public var oldestQueuedAge: Double?
         /// Queued jobs waiting for their dependencies (not counted in `queued`: no worker can take them yet).
         public var blocked: Int
+        /// Page tasks of split jobs (db/014) queued and being read.
+        public var pagesQueued = 0
+        public var pagesRunning = 0
 
         public init(queued: Int, running: Int, oldestQueuedAge: Double?, blocked: Int = 0) {
             self.blocked = blocked
@@ -147,7 +150,12 @@ public final class LectorMetrics: Sendable {
         registry.makeGauge(descriptor: Self.descriptor("queue_jobs", "Jobs in the queue by status, read from the database"), labels: [("status", "IN_PROGRESS")]).set(to: 0)
         registry.makeGauge(descriptor: Self.descriptor("queue_oldest_age_seconds", "Age of the oldest queued job (0 when none), read from the database")).set(to: 0)
         registry.makeGauge(descriptor: Self.descriptor("queue_blocked_jobs", "Queued jobs waiting for their dependencies, read from the database")).set(to: 0)
+        for state in ["queued", "running"] {
+            registry.makeGauge(descriptor: Self.descriptor("queue_pages", Self.pagesHelp), labels: [("state", state)]).set(to: 0)
+        }
     }
+
+    static let pagesHelp = "Page tasks of documents split across the fleet, by state, read from the database"
 
     /// The exposition text; refreshes the queue's depth first when it is older than a second.
     public func exposition(now: ContinuousClock.Instant = .now) async -> [UInt8] {
@@ -165,6 +173,8 @@ public final class LectorMetrics: Sendable {
                     .set(to: depth.oldestQueuedAge ?? 0)
                 registry.makeGauge(descriptor: Self.descriptor("queue_blocked_jobs", "Queued jobs waiting for their dependencies, read from the database"))
                     .set(to: Double(depth.blocked))
+                registry.makeGauge(descriptor: Self.descriptor("queue_pages", Self.pagesHelp), labels: [("state", "queued")]).set(to: Double(depth.pagesQueued))
+                registry.makeGauge(descriptor: Self.descriptor("queue_pages", Self.pagesHelp), labels: [("state", "running")]).set(to: Double(depth.pagesRunning))
             }
         }
         return registry.emitToBuffer()

@@ -91,10 +91,10 @@ struct ClaimJobStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
-/// `JobStore.claimBatch`: `claim_jobs` (db/013_claim_batch.sql).
-struct ClaimJobsStatement: PostgresPreparedStatement {
-    static let name = "lector_claim_jobs_v2"
-    static let sql = "SELECT worker, job_id, attempt, content_type, options, page FROM claim_jobs($1, $2, $3, $4)"
+/// `JobStore.claimBatch`: `claim_work` (db/014_page_tasks.sql; `claim_jobs` of db/013 with page tasks).
+struct ClaimWorkStatement: PostgresPreparedStatement {
+    static let name = "lector_claim_work_v1"
+    static let sql = "SELECT worker, job_id, attempt, content_type, options, page FROM claim_work($1, $2, $3, $4)"
     static let bindingDataTypes: [PostgresDataType] = [.textArray, .float8, .timestamptz, .bool]
     typealias Row = (String, UUID, Int, String, String, Int?)
 

@@ -48,7 +48,14 @@ final class PDFRasterizer {
     /// The pages' sizes in pixels at `dpi`, at most `maxPages + 1` of them (one more than allowed tells that
     /// the limit is exceeded without listing a million pages).
     func pageSizes(maxPages: Int) throws(OCRError) -> [(width: Int, height: Int)] {
-        let output = try run("pdfinfo", ["-f", "1", "-l", String(maxPages + 1), file.path])
+        try pageSizes(first: 1, last: maxPages + 1, fillDeclared: true)
+    }
+
+    /// The sizes of pages `first`...`last` (1-based) in pixels at `dpi`; with `fillDeclared`, pages the document
+    /// declares but `pdfinfo` gave no size for count with the last size seen.
+    func pageSizes(first: Int, last: Int, fillDeclared: Bool = false) throws(OCRError) -> [(width: Int, height: Int)] {
+        let maxPages = last - 1
+        let output = try run("pdfinfo", ["-f", String(first), "-l", String(last), file.path])
         var declared = 0
         var sizes: [(width: Int, height: Int)] = []
         for line in output.split(separator: "\n") {
@@ -67,7 +74,9 @@ final class PDFRasterizer {
                 sizes.append((last.height, last.width))
             }
         }
-        if declared > sizes.count { sizes += Array(repeating: sizes.last ?? (1, 1), count: min(declared, maxPages + 1) - sizes.count) }
+        if fillDeclared, declared > sizes.count {
+            sizes += Array(repeating: sizes.last ?? (1, 1), count: min(declared, maxPages + 1) - sizes.count)
+        }
         return sizes
     }
 

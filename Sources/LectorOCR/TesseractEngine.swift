@@ -192,7 +192,7 @@ public final class TesseractEngine: OCREngine {
         var stages = StageTimes()
         let handle = try handle(for: options.lang)
         let images = try stages.measure("decode") { () throws(OCRError) in
-            try PageImages(document: document, limits: limits, pdfDPI: pdfDPI)
+            try PageImages(document: document, limits: limits, pdfDPI: pdfDPI, only: index)
         }
         guard images.count > index else {
             throw OCRError(.unreadableDocument, "the document has \(images.count) pages, not \(index + 1)")
@@ -519,11 +519,33 @@ struct PageImages {
     let count: Int
     private let pdf: PDFRasterizer?
 
-    init(document: OCRDocument, limits: OCRLimits, pdfDPI: Int = 300) throws(OCRError) {
+    /// With `only`, just that page (from 0) of a PDF or TIFF is looked at, its own limits checked (a page task:
+    /// the document's were checked when it was split): `count` is then `only + 1`, and no other page is read.
+    init(document: OCRDocument, limits: OCRLimits, pdfDPI: Int = 300, only: Int? = nil) throws(OCRError) {
         self.document = document
         guard !document.data.isEmpty else { throw OCRError(.unreadableDocument, "the document is empty") }
         var pages = 1
         var pdf: PDFRasterizer?
+        if let only, document.type == .pdf || document.type == .tiff {
+            let size: (width: Int, height: Int)
+            if document.type == .pdf {
+                let rasterizer = try PDFRasterizer(document.data, dpi: pdfDPI, maxPagePixels: limits.maxPagePixels)
+                pdf = rasterizer
+                guard let found = try rasterizer.pageSizes(first: only + 1, last: only + 1).first else {
+                    throw OCRError(.unreadableDocument, "the PDF has no page \(only + 1)")
+                }
+                size = found
+            } else {
+                guard let found = Self.tiffHeader(document.data, page: only) else {
+                    throw OCRError(.unreadableDocument, "not a readable TIFF image: page \(only + 1)'s header could not be decoded")
+                }
+                size = found
+            }
+            try Self.checkPixels(size.width, size.height, page: only + 1, limits: limits)
+            self.count = only + 1
+            self.pdf = pdf
+            return
+        }
         if document.type == .pdf {
             let rasterizer = try PDFRasterizer(document.data, dpi: pdfDPI, maxPagePixels: limits.maxPagePixels)
             pdf = rasterizer

@@ -5,7 +5,7 @@ import LectorOCR
 import Logging
 
 /// Page tasks (db/014; docs/design/queue.md, "Page tasks"): a slot that claims a document of several pages splits
-/// it and is free at once; any slot reads its pages (claimed through `claim_jobs` when no new job waits); the slot
+/// it and is free at once; any slot reads its pages (claimed through `claim_work` when no new job waits); the slot
 /// that ends the last page receives the job's lease, assembles the parts in page order and ends the job as any
 /// job ends.
 extension Worker {
@@ -115,7 +115,7 @@ extension Worker {
     /// read or failed ends the page (a failed page fails the job); a transient failure queues it again with backoff,
     /// or fails it at the attempt limit; a hand-back or a cancel returns it without spending the attempt. The end
     /// of the job's last page brings the job's lease: the job is assembled and ended here.
-    func recordPage(_ outcome: Outcome, of claimed: ClaimedJob, page: Int, logger: Logger) async {
+    func recordPage(_ outcome: Outcome, of claimed: ClaimedJob, page: Int, running: RunningAttempt, logger: Logger) async {
         guard let queue = jobs as? any PageTaskQueue else { return }
         let lease = claimed.lease
         var delay = Duration.milliseconds(200)
@@ -126,6 +126,7 @@ extension Worker {
                 switch outcome {
                 case .finished:
                     jobLease = try await queue.endPage(lease, failure: nil, leaseDuration: configuration.leaseDuration)
+                    stopRenewing(running)
                 case .failed(let reason):
                     _ = try await queue.endPage(lease, failure: reason, leaseDuration: configuration.leaseDuration)
                 case .retry(let reason) where lease.attempt >= configuration.maxAttempts:

@@ -69,7 +69,7 @@ public struct WorkerConfiguration: Sendable {
 /// previous job's end is recorded beside it.
 ///
 /// A slot claims in one short transaction (through `ClaimBatcher`: slots idle at the same time share one
-/// `WorkQueue.claimBatch`, each with its own lease; in PostgreSQL `claim_jobs`), then reads the document, runs
+/// `WorkQueue.claimBatch`, each with its own lease; in PostgreSQL `claim_work`), then reads the document, runs
 /// the engine on its own thread while a heartbeat renews the lease, stages the result files, and ends the job;
 /// all after the claim committed. The end (fsyncs and database round trips, during which the slot's core would
 /// idle) runs in a child task beside the next job's reading and OCR, one per slot; ends ready together share a
@@ -395,7 +395,7 @@ public struct Worker: Service {
         }
         let ending = ContinuousClock.now
         if let page = pending.job.lease.page {
-            await recordPage(outcome, of: pending.job, page: page, logger: logger)
+            await recordPage(outcome, of: pending.job, page: page, running: running, logger: logger)
         } else {
             let recorded = await record(outcome, job: pending.job, mode: facts.mode, pages: facts.pages, logger: logger)
             // A split job that ended: its pages' parts are read (or no longer needed); pictures stay.
@@ -419,6 +419,11 @@ public struct Worker: Service {
         logger.info(pending.job.lease.page == nil ? "job attempt ended" : "page attempt ended", metadata: [
             "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - pending.started).secondsValue)", "stages": "\(facts.stages)",
         ])
+    }
+
+    /// Stops renewing an attempt whose lease ended (a page read, a job split) while it is still in flight.
+    func stopRenewing(_ running: RunningAttempt) {
+        _ = inFlight.withLockedValue { $0.leaseLost(running) }
     }
 
     /// Every `progressInterval`, writes the page progress of each attempt in flight whose progress changed
@@ -520,6 +525,8 @@ public struct Worker: Service {
                 case .lost: return .leaseLost
                 case .cancelled: return .cancelled
                 case .split:
+                    // The job's lease is its pages' now: the lease keeper must not renew it as this attempt's.
+                    stopRenewing(running)
                     logger.info("split into page tasks", metadata: ["pages": "\(count)"])
                     return .split
                 case .complete:

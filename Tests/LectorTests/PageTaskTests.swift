@@ -66,8 +66,10 @@ struct PageTaskTests {
                 try await store.endPage(Lease(jobID: split.id, worker: "b/2", attempt: 2, page: 1), failure: nil, leaseDuration: Self.lease)
             }
             #expect(try await store.endPage(claims[1].lease, failure: nil, leaseDuration: Self.lease) == nil)
+            // The same end again (its answer lost) is answered as the first; a failure after it is refused.
+            #expect(try await store.endPage(claims[1].lease, failure: nil, leaseDuration: Self.lease) == nil)
             await #expect(throws: TransitionRefused.self) {
-                try await store.endPage(claims[1].lease, failure: nil, leaseDuration: Self.lease)
+                try await store.endPage(claims[1].lease, failure: "late", leaseDuration: Self.lease)
             }
             #expect(try await Self.pagesDone(client, split.id) == (1, 3))
             #expect(try await store.renew(claims[2].lease, duration: Self.lease))
@@ -88,11 +90,43 @@ struct PageTaskTests {
             #expect(try await store.endPage(retried.lease, failure: nil, leaseDuration: Self.lease) == nil)
             let handed = try #require(try await store.endPage(third.lease, failure: nil, leaseDuration: Self.lease))
             #expect(handed.jobID == split.id && handed.worker == "a/1" && handed.attempt == 1 && handed.page == nil)
+            let again = try await store.endPage(third.lease, failure: nil, leaseDuration: Self.lease)
+            #expect(again?.jobID == split.id && again?.worker == "a/1" && again?.attempt == 1, "the hand-over, answered again")
             #expect(try await store.renew(handed, duration: Self.lease))
             try await store.end(handed, as: .finished)
             #expect(try await store.history(of: split.id).map(\.status) == [.queued, .inProgress, .finished])
             tasks = try await store.pageTasks(of: split.id)
             #expect((tasks.total, tasks.done) == (3, 3))
+        }
+    }
+
+    @Test("a page claimable for longer than a minute goes before new jobs; workers of the previous release never get a page")
+    func waitingPagesGoFirst() async throws {
+        try await Self.withStore { store, client, owner in
+            let split = QueueTests.makeJob(owner: owner, index: 1)
+            try await store.create(split)
+            let claimed = try #require(try await store.claimNext(worker: "a/1", leaseDuration: Self.lease))
+            #expect(try await store.split(claimed.lease, pages: 2) == .split)
+            let fresh = QueueTests.makeJob(owner: owner, index: 2)
+            try await store.create(fresh)
+            // Now the new job goes first; two minutes on, both pages have waited longer than a minute and go first.
+            let later = Date().addingTimeInterval(120)
+            let claims = try await Self.claim(store, ["b/1", "b/2", "b/3"], now: later)
+            #expect(claims.map(\.lease.page) == [1, 2, nil])
+            #expect(claims[2].id == fresh.id)
+            // A page queued again just now waits behind a new job again; and db/013's claim_jobs, which workers of
+            // the previous release call, still serves jobs only.
+            let other = QueueTests.makeJob(owner: owner, index: 3)
+            try await store.create(other)
+            try await store.requeue(claims[1].lease, reason: "retrying", delay: .zero, countAttempt: true, now: nil)
+            let rows = try await client.query("SELECT job_id, page FROM claim_work(ARRAY['c/1'], 60, NULL, false)")
+            var served: [(UUID, Int?)] = []
+            for try await row in rows.decode((UUID, Int?).self) { served.append(row) }
+            #expect(served.count == 1 && served[0].0 == other.id && served[0].1 == nil)
+            let old = try await client.query("SELECT job_id FROM claim_jobs(ARRAY['c/2', 'c/3'], 60, NULL, false)")
+            var oldServed: [UUID] = []
+            for try await id in old.decode(UUID.self) { oldServed.append(id) }
+            #expect(oldServed.isEmpty, "a page went to a claim_jobs caller")
         }
     }
 
@@ -210,6 +244,13 @@ struct PageTaskTests {
                 try await QueueConformanceTests.eventually(timeout: .seconds(60)) {
                     try await harness.jobs.history(of: queued.id).last?.status.isTerminal == true
                 }
+                // The parts go right after the end (their removal follows the commit), while the workers run.
+                try await QueueConformanceTests.eventually(timeout: .seconds(10)) {
+                    for page in 1...3 where try await harness.storage.readResult(id: queued.id, fileName: PagePart.jsonName(page: page)) != nil {
+                        return false
+                    }
+                    return true
+                }
             }
             let history = try await harness.jobs.history(of: job.id)
             #expect(history.map(\.status) == [.queued, .inProgress, .finished], "\(history)")
@@ -236,14 +277,46 @@ struct PageTaskTests {
             // Each page's pictures are results; the parts are gone; every page was read once, and recorded.
             for page in 1...3 {
                 #expect(try await harness.storage.hasResult(id: job.id, fileName: ResultFiles.preview(page: page)))
-                #expect(try await harness.storage.readResult(id: job.id, fileName: PagePart.jsonName(page: page)) == nil)
             }
+
             let rows = try await harness.client.query("SELECT page, state, attempts FROM page_tasks WHERE job_id = \(job.id) ORDER BY page")
             var states: [String] = []
             for try await (page, state, attempts) in rows.decode((Int, String, Int).self) { states.append("\(page) \(state) \(attempts)") }
             #expect(states == ["1 done 1", "2 done 1", "3 done 1"])
             #expect(try await Self.pagesDone(harness.client, job.id) == (3, 3))
         }
+    }
+
+    @Test("the engine reads one page of a TIFF or a PDF alone, as it reads it within the whole; a page that is not there is refused")
+    func enginePage() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("lector-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var paths: [String] = []
+        for (index, line) in ["alpha page here", "bravo page here", "charlie page here"].enumerated() {
+            let file = folder.appendingPathComponent("\(index).png")
+            try TestImages.render([line]).write(to: file)
+            paths.append(file.path)
+        }
+        let tiffFile = folder.appendingPathComponent("three.tiff")
+        try TestImages.runTool(TestImages.convert, paths + [tiffFile.path])
+        let tiff = try Data(contentsOf: tiffFile)
+        let engine = try PipelineTests.engine()
+        let options = OCROptions(lang: "eng", mode: .document, formats: [.pdf])
+        let whole = try engine.recognize(OCRDocument(data: tiff, type: .tiff), options: options, cancellation: OCRCancellation())
+        let pdf = try #require(whole.renderings.pdf)
+        #expect(try engine.pageCount(OCRDocument(data: tiff, type: .tiff)) == 3)
+        #expect(try engine.pageCount(OCRDocument(data: pdf, type: .pdf)) == 3)
+        for document in [OCRDocument(data: tiff, type: .tiff), OCRDocument(data: pdf, type: .pdf)] {
+            let page = try engine.recognizePage(document, index: 1, options: options, cancellation: OCRCancellation())
+            #expect(page.page.number == 2 && page.page.text.contains("bravo page here"), "\(page.page.text)")
+            #expect(page.pdf?.starts(with: Data("%PDF-".utf8)) == true)
+            #expect(throws: OCRError.self) {
+                try engine.recognizePage(document, index: 5, options: options, cancellation: OCRCancellation())
+            }
+        }
+        #expect(try engine.recognizePage(OCRDocument(data: tiff, type: .tiff), index: 1, options: options, cancellation: OCRCancellation())
+            .page.text == whole.pages[1].text)
     }
 
     @Test("pages go to every idle worker; a page that cannot be read fails the job and names the page")

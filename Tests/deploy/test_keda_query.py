@@ -78,14 +78,39 @@ SCENARIOS = {
                                                 refused=0, blocked=6),
     "7 queued, 3 running": dict(queued=7, handed_back=0, backoff=1, running=3, finished=2, failed=2, refused=0),
     "100 queued": dict(queued=100, handed_back=0, backoff=5, running=4, finished=20, failed=3, refused=2),
+    # A 24-page PDF split into page tasks: 2 pages read, 3 being read, 1 waiting for its retry: 18 claimable.
+    "a split PDF, 2 queued": dict(queued=2, handed_back=0, backoff=0, running=0, finished=1, failed=0, refused=0,
+                                  split=(24, 2, 3, 1)),
 }
 
 CREATE = """SELECT create_job(gen_random_uuid(), {owner}, 'page.png', 'image/png', 1, sha256('x'::bytea), '{{}}', '{{}}',
                   NULL, NULL) FROM generate_series(1, {n})"""
 
 
-def fabricate(url, queued, handed_back, backoff, running, finished, failed, refused, blocked=0):
+def fabricate(url, queued, handed_back, backoff, running, finished, failed, refused, blocked=0, split=None):
     owner = psql(url, "INSERT INTO users (name) VALUES ('keda-test') RETURNING id")
+    if split:
+        # One job claimed and split into `pages` page tasks (db/014): `done` read, `reading` being read, `waiting` in
+        # their retry backoff. Made first, so that the claim takes this job.
+        pages, done, reading, waiting = split
+        psql(url, CREATE.format(owner=owner, n=1))
+        psql(url, f"""
+            DO $$
+            DECLARE c record; p record;
+            BEGIN
+              SELECT * INTO c FROM claim_job('splitter/1', 60, NULL, false);
+              IF split_job(c.job_id, 'splitter/1', c.attempt, {pages}) <> 'split' THEN RAISE EXCEPTION 'not split'; END IF;
+              FOR i IN 1..{done + reading + waiting} LOOP
+                SELECT * INTO p FROM claim_page(NULL, 'reader/' || i, 60, NULL, NULL);
+                IF i <= {done} THEN
+                  PERFORM end_page(p.job_id, p.page, 'reader/' || i, p.attempt, NULL, 60);
+                ELSIF i > {done + reading} THEN
+                  -- A transient error: queued again, claimable in 5 minutes.
+                  UPDATE page_tasks SET state = 'queued', worker = NULL, expires_at = NULL, not_before = now() + interval '5 minutes'
+                  WHERE job_id = p.job_id AND page = p.page;
+                END IF;
+              END LOOP;
+            END $$""")
     claimed = running + finished + failed + handed_back
     if claimed:
         # Claim the oldest jobs (all of these), then end or hand back all but `running` of them.
@@ -174,10 +199,14 @@ class KedaQueueDepthTest(unittest.TestCase):
             with self.subTest(title):
                 url = self.scenario_database(index)
                 fabricate(url, **jobs)
-                # Workers are needed for claimable QUEUED jobs and for jobs IN_PROGRESS: nothing else.
+                # Workers are needed for claimable QUEUED jobs and for jobs IN_PROGRESS, and for the claimable and
+                # running pages of a split job (not for the split job itself): nothing else.
                 expected = jobs["queued"] + jobs["handed_back"] + jobs["running"]
+                if "split" in jobs:
+                    pages, done, reading, waiting = jobs["split"]
+                    expected += pages - done - waiting
                 counts = dict(line.split("|") for line in psql(url, "SELECT status, count(*) FROM jobs GROUP BY status").splitlines())
-                self.assertEqual(int(counts.get("IN_PROGRESS", 0)), jobs["running"], counts)
+                self.assertEqual(int(counts.get("IN_PROGRESS", 0)), jobs["running"] + (1 if "split" in jobs else 0), counts)
                 self.assertEqual(int(counts.get("QUEUED", 0)),
                                  jobs["queued"] + jobs["handed_back"] + jobs["backoff"] + jobs.get("blocked", 0), counts)
                 value = float(psql(url, self.query))
