@@ -319,6 +319,10 @@ struct JobsController {
             throw error
         case .cancelled:
             context.logger.info("job cancelled", metadata: ["job_id": "\(id.uuidString.lowercased())"])
+            // A job split into page tasks (docs/design/queue.md, "Page tasks") may have left its pages' parts.
+            if let pages = record.pagesTotal, pages > 1 {
+                await dependencies.storage.removeResults(id: id, fileNames: ResultFiles.pageParts(pages: pages))
+            }
             return try json(JobView(record: record, history: history), status: .ok)
         case .requested:
             context.logger.info("job cancel requested", metadata: ["job_id": "\(id.uuidString.lowercased())"])

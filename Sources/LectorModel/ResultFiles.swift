@@ -35,6 +35,18 @@ public enum ResultFiles {
         return false
     }
 
+    /// A page task's part for page `number` (`part-NNNNN.json`: the page read alone; `part-NNNNN.pdf`: its
+    /// one-page searchable PDF), left for the job's assembly and removed once the job ended.
+    public static func pagePart(page number: Int, pdf: Bool = false) -> String {
+        let digits = String(number)
+        return "part-" + String(repeating: "0", count: max(0, 5 - digits.count)) + digits + (pdf ? ".pdf" : ".json")
+    }
+
+    /// Every part pages 1...`pages` may have left.
+    public static func pageParts(pages: Int) -> [String] {
+        pages < 1 ? [] : (1...pages).flatMap { [pagePart(page: $0), pagePart(page: $0, pdf: true)] }
+    }
+
     /// Whether `name` is a page task's part (`part-NNNNN.json` or `.pdf`, five digits: `PagePart`), which the job's
     /// coordinator reads back and removes once the job ended. Never served.
     public static func isPagePart(_ name: String) -> Bool {

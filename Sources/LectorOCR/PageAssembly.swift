@@ -26,14 +26,10 @@ public struct PagePart: Codable, Sendable, Equatable {
         self.engine = reading.engine
     }
 
-    /// The storage names of page `page`'s part: not result files of any format, and removed once the job ended.
-    public static func jsonName(page: Int) -> String { "part-\(padded(page)).json" }
-    public static func pdfName(page: Int) -> String { "part-\(padded(page)).pdf" }
-
-    private static func padded(_ page: Int) -> String {
-        let digits = String(page)
-        return String(repeating: "0", count: max(0, 5 - digits.count)) + digits
-    }
+    /// The storage names of page `page`'s part (`ResultFiles.pagePart`): not result files of any format, and
+    /// removed once the job ended.
+    public static func jsonName(page: Int) -> String { ResultFiles.pagePart(page: page) }
+    public static func pdfName(page: Int) -> String { ResultFiles.pagePart(page: page, pdf: true) }
 }
 
 public enum PageAssembly {

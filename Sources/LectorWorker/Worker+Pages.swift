@@ -121,6 +121,15 @@ extension Worker {
         var delay = Duration.milliseconds(200)
         let giveUp = ContinuousClock.now + configuration.leaseDuration * 10
         var jobLease: Lease?
+        // A page that fails for good fails its job: the pages' parts are then of no use (counted before the end,
+        // which drops the unread pages' rows).
+        var failing = false
+        switch outcome {
+        case .failed: failing = true
+        case .retry: failing = lease.attempt >= configuration.maxAttempts
+        default: break
+        }
+        let partPages = failing ? ((try? await queue.pageTasks(of: lease.jobID).total) ?? 0) : 0
         recording: while true {
             do {
                 switch outcome {
@@ -129,9 +138,11 @@ extension Worker {
                     stopRenewing(running)
                 case .failed(let reason):
                     _ = try await queue.endPage(lease, failure: reason, leaseDuration: configuration.leaseDuration)
+                    await storage.removeResults(id: lease.jobID, fileNames: ResultFiles.pageParts(pages: partPages))
                 case .retry(let reason) where lease.attempt >= configuration.maxAttempts:
                     _ = try await queue.endPage(
                         lease, failure: "gave up after \(lease.attempt) attempts: \(reason)", leaseDuration: configuration.leaseDuration)
+                    await storage.removeResults(id: lease.jobID, fileNames: ResultFiles.pageParts(pages: partPages))
                 case .retry(let reason):
                     let seconds = configuration.retryDelay(afterAttempt: lease.attempt)
                     try await queue.requeue(

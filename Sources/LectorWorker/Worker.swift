@@ -405,7 +405,7 @@ public struct Worker: Service {
             case .storageFull, .handBack, .leaseLost, .split: false
             }
             if recorded, ended, let split = facts.split {
-                await storage.removeResults(id: pending.job.id, fileNames: (1...split).flatMap { [PagePart.jsonName(page: $0), PagePart.pdfName(page: $0)] })
+                await storage.removeResults(id: pending.job.id, fileNames: ResultFiles.pageParts(pages: split))
             }
         }
         facts.stages.add("end", ContinuousClock.now - ending)

@@ -344,9 +344,16 @@ struct PageTaskTests {
                 try await QueueConformanceTests.eventually(timeout: .seconds(30)) {
                     try await harness.jobs.history(of: bad).last?.status.isTerminal == true
                 }
+                // Pages 1 and 2 were read; their parts go with the failure.
+                try await QueueConformanceTests.eventually(timeout: .seconds(10)) {
+                    let first = try await harness.storage.readResult(id: bad, fileName: PagePart.jsonName(page: 1))
+                    let second = try await harness.storage.readResult(id: bad, fileName: PagePart.jsonName(page: 2))
+                    return first == nil && second == nil
+                }
             }
             let last = try #require(try await harness.jobs.history(of: bad).last)
             #expect(last.status == .failure && last.reason == "page 3: page 3 is torn", "\(last)")
+            #expect(try await Self.pagesDone(harness.client, bad) == (2, 4))
         }
     }
 
@@ -384,6 +391,32 @@ struct PageTaskTests {
                 claims.append((claimed.at, "job"))
             }
             #expect(claims.sorted { $0.0 < $1.0 }.map(\.1) == ["page", "job", "page", "job", "page", "job"])
+        }
+    }
+
+    @Test("a cancel through the API ends a split job at once and removes its pages' parts")
+    func cancelThroughTheAPI() async throws {
+        try await TestHarness.run { harness in
+            let token = try await harness.newUser().token
+            let owner = try #require(try await harness.keys.authenticate(token: token)).id
+            let engine = PagedEngineFactory(pages: 6, each: .milliseconds(300), failing: [])
+            let id = try await Self.submitTIFF(harness, owner: owner)
+            try await Self.withWorkers(harness, ["a"], engines: engine) {
+                try await QueueConformanceTests.eventually(timeout: .seconds(20)) {
+                    try await harness.storage.readResult(id: id, fileName: PagePart.jsonName(page: 1)) != nil
+                }
+                try await harness.application().test(.router) { client in
+                    let answer = try await EngineTests.post(client, "/v1/jobs/\(id)/cancel", token: token)
+                    #expect(answer.status == .ok)
+                    #expect(answer.json["status"] as? String == "FAILURE")
+                }
+                let last = try #require(try await harness.jobs.history(of: id).last)
+                #expect(last.status == .failure && last.reason == JobStore.cancelledReason)
+                #expect(try await harness.storage.readResult(id: id, fileName: PagePart.jsonName(page: 1)) == nil)
+                // The page being read when the cancel came is not read on: its lease went with the job.
+                try await Task.sleep(for: .milliseconds(800))
+                #expect(try await harness.jobs.history(of: id).count == 3)
+            }
         }
     }
 
