@@ -223,10 +223,10 @@ public struct Worker: Service {
             var pendingEnds = 0
             var failures = 0
             var storageWasDown = false
-            // The job this slot split: every other claim of the slot is a page of that job, until none is left to
-            // claim, whatever else is queued (other slots help when idle); the claims between take new jobs first.
-            // So a long document is read at least at half a slot's pace under any load, and new jobs wait at most
-            // one page for this slot.
+            // The job this slot split last: every other claim of the slot is a page of that job, until none of its
+            // pages is claimable, whatever else is queued (other slots help when idle); the claims between take new
+            // jobs first. So a long document is read at half a slot's pace at least while this slot follows it, and
+            // new jobs wait at most one page for this slot (pages nobody follows: `page_wait()`, db/014).
             var splitJob: UUID?
             var ownTurn = true
             while !stopping {
