@@ -375,9 +375,15 @@ def config_args(config):
     return [arg for setting in config for arg in ("-c", setting)]
 
 
+# The CLI's page segmentation mode (`--psm`; its default is 3). `-c tessedit_pageseg_mode=N` does not change it:
+# the CLI sets the mode itself after reading -c.
+PSM = 3
+
+
 def tesseract_text(img, config=()):
     t0 = time.perf_counter()
-    proc = subprocess.run([TESSERACT, img, "-", *config_args(config)], capture_output=True, text=True, env=tool_env())
+    proc = subprocess.run([TESSERACT, img, "-", "--psm", str(PSM), *config_args(config)], capture_output=True, text=True,
+                          env=tool_env())
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         error(f"tesseract {img}: exit status {proc.returncode}: {proc.stderr.strip()[-500:]}")
@@ -386,7 +392,7 @@ def tesseract_text(img, config=()):
 
 def tesseract_words(img, config=()):
     t0 = time.perf_counter()
-    proc = subprocess.run([TESSERACT, img, "-", *config_args(config), "tsv"], capture_output=True, text=True,
+    proc = subprocess.run([TESSERACT, img, "-", "--psm", str(PSM), *config_args(config), "tsv"], capture_output=True, text=True,
                           env=tool_env())
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -447,6 +453,7 @@ def main():
                     help="lector modes to score (receipts: document, auto, scene; scenes: scene, auto)")
     ap.add_argument("--tesseract-config", action="append", default=[], metavar="VAR=VALUE",
                     help="passed to the tesseract CLI as -c VAR=VALUE (repeatable)")
+    ap.add_argument("--psm", type=int, default=3, help="the tesseract CLI's page segmentation mode (default 3, its own)")
     ap.add_argument("--detector", choices=["db", "east"], help="passed to lector ocr --detector")
     ap.add_argument("--python-baseline", action="store_true",
                     help="also score benchmarks/scene_python.py (needs benchmarks/setup-bench-venv.sh)")
@@ -454,6 +461,8 @@ def main():
     ap.add_argument("--verbose", action="store_true", help="echo the tools' stderr (per-file timings)")
     args = ap.parse_args()
 
+    global PSM
+    PSM = args.psm
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for setting in args.tesseract_config:
@@ -488,7 +497,7 @@ def main():
                 for k, v in enumerate(bag_counts(text, gt)):
                     counts[k] += v
             log(f"tesseract CLI receipts: {secs / len(items):.3f} s/image")
-            rows.append((f"tesseract CLI (psm 3{cli_config})", prf(*counts), counts, secs / len(items), None))
+            rows.append((f"tesseract CLI (psm {PSM}{cli_config})", prf(*counts), counts, secs / len(items), None))
             systems = [(f"lector --mode {m}", m) for m in ("document", "auto", "scene") if m in modes]
             if args.python_baseline:
                 systems.append(("python (OpenCV DNN + pytesseract psm 7)", "python"))
@@ -535,7 +544,7 @@ def main():
                 secs += s
                 c = [a + b for a, b in zip(c, e2e_counts(words, gt))]
             log(f"tesseract CLI scenes: {secs / len(items):.3f} s/image")
-            rows.append((f"tesseract CLI (psm 3{cli_config}, tsv words)", c, secs / len(items), None))
+            rows.append((f"tesseract CLI (psm {PSM}{cli_config}, tsv words)", c, secs / len(items), None))
             systems = [(f"lector --mode {m}", m) for m in ("scene", "auto") if m in modes]
             if args.python_baseline:
                 systems.append(("python (OpenCV DNN + pytesseract psm 7)", "python"))
@@ -577,6 +586,7 @@ def main():
     print(f"Command: `benchmarks/eval.py{' --limit ' + str(args.limit) if args.limit else ''}"
           f"{' --python-baseline' if args.python_baseline else ''}"
           f"{' --detector ' + args.detector if args.detector else ''}"
+          f"{' --psm ' + str(args.psm) if args.psm != 3 else ''}"
           f"{' --sets ' + args.sets if args.sets != 'receipts,scenes' else ''}"
           f"{' --modes ' + (args.modes or repr('')) if args.modes != 'document,auto,scene' else ''}"
           f"{''.join(' --tesseract-config ' + c for c in args.tesseract_config)}` — {started:%Y-%m-%d %H:%M}, {machine()}; "
