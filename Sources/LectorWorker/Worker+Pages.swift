@@ -118,8 +118,6 @@ extension Worker {
     func recordPage(_ outcome: Outcome, of claimed: ClaimedJob, page: Int, running: RunningAttempt, logger: Logger) async {
         guard let queue = jobs as? any PageTaskQueue else { return }
         let lease = claimed.lease
-        var delay = Duration.milliseconds(200)
-        let giveUp = ContinuousClock.now + configuration.leaseDuration * 10
         var jobLease: Lease?
         // A page that fails for good fails its job: the pages' parts are then of no use (counted before the end,
         // which drops the unread pages' rows).
@@ -130,46 +128,31 @@ extension Worker {
         default: break
         }
         let partPages = failing ? ((try? await queue.pageTasks(of: lease.jobID).total) ?? 0) : 0
-        recording: while true {
-            do {
-                switch outcome {
-                case .finished:
-                    jobLease = try await queue.endPage(lease, failure: nil, leaseDuration: configuration.leaseDuration)
-                    stopRenewing(running)
-                case .failed(let reason):
-                    _ = try await queue.endPage(lease, failure: reason, leaseDuration: configuration.leaseDuration)
-                    await storage.removeResults(id: lease.jobID, fileNames: ResultFiles.pageParts(pages: partPages))
-                case .retry(let reason) where lease.attempt >= configuration.maxAttempts:
-                    _ = try await queue.endPage(
-                        lease, failure: "gave up after \(lease.attempt) attempts: \(reason)", leaseDuration: configuration.leaseDuration)
-                    await storage.removeResults(id: lease.jobID, fileNames: ResultFiles.pageParts(pages: partPages))
-                case .retry(let reason):
-                    let seconds = configuration.retryDelay(afterAttempt: lease.attempt)
-                    try await queue.requeue(
-                        lease, reason: "retrying in \(Int(seconds.rounded(.up))) s: \(reason)",
-                        delay: .milliseconds(Int64(seconds * 1000)), countAttempt: true, now: nil)
-                case .storageFull(let reason):
-                    try await queue.requeue(
-                        lease, reason: "waiting for storage: \(reason)",
-                        delay: .milliseconds(Int64(configuration.retryBase * 1000)), countAttempt: false, now: nil)
-                case .handBack, .cancelled:
-                    try await queue.requeue(lease, reason: "\(outcome)", delay: .zero, countAttempt: false, now: nil)
-                case .leaseLost, .split:
-                    break
-                }
-                break recording
-            } catch is TransitionRefused {
-                logger.warning("the page's lease is gone; this attempt's outcome is dropped")
-                break recording
-            } catch {
-                guard ContinuousClock.now < giveUp, !Task.isCancelled else {
-                    logger.error("could not record the page's outcome; the rescuer will requeue it",
-                                 metadata: ["error": "\(String(reflecting: error))"])
-                    break recording
-                }
-                logger.warning("could not record the page's outcome; retrying", metadata: ["error": "\(String(reflecting: error))"])
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
+        _ = await retryingWhileUnreachable("the page's outcome", logger: logger) {
+            switch outcome {
+            case .finished:
+                jobLease = try await queue.endPage(lease, failure: nil, leaseDuration: configuration.leaseDuration)
+                stopRenewing(running)
+            case .failed(let reason):
+                _ = try await queue.endPage(lease, failure: reason, leaseDuration: configuration.leaseDuration)
+                await storage.removeResults(id: lease.jobID, fileNames: ResultFiles.pageParts(pages: partPages))
+            case .retry(let reason) where lease.attempt >= configuration.maxAttempts:
+                _ = try await queue.endPage(
+                    lease, failure: "gave up after \(lease.attempt) attempts: \(reason)", leaseDuration: configuration.leaseDuration)
+                await storage.removeResults(id: lease.jobID, fileNames: ResultFiles.pageParts(pages: partPages))
+            case .retry(let reason):
+                let seconds = configuration.retryDelay(afterAttempt: lease.attempt)
+                try await queue.requeue(
+                    lease, reason: "retrying in \(Int(seconds.rounded(.up))) s: \(reason)",
+                    delay: .milliseconds(Int64(seconds * 1000)), countAttempt: true, now: nil)
+            case .storageFull(let reason):
+                try await queue.requeue(
+                    lease, reason: "waiting for storage: \(reason)",
+                    delay: .milliseconds(Int64(configuration.retryBase * 1000)), countAttempt: false, now: nil)
+            case .handBack, .cancelled:
+                try await queue.requeue(lease, reason: "\(outcome)", delay: .zero, countAttempt: false, now: nil)
+            case .leaseLost, .split:
+                break
             }
         }
         guard let jobLease else { return }
@@ -180,6 +163,12 @@ extension Worker {
             pages = try await queue.pageTasks(of: job.id).total
         } catch {
             logger.warning("could not count the pages to assemble; the rescuer will requeue the job", metadata: ["error": "\(String(reflecting: error))"])
+            return
+        }
+        // Not a case the queue allows (the job's pages stay until it ends, and it is this slot's now); an empty
+        // result must never be written for it: leave the job to the rescuer.
+        guard pages > 0 else {
+            logger.error("a job handed over for assembly has no pages; the rescuer will requeue it")
             return
         }
         await end(await process(job, slot: nil, mode: .assemble(pages: pages)))

@@ -608,57 +608,38 @@ public struct Worker: Service {
     @discardableResult
     private func record(_ outcome: Outcome, job: ClaimedJob, mode: String = "auto", pages: Int? = nil, logger: Logger) async -> Bool {
         let lease = job.lease
-        var recorded = false
-        var delay = Duration.milliseconds(200)
-        let giveUp = ContinuousClock.now + configuration.leaseDuration * 10
-        recording: while true {
-            do {
-                switch outcome {
-                case .finished(let files):
-                    try await ender.submit(EndRequest(lease, as: .finished, pages: pages, engineVersion: engineIdentity) { [storage, configuration] in
-                        try await Self.commit(files, of: lease, to: storage, within: configuration.commitDeadline)
-                    })
-                    metrics.jobFinished(mode: mode)
-                case .failed(let reason):
-                    try await ender.submit(EndRequest(lease, as: .failure, reason: reason))
-                    metrics.jobFailed(mode: mode)
-                case .retry(let reason) where lease.attempt >= configuration.maxAttempts:
-                    try await ender.submit(EndRequest(lease, as: .failure, reason: "gave up after \(lease.attempt) attempts: \(reason)"))
-                    metrics.jobFailed(mode: mode)
-                case .retry(let reason):
-                    let seconds = configuration.retryDelay(afterAttempt: lease.attempt)
-                    try await jobs.requeue(
-                        lease, reason: "retrying in \(Int(seconds.rounded(.up))) s: \(reason)",
-                        delay: .milliseconds(Int64(seconds * 1000)), countAttempt: true, now: nil)
-                    metrics.jobRequeued(reason: "retry")
-                case .storageFull(let reason):
-                    try await jobs.requeue(
-                        lease, reason: "waiting for storage: \(reason)",
-                        delay: .milliseconds(Int64(configuration.retryBase * 1000)), countAttempt: false, now: nil)
-                    metrics.jobRequeued(reason: "storage")
-                case .handBack:
-                    try await jobs.requeue(lease, reason: "worker shutdown", delay: .zero, countAttempt: false, now: nil)
-                    metrics.jobRequeued(reason: "shutdown")
-                case .cancelled:
-                    try await ender.submit(EndRequest(lease, as: .failure, reason: JobStore.cancelledReason))
-                    metrics.jobFailed(mode: mode)
-                case .leaseLost, .split:
-                    break
-                }
-                recorded = true
-                break recording
-            } catch is TransitionRefused {
-                logger.warning("the lease is gone; this attempt's outcome is dropped")
-                break recording
-            } catch {
-                guard ContinuousClock.now < giveUp, !Task.isCancelled else {
-                    logger.error("could not record the outcome; the rescuer will requeue the job",
-                                 metadata: ["error": "\(String(reflecting: error))"])
-                    break recording
-                }
-                logger.warning("could not record the outcome; retrying", metadata: ["error": "\(String(reflecting: error))"])
-                try? await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(5))
+        let recorded = await retryingWhileUnreachable("the outcome", logger: logger) {
+            switch outcome {
+            case .finished(let files):
+                try await ender.submit(EndRequest(lease, as: .finished, pages: pages, engineVersion: engineIdentity) { [storage, configuration] in
+                    try await Self.commit(files, of: lease, to: storage, within: configuration.commitDeadline)
+                })
+                metrics.jobFinished(mode: mode)
+            case .failed(let reason):
+                try await ender.submit(EndRequest(lease, as: .failure, reason: reason))
+                metrics.jobFailed(mode: mode)
+            case .retry(let reason) where lease.attempt >= configuration.maxAttempts:
+                try await ender.submit(EndRequest(lease, as: .failure, reason: "gave up after \(lease.attempt) attempts: \(reason)"))
+                metrics.jobFailed(mode: mode)
+            case .retry(let reason):
+                let seconds = configuration.retryDelay(afterAttempt: lease.attempt)
+                try await jobs.requeue(
+                    lease, reason: "retrying in \(Int(seconds.rounded(.up))) s: \(reason)",
+                    delay: .milliseconds(Int64(seconds * 1000)), countAttempt: true, now: nil)
+                metrics.jobRequeued(reason: "retry")
+            case .storageFull(let reason):
+                try await jobs.requeue(
+                    lease, reason: "waiting for storage: \(reason)",
+                    delay: .milliseconds(Int64(configuration.retryBase * 1000)), countAttempt: false, now: nil)
+                metrics.jobRequeued(reason: "storage")
+            case .handBack:
+                try await jobs.requeue(lease, reason: "worker shutdown", delay: .zero, countAttempt: false, now: nil)
+                metrics.jobRequeued(reason: "shutdown")
+            case .cancelled:
+                try await ender.submit(EndRequest(lease, as: .failure, reason: JobStore.cancelledReason))
+                metrics.jobFailed(mode: mode)
+            case .leaseLost, .split:
+                break
             }
         }
         // A split attempt staged nothing.
@@ -671,6 +652,32 @@ public struct Worker: Service {
 }
 
 extension Worker {
+    /// Runs `write` (recording `subject`, an attempt's outcome) until it succeeds, retrying with backoff while it
+    /// fails (the database is unreachable): fencing makes a retry safe, and the heartbeat keeps the lease
+    /// meanwhile. False when the lease is gone (`TransitionRefused`: another attempt owns the work now), or after
+    /// ten leases' time, when the rescuer takes over.
+    func retryingWhileUnreachable(_ subject: String, logger: Logger, _ write: () async throws -> Void) async -> Bool {
+        var delay = Duration.milliseconds(200)
+        let giveUp = ContinuousClock.now + configuration.leaseDuration * 10
+        while true {
+            do {
+                try await write()
+                return true
+            } catch is TransitionRefused {
+                logger.warning("the lease is gone; \(subject) of this attempt is dropped")
+                return false
+            } catch {
+                guard ContinuousClock.now < giveUp, !Task.isCancelled else {
+                    logger.error("could not record \(subject); the rescuer will take it back", metadata: ["error": "\(String(reflecting: error))"])
+                    return false
+                }
+                logger.warning("could not record \(subject); retrying", metadata: ["error": "\(String(reflecting: error))"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(5))
+            }
+        }
+    }
+
     /// Puts an attempt's staged results in place, inside its end transaction, or throws a `StorageError`
     /// (`.unavailable`) once `limit` has passed: the transaction then rolls back, the lease row is free again
     /// (renewed by the heartbeat, or rescued once it expires), and `record` tries the end again, or gives up and
