@@ -9,6 +9,10 @@ Output: one ONNX file per input width, PP-OCRv6_rec_small.opencv46.w<W>.onnx (in
         PP-OCRv6_rec_small.keys.txt: the character list stored in the model's metadata ("character"),
         one per line. Class 0 is the CTC blank, class i (1..18708) is line i of that file, and class
         18709 is a space (PaddleOCR's use_space_char).
+        With --charset latin the classifier keeps only 622 classes (blank, the 620 Latin/digit/punctuation/
+        symbol characters, space): PP-OCRv6_rec_small.opencv46.w<W>.latin[.logits].onnx, output 1 x W/8 x 622,
+        and PP-OCRv6_rec_small.latin.keys.txt (620 lines): class 0 = blank, class i (1..620) = line i,
+        class 621 = space. Lector ships --charset latin --logits (deploy/models/ppocr-v6-rec/).
 
 What is changed, and why (OpenCV 4.6.0 as packaged by Debian 12):
   1. The input shape is fixed to 1x3x48xW and the graph is constant-folded with onnxsim *without*
@@ -31,7 +35,8 @@ The output is deterministic for a given input file and versions of onnx / onnxsi
 every written file is printed.
 
 Usage:
-  python rewrite_rec.py PP-OCRv6_rec_small.onnx --out-dir OUT [--widths 320 640 960] [--logits] [--check]
+  python rewrite_rec.py PP-OCRv6_rec_small.onnx --out-dir OUT [--widths 320 640 960] [--charset all|latin]
+         [--logits] [--check]   (--check compares the full-charset files only; see compare_ort.py)
 Requires: onnx, onnxsim (and onnxruntime, numpy for --check).
 """
 import argparse
