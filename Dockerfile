@@ -51,10 +51,12 @@ RUN groupadd --system --gid 10001 lector \
  && install -d -o lector -g lector /app /var/lib/lector/storage
 
 # The working directory holds what lector finds relative to it: db/ (`lector migrate --directory db`) and
-# deploy/models/ (the shipped DB text detector; EAST, if wanted, is mounted at deploy/models/east/).
+# deploy/models/ (the shipped DB text detector, the PP-OCR recogniser and angle classifier; EAST, if wanted, is mounted at deploy/models/east/).
 WORKDIR /app
 COPY db ./db
 COPY deploy/models/ppocr-v4-det ./deploy/models/ppocr-v4-det
+COPY deploy/models/ppocr-v6-rec ./deploy/models/ppocr-v6-rec
+COPY deploy/models/ppocr-cls ./deploy/models/ppocr-cls
 COPY --from=build /out/lector /usr/local/bin/lector
 
 # OMP_THREAD_LIMIT=1: Debian's Tesseract is 2-10x slower without it; MALLOC_ARENA_MAX=2: a worker's memory

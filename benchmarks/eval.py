@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """OCR quality of `lector ocr` side by side with the tesseract CLI, on receipts and scene photos (`make eval`).
 
-    benchmarks/eval.py [--lector .build/release/lector] [--limit N] [--python-baseline] [--detector db|east]
-                       [--sets receipts,scenes] [--modes document,auto,scene] [--tesseract-config VAR=VALUE]...
-                       [--keep DIR]
+    benchmarks/eval.py [--lector .build/release/lector] [--limit N] [--python-baseline] [--peer rapidocr]
+                       [--detector db|east] [--sets receipts,scenes] [--modes document,auto,scene,ppocr]
+                       [--tesseract-config VAR=VALUE]... [--keep DIR]
 
 Data (research use only, read in place, never copied): ../shared/data (or $LECTOR_EVAL_DATA, or --data):
   receipts-sroie/images/<id>.jpg + gt/<id>.gt.txt     39 scanned SROIE receipts, one GT text line per line
@@ -18,11 +18,20 @@ Systems:
                   (all files at once); receipts: document, auto, scene; scenes: scene, auto.
   python          (--python-baseline) benchmarks/scene_python.py in .venv-bench: OpenCV DNN + the same DB model
                   + pytesseract --psm 7 per region (benchmark P6), one process per set.
---modes limits the lector columns to those modes (receipts: of document, auto, scene; scenes: of scene, auto);
+  rapidocr        (--peer rapidocr) the peer RapidOCR 3.10.0 from PyPI: benchmarks/rapidocr_peer.py in
+                  .venv-rapidocr (benchmarks/setup-rapidocr-venv.sh), one process per set (all files at once):
+                  PP-OCRv6 small det + rec and the mobile 0/180 classifier shipped in its wheel, on onnxruntime
+                  (CPU), RapidOCR's defaults otherwise (its own thread settings; the environment is passed as is,
+                  without OMP_THREAD_LIMIT). receipts: its lines joined by newlines; scenes: the whitespace-
+                  separated words of its lines, boxed by its word boxes (return_word_box) with the fragments
+                  it cuts inside a word merged (see the script's docstring).
+--modes limits the lector columns to those modes (receipts: of document, auto, scene; scenes: of scene, auto)
+and ppocr (`lector ocr --recognizer ppocr`: every page through the detector and the PP-OCRv6 recogniser, both sets);
+--modes '' runs no lector column (and needs no lector binary), e.g. with --peer rapidocr while lector rebuilds;
 --tesseract-config VAR=VALUE (repeatable) is passed to the tesseract CLI as `-c VAR=VALUE` (its column is then
 labelled with it): what a Tesseract variable does to the CLI's text, e.g. tessedit_do_invert=0.
 Seconds per image are wall-clock: per image for the CLI (process start included), whole run / images for
-lector and python (one process start and model load included).
+lector, python and rapidocr (one process start and model load included).
 
 Receipts: bag-of-words precision / recall / F1, micro-averaged over the set (sums of matched, output and GT
 tokens over all receipts). Tokens: the text is Unicode-NFKC-normalised, typographic quotes and dashes
@@ -70,6 +79,9 @@ DATA = os.environ.get("LECTOR_EVAL_DATA", os.path.join(ROOT, "..", "shared", "da
 TESSERACT = "/usr/bin/tesseract"
 PY_VENV = os.path.join(ROOT, ".venv-bench", "bin", "python")
 PY_BASELINE = os.path.join(ROOT, "benchmarks", "scene_python.py")
+RAPIDOCR_VENV = os.path.join(ROOT, ".venv-rapidocr", "bin", "python")
+RAPIDOCR_PEER = os.path.join(ROOT, "benchmarks", "rapidocr_peer.py")
+RAPIDOCR_LABEL = "rapidocr 3.10 (PP-OCRv6 small, onnxruntime)"
 IOU_MIN = 0.5
 
 errors = []
@@ -334,13 +346,13 @@ def doc_modes(doc):
     return [page.get("mode") for page in doc.get("pages", [])]
 
 
-def run_batch(name, argv, files, outdir, verbose):
-    """Runs one process over all files; returns ({stem: doc}, seconds)."""
+def run_batch(name, argv, files, outdir, verbose, env=None):
+    """Runs one process over all files (environment: tool_env() unless env); returns ({stem: doc}, seconds)."""
     shutil.rmtree(outdir, ignore_errors=True)  # no stale output from an earlier --keep run
     os.makedirs(outdir)
     log(f"{name}: {len(files)} images")
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=tool_env())
+    proc = subprocess.run(argv, capture_output=True, text=True, env=tool_env() if env is None else env)
     seconds = time.perf_counter() - t0
     if verbose and proc.stderr:
         sys.stderr.write(proc.stderr)
@@ -358,8 +370,10 @@ def run_batch(name, argv, files, outdir, verbose):
 
 
 def run_lector(lector, mode, files, tmp, detector, verbose):
+    """mode: a pipeline mode, or "ppocr" (--recognizer ppocr: every page through the detector)."""
     outdir = os.path.join(tmp, f"lector-{mode}-{stem(os.path.dirname(os.path.dirname(files[0])))}")
-    argv = [lector, "ocr", *files, "--mode", mode, "--format", "json", "--output", outdir]
+    extra = ["--recognizer", "ppocr"] if mode == "ppocr" else ["--mode", mode]
+    argv = [lector, "ocr", *files, *extra, "--format", "json", "--output", outdir]
     if detector:
         argv += ["--detector", detector]
     return run_batch(f"lector --mode {mode}", argv, files, outdir, verbose)
@@ -368,6 +382,21 @@ def run_lector(lector, mode, files, tmp, detector, verbose):
 def run_python(files, tmp, verbose):
     outdir = os.path.join(tmp, f"python-{stem(os.path.dirname(os.path.dirname(files[0])))}")
     return run_batch("python baseline", [PY_VENV, PY_BASELINE, *files, "--output", outdir], files, outdir, verbose)
+
+
+def run_rapidocr(files, tmp, verbose):
+    outdir = os.path.join(tmp, f"rapidocr-{stem(os.path.dirname(os.path.dirname(files[0])))}")
+    return run_batch("rapidocr peer", [RAPIDOCR_VENV, RAPIDOCR_PEER, *files, "--output", outdir], files, outdir,
+                     verbose, env=dict(os.environ))
+
+
+def run_system(m, args, files, tmp):
+    """({stem: doc}, seconds) of column m: a lector mode, "python" or "rapidocr"."""
+    if m == "python":
+        return run_python(files, tmp, args.verbose)
+    if m == "rapidocr":
+        return run_rapidocr(files, tmp, args.verbose)
+    return run_lector(args.lector, m, files, tmp, args.detector, args.verbose)
 
 
 def config_args(config):
@@ -449,17 +478,21 @@ def main():
     ap.add_argument("--data", default=DATA)
     ap.add_argument("--limit", type=int, default=0, help="first N images of each set (quick run)")
     ap.add_argument("--sets", default="receipts,scenes")
-    ap.add_argument("--modes", default="document,auto,scene",
-                    help="lector modes to score (receipts: document, auto, scene; scenes: scene, auto)")
+    ap.add_argument("--modes", default="document,auto,scene,ppocr",
+                    help="lector columns to score: modes (receipts: document, auto, scene; scenes: scene, auto) and "
+                         "ppocr (--recognizer ppocr, both sets)")
     ap.add_argument("--tesseract-config", action="append", default=[], metavar="VAR=VALUE",
                     help="passed to the tesseract CLI as -c VAR=VALUE (repeatable)")
     ap.add_argument("--psm", type=int, default=3, help="the tesseract CLI's page segmentation mode (default 3, its own)")
     ap.add_argument("--detector", choices=["db", "east"], help="passed to lector ocr --detector")
     ap.add_argument("--python-baseline", action="store_true",
                     help="also score benchmarks/scene_python.py (needs benchmarks/setup-bench-venv.sh)")
+    ap.add_argument("--peer", choices=["rapidocr"], action="append", default=[],
+                    help="also score a peer OCR system: rapidocr (needs benchmarks/setup-rapidocr-venv.sh)")
     ap.add_argument("--keep", help="keep every output JSON under this directory instead of a temporary one")
     ap.add_argument("--verbose", action="store_true", help="echo the tools' stderr (per-file timings)")
     args = ap.parse_args()
+    args.peer = list(dict.fromkeys(args.peer))  # each peer once
 
     global PSM
     PSM = args.psm
@@ -470,12 +503,15 @@ def main():
             log(f"ERROR: --tesseract-config {setting!r} is not VAR=VALUE")
             return 2
     cli_config = "".join(f" -c {setting}" for setting in args.tesseract_config)
-    for tool in (args.lector, TESSERACT):
+    for tool in ((args.lector,) if modes else ()) + (TESSERACT,):
         if not (os.path.isfile(tool) and os.access(tool, os.X_OK)):
             log(f"ERROR: {tool} is missing (lector: swift build -c release --product lector)")
             return 2
     if args.python_baseline and not os.access(PY_VENV, os.X_OK):
         log(f"ERROR: {PY_VENV} is missing: run benchmarks/setup-bench-venv.sh")
+        return 2
+    if "rapidocr" in args.peer and not os.access(RAPIDOCR_VENV, os.X_OK):
+        log(f"ERROR: {RAPIDOCR_VENV} is missing: run benchmarks/setup-rapidocr-venv.sh")
         return 2
     if not os.path.isdir(args.data):
         log(f"ERROR: no data directory {args.data} (set LECTOR_EVAL_DATA or --data)")
@@ -484,7 +520,7 @@ def main():
     tmp = args.keep or tempfile.mkdtemp(prefix="lector-eval-")
     os.makedirs(tmp, exist_ok=True)
     started = datetime.datetime.now()
-    tables, targets, engines, notes = [], [], set(), []
+    tables, targets, engines, peer_engines, notes = [], [], set(), set(), []
     try:
         if "receipts" in sets:
             items = load_receipts(args.data, args.limit)
@@ -499,24 +535,29 @@ def main():
             log(f"tesseract CLI receipts: {secs / len(items):.3f} s/image")
             rows.append((f"tesseract CLI (psm {PSM}{cli_config})", prf(*counts), counts, secs / len(items), None))
             systems = [(f"lector --mode {m}", m) for m in ("document", "auto", "scene") if m in modes]
+            if "ppocr" in modes:
+                systems.append(("lector --recognizer ppocr", "ppocr"))
             if args.python_baseline:
                 systems.append(("python (OpenCV DNN + pytesseract psm 7)", "python"))
+            if "rapidocr" in args.peer:
+                systems.append((RAPIDOCR_LABEL, "rapidocr"))
             for label, m in systems:
-                docs, seconds = (run_python(files, tmp, args.verbose) if m == "python"
-                                 else run_lector(args.lector, m, files, tmp, args.detector, args.verbose))
+                docs, seconds = run_system(m, args, files, tmp)
                 c = [0, 0, 0]
                 for img, gt in items:
                     doc = docs.get(stem(img))
                     if doc is None:
                         doc = {}
+                    elif m == "rapidocr":
+                        peer_engines.add(str(doc.get("engine")))
                     elif m != "python":
                         engines.add(str(doc.get("engine")))
                     for k, v in enumerate(bag_counts(doc_text(doc), gt)):
                         c[k] += v
                 classified = None
                 if m == "auto":
-                    modes = [doc_modes(docs[stem(img)])[:1] for img, _ in items if stem(img) in docs]
-                    classified = (sum(1 for md in modes if md == ["document"]), len(items))
+                    page_modes = [doc_modes(docs[stem(img)])[:1] for img, _ in items if stem(img) in docs]
+                    classified = (sum(1 for md in page_modes if md == ["document"]), len(items))
                 rows.append((label, prf(*c), c, seconds / len(items), classified))
             cli_f1 = rows[0][1][2]
             lines = [f"**Receipts** ({len(items)} SROIE scans, bag of words, micro-averaged)", "",
@@ -546,21 +587,26 @@ def main():
             log(f"tesseract CLI scenes: {secs / len(items):.3f} s/image")
             rows.append((f"tesseract CLI (psm {PSM}{cli_config}, tsv words)", c, secs / len(items), None))
             systems = [(f"lector --mode {m}", m) for m in ("scene", "auto") if m in modes]
+            if "ppocr" in modes:
+                systems.append(("lector --recognizer ppocr", "ppocr"))
             if args.python_baseline:
                 systems.append(("python (OpenCV DNN + pytesseract psm 7)", "python"))
+            if "rapidocr" in args.peer:
+                systems.append((RAPIDOCR_LABEL, "rapidocr"))
             for label, m in systems:
-                docs, seconds = (run_python(files, tmp, args.verbose) if m == "python"
-                                 else run_lector(args.lector, m, files, tmp, args.detector, args.verbose))
+                docs, seconds = run_system(m, args, files, tmp)
                 c = [0] * 5
                 for img, gt in items:
                     doc = docs.get(stem(img))
-                    if doc is not None and m != "python":
+                    if doc is not None and m == "rapidocr":
+                        peer_engines.add(str(doc.get("engine")))
+                    elif doc is not None and m != "python":
                         engines.add(str(doc.get("engine")))
                     c = [a + b for a, b in zip(c, e2e_counts(doc_words(doc or {}), gt))]
                 classified = None
                 if m == "auto":
-                    modes = [doc_modes(docs[stem(img)])[:1] for img, _ in items if stem(img) in docs]
-                    classified = (sum(1 for md in modes if md == ["scene"]), len(items))
+                    page_modes = [doc_modes(docs[stem(img)])[:1] for img, _ in items if stem(img) in docs]
+                    classified = (sum(1 for md in page_modes if md == ["scene"]), len(items))
                 rows.append((label, c, seconds / len(items), classified))
             lines = [f"**Scenes** ({len(items)} ICDAR 2015 photos, {rows[0][1][2]} legible words; end-to-end words, "
                      f"IoU ≥ {IOU_MIN} and same text, `###` ignored)", "",
@@ -585,12 +631,15 @@ def main():
 
     print(f"Command: `benchmarks/eval.py{' --limit ' + str(args.limit) if args.limit else ''}"
           f"{' --python-baseline' if args.python_baseline else ''}"
+          f"{''.join(' --peer ' + p for p in args.peer)}"
           f"{' --detector ' + args.detector if args.detector else ''}"
           f"{' --psm ' + str(args.psm) if args.psm != 3 else ''}"
           f"{' --sets ' + args.sets if args.sets != 'receipts,scenes' else ''}"
-          f"{' --modes ' + (args.modes or repr('')) if args.modes != 'document,auto,scene' else ''}"
+          f"{' --modes ' + (args.modes or repr('')) if args.modes != 'document,auto,scene,ppocr' else ''}"
           f"{''.join(' --tesseract-config ' + c for c in args.tesseract_config)}` — {started:%Y-%m-%d %H:%M}, {machine()}; "
-          f"{tesseract_version()} (OMP_THREAD_LIMIT=1); lector engine: {', '.join(sorted(engines)) or '?'}; "
+          f"{tesseract_version()} (OMP_THREAD_LIMIT=1); "
+          f"lector engine: {(', '.join(sorted(engines)) or '?') if modes else 'not run'}; "
+          f"{''.join(f'peer: {e}; ' for e in sorted(peer_engines))}"
           f"{(datetime.datetime.now() - started).total_seconds():.0f} s in all.")
     print()
     print("\n\n".join(tables))

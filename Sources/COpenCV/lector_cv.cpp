@@ -57,6 +57,21 @@ struct lcv_net {
     int in_h = 0;
 };
 
+// A CTC recogniser: one net per fixed input width (OpenCV 4.6 bakes the width
+// into the graph's Reshape constants, and a Net must keep its input size),
+// loaded on first use.
+struct lcv_rec {
+    std::vector<std::string> paths;
+    std::vector<int> widths;
+    std::vector<cv::dnn::Net> nets;  // empty() until loaded
+    int height = 48;
+    int classes = 0;
+};
+
+struct lcv_angle {
+    cv::dnn::Net net;
+};
+
 namespace {
 
 // ---- constants --------------------------------------------------------------
@@ -647,6 +662,188 @@ int lcv_crop_quad(const lcv_image *img, const lcv_quad *q, lcv_image *out, char 
         cv::warpPerspective(src, warped, m, cv::Size(static_cast<int>(out_w), static_cast<int>(out_h)),
                             cv::INTER_LINEAR, cv::BORDER_REPLICATE);
         export_image(warped, out);
+        return LCV_OK;
+    });
+}
+
+}  // extern "C"
+
+// ---- line recognition -----------------------------------------------------------
+
+namespace {
+
+const int kAngleWidth = 192;
+const int kAngleHeight = 48;
+
+// The crop as a 1 x 3 x height x width blob: resized to `height` keeping the
+// aspect ratio (at most `width` wide), (px/255 - 0.5) / 0.5 in BGR order,
+// zeros (mid-grey) to the right. *used: the resized crop's width.
+cv::Mat line_blob(const cv::Mat &crop, int height, int width, int *used) {
+    const cv::Mat bgr = to_bgr(crop);
+    const double ratio = static_cast<double>(bgr.cols) / bgr.rows;
+    const int w = std::clamp(static_cast<int>(std::ceil(height * ratio)), 1, width);
+    cv::Mat resized;
+    cv::resize(bgr, resized, cv::Size(w, height), 0, 0, cv::INTER_LINEAR);
+    const int dims[4] = {1, 3, height, width};
+    cv::Mat blob(4, dims, CV_32F, cv::Scalar::all(0));
+    for (int c = 0; c < 3; ++c) {
+        for (int y = 0; y < height; ++y) {
+            const unsigned char *src = resized.ptr<unsigned char>(y);
+            float *dst = blob.ptr<float>(0, c, y);
+            for (int x = 0; x < w; ++x) dst[x] = src[x * 3 + c] / 127.5f - 1.0f;
+        }
+    }
+    if (used != nullptr) *used = w;
+    return blob;
+}
+
+cv::dnn::Net load_onnx(const std::string &path) {
+    cv::dnn::Net net;
+    try {
+        net = cv::dnn::readNetFromONNX(path);
+    } catch (const cv::Exception &e) {
+        fail(LCV_ELOAD, "cannot load '%s': %s", path.c_str(), e.what());
+    }
+    if (net.empty()) fail(LCV_ELOAD, "model '%s' contains no layers", path.c_str());
+    net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+    net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+    return net;
+}
+
+// The net of width index i, loaded (and test-run, its output shape checked)
+// on first use.
+cv::dnn::Net &rec_net(lcv_rec &rec, size_t i) {
+    cv::dnn::Net &net = rec.nets[i];
+    if (!net.empty()) return net;
+    cv::dnn::Net fresh = load_onnx(rec.paths[i]);
+    const int dims[4] = {1, 3, rec.height, rec.widths[i]};
+    fresh.setInput(cv::Mat(4, dims, CV_32F, cv::Scalar::all(0)));
+    cv::Mat out;
+    try {
+        out = fresh.forward();
+    } catch (const cv::Exception &e) {
+        fail(LCV_ELOAD, "model '%s' failed its test run at %dx%d: %s", rec.paths[i].c_str(), rec.widths[i],
+             rec.height, e.what());
+    }
+    if (out.dims != 3 || out.size[0] != 1 || out.size[1] != rec.widths[i] / 8)
+        fail(LCV_ELOAD, "model '%s' gives an output of the wrong shape for width %d", rec.paths[i].c_str(),
+             rec.widths[i]);
+    if (rec.classes == 0) rec.classes = out.size[2];
+    if (out.size[2] != rec.classes || rec.classes < 2)
+        fail(LCV_ELOAD, "model '%s' has %d classes, not %d", rec.paths[i].c_str(), out.size[2], rec.classes);
+    net = fresh;
+    return net;
+}
+
+}  // namespace
+
+extern "C" {
+
+int lcv_rec_load(const char *const *model_paths, const int *widths, int count, int height, lcv_rec **out,
+                 char *err, size_t errlen) {
+    return guarded(err, errlen, "lcv_rec_load", [&] {
+        if (out == nullptr) fail(LCV_EINVAL, "out is NULL");
+        *out = nullptr;
+        if (model_paths == nullptr || widths == nullptr || count <= 0 || count > 64)
+            fail(LCV_EINVAL, "need 1 to 64 networks");
+        if (height < 8 || height > 256) fail(LCV_EINVAL, "height %d out of range", height);
+        apply_default_threads();
+        auto rec = std::make_unique<lcv_rec>();
+        rec->height = height;
+        for (int i = 0; i < count; ++i) {
+            if (model_paths[i] == nullptr || model_paths[i][0] == '\0') fail(LCV_EINVAL, "model path %d is empty", i);
+            if (widths[i] < 8 || widths[i] > 4096 || widths[i] % 8 != 0 || (i > 0 && widths[i] <= widths[i - 1]))
+                fail(LCV_EINVAL, "widths must be increasing multiples of 8 in [8, 4096]");
+            FILE *f = std::fopen(model_paths[i], "rb");
+            if (f == nullptr) fail(LCV_ELOAD, "cannot read '%s': %s", model_paths[i], std::strerror(errno));
+            std::fclose(f);
+            rec->paths.emplace_back(model_paths[i]);
+            rec->widths.push_back(widths[i]);
+        }
+        rec->nets.resize(static_cast<size_t>(count));
+        (void)rec_net(*rec, 0);
+        *out = rec.release();
+        return LCV_OK;
+    });
+}
+
+void lcv_rec_free(lcv_rec *rec) { delete rec; }
+
+int lcv_rec_max_steps(const lcv_rec *rec) { return rec == nullptr ? 0 : rec->widths.back() / 8; }
+
+int lcv_rec_classes(const lcv_rec *rec) { return rec == nullptr ? 0 : rec->classes; }
+
+int lcv_recognize(lcv_rec *rec, const lcv_image *crop, int *classes, float *probs, int capacity, int *steps,
+                  float *step_width, char *err, size_t errlen) {
+    if (steps != nullptr) *steps = 0;
+    return guarded(err, errlen, "lcv_recognize", [&] {
+        if (rec == nullptr || classes == nullptr || probs == nullptr || steps == nullptr || step_width == nullptr)
+            fail(LCV_EINVAL, "NULL argument");
+        if (capacity < lcv_rec_max_steps(rec)) fail(LCV_EINVAL, "capacity %d < %d steps", capacity, lcv_rec_max_steps(rec));
+        const cv::Mat src = wrap_image(crop);
+        const double ratio = static_cast<double>(src.cols) / src.rows;
+        const int wanted = static_cast<int>(std::ceil(rec->height * ratio));
+        size_t index = rec->widths.size() - 1;
+        for (size_t i = 0; i < rec->widths.size(); ++i) {
+            if (rec->widths[i] >= wanted) {
+                index = i;
+                break;
+            }
+        }
+        cv::dnn::Net &net = rec_net(*rec, index);
+        int used = 0;
+        net.setInput(line_blob(src, rec->height, rec->widths[index], &used));
+        const cv::Mat out = net.forward();
+        const int total = out.size[1], n = out.size[2];
+        const int covered = std::clamp((used + 7) / 8, 1, total);
+        for (int t = 0; t < covered; ++t) {
+            const float *row = out.ptr<float>(0, t);
+            int best = 0;
+            for (int c = 1; c < n; ++c)
+                if (row[c] > row[best]) best = c;
+            double sum = 0;
+            for (int c = 0; c < n; ++c) sum += std::exp(static_cast<double>(row[c] - row[best]));
+            classes[t] = best;
+            probs[t] = static_cast<float>(1.0 / sum);
+        }
+        *steps = covered;
+        *step_width = static_cast<float>(8.0 * src.cols / used);
+        return LCV_OK;
+    });
+}
+
+int lcv_angle_load(const char *model_path, lcv_angle **out, char *err, size_t errlen) {
+    return guarded(err, errlen, "lcv_angle_load", [&] {
+        if (out == nullptr) fail(LCV_EINVAL, "out is NULL");
+        *out = nullptr;
+        if (model_path == nullptr || model_path[0] == '\0') fail(LCV_EINVAL, "model path is empty");
+        apply_default_threads();
+        auto angle = std::make_unique<lcv_angle>();
+        angle->net = load_onnx(model_path);
+        const int dims[4] = {1, 3, kAngleHeight, kAngleWidth};
+        angle->net.setInput(cv::Mat(4, dims, CV_32F, cv::Scalar::all(0)));
+        cv::Mat result;
+        try {
+            result = angle->net.forward();
+        } catch (const cv::Exception &e) {
+            fail(LCV_ELOAD, "model '%s' failed its test run: %s", model_path, e.what());
+        }
+        if (result.total() != 2) fail(LCV_ELOAD, "model '%s' does not give 2 classes", model_path);
+        *out = angle.release();
+        return LCV_OK;
+    });
+}
+
+void lcv_angle_free(lcv_angle *angle) { delete angle; }
+
+int lcv_angle_p180(lcv_angle *angle, const lcv_image *crop, float *p180, char *err, size_t errlen) {
+    return guarded(err, errlen, "lcv_angle_p180", [&] {
+        if (angle == nullptr || p180 == nullptr) fail(LCV_EINVAL, "NULL argument");
+        const cv::Mat src = wrap_image(crop);
+        angle->net.setInput(line_blob(src, kAngleHeight, kAngleWidth, nullptr));
+        const cv::Mat result = angle->net.forward();
+        const float *p = result.ptr<float>();
+        *p180 = std::clamp(p[1], 0.0f, 1.0f);
         return LCV_OK;
     });
 }

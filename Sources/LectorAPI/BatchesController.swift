@@ -42,6 +42,7 @@ struct BatchesController {
         let parser = UploadParser(
             maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
             availableLanguages: dependencies.availableLanguages, availableDetectors: dependencies.availableDetectors,
+            availableRecognizers: dependencies.availableRecognizers,
             defaultLanguage: dependencies.settings.defaultLanguage, spoolDirectory: dependencies.storage.spoolDirectory,
             callbackPolicy: CallbackURLPolicy(allowPrivate: dependencies.settings.webhookAllowPrivate))
         if (request.headers[.contentType] ?? "").lowercased().hasPrefix("application/json") {

@@ -227,6 +227,7 @@ extension JobsController {
         let parser = UploadParser(
             maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
             availableLanguages: dependencies.availableLanguages, availableDetectors: dependencies.availableDetectors,
+            availableRecognizers: dependencies.availableRecognizers,
             defaultLanguage: dependencies.settings.defaultLanguage, spoolDirectory: dependencies.storage.spoolDirectory,
             callbackPolicy: CallbackURLPolicy(allowPrivate: dependencies.settings.webhookAllowPrivate))
         let metadataJSON = try metadata.map { try parser.parseMetadata(ByteBuffer(bytes: $0)) } ?? "{}"

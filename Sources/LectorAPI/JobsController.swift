@@ -23,6 +23,8 @@ public struct APIDependencies: Sendable {
     public var availableLanguages: Set<String>
     /// Detectors whose model is installed (EAST only after `lector models fetch east`).
     public var availableDetectors: Set<DetectorKind>
+    /// Recognisers whose models are installed (`lector serve` sets it from the engine's model files).
+    public var availableRecognizers: Set<RecognizerKind> = Set(RecognizerKind.allCases)
     /// The server-wide cap on uploads in flight (`LECTOR_MAX_UPLOADS_IN_FLIGHT`).
     let uploads: UploadGate
     /// Batch archives being streamed at once by this process (each holds a result file in memory at a time).
@@ -94,6 +96,7 @@ struct JobsController {
         let parser = UploadParser(
             maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
             availableLanguages: dependencies.availableLanguages, availableDetectors: dependencies.availableDetectors,
+            availableRecognizers: dependencies.availableRecognizers,
             defaultLanguage: dependencies.settings.defaultLanguage, spoolDirectory: dependencies.storage.spoolDirectory,
             callbackPolicy: CallbackURLPolicy(allowPrivate: dependencies.settings.webhookAllowPrivate))
         let upload = try await parser.parse(request)
@@ -359,6 +362,7 @@ struct JobsController {
         let parser = UploadParser(
             maxDocumentBytes: dependencies.settings.maxUploadBytes, supportedTypes: dependencies.supportedTypes,
             availableLanguages: dependencies.availableLanguages, availableDetectors: dependencies.availableDetectors,
+            availableRecognizers: dependencies.availableRecognizers,
             defaultLanguage: dependencies.settings.defaultLanguage, spoolDirectory: dependencies.storage.spoolDirectory,
             callbackPolicy: CallbackURLPolicy(allowPrivate: dependencies.settings.webhookAllowPrivate))
         let (options, parameters) = try parser.parseOptions(optionsBody)

@@ -49,12 +49,13 @@ struct UploadParser {
     let supportedTypes: Set<DocumentType>
     let availableLanguages: Set<String>
     let availableDetectors: Set<DetectorKind>
+    var availableRecognizers: Set<RecognizerKind> = Set(RecognizerKind.allCases)
     let defaultLanguage: String
     let spoolDirectory: String
     var callbackPolicy = CallbackURLPolicy(allowPrivate: false)
     var threadPool: NIOThreadPool = .singleton
 
-    static let optionNames = ["lang", "mode", "operations", "detector", "formats", "callbackUrl", "priority", "dependsOn", "reuse"]
+    static let optionNames = ["lang", "mode", "operations", "detector", "recognizer", "formats", "callbackUrl", "priority", "dependsOn", "reuse"]
     /// Chunks are gathered up to this size before one trip to the thread pool.
     static let batchBytes = 64 * 1024
 
@@ -112,7 +113,8 @@ struct UploadParser {
         // Formats too: ?formats=json,txt,hocr,pdf
         let formats = query.get("formats").map { $0.isEmpty ? [] : $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) }
         let options = try makeOptions(
-            lang: query.get("lang"), mode: query.get("mode"), operations: operations, detector: query.get("detector"), formats: formats)
+            lang: query.get("lang"), mode: query.get("mode"), operations: operations, detector: query.get("detector"),
+            recognizer: query.get("recognizer"), formats: formats)
         let callback = try query.get("callbackUrl").map(checkCallback)
         let priority = try query.get("priority").map { raw -> Int in
             guard let value = Int(raw), (0...9).contains(value), raw == "\(value)" else { throw Self.badPriority() }
@@ -322,7 +324,7 @@ struct UploadParser {
         else {
             throw APIError.badRequest(.invalidOptions, "options must be a JSON object, e.g. {\"lang\": \"eng\"}")
         }
-        var lang: String?, mode: String?, detector: String?, operations: [String]?, formats: [String]?
+        var lang: String?, mode: String?, detector: String?, recognizer: String?, operations: [String]?, formats: [String]?
         var job = JobParameters()
         for (key, value) in members {
             switch (key, value) {
@@ -346,6 +348,8 @@ struct UploadParser {
             case ("mode", _): throw APIError.badRequest(.invalidOptions, "options.mode must be a string: auto, document or scene")
             case ("detector", .string(let string)): detector = string
             case ("detector", _): throw APIError.badRequest(.invalidOptions, "options.detector must be a string: db or east")
+            case ("recognizer", .string(let string)): recognizer = string
+            case ("recognizer", _): throw APIError.badRequest(.invalidOptions, "options.recognizer must be a string: tesseract or ppocr")
             case ("operations", .array(let items)):
                 operations = try items.map { item in
                     guard case .string(let name) = item else {
@@ -366,14 +370,16 @@ struct UploadParser {
                 throw APIError.badRequest(.invalidOptions, "unknown option '\(key.prefix(64))'; allowed: \(Self.optionNames.joined(separator: ", "))")
             }
         }
-        return (try makeOptions(lang: lang, mode: mode, operations: operations, detector: detector, formats: formats), job)
+        return (try makeOptions(lang: lang, mode: mode, operations: operations, detector: detector, recognizer: recognizer,
+                                formats: formats), job)
     }
 
     private static let formatsNotStrings = APIError.badRequest(
         .invalidOptions, "options.formats must be an array of strings, e.g. [\"json\", \"pdf\"]")
 
     private func makeOptions(
-        lang: String?, mode: String? = nil, operations: [String]? = nil, detector: String? = nil, formats: [String]? = nil
+        lang: String?, mode: String? = nil, operations: [String]? = nil, detector: String? = nil, recognizer: String? = nil,
+        formats: [String]? = nil
     ) throws -> OCROptions {
         var options = OCROptions(lang: lang ?? defaultLanguage)
         if let mode {
@@ -387,6 +393,12 @@ struct UploadParser {
                 throw APIError.badRequest(.invalidOptions, "detector must be one of: db, east")
             }
             options.detector = parsed
+        }
+        if let recognizer {
+            guard let parsed = RecognizerKind(rawValue: recognizer) else {
+                throw APIError.badRequest(.invalidOptions, "recognizer must be one of: tesseract, ppocr")
+            }
+            options.recognizer = parsed
         }
         if let formats {
             let allowed = ResultFormat.allCases.map(\.rawValue).joined(separator: ", ")
@@ -410,7 +422,8 @@ struct UploadParser {
                 options.operations = parsed
             }
             // Counts, languages and detectors: the one check shared with the worker and `lector ocr`.
-            try options.validate(availableLanguages: availableLanguages, availableDetectors: availableDetectors)
+            try options.validate(availableLanguages: availableLanguages, availableDetectors: availableDetectors,
+                                 availableRecognizers: availableRecognizers)
         } catch {
             throw APIError.badRequest(.invalidOptions, error.message)
         }

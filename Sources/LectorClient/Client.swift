@@ -520,6 +520,13 @@ public struct Client: APIProtocol {
                     in: &request,
                     style: .form,
                     explode: true,
+                    name: "recognizer",
+                    value: input.query.recognizer
+                )
+                try converter.setQueryItemAsURI(
+                    in: &request,
+                    style: .form,
+                    explode: true,
                     name: "operations",
                     value: input.query.operations
                 )

@@ -901,6 +901,15 @@ public enum Operations {
                 ///
                 /// - Remark: Generated from `#/paths/v1/jobs/POST/query/detector`.
                 public var detector: Operations.SubmitJob.Input.Query.DetectorPayload?
+                /// - Remark: Generated from `#/paths/v1/jobs/POST/query/recognizer`.
+                @frozen public enum RecognizerPayload: String, Codable, Hashable, Sendable, CaseIterable {
+                    case tesseract = "tesseract"
+                    case ppocr = "ppocr"
+                }
+                /// Raw body only: tesseract or ppocr.
+                ///
+                /// - Remark: Generated from `#/paths/v1/jobs/POST/query/recognizer`.
+                public var recognizer: Operations.SubmitJob.Input.Query.RecognizerPayload?
                 /// Raw body only: preprocessing steps, comma-separated, e.g. deskew,binarize:adaptive.
                 ///
                 /// - Remark: Generated from `#/paths/v1/jobs/POST/query/operations`.
@@ -935,6 +944,7 @@ public enum Operations {
                 ///   - lang: Raw body only: languages joined by '+'.
                 ///   - mode: Raw body only: auto, document or scene.
                 ///   - detector: Raw body only: db or east.
+                ///   - recognizer: Raw body only: tesseract or ppocr.
                 ///   - operations: Raw body only: preprocessing steps, comma-separated, e.g. deskew,binarize:adaptive.
                 ///   - formats: Raw body only: result formats, comma-separated, e.g. hocr,pdf (json and txt are always made).
                 ///   - filename: Raw body only: the document's name, recorded as given.
@@ -946,6 +956,7 @@ public enum Operations {
                     lang: Swift.String? = nil,
                     mode: Operations.SubmitJob.Input.Query.ModePayload? = nil,
                     detector: Operations.SubmitJob.Input.Query.DetectorPayload? = nil,
+                    recognizer: Operations.SubmitJob.Input.Query.RecognizerPayload? = nil,
                     operations: Swift.String? = nil,
                     formats: Swift.String? = nil,
                     filename: Swift.String? = nil,
@@ -957,6 +968,7 @@ public enum Operations {
                     self.lang = lang
                     self.mode = mode
                     self.detector = detector
+                    self.recognizer = recognizer
                     self.operations = operations
                     self.formats = formats
                     self.filename = filename

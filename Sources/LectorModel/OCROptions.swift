@@ -23,6 +23,25 @@ public enum DetectorKind: String, Sendable, Codable, CaseIterable {
     }
 }
 
+/// What reads the text of each line.
+public enum RecognizerKind: String, Sendable, Codable, CaseIterable {
+    /// Tesseract 5's LSTM, with its own page layout for document pages (the default).
+    case tesseract
+    /// PP-OCRv6's small recogniser (shipped in deploy/models/ppocr-v6-rec): every page is read by the text
+    /// detector, then each region by this recogniser. Latin-script languages only.
+    case ppocr
+
+    /// Tesseract codes of the languages whose script the PP-OCR recogniser's Latin character set covers.
+    public static let ppocrLanguages: Set<String> = [
+        "afr", "cat", "ces", "dan", "deu", "eng", "est", "eus", "fin", "fra", "glg", "hrv", "hun", "ind", "isl", "ita",
+        "lat", "lav", "lit", "msa", "nld", "nor", "pol", "por", "ron", "slk", "slv", "spa", "sqi", "swe", "tur",
+    ]
+
+    public var modelMissing: OCRError {
+        OCRError(.unsupportedOption, "the PP-OCR recogniser's models are missing (they ship in deploy/models/ppocr-v6-rec)")
+    }
+}
+
 /// A format a job's result is written in. `json` and `txt` are always written; `hocr` and `pdf` are rendered
 /// during the recognition only when the job asks for them (most clients never read them).
 public enum ResultFormat: String, Sendable, Codable, CaseIterable, Comparable {
@@ -44,6 +63,7 @@ public struct OCROptions: Sendable, Codable, Equatable {
     /// Applied in order to every page before OCR.
     public var operations: [PreprocessingOperation]
     public var detector: DetectorKind
+    public var recognizer: RecognizerKind
     /// The result's formats, sorted, without repeats; always holds `json` and `txt`.
     public var formats: [ResultFormat] {
         didSet { formats = Self.normalized(formats) }
@@ -54,12 +74,13 @@ public struct OCROptions: Sendable, Codable, Equatable {
 
     public init(
         lang: String, mode: PipelineMode = .auto, operations: [PreprocessingOperation] = [], detector: DetectorKind = .db,
-        formats: [ResultFormat] = OCROptions.defaultFormats
+        formats: [ResultFormat] = OCROptions.defaultFormats, recognizer: RecognizerKind = .tesseract
     ) {
         self.lang = lang
         self.mode = mode
         self.operations = operations
         self.detector = detector
+        self.recognizer = recognizer
         self.formats = Self.normalized(formats)
     }
 
@@ -76,6 +97,7 @@ public struct OCROptions: Sendable, Codable, Equatable {
         mode = try container.decodeIfPresent(PipelineMode.self, forKey: .mode) ?? .auto
         operations = try container.decodeIfPresent([PreprocessingOperation].self, forKey: .operations) ?? []
         detector = try container.decodeIfPresent(DetectorKind.self, forKey: .detector) ?? .db
+        recognizer = try container.decodeIfPresent(RecognizerKind.self, forKey: .recognizer) ?? .tesseract
         formats = Self.normalized(try container.decodeIfPresent([ResultFormat].self, forKey: .formats) ?? ResultFormat.allCases)
     }
 
@@ -86,7 +108,10 @@ public struct OCROptions: Sendable, Codable, Equatable {
     public var languages: [String] { lang.split(separator: "+", omittingEmptySubsequences: false).map(String.init) }
 
     /// Checks the options against what the engine has installed.
-    public func validate(availableLanguages: Set<String>, availableDetectors: Set<DetectorKind> = Set(DetectorKind.allCases)) throws(OCRError) {
+    public func validate(
+        availableLanguages: Set<String>, availableDetectors: Set<DetectorKind> = Set(DetectorKind.allCases),
+        availableRecognizers: Set<RecognizerKind> = Set(RecognizerKind.allCases)
+    ) throws(OCRError) {
         let codes = languages
         guard !codes.isEmpty, codes.count <= 8 else {
             throw OCRError(.unsupportedOption, "lang must name 1 to 8 languages joined by '+', e.g. \"eng+deu\"")
@@ -106,8 +131,15 @@ public struct OCROptions: Sendable, Codable, Equatable {
         guard operations.count <= Self.maxOperations else {
             throw OCRError(.unsupportedOption, "operations may list at most \(Self.maxOperations) steps")
         }
-        if mode != .document, !availableDetectors.contains(detector) {
+        if mode != .document || recognizer == .ppocr, !availableDetectors.contains(detector) {
             throw detector.modelMissing
+        }
+        if recognizer == .ppocr {
+            guard availableRecognizers.contains(.ppocr) else { throw recognizer.modelMissing }
+            if let other = codes.first(where: { !RecognizerKind.ppocrLanguages.contains($0) }) {
+                throw OCRError(.unsupportedOption,
+                    "recognizer ppocr reads Latin-script languages only, not \"\(other)\": use recognizer tesseract")
+            }
         }
     }
 }

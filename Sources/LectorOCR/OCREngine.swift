@@ -158,5 +158,7 @@ extension OCREngineFactory {
 /// detection, recognition settings, result schema) that changes the results of some document, so that results
 /// made before it are no longer reused.
 public enum OCREngineRevision {
-    public static let pipeline = 1
+    /// 2: document pages are recognised from Tesseract's grey page, and skip the inverted reading when they have
+    /// no dark area.
+    public static let pipeline = 2
 }

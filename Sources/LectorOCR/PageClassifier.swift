@@ -15,6 +15,11 @@ enum PageClassifier {
         /// Darkest and brightest thumbnail luminance: a page whose range is tiny holds no text.
         var darkest: Int = 0
         var brightest: Int = 255
+        /// The largest share of very dark pixels (within a quarter of the way from `darkest` to the paper tone)
+        /// in any 6 × 6 tile of the thumbnail: near 1 where the page has a solid dark area (a band, a box, a
+        /// logo, a photo) that may hold light text; lower where it has dark text on paper, whose strokes the
+        /// thumbnail averages with the paper around them.
+        var darkestTile: Double = 1
     }
 
     struct Decision {
@@ -36,6 +41,18 @@ enum PageClassifier {
     static func rule(_ f: Features) -> PipelineMode {
         f.bright >= 0.5 && f.paper >= 0.4 ? .document : .scene
     }
+
+    /// Whether a document page may hold light text on a dark ground, which Tesseract reads only through its
+    /// second, inverted reading of low-confidence lines (`tessedit_do_invert`). That reading costs ~5% of a
+    /// receipt's recognition and can only help inside a dark area, so pages without one skip it. Conservative:
+    /// a tile of the thumbnail that is mostly dark keeps it (on ../shared/data 36 of the 39 receipts skip it;
+    /// a white-on-black table header 6 mm high on an A4 page keeps it: `PipelineTests.darkAreaCheck`).
+    static func mayHoldLightOnDark(_ features: Features) -> Bool {
+        features.darkestTile >= darkTileShare
+    }
+
+    static let darkTileShare = 0.6
+    static let tileSide = 6
 
     /// Pages smaller than this on either side cannot hold legible text.
     static let minTextSide = 16
@@ -65,12 +82,15 @@ enum PageClassifier {
         let width = thumbnail.width, height = thumbnail.height, wordsPerLine = Int(pixGetWpl(thumbnail.pointer))
         guard width > 0, height > 0 else { return nil }
         var histogram = [Int](repeating: 0, count: 256)
+        var luminance = [UInt8](repeating: 0, count: width * height)
         for y in 0..<height {
             let row = data + y * wordsPerLine
             for x in 0..<width {
                 let word = row[x]
                 let r = Int((word >> 24) & 0xFF), g = Int((word >> 16) & 0xFF), b = Int((word >> 8) & 0xFF)
-                histogram[(299 * r + 587 * g + 114 * b) / 1000] += 1
+                let level = (299 * r + 587 * g + 114 * b) / 1000
+                histogram[level] += 1
+                luminance[y * width + x] = UInt8(level)
             }
         }
         let total = width * height
@@ -81,8 +101,36 @@ enum PageClassifier {
         }
         let paperPixels = histogram[max(0, p90 - 30)...min(255, p90 + 30)].reduce(0, +)
         let brightPixels = histogram[150...].reduce(0, +)
+        let darkest = histogram.firstIndex { $0 > 0 } ?? 0
         return Features(
             bright: Double(brightPixels) / Double(total), paper: Double(paperPixels) / Double(total),
-            darkest: histogram.firstIndex { $0 > 0 } ?? 0, brightest: histogram.lastIndex { $0 > 0 } ?? 255)
+            darkest: darkest, brightest: histogram.lastIndex { $0 > 0 } ?? 255,
+            darkestTile: darkestTile(luminance, width: width, height: height, below: darkest + (p90 - darkest + 3) / 4))
+    }
+
+    /// The largest share of pixels below `threshold` in any `tileSide`² tile, tiles overlapping by half; a
+    /// thumbnail smaller than one tile is one tile.
+    private static func darkestTile(_ luminance: [UInt8], width: Int, height: Int, below threshold: Int) -> Double {
+        // Integral image of the dark mask: each tile's count in four look-ups.
+        let stride = width + 1
+        var sums = [Int32](repeating: 0, count: stride * (height + 1))
+        for y in 0..<height {
+            var row: Int32 = 0
+            for x in 0..<width {
+                row += Int(luminance[y * width + x]) < threshold ? 1 : 0
+                sums[(y + 1) * stride + x + 1] = sums[y * stride + x + 1] + row
+            }
+        }
+        let tileWidth = min(tileSide, width), tileHeight = min(tileSide, height)
+        let step = max(1, tileSide / 2)
+        var best: Int32 = 0
+        for y in Swift.stride(from: 0, through: height - tileHeight, by: step) {
+            for x in Swift.stride(from: 0, through: width - tileWidth, by: step) {
+                let count = sums[(y + tileHeight) * stride + x + tileWidth] - sums[y * stride + x + tileWidth]
+                    - sums[(y + tileHeight) * stride + x] + sums[y * stride + x]
+                best = max(best, count)
+            }
+        }
+        return Double(best) / Double(tileWidth * tileHeight)
     }
 }

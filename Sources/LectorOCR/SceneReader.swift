@@ -3,11 +3,17 @@ import CTesseract
 import Foundation
 import LectorModel
 
-/// The scene pipeline for one page: detect text regions, warp each upright, read it with Tesseract as a single
-/// line, map the words back onto the page, and merge regions of one row into lines.
+/// The scene pipeline for one page: detect text regions, warp each upright, read it as a single line (with
+/// Tesseract, or with the PP-OCR recogniser when the job asked for it), map the words back onto the page, and
+/// merge regions of one row into lines.
 struct SceneReader {
     let detector: TextDetector
     let tesseract: TesseractHandle
+    var recognizer: LineRecognizer? = nil
+
+    /// Lines the PP-OCR recogniser reads with a lower mean probability than this are dropped (RapidOCR's
+    /// `text_score`), and so are words below it: texture the detector took for text.
+    static let minimumRecognizerConfidence = 50.0
 
     /// Words Tesseract reads with less confidence than this are dropped: on a photo they are mostly texture
     /// that the detector took for text (chosen with `make eval`, see BENCHMARKS.md).
@@ -42,6 +48,7 @@ struct SceneReader {
         defer { lcv_image_free(&crop) }
         let cropWidth = Int(crop.width), cropHeight = Int(crop.height)
         guard cropWidth >= 4, cropHeight >= 4 else { return nil }
+        if let recognizer { return try readRegion(quad, crop: &crop, with: recognizer) }
         var line = try Pix.fromPacked(pixels, width: cropWidth, height: cropHeight, channels: Int(crop.channels))
         let scale = cropHeight < Self.minimumLineHeight ? min(4, Double(Self.minimumLineHeight) / Double(cropHeight)) : 1
         if scale > 1 { line = try Pix(owning: pixScale(line.pointer, Float(scale), Float(scale)), failure: "a text region could not be scaled") }
@@ -70,6 +77,48 @@ struct SceneReader {
         let polygon = corners.map { Point(x: Int($0.x.rounded()), y: Int($0.y.rounded())) }
         return OCRLine(text: words.map(\.text).joined(separator: " "), box: BoundingBox(around: polygon),
                        confidence: Self.mean(words.map(\.confidence)), words: words, polygon: polygon)
+    }
+
+    /// One region read by the PP-OCR recogniser: turned first when the angle classifier finds it upside down;
+    /// each word's extent along the crop (from CTC's time steps) mapped back between the quad's corners.
+    private func readRegion(_ quad: TextQuad, crop: inout lcv_image, with recognizer: LineRecognizer) throws(OCRError) -> OCRLine? {
+        var corners = quad.cropCorners
+        if try recognizer.isUpsideDown(&crop) {
+            Self.turnHalfway(&crop)
+            corners = [corners[2], corners[3], corners[0], corners[1]]
+        }
+        guard let read = try recognizer.read(&crop), read.confidence >= Self.minimumRecognizerConfidence else { return nil }
+        let cropWidth = Double(crop.width)
+        func toPage(_ u: Double, _ v: Double) -> Point {
+            let u = min(1, max(0, u / cropWidth))
+            let top = (x: corners[0].x + (corners[1].x - corners[0].x) * u, y: corners[0].y + (corners[1].y - corners[0].y) * u)
+            let bottom = (x: corners[3].x + (corners[2].x - corners[3].x) * u, y: corners[3].y + (corners[2].y - corners[3].y) * u)
+            return Point(x: Int((top.x + (bottom.x - top.x) * v).rounded()), y: Int((top.y + (bottom.y - top.y) * v).rounded()))
+        }
+        let words = read.words.filter { $0.confidence >= Self.minimumRecognizerConfidence }.map { word in
+            let polygon = [toPage(word.x0, 0), toPage(word.x1, 0), toPage(word.x1, 1), toPage(word.x0, 1)]
+            return OCRWord(text: word.text, box: BoundingBox(around: polygon), confidence: word.confidence, polygon: polygon)
+        }
+        guard !words.isEmpty else { return nil }
+        let polygon = corners.map { Point(x: Int($0.x.rounded()), y: Int($0.y.rounded())) }
+        return OCRLine(text: words.map(\.text).joined(separator: " "), box: BoundingBox(around: polygon),
+                       confidence: Self.mean(words.map(\.confidence)), words: words, polygon: polygon)
+    }
+
+    /// Turns a packed image by 180° in place: its pixels in reverse order.
+    static func turnHalfway(_ image: inout lcv_image) {
+        guard let data = image.data else { return }
+        let channels = Int(image.channels), count = Int(image.width) * Int(image.height)
+        var front = 0, back = count - 1
+        while front < back {
+            for c in 0..<channels {
+                let kept = data[front * channels + c]
+                data[front * channels + c] = data[back * channels + c]
+                data[back * channels + c] = kept
+            }
+            front += 1
+            back -= 1
+        }
     }
 
     /// Reading order, and one line per row: regions whose vertical extents overlap by half the smaller height

@@ -8,10 +8,13 @@ import Foundation
 public struct DetectorModels: Sendable, Equatable {
     public var db: String?
     public var east: String?
+    /// The PP-OCR recogniser's files (`recognizer: ppocr`).
+    public var recognizer: RecognizerModels
 
-    public init(db: String?, east: String?) {
+    public init(db: String?, east: String?, recognizer: RecognizerModels = RecognizerModels(folder: nil, anglePath: nil)) {
         self.db = db
         self.east = east
+        self.recognizer = recognizer
     }
 
     /// The shipped DB model and a fetched EAST model, looked up under the working directory and under the
@@ -27,7 +30,10 @@ public struct DetectorModels: Sendable, Equatable {
             ]
             return candidates.first { FileManager.default.isReadableFile(atPath: $0) } ?? candidates[0]
         }
-        return DetectorModels(db: find(db, Self.dbRelativePath), east: find(east, Self.eastRelativePath))
+        let keys = RecognizerModels(folder: "", anglePath: nil).keysPath(in: RecognizerModels.folderRelativePath)
+        let folder = ((find(nil, keys) ?? keys) as NSString).deletingLastPathComponent
+        return DetectorModels(db: find(db, Self.dbRelativePath), east: find(east, Self.eastRelativePath),
+                              recognizer: RecognizerModels(folder: folder, anglePath: find(nil, RecognizerModels.angleRelativePath)))
     }
 
     public static let dbRelativePath = "deploy/models/ppocr-v4-det/ch_PP-OCRv4_det_infer.opencv46.onnx"
@@ -84,7 +90,7 @@ public struct TesseractEngineFactory: OCREngineFactory {
         let folder = URL(fileURLWithPath: handle.dataPath, isDirectory: true)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
         var paths = names.filter { $0.hasSuffix(".traineddata") }.sorted().map { folder.appendingPathComponent($0).path }
-        paths += [models.db, models.east].compactMap { $0 }
+        paths += [models.db, models.east].compactMap { $0 } + models.recognizer.files
         let digest = ModelDigest.of(paths)
         let leptonica: String = {
             guard let text = getLeptonicaVersion() else { return "unknown" }
@@ -93,6 +99,11 @@ public struct TesseractEngineFactory: OCREngineFactory {
         }()
         return "\(Self.version); \(leptonica); opencv \(String(cString: lcv_version())); \(PDFRasterizer.version); "
             + "lector-pipeline \(OCREngineRevision.pipeline); dpi \(pdfDPI); models \(digest)"
+    }
+
+    /// Tesseract always; PP-OCR when its models are installed.
+    public var availableRecognizers: Set<RecognizerKind> {
+        models.recognizer.isAvailable ? [.tesseract, .ppocr] : [.tesseract]
     }
 
     public func makeEngine() throws(OCRError) -> any OCREngine {
@@ -116,6 +127,7 @@ public final class TesseractEngine: OCREngine {
     private var handle: TesseractHandle?
     private var osd: TesseractHandle?
     private var detectors: [DetectorKey: TextDetector] = [:]
+    private var lineRecognizer: LineRecognizer?
     /// How many detector networks are loaded now (tests check that empty pages load none).
     var loadedDetectors: Int { detectors.count }
 
@@ -225,7 +237,8 @@ public final class TesseractEngine: OCREngine {
         let pix = try stages.measure("preprocess") { () throws(OCRError) in try preprocessor.apply(options.operations, to: decoded) }
         // The page as it is read, so that its boxes fit it once scaled.
         let preview = stages.measure("preview") { PagePreview(page: pix) }
-        var mode = options.mode
+        // PP-OCR reads every page through the detector: Tesseract's layout is not used.
+        var mode = options.recognizer == .ppocr ? .scene : options.mode
         // The classifier's thumbnail statistics also answer the blank-page check below: measured once.
         var features: PageClassifier.Features?
         if mode == .auto {
@@ -243,8 +256,13 @@ public final class TesseractEngine: OCREngine {
             var inspectTimes = StageTimes()
             var hocr: String?
             var renderer = pdf
+            // The thumbnail statistics, when `auto` has not measured them: a few milliseconds (P1: `classify`).
+            if features == nil { features = stages.measure("classify") { PageClassifier.features(pix) } }
+            let invertedReading = features.map(PageClassifier.mayHoldLightOnDark) ?? true
             let started = ContinuousClock.now
-            let page = try handle.recognize(pix.pointer, pageNumber: index + 1, cancellation: cancellation) { api in
+            let page = try handle.recognize(
+                pix.pointer, pageNumber: index + 1, invertedReading: invertedReading, cancellation: cancellation
+            ) { api in
                 if wantsHOCR { inspectTimes.measure("hocr") { hocr = TesseractHandle.hocr(api, pageIndex: index) } }
                 if let current = renderer {
                     let added = inspectTimes.measure("pdf") { current.add(api) }
@@ -268,7 +286,8 @@ public final class TesseractEngine: OCREngine {
                 return (page, wantsHOCR ? HOCR.page(page) : nil, preview, timing())
             }
             let page = try stages.measure("scene") { () throws(OCRError) -> OCRPage in
-                let reader = SceneReader(detector: try detector(options.detector, for: pix), tesseract: handle)
+                let reader = SceneReader(detector: try detector(options.detector, for: pix), tesseract: handle,
+                                         recognizer: options.recognizer == .ppocr ? try recognizer() : nil)
                 return try reader.read(pix, pageNumber: index + 1, cancellation: cancellation)
             }
             let hocr = wantsHOCR ? stages.measure("hocr") { HOCR.page(page) } : nil
@@ -290,6 +309,14 @@ public final class TesseractEngine: OCREngine {
         handle = nil
         let fresh = try TesseractHandle(dataPath: dataPath, language: language)
         handle = fresh
+        return fresh
+    }
+
+    private func recognizer() throws(OCRError) -> LineRecognizer {
+        if let lineRecognizer { return lineRecognizer }
+        guard models.recognizer.isAvailable else { throw RecognizerKind.ppocr.modelMissing }
+        let fresh = try LineRecognizer(models: models.recognizer)
+        lineRecognizer = fresh
         return fresh
     }
 
@@ -415,20 +442,34 @@ final class TesseractHandle {
     }
 
     /// Reads a page with Tesseract's own layout analysis. `inspect` sees the handle while the page's results are
-    /// still in it (for the hOCR and PDF renderers).
+    /// still in it (for the hOCR and PDF renderers). `invertedReading`: whether Tesseract reads each line of low
+    /// confidence a second time, inverted (`tessedit_do_invert`; only light text on a dark ground needs it).
     func recognize(
-        _ pix: UnsafeMutablePointer<PIX>, pageNumber: Int, cancellation: OCRCancellation,
+        _ pix: UnsafeMutablePointer<PIX>, pageNumber: Int, invertedReading: Bool = true, cancellation: OCRCancellation,
         inspect: (OpaquePointer) -> Void = { _ in }
     ) throws(OCRError) -> OCRPage {
         let width = Int(pixGetWidth(pix))
         let height = Int(pixGetHeight(pix))
         TessBaseAPISetPageSegMode(pointer, PSM_AUTO)
+        _ = TessBaseAPISetVariable(pointer, "tessedit_do_invert", invertedReading ? "1" : "0")
         TessBaseAPISetImage2(pointer, pix)
+        // The page is thresholded as given (a colour page per channel), but each line is recognised from the grey
+        // page Tesseract makes while thresholding, not cut from the colour original: with no original image,
+        // `Tesseract::BestPix` falls back to that grey page. Same pixels for the LSTM (it reads grey), a third of
+        // the bytes in the PNG Tesseract encodes and decodes for every line: ~6% of a receipt's recognition
+        // (BENCHMARKS.md, P1, seventh run).
+        TessBaseAPISetInputImage(pointer, nil)
         // Scans often carry no resolution; Tesseract then guesses and logs. 300 dpi is the common case.
         if pixGetXRes(pix) < 70 { TessBaseAPISetSourceResolution(pointer, 300) }
-        defer { TessBaseAPIClear(pointer) }
+        defer {
+            TessBaseAPISetInputImage(pointer, nil)
+            TessBaseAPIClear(pointer)
+        }
         try run(cancellation: cancellation, failure: "Tesseract could not recognise page \(pageNumber)")
         let lines = collectLines()
+        // The searchable PDF's renderer embeds the original image: it gets the page back (a reference, which
+        // Tesseract releases at the next image or when set to nil above).
+        TessBaseAPISetInputImage(pointer, pixClone(pix))
         inspect(pointer)
         return OCRPage(
             number: pageNumber, width: width, height: height, mode: .document, lines: lines,
@@ -438,6 +479,8 @@ final class TesseractHandle {
     /// Reads one upright line of text (page segmentation mode 7); boxes are in the line image's pixels.
     func recognizeLine(_ pix: UnsafeMutablePointer<PIX>, cancellation: OCRCancellation) throws(OCRError) -> OCRLine? {
         TessBaseAPISetPageSegMode(pointer, PSM_SINGLE_LINE)
+        // Scene regions are often light on dark: always read inverted too (a document page may have turned it off).
+        _ = TessBaseAPISetVariable(pointer, "tessedit_do_invert", "1")
         TessBaseAPISetImage2(pointer, pix)
         TessBaseAPISetSourceResolution(pointer, 300)
         defer { TessBaseAPIClear(pointer) }

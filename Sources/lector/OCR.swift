@@ -23,6 +23,8 @@ struct OCR: AsyncParsableCommand {
     @Option(help: "auto, document or scene.") var mode: PipelineMode = .auto
     @Option(help: "txt (or text), json, hocr or pdf (pdf: document pages only).") var format: Format = .text
     @Option(help: "Text detector of the scene pipeline: db or east.") var detector: DetectorKind = .db
+    @Option(help: "What reads each line: tesseract, or ppocr (every page through the detector; Latin-script languages).")
+    var recognizer: RecognizerKind = .tesseract
     @Option(help: "Preprocessing, comma-separated, in order: deskew, orient, grayscale, binarize[:otsu|adaptive], denoise, scale[:factor].")
     var operations: String?
     @Option(help: "Write <name>.<format> for each file into this folder instead of printing (required for several files).")
@@ -38,12 +40,14 @@ struct OCR: AsyncParsableCommand {
         let engines = Runtime.engineFactory(settings)
         // hOCR and the PDF are rendered only when asked for (they cost a good share of a page's time).
         let formats: [ResultFormat] = format == .hocr ? [.hocr] : format == .pdf ? [.pdf] : []
-        var options = OCROptions(lang: lang ?? settings.defaultLanguage, mode: mode, detector: detector, formats: formats)
+        var options = OCROptions(lang: lang ?? settings.defaultLanguage, mode: mode, detector: detector, formats: formats,
+                                  recognizer: recognizer)
         do {
             options.operations = try (operations ?? "").split(separator: ",").map {
                 try PreprocessingOperation(parsing: $0.trimmingCharacters(in: .whitespaces))
             }
-            try options.validate(availableLanguages: try engines.availableLanguages(), availableDetectors: engines.models.available)
+            try options.validate(availableLanguages: try engines.availableLanguages(), availableDetectors: engines.models.available,
+                                 availableRecognizers: engines.availableRecognizers)
         } catch let error as OCRError {
             throw ValidationError(error.message)
         }
@@ -94,3 +98,4 @@ struct OCR: AsyncParsableCommand {
 
 extension PipelineMode: ExpressibleByArgument {}
 extension DetectorKind: ExpressibleByArgument {}
+extension RecognizerKind: ExpressibleByArgument {}

@@ -19,11 +19,12 @@ struct Serve: AsyncParsableCommand {
         try await Runtime.withStorage(settings, slots: nil, logger: logger) { storage, storageServices in
             let signingKey = try await Runtime.signingKey(settings, storage: storage)
             let engines = Runtime.engineFactory(settings)
-            let dependencies = APIDependencies(
+            var dependencies = APIDependencies(
                 jobs: JobStore(client: client, logger: logger), keys: KeyStore(client: client, logger: logger),
                 storage: storage, signer: ResultLinkSigner(key: signingKey, ttl: settings.resultLinkTTL),
                 waiters: WaitRegistry(), settings: settings, supportedTypes: engines.supportedTypes,
                 availableLanguages: try engines.availableLanguages(), availableDetectors: engines.models.available)
+            dependencies.availableRecognizers = engines.availableRecognizers
             // The store's HTTP client after the database and before its users: it is shut down after them.
             let group = ServiceGroup(configuration: .init(
                 services: [.init(service: client)] + storageServices + buildAPIServices(dependencies: dependencies, logger: logger),

@@ -217,6 +217,131 @@ struct PipelineTests {
         }
     }
 
+    @Test("the inverted reading's check: dark bands and boxes keep it, dark text on paper does not")
+    func darkAreaCheck() throws {
+        func features(_ image: Data) throws -> PageClassifier.Features {
+            let pages = try PageImages(document: OCRDocument(data: image, type: .png), limits: OCRLimits(maxPagePixels: 20_000_000, maxPages: 1))
+            return try #require(PageClassifier.features(try pages.page(0)))
+        }
+        // Dark text only, on white and on pale yellow paper, even a large bold heading: the check skips it.
+        let plain = try features(TestImages.render(Self.lines))
+        #expect(!PageClassifier.mayHoldLightOnDark(plain), "\(plain)")
+        let yellow = try features(Self.transform(TestImages.render(Self.lines), ["-fill", "#f5eec0", "-opaque", "white"]))
+        #expect(!PageClassifier.mayHoldLightOnDark(yellow), "\(yellow)")
+        let heading = try features(Self.page(["-font", "DejaVu-Sans-Bold", "-pointsize", "40", "-annotate", "+60+200", "STATEMENT",
+                                              "-font", "DejaVu-Sans", "-pointsize", "30", "-annotate", "+60+320", "Account 1234 5678"]))
+        #expect(!PageClassifier.mayHoldLightOnDark(heading), "\(heading)")
+        // Display type as thick as a band keeps it too: a false alarm costs time, never text.
+        let display = try features(Self.page(["-font", "DejaVu-Sans-Bold", "-pointsize", "96", "-annotate", "+60+200", "STATEMENT"]))
+        #expect(PageClassifier.mayHoldLightOnDark(display), "\(display)")
+        // White text on black bands, and a table header band 6 mm high on a 300 dpi A4 page: the check keeps it.
+        let bands = try features(Self.invertedBandsPage())
+        #expect(PageClassifier.mayHoldLightOnDark(bands), "\(bands)")
+        let thinBand = try features(Self.page([
+            "-pointsize", "30", "-annotate", "+200+300", "A letter with a thin header band",
+            "-draw", "rectangle 150,400 2300,470", "-fill", "white", "-pointsize", "40", "-annotate", "+200+455", "ITEM QTY PRICE",
+        ], size: "2480x3508"))
+        #expect(PageClassifier.mayHoldLightOnDark(thinBand), "\(thinBand)")
+    }
+
+    /// A white page drawn with ImageMagick arguments (black DejaVu Sans unless they say otherwise).
+    static func page(_ drawing: [String], size: String = "1200x800") throws -> Data {
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("lector-\(UUID().uuidString).png")
+        defer { try? FileManager.default.removeItem(at: output) }
+        try TestImages.runTool(TestImages.convert, ["-size", size, "xc:white", "-font", "DejaVu-Sans", "-fill", "black"]
+            + drawing + ["-depth", "8", "png:\(output.path)"])
+        return try Data(contentsOf: output)
+    }
+
+    @Test("a colour page is read from Tesseract's grey page, and its searchable PDF still shows it in colour")
+    func colourPageAndPDF() throws {
+        let engine = try Self.engine()
+        let page = try Self.page([
+            "-fill", "#1030a0", "-pointsize", "44", "-annotate", "+40+90", "Blue ink on a red ribbon",
+            "-fill", "#c02020", "-draw", "rectangle 0,200 1200,260", "-fill", "black", "-annotate", "+40+360", "Invoice number 4217 total",
+        ])
+        let result = try Self.recognize(engine, page, OCROptions(lang: "eng", mode: .document, formats: [.pdf]))
+        #expect(result.text.contains("Blue ink on a red ribbon") && result.text.contains("Invoice number 4217 total"), "\(result.text)")
+        let pdf = try #require(result.renderings.pdf)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("lector-\(UUID().uuidString).pdf")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try pdf.write(to: file)
+        // pdfimages -list: one image, colour space "rgb" (a grey page would say "gray").
+        let images = try TestImages.output("/usr/bin/pdfimages", ["-list", file.path])
+        let rows = images.split(separator: "\n").dropFirst(2)
+        #expect(rows.count == 1 && rows.first?.split(separator: " ", omittingEmptySubsequences: true)[5] == "rgb", "\(images)")
+        // The same page again reads the same: nothing of the previous page's images stays in the handle.
+        let again = try Self.recognize(engine, page, OCROptions(lang: "eng", mode: .document))
+        #expect(again.text == result.text)
+    }
+
+    // MARK: the PP-OCR recogniser
+
+    @Test("recognizer ppocr: lines read through the detector and PP-OCRv6, word boxes from CTC's time steps, pages upside down turned")
+    func ppocrRecognizer() throws {
+        let engine = try Self.engine()
+        let page = try TestImages.render(Self.lines)
+        let options = OCROptions(lang: "eng", mode: .document, recognizer: .ppocr)
+        let result = try Self.recognize(engine, page, options)
+        #expect(result.pages[0].mode == .scene, "ppocr reads every page through the detector")
+        for line in Self.lines { #expect(result.text.contains(line), "\(result.text)") }
+        // Word boxes, not line boxes: each word of the first line in order, inside the line, not overlapping.
+        let first = try #require(result.pages[0].lines.first { $0.text == Self.lines[0] })
+        #expect(first.words.map(\.text) == Self.lines[0].split(separator: " ").map(String.init))
+        for (a, b) in zip(first.words, first.words.dropFirst()) {
+            #expect(a.box.x + a.box.width <= b.box.x + 2, "\(a.box) then \(b.box)")
+        }
+        let widest = first.words.map(\.box.width).max() ?? 0
+        #expect(widest < first.box.width / 2, "\(first.words.map(\.box))")
+        // "quick" starts near a fifth of the line ("The " before it), rendered at x = 40 on a 1200-px page.
+        let quick = try #require(first.words.first { $0.text == "quick" })
+        #expect(abs(quick.box.x - 150) < 45, "\(quick.box)")
+        #expect(first.words.allSatisfy { $0.confidence > 80 && $0.polygon.count == 4 }, "\(first.words)")
+
+        // The same page upside down: the angle classifier turns each region, and words come back in reading order.
+        let turned = try Self.recognize(engine, try Self.transform(page, ["-rotate", "180"]), options)
+        for line in Self.lines { #expect(turned.text.contains(line), "\(turned.text)") }
+
+        // A searchable PDF is Tesseract's layout only; the text is the same whatever the formats.
+        #expect(try Self.recognize(engine, page, OCROptions(lang: "eng", formats: [.pdf], recognizer: .ppocr)).renderings.pdf == nil)
+    }
+
+    @Test("recognizer ppocr is refused for scripts its character set lacks and when its models are missing")
+    func ppocrRefusals() throws {
+        let options = OCROptions(lang: "eng+chi_sim", recognizer: .ppocr)
+        do {
+            try options.validate(availableLanguages: ["eng", "chi_sim"])
+            Issue.record("chi_sim passed")
+        } catch { #expect(error.message.contains("Latin-script") && error.message.contains("chi_sim"), "\(error)") }
+        do {
+            try OCROptions(lang: "eng", recognizer: .ppocr).validate(availableLanguages: ["eng"], availableRecognizers: [.tesseract])
+            Issue.record("missing models passed")
+        } catch { #expect(error.message.contains("ppocr-v6-rec"), "\(error)") }
+        // An engine without the files fails the job with the same reason, at once.
+        let missing = DetectorModels(db: DetectorModels.discover().db, east: nil,
+                                     recognizer: RecognizerModels(folder: "/nonexistent", anglePath: nil))
+        let engine = try TesseractEngineFactory(dataPath: nil, limits: OCRLimits(maxPagePixels: 20_000_000, maxPages: 2), models: missing).makeEngine()
+        do {
+            _ = try Self.recognize(engine, try TestImages.render(["no models here"]), OCROptions(lang: "eng", recognizer: .ppocr))
+            Issue.record("read without models")
+        } catch let error as OCRError { #expect(error.kind == .unsupportedOption && !error.isTransient, "\(error)") }
+    }
+
+    @Test("CTC decoding: repeats collapse, blanks separate doubled letters, spaces split words with their extents")
+    func ctcDecoding() throws {
+        let characters = ["a", "b", "l", "o", "t"]
+        // steps:      0  1  2  3  4  5  6  7  8  9  10
+        // classes:    b  o  o  t  ␣  a  l  _  l  _  _       (_ blank = 0, ␣ space = 6)
+        let classes = [2, 4, 4, 5, 6, 1, 3, 0, 3, 0, 0]
+        let probabilities: [Float] = [0.9, 0.8, 0.1, 0.7, 0.99, 0.6, 0.5, 0.9, 0.4, 0.9, 0.9]
+        let line = try #require(LineRecognizer.decode(classes: classes, probabilities: probabilities, stepWidth: 10,
+                                                     cropWidth: 110, characters: characters))
+        #expect(line.text == "bot all")
+        #expect(line.words.map(\.x0) == [0, 45] && line.words.map(\.x1) == [45, 95], "\(line.words)")
+        #expect(line.words[0].confidence == 80 && line.words[1].confidence == 50, "first step of each run: \(line.words)")
+        #expect(LineRecognizer.decode(classes: [0, 0, 6], probabilities: [1, 1, 1], stepWidth: 8, cropWidth: 24, characters: characters) == nil)
+    }
+
     @Test("asking for EAST without its model fails the job with the way to install it")
     func eastMissing() throws {
         let models = DetectorModels.discover(east: "/nonexistent/frozen_east_text_detection.pb")
@@ -324,7 +449,7 @@ struct PipelineTests {
         let both = try Self.recognize(engine, page, OCROptions(lang: "eng", mode: .document, formats: [.pdf, .hocr]))
         #expect(both.renderings.hocr != nil && both.renderings.pdf?.starts(with: Data("%PDF-".utf8)) == true)
         #expect(both.stages.seconds["pdf"] != nil && both.stages.seconds["hocr"] != nil, "\(both.stages)")
-        #expect(both.stages.seconds["classify"] == nil, "mode document skips the classifier")
+        #expect(both.stages.seconds["classify"] != nil, "mode document measures the thumbnail too (the inverted reading's check)")
     }
 
     @Test("through a slot, the result's stage times also hold the hop to the slot's thread and the engine's untimed work")

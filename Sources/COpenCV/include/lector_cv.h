@@ -1,5 +1,6 @@
 /*
- * lector_cv.h - C API over OpenCV 4.6 DNN for scene/document TEXT DETECTION.
+ * lector_cv.h - C API over OpenCV 4.6 DNN for TEXT DETECTION and CTC LINE
+ * RECOGNITION.
  *
  * Pure C header (usable from C, C++ and Swift through a module map). The
  * implementation is C++17 (src/lector_cv.cpp) and links only
@@ -162,6 +163,53 @@ int lcv_east_decode(const float *scores, const float *geometry, int map_h, int m
  * input. Release with lcv_image_free(). */
 int lcv_crop_quad(const lcv_image *img, const lcv_quad *q, lcv_image *out,
                   char *err, size_t errlen);
+
+/* ---- line recognition (CTC, e.g. PP-OCRv6 rec rewritten by tools/ppocr) ---- */
+
+typedef struct lcv_rec lcv_rec;
+
+/* Load a CTC line recogniser made of `count` ONNX networks, one per fixed
+ * input width: model_paths[i] takes 1 x 3 x `height` x widths[i] (widths
+ * strictly increasing multiples of 8, at most 4096) and gives
+ * 1 x widths[i]/8 x num_classes LOGITS (no softmax; class 0 is the CTC
+ * blank). The smallest network is loaded and test-run here; the others on
+ * their first use (their files must be readable now). Like lcv_net, one
+ * lcv_rec must be used by one thread at a time. */
+int lcv_rec_load(const char *const *model_paths, const int *widths, int count, int height,
+                 lcv_rec **out, char *err, size_t errlen);
+
+void lcv_rec_free(lcv_rec *rec); /* NULL-safe */
+
+/* The number of time steps of the widest network (the capacity that
+ * lcv_recognize needs), and the number of classes. */
+int lcv_rec_max_steps(const lcv_rec *rec);
+int lcv_rec_classes(const lcv_rec *rec);
+
+/* Recognise one upright line crop (1, 3 or 4 channels; 3 and 4 are BGR(A)).
+ * The crop is resized to `height` rows keeping its aspect ratio (bilinear),
+ * normalised to (px/255 - 0.5) / 0.5 in BGR order, and right-padded with 0
+ * to the smallest width that fits it (squeezed to the widest when none
+ * does). For each of the *steps time steps that cover the crop, classes[t]
+ * is the most likely class and probs[t] its probability (softmax over the
+ * step's logits); `capacity` must be >= lcv_rec_max_steps(). One step covers
+ * *step_width pixels of the crop (its own width / *steps, at most). */
+int lcv_recognize(lcv_rec *rec, const lcv_image *crop, int *classes, float *probs, int capacity,
+                  int *steps, float *step_width, char *err, size_t errlen);
+
+/* ---- text angle (0 or 180 degrees) --------------------------------------- */
+
+typedef struct lcv_angle lcv_angle;
+
+/* Load a 2-class text-angle classifier (ONNX, input 1 x 3 x 48 x 192,
+ * output 1 x 2 probabilities of 0 and 180 degrees; e.g. PaddleOCR's
+ * ch_ppocr_mobile_v2.0_cls rewritten by tools/ppocr/rewrite_cls.py). */
+int lcv_angle_load(const char *model_path, lcv_angle **out, char *err, size_t errlen);
+
+void lcv_angle_free(lcv_angle *angle); /* NULL-safe */
+
+/* The probability that the crop is upside down (preprocessed as for
+ * lcv_recognize, at 48 x 192). */
+int lcv_angle_p180(lcv_angle *angle, const lcv_image *crop, float *p180, char *err, size_t errlen);
 
 #ifdef __cplusplus
 } /* extern "C" */
