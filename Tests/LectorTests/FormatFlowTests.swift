@@ -24,6 +24,8 @@ struct FormatFlowTests {
                     (#"{"operations": ["deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew","deskew"]}"#, "at most 16"),
                     (#"{"detector": "yolo"}"#, "detector must be one of"),
                     (#"{"mode": "scene", "detector": "east"}"#, "lector models fetch east"),
+                    (#"{"recognizer": "abbyy"}"#, "recognizer must be one of: tesseract, ppocr"),
+                    (#"{"recognizer": true}"#, "options.recognizer must be a string"),
                     (#"{"formats": ["json", "docx"]}"#, "unknown format \"docx\""),
                     (#"{"formats": "pdf"}"#, "options.formats must be an array of strings"),
                     (#"{"formats": [1]}"#, "options.formats must be an array of strings"),
@@ -89,7 +91,19 @@ struct FormatFlowTests {
                     uri: "/v1/jobs?mode=document&formats=txt,pdf", method: .post,
                     headers: [.authorization: "Bearer \(user.token)", .contentType: "image/png"], body: ByteBuffer(bytes: page))
                 let raw = try #require(rawAnswer.json["id"] as? String)
+                // The PP-OCR recogniser, asked for in the query: every page through the detector.
+                let ppocrAnswer = try await client.execute(
+                    uri: "/v1/jobs?recognizer=ppocr&formats=pdf", method: .post,
+                    headers: [.authorization: "Bearer \(user.token)", .contentType: "image/png"], body: ByteBuffer(bytes: page))
+                let ppocr = try #require(ppocrAnswer.json["id"] as? String)
                 try await harness.withWorker {
+                    let read = try await fetch(ppocr, "json")
+                    #expect(read.0 == .ok)
+                    let readResult = try JSONSerialization.jsonObject(with: read.2) as? [String: Any]
+                    #expect((readResult?["pages"] as? [[String: Any]])?.first?["mode"] as? String == "scene")
+                    #expect((readResult?["text"] as? String)?.contains("Searchable output works") == true, "\(readResult?["text"] ?? "")")
+                    #expect(try await fetch(ppocr, "pdf").1 == "format_unavailable", "no Tesseract layout, no searchable PDF")
+
                     let hocr = try await fetch(document, "hocr")
                     #expect(hocr.0 == .ok && hocr.1?.hasPrefix("text/vnd.hocr+html") == true)
                     #expect(String(decoding: hocr.2, as: UTF8.self).contains(">Searchable</span>"))
