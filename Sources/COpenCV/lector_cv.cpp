@@ -681,7 +681,7 @@ const int kAngleHeight = 48;
 cv::Mat line_blob(const cv::Mat &crop, int height, int width, int *used) {
     const cv::Mat bgr = to_bgr(crop);
     const double ratio = static_cast<double>(bgr.cols) / bgr.rows;
-    const int w = std::clamp(static_cast<int>(std::ceil(height * ratio)), 1, width);
+    const int w = static_cast<int>(std::clamp(std::ceil(height * ratio), 1.0, static_cast<double>(width)));
     cv::Mat resized;
     cv::resize(bgr, resized, cv::Size(w, height), 0, 0, cv::INTER_LINEAR);
     const int dims[4] = {1, 3, height, width};
@@ -782,7 +782,7 @@ int lcv_recognize(lcv_rec *rec, const lcv_image *crop, int *classes, float *prob
         if (capacity < lcv_rec_max_steps(rec)) fail(LCV_EINVAL, "capacity %d < %d steps", capacity, lcv_rec_max_steps(rec));
         const cv::Mat src = wrap_image(crop);
         const double ratio = static_cast<double>(src.cols) / src.rows;
-        const int wanted = static_cast<int>(std::ceil(rec->height * ratio));
+        const double wanted = std::ceil(rec->height * ratio);
         size_t index = rec->widths.size() - 1;
         for (size_t i = 0; i < rec->widths.size(); ++i) {
             if (rec->widths[i] >= wanted) {

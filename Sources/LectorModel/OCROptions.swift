@@ -136,6 +136,14 @@ public struct OCROptions: Sendable, Codable, Equatable {
         }
         if recognizer == .ppocr {
             guard availableRecognizers.contains(.ppocr) else { throw recognizer.modelMissing }
+            guard !formats.contains(.pdf) else {
+                throw OCRError(.unsupportedOption,
+                    "recognizer ppocr makes no searchable PDF (the PDF is Tesseract's layout): drop pdf from formats, or use recognizer tesseract")
+            }
+            guard mode != .document else {
+                throw OCRError(.unsupportedOption,
+                    "recognizer ppocr reads every page through the text detector: use mode auto or scene, or recognizer tesseract for mode document")
+            }
             if let other = codes.first(where: { !RecognizerKind.ppocrLanguages.contains($0) }) {
                 throw OCRError(.unsupportedOption,
                     "recognizer ppocr reads Latin-script languages only, not \"\(other)\": use recognizer tesseract")

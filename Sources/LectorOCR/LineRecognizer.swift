@@ -43,7 +43,7 @@ final class LineRecognizer {
             throw RecognizerKind.ppocr.modelMissing
         }
         // One character per line; the file ends with a newline.
-        var characters = keys.components(separatedBy: "\n")
+        var characters = keys.components(separatedBy: "\n").map { $0.hasSuffix("\r") ? String($0.dropLast()) : $0 }
         if characters.last == "" { characters.removeLast() }
         let paths = Self.widths.map { models.networkPath(in: folder, width: $0) }
         var handle: OpaquePointer?

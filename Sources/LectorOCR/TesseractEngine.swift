@@ -455,10 +455,11 @@ final class TesseractHandle {
         TessBaseAPISetImage2(pointer, pix)
         // The page is thresholded as given (a colour page per channel), but each line is recognised from the grey
         // page Tesseract makes while thresholding, not cut from the colour original: with no original image,
-        // `Tesseract::BestPix` falls back to that grey page. Same pixels for the LSTM (it reads grey), a third of
+        // `Tesseract::BestPix` falls back to that grey page. Same grey for the LSTM (it reads grey), a third of
         // the bytes in the PNG Tesseract encodes and decodes for every line: ~6% of a receipt's recognition
-        // (BENCHMARKS.md, P1, seventh run).
-        TessBaseAPISetInputImage(pointer, nil)
+        // (BENCHMARKS.md, P1, seventh run). One language only: Tesseract gives its grey page to the first language
+        // alone, and the others would fall back to the black-and-white page.
+        if !language.contains("+") { TessBaseAPISetInputImage(pointer, nil) }
         // Scans often carry no resolution; Tesseract then guesses and logs. 300 dpi is the common case.
         if pixGetXRes(pix) < 70 { TessBaseAPISetSourceResolution(pointer, 300) }
         defer {

@@ -26,6 +26,8 @@ struct FormatFlowTests {
                     (#"{"mode": "scene", "detector": "east"}"#, "lector models fetch east"),
                     (#"{"recognizer": "abbyy"}"#, "recognizer must be one of: tesseract, ppocr"),
                     (#"{"recognizer": true}"#, "options.recognizer must be a string"),
+                    (#"{"recognizer": "ppocr", "formats": ["pdf"]}"#, "recognizer ppocr makes no searchable PDF"),
+                    (#"{"recognizer": "ppocr", "mode": "document"}"#, "use mode auto or scene"),
                     (#"{"formats": ["json", "docx"]}"#, "unknown format \"docx\""),
                     (#"{"formats": "pdf"}"#, "options.formats must be an array of strings"),
                     (#"{"formats": [1]}"#, "options.formats must be an array of strings"),
@@ -93,7 +95,7 @@ struct FormatFlowTests {
                 let raw = try #require(rawAnswer.json["id"] as? String)
                 // The PP-OCR recogniser, asked for in the query: every page through the detector.
                 let ppocrAnswer = try await client.execute(
-                    uri: "/v1/jobs?recognizer=ppocr&formats=pdf", method: .post,
+                    uri: "/v1/jobs?recognizer=ppocr", method: .post,
                     headers: [.authorization: "Bearer \(user.token)", .contentType: "image/png"], body: ByteBuffer(bytes: page))
                 let ppocr = try #require(ppocrAnswer.json["id"] as? String)
                 try await harness.withWorker {

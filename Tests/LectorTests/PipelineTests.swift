@@ -228,13 +228,23 @@ struct PipelineTests {
         #expect(!PageClassifier.mayHoldLightOnDark(plain), "\(plain)")
         let yellow = try features(Self.transform(TestImages.render(Self.lines), ["-fill", "#f5eec0", "-opaque", "white"]))
         #expect(!PageClassifier.mayHoldLightOnDark(yellow), "\(yellow)")
-        let heading = try features(Self.page(["-font", "DejaVu-Sans-Bold", "-pointsize", "40", "-annotate", "+60+200", "STATEMENT",
+        let heading = try features(Self.page(["-font", "DejaVu-Sans-Bold", "-pointsize", "28", "-annotate", "+60+200", "STATEMENT",
                                               "-font", "DejaVu-Sans", "-pointsize", "30", "-annotate", "+60+320", "Account 1234 5678"]))
         #expect(!PageClassifier.mayHoldLightOnDark(heading), "\(heading)")
         // Display type as thick as a band keeps it too: a false alarm costs time, never text.
         let display = try features(Self.page(["-font", "DejaVu-Sans-Bold", "-pointsize", "96", "-annotate", "+60+200", "STATEMENT"]))
         #expect(PageClassifier.mayHoldLightOnDark(display), "\(display)")
         // White text on black bands, and a table header band 6 mm high on a 300 dpi A4 page: the check keeps it.
+        // White text on an Office-blue header (luminance ~110) on a page that also has a black logo.
+        let blue = try features(Self.page([
+            "-draw", "rectangle 40,40 140,140", "-pointsize", "30", "-annotate", "+200+100", "Invoice 2041",
+            "-fill", "#4472C4", "-draw", "rectangle 0,200 1200,250", "-fill", "white", "-annotate", "+40+235", "ITEM QTY PRICE",
+        ]))
+        #expect(PageClassifier.mayHoldLightOnDark(blue), "\(blue)")
+        // A band at the very bottom edge.
+        let footer = try features(Self.page(["-pointsize", "30", "-annotate", "+40+100", "Thank you",
+                                             "-draw", "rectangle 0,770 1200,800", "-fill", "white", "-pointsize", "20", "-annotate", "+40+792", "PAID"]))
+        #expect(PageClassifier.mayHoldLightOnDark(footer), "\(footer)")
         let bands = try features(Self.invertedBandsPage())
         #expect(PageClassifier.mayHoldLightOnDark(bands), "\(bands)")
         let thinBand = try features(Self.page([
@@ -281,7 +291,7 @@ struct PipelineTests {
     func ppocrRecognizer() throws {
         let engine = try Self.engine()
         let page = try TestImages.render(Self.lines)
-        let options = OCROptions(lang: "eng", mode: .document, recognizer: .ppocr)
+        let options = OCROptions(lang: "eng", mode: .scene, recognizer: .ppocr)
         let result = try Self.recognize(engine, page, options)
         #expect(result.pages[0].mode == .scene, "ppocr reads every page through the detector")
         for line in Self.lines { #expect(result.text.contains(line), "\(result.text)") }
@@ -302,8 +312,9 @@ struct PipelineTests {
         let turned = try Self.recognize(engine, try Self.transform(page, ["-rotate", "180"]), options)
         for line in Self.lines { #expect(turned.text.contains(line), "\(turned.text)") }
 
-        // A searchable PDF is Tesseract's layout only; the text is the same whatever the formats.
-        #expect(try Self.recognize(engine, page, OCROptions(lang: "eng", formats: [.pdf], recognizer: .ppocr)).renderings.pdf == nil)
+        // Auto reads through the detector too; a searchable PDF is Tesseract's layout only (refused at submit).
+        let auto = try Self.recognize(engine, page, OCROptions(lang: "eng", formats: [.pdf], recognizer: .ppocr))
+        #expect(auto.renderings.pdf == nil && auto.pages[0].mode == .scene && auto.text == result.text)
     }
 
     @Test("recognizer ppocr is refused for scripts its character set lacks and when its models are missing")
