@@ -49,7 +49,7 @@ struct UploadParser {
     let supportedTypes: Set<DocumentType>
     let availableLanguages: Set<String>
     let availableDetectors: Set<DetectorKind>
-    var availableRecognizers: Set<RecognizerKind> = Set(RecognizerKind.allCases)
+    let availableRecognizers: Set<RecognizerKind>
     let defaultLanguage: String
     let spoolDirectory: String
     var callbackPolicy = CallbackURLPolicy(allowPrivate: false)

@@ -207,14 +207,14 @@ extension Components {
             ///
             /// - Remark: Generated from `#/components/schemas/Options/detector`.
             public var detector: Components.Schemas.Options.DetectorPayload?
-            /// What reads each line: tesseract (Tesseract 5; document pages keep its page layout), or ppocr (the PP-OCRv6 recogniser: every page through the text detector, then each region read as a line; Latin-script languages only; no searchable PDF).
+            /// What reads each line: tesseract (Tesseract 5; document pages keep its page layout), or ppocr (the PP-OCRv6 recogniser: every page through the text detector, then each region read as a line; Latin-script languages only; with mode auto or scene, and without the pdf format).
             ///
             /// - Remark: Generated from `#/components/schemas/Options/recognizer`.
             @frozen public enum RecognizerPayload: String, Codable, Hashable, Sendable, CaseIterable {
                 case tesseract = "tesseract"
                 case ppocr = "ppocr"
             }
-            /// What reads each line: tesseract (Tesseract 5; document pages keep its page layout), or ppocr (the PP-OCRv6 recogniser: every page through the text detector, then each region read as a line; Latin-script languages only; no searchable PDF).
+            /// What reads each line: tesseract (Tesseract 5; document pages keep its page layout), or ppocr (the PP-OCRv6 recogniser: every page through the text detector, then each region read as a line; Latin-script languages only; with mode auto or scene, and without the pdf format).
             ///
             /// - Remark: Generated from `#/components/schemas/Options/recognizer`.
             public var recognizer: Components.Schemas.Options.RecognizerPayload?
@@ -259,7 +259,7 @@ extension Components {
             ///   - lang: Languages joined by '+', e.g. eng+deu (GET /v1/languages lists them).
             ///   - mode: auto: classify each page before OCR; document: Tesseract's page layout (scans); scene: text detection, then each region read as a line (photos).
             ///   - detector: The scene pipeline's text detector; east only where its model was installed (`lector models fetch east`).
-            ///   - recognizer: What reads each line: tesseract (Tesseract 5; document pages keep its page layout), or ppocr (the PP-OCRv6 recogniser: every page through the text detector, then each region read as a line; Latin-script languages only; no searchable PDF).
+            ///   - recognizer: What reads each line: tesseract (Tesseract 5; document pages keep its page layout), or ppocr (the PP-OCRv6 recogniser: every page through the text detector, then each region read as a line; Latin-script languages only; with mode auto or scene, and without the pdf format).
             ///   - operations: Preprocessing applied in order to every page: deskew, orient, grayscale, binarize[:otsu|adaptive], denoise, scale[:factor 0.25-4, default 2].
             ///   - callbackUrl: Where to POST the job's end (id, status, reason, links), signed the Standard Webhooks way with the user's webhook secret. https only; no user name or password; a host that is, or resolves to, a private, loopback, link-local, unspecified, multicast or CGNAT address is refused (400 invalid_callback_url), unless the server sets LECTOR_WEBHOOK_ALLOW_PRIVATE. Not an engine option: the job's `options` do not show it. Default: the key's callback URL, if set (`lector keys webhook`).
             ///   - priority: Scheduling, not an engine option: 0-9, higher first among the caller's own queued jobs, oldest first within a priority. Users still take turns at the queue: a priority orders one user's work, it never puts one user ahead of another. Submit only (a re-OCR refuses it).

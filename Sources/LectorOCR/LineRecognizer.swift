@@ -169,23 +169,27 @@ public struct RecognizerModels: Sendable, Equatable {
     public static let folderRelativePath = "deploy/models/ppocr-v6-rec"
     public static let angleRelativePath = "deploy/models/ppocr-cls/ch_ppocr_mobile_v2.0_cls_mobile.opencv46.onnx"
 
+    /// The character list's file name inside `folder`.
+    public static let keysFileName = "PP-OCRv6_rec_small.latin.keys.txt"
+
     func networkPath(in folder: String, width: Int) -> String {
         "\(folder)/PP-OCRv6_rec_small.opencv46.w\(width).latin.logits.onnx"
     }
 
-    func keysPath(in folder: String) -> String { "\(folder)/PP-OCRv6_rec_small.latin.keys.txt" }
+    func keysPath(in folder: String) -> String { "\(folder)/\(Self.keysFileName)" }
+
+    /// The networks and the character list: what the recogniser cannot run without.
+    private var required: [String] {
+        guard let folder else { return [] }
+        return LineRecognizer.widths.map { networkPath(in: folder, width: $0) } + [keysPath(in: folder)]
+    }
 
     /// Every file the recogniser reads (for the engine's identity).
-    var files: [String] {
-        guard let folder else { return [] }
-        return LineRecognizer.widths.map { networkPath(in: folder, width: $0) } + [keysPath(in: folder)] + [anglePath].compactMap { $0 }
-    }
+    var files: [String] { required + [anglePath].compactMap { $0 } }
 
     /// Whether every network and the character list are readable.
     public var isAvailable: Bool {
-        guard let folder else { return false }
-        return ([keysPath(in: folder)] + LineRecognizer.widths.map { networkPath(in: folder, width: $0) })
-            .allSatisfy { FileManager.default.isReadableFile(atPath: $0) }
+        folder != nil && required.allSatisfy { FileManager.default.isReadableFile(atPath: $0) }
     }
 }
 

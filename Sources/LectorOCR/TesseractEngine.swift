@@ -30,7 +30,8 @@ public struct DetectorModels: Sendable, Equatable {
             ]
             return candidates.first { FileManager.default.isReadableFile(atPath: $0) } ?? candidates[0]
         }
-        let keys = RecognizerModels(folder: "", anglePath: nil).keysPath(in: RecognizerModels.folderRelativePath)
+        // The recogniser's folder: where its character list is found.
+        let keys = RecognizerModels.folderRelativePath + "/" + RecognizerModels.keysFileName
         let folder = ((find(nil, keys) ?? keys) as NSString).deletingLastPathComponent
         return DetectorModels(db: find(db, Self.dbRelativePath), east: find(east, Self.eastRelativePath),
                               recognizer: RecognizerModels(folder: folder, anglePath: find(nil, RecognizerModels.angleRelativePath)))
