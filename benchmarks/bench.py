@@ -100,6 +100,7 @@ class Service:
                                   capture_output=True, text=True).stdout.strip()
         self.api = subprocess.Popen([LECTOR, "serve"], env=self.env, stderr=subprocess.DEVNULL)
         self.workers = []
+        self._connections = __import__("threading").local()
         self.base = f"http://127.0.0.1:{HTTP_PORT}"
         for _ in range(100):
             try:
@@ -116,23 +117,55 @@ class Service:
         self.workers.append(subprocess.Popen([LECTOR, "work"], env=env, stderr=log or subprocess.DEVNULL))
 
     def submit(self, data, query=""):
+        """Submits a document; returns the job's id. One kept-alive connection per calling thread, as an HTTP
+        client library or `lector submit` keeps: a connection per job cost the API and this client CPU that the
+        measured side paid for on a 2-core machine."""
+        import http.client
+        import json
         # reuse=false: rounds repeat the same documents, and every one must be read (not reused).
         query = (query + "&" if query else "?") + "reuse=false"
-        req = urllib.request.Request(f"{self.base}/v1/jobs{query}", data=data, method="POST")
-        req.add_header("Authorization", f"Bearer {self.key}")
-        req.add_header("Content-Type", "application/octet-stream")
-        with urllib.request.urlopen(req, timeout=60) as response:
-            return __import__("json").loads(response.read())["id"]
+        headers = {"Authorization": f"Bearer {self.key}", "Content-Type": "application/octet-stream"}
+        for attempt in range(2):
+            connection = getattr(self._connections, "connection", None)
+            if connection is None:
+                connection = http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=60)
+                self._connections.connection = connection
+            try:
+                connection.request("POST", f"/v1/jobs{query}", body=data, headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+            except (http.client.HTTPException, OSError):
+                # The server closed a kept-alive connection (idle timeout, a restart): once more on a new one.
+                connection.close()
+                self._connections.connection = None
+                if attempt:
+                    raise
+                continue
+            if response.status != 202:
+                raise RuntimeError(f"submit answered {response.status}: {body[:200]!r}")
+            return json.loads(body)["id"]
 
     def unfinished(self):
         return int(psql(self.database, "SELECT count(*) FROM jobs WHERE status IS DISTINCT FROM 'FINISHED' AND status IS DISTINCT FROM 'FAILURE'"))
 
     def wait_all(self, timeout=3600):
         deadline = time.time() + timeout
-        # Polls twice a second: a psql process per poll costs CPU on a 2-core machine, and the figures come
-        # from the database's timestamps, not from when the poll noticed.
-        while self.unfinished() and time.time() < deadline:
-            time.sleep(0.5)
+        # Polls twice a second through one psql session: a psql process (and a database backend) per poll cost
+        # CPU on a 2-core machine that the measured side paid for; the figures come from the database's
+        # timestamps, not from when the poll noticed.
+        session = subprocess.Popen([PG, "psql", "-d", self.database, "-tA"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   text=True, bufsize=1)
+        try:
+            while time.time() < deadline:
+                session.stdin.write("SELECT count(*) FROM jobs WHERE status IS DISTINCT FROM 'FINISHED' "
+                                    "AND status IS DISTINCT FROM 'FAILURE';\n")
+                session.stdin.flush()
+                if int(session.stdout.readline()) == 0:
+                    break
+                time.sleep(0.5)
+        finally:
+            session.stdin.close()
+            session.wait()
 
     def span(self):
         """Seconds from the first job's creation to the last FINISHED transition, and the job count."""
@@ -240,10 +273,14 @@ def p1(args):
     (c) the service writes result.json and result.txt (fsynced) and records FINISHED. With --formats
     json,txt,hocr,pdf all three also make hOCR and the searchable PDF (the CLI into a scratch folder)."""
     files = receipts(args.files)
+    documents = []
+    for path in files:
+        with open(path, "rb") as f:
+            documents.append(f.read())
     formats = args.formats.split(",")
     extra = [f for f in formats if f in ("hocr", "pdf")]
     scratch = tempfile.mkdtemp(prefix="lector-bench-p1-")
-    cli, engine, service, jobs = [], [], [], []
+    cli, engine, service, jobs, cpu, engine_cpu, engine_stages = [], [], [], [], [], [], []
     for round_ in range(args.rounds):
         log(f"p1 round {round_ + 1}: tesseract CLI, 2 at a time ({'txt ' + ' '.join(extra) if extra else 'txt to stdout'})")
         started = time.time()
@@ -256,9 +293,14 @@ def p1(args):
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_THREAD_LIMIT="1"), check=True)
         cli.append(len(files) / (time.time() - started))
         log(f"p1 round {round_ + 1}: the engine in a loop, 2 slots, formats {args.formats}")
+        import resource
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run([BENCH, "engine", "--concurrency", "2", "--formats", args.formats, *files], capture_output=True,
                              text=True, check=True, env=dict(os.environ, OMP_THREAD_LIMIT="1")).stdout
-        engine.append(float(out.split("docs_per_s=")[1]))
+        engine.append(float(out.split("docs_per_s=")[1].split()[0]))
+        engine_stages.append({k: float(v) for k, v in (kv.split("=") for kv in out.split("stages_per_document=")[1].split())})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        engine_cpu.append((after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / len(files))
         log(f"p1 round {round_ + 1}: the service, HTTP submit, 1 worker with 2 slots, formats {args.formats}")
         svc = Service("p1", workers=0, concurrency=2)
         worker_log = os.path.join(svc.storage, "worker.log")
@@ -266,12 +308,15 @@ def p1(args):
             svc.start_worker(log=log_file)
         time.sleep(1)  # the worker loads its engines and the default language's model at start; leave it a moment
         query = f"?formats={','.join(formats)}" if extra else ""
-        for path in files:
-            with open(path, "rb") as f:
-                svc.submit(f.read(), query)
+        meter = CPUMeter(svc)
+        meter.start()
+        for document in documents:
+            svc.submit(document, query)
         svc.wait_all()
+        used = meter.stop()
         seconds, count = svc.span()
         service.append(count / seconds)
+        cpu.append({part: used[part] / count for part in used})
         jobs += stage_times(worker_log)
         svc.stop()
     shutil.rmtree(scratch, ignore_errors=True)
@@ -281,14 +326,21 @@ def p1(args):
     print(f"  (c) service, HTTP, 2 slots:     {stats(service, '%.2f')}")
     print(f"  median ratios: (c)/(a) = {statistics.median(service) / statistics.median(cli):.2f}  "
           f"(c)/(b) = {statistics.median(service) / statistics.median(engine):.2f}")
+    if cpu:
+        print(f"  (b) CPU per document (ms, median of rounds, warm-up included): {statistics.median(engine_cpu) * 1000:.0f}")
+        print("  (c) CPU per job (ms, median of rounds): " + "  ".join(
+            f"{part} {statistics.median(c[part] for c in cpu) * 1000:.0f}" for part in ("workers", "api", "postgres")))
     if jobs:
         total = statistics.mean(j["_total"] for j in jobs)
         print(f"  (c) per job, {len(jobs)} jobs, worker's stages (mean ms, share of the slot's {total * 1000:.0f} ms per job, claim included):")
+        print(f"    {'':11} {'(c)':>8}     {'share':>5}   {'(b), engine loop':>16}")
         for stage in STAGES:
             values = [j.get(stage, 0.0) for j in jobs]
             if any(values):
                 mean = statistics.mean(values)
-                print(f"    {stage:11} {mean * 1000:8.1f} ms  {100 * mean / total:5.1f}%")
+                loop = statistics.mean(s.get(stage, 0.0) for s in engine_stages) if engine_stages else 0.0
+                beside = f"{loop * 1000:8.1f} ms" if loop else ""
+                print(f"    {stage:11} {mean * 1000:8.1f} ms  {100 * mean / total:5.1f}%  {beside}")
         rest = total - sum(statistics.mean(j.get(s, 0.0) for j in jobs) for s in STAGES)
         print(f"    {'other':11} {rest * 1000:8.1f} ms  {100 * rest / total:5.1f}%  (the rest of the worker's steps: options, logging, lease table)")
 

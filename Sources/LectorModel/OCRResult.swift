@@ -231,8 +231,9 @@ public struct StageTimes: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// A page's picture for people: the page as the engine read it (after preprocessing), downscaled so that its
-/// long side is at most `PagePreview.longSide` pixels, and a thumbnail, both JPEG. Boxes in `result.json` are
+/// A page's picture for people: the page as the engine read it (after preprocessing), halved until its long side
+/// is at most `PagePreview.longSide` pixels (a JPEG page that fits, read as it is, is its own preview), and a
+/// thumbnail, both JPEG. Boxes in `result.json` are
 /// in the page's pixels (`OCRPage.width` × `height`); scale them by `width / page.width` to draw them over
 /// the preview.
 public struct PagePreview: Sendable, Equatable {

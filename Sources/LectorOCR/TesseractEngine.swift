@@ -236,8 +236,9 @@ public final class TesseractEngine: OCREngine {
         decodedPixels += decoded.width * decoded.height
         guard decodedPixels <= limits.maxDocumentPixels else { throw PageImages.documentPixelsExceeded(limits) }
         let pix = try stages.measure("preprocess") { () throws(OCRError) in try preprocessor.apply(options.operations, to: decoded) }
-        // The page as it is read, so that its boxes fit it once scaled.
-        let preview = stages.measure("preview") { PagePreview(page: pix) }
+        // The page as it is read, so that its boxes fit it once scaled; a JPEG read as it is may be its own preview.
+        let jpeg = images.document.type == .jpeg && pix === decoded ? images.document.data : nil
+        let preview = stages.measure("preview") { PagePreview(page: pix, jpeg: jpeg) }
         // PP-OCR reads every page through the detector: Tesseract's layout is not used.
         var mode = options.recognizer == .ppocr ? .scene : options.mode
         // The classifier's thumbnail statistics also answer the blank-page check below: measured once.

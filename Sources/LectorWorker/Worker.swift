@@ -385,6 +385,12 @@ public struct Worker: Service {
         let running = pending.running, facts = pending.facts, logger = running.logger
         defer { inFlight.withLockedValue { $0.remove(running) } }
         var outcome = pending.outcome
+        if case .finished = outcome, let files = facts.unstaged {
+            facts.unstaged = nil
+            let staging = ContinuousClock.now
+            outcome = await stage(files, of: pending.job, logger: logger)
+            facts.stages.add("stage", ContinuousClock.now - staging)
+        }
         // A cancel request wins over anything but an end the attempt reached by itself (its results are staged,
         // or the document failed): the job is not requeued, handed back or left to the rescuer.
         if running.isCancelRequested {
@@ -558,37 +564,52 @@ public struct Worker: Service {
                 files.append((ResultFiles.thumbnail(page: index + 1), preview.thumbnail))
             }
             lap("encode")
-            do {
-                try await storage.stageResults(id: job.id, stage: job.lease.stage, files: files)
-            } catch {
-                // `record` discards only the fixed result files of a failed attempt: drop the pages' too.
-                await storage.discardResults(id: job.id, fileNames: files.map(\.name), stage: job.lease.stage)
-                throw error
-            }
-            lap("stage")
+            // Staged by the end, beside the slot's next job: writing and syncing the files leaves the core idle
+            // (BENCHMARKS.md, P1).
+            facts.unstaged = files
             return .finished(files.map(\.name))
         } catch let error as OCRError {
             if error.kind == .cancelled { return Task.isShuttingDownGracefully ? .handBack : .leaseLost }
             return error.isTransient ? .retry(error.message) : .failed(error.message)
         } catch let error as StorageError {
-            logger.error("storage error", metadata: ["error": "\(error)"])
-            switch error.kind {
-            case .full:
-                // Whose fault? What this attempt staged is gone already (see above), so look again: if storage
-                // has room now, this job's own results did not fit, and retrying for free would loop forever (a
-                // counted retry, then a failure at the attempt limit); if it is still full, the system is, and
-                // the attempt is free.
-                storageHealth.invalidate()
-                if (try? await storageHealth.check()) != nil {
-                    return .retry("the results did not fit in the free storage: \(error.description)")
-                }
-                return .storageFull(error.description)
-            case .unavailable: return .retry("storage error: \(error.description)")
-            case .missing: return .failed(error.description)
-            }
+            return await outcome(of: error, logger: logger)
         } catch {
             logger.error("unexpected error", metadata: ["error": "\(String(reflecting: error))"])
             return .retry("internal error while processing the document")
+        }
+    }
+
+    /// Writes a finished attempt's result files to its stage (`JobStorage.stageResults`); on failure drops what
+    /// was written and says what becomes of the attempt instead.
+    func stage(_ files: [(name: String, contents: Data)], of job: ClaimedJob, logger: Logger) async -> Outcome {
+        do {
+            try await storage.stageResults(id: job.id, stage: job.lease.stage, files: files)
+            return .finished(files.map(\.name))
+        } catch {
+            // `record` discards only the fixed result files of a failed attempt: drop the pages' too.
+            await storage.discardResults(id: job.id, fileNames: files.map(\.name), stage: job.lease.stage)
+            if let error = error as? StorageError { return await outcome(of: error, logger: logger) }
+            logger.error("unexpected error while staging the results", metadata: ["error": "\(String(reflecting: error))"])
+            return .retry("internal error while storing the results")
+        }
+    }
+
+    /// What a storage error makes of an attempt.
+    func outcome(of error: StorageError, logger: Logger) async -> Outcome {
+        logger.error("storage error", metadata: ["error": "\(error)"])
+        switch error.kind {
+        case .full:
+            // Whose fault? What this attempt staged is gone already (see `stage`), so look again: if storage has
+            // room now, this job's own results did not fit, and retrying for free would loop forever (a counted
+            // retry, then a failure at the attempt limit); if it is still full, the system is, and the attempt
+            // is free.
+            storageHealth.invalidate()
+            if (try? await storageHealth.check()) != nil {
+                return .retry("the results did not fit in the free storage: \(error.description)")
+            }
+            return .storageFull(error.description)
+        case .unavailable: return .retry("storage error: \(error.description)")
+        case .missing: return .failed(error.description)
         }
     }
 
@@ -709,6 +730,8 @@ final class AttemptFacts: @unchecked Sendable {
     var pages: Int?
     /// The page count of a job this attempt split into page tasks.
     var split: Int?
+    /// A finished attempt's result files, for its end to stage (`Worker.stage`).
+    var unstaged: [(name: String, contents: Data)]?
 }
 
 /// One attempt in flight: its lease, the switch that stops its OCR, and its logger.

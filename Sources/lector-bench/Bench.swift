@@ -215,15 +215,26 @@ struct Engine: AsyncParsableCommand {
         // Warm each slot (model load) before timing, as a running worker would be.
         for slot in slots { _ = try await slot.recognize(documents[0], options: options) }
         let started = ContinuousClock.now
+        // Where the engine's time went, summed over the documents (the worker logs the same per job: P1 sets them
+        // side by side).
+        let stages = NIOLockedValueBox(StageTimes())
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (index, slot) in slots.enumerated() {
                 let mine = documents.enumerated().filter { $0.offset % slots.count == index }.map(\.element)
-                group.addTask { for document in mine { _ = try await slot.recognize(document, options: options) } }
+                group.addTask {
+                    for document in mine {
+                        let result = try await slot.recognize(document, options: options)
+                        stages.withLockedValue { $0.merge(result.stages) }
+                    }
+                }
             }
             try await group.waitForAll()
         }
         let seconds = milliseconds(ContinuousClock.now - started) / 1000
         for slot in slots { await slot.shutdown() }
-        print(String(format: "engine documents=%d slots=%d seconds=%.2f docs_per_s=%.2f", documents.count, concurrency, seconds, Double(documents.count) / seconds))
+        let perDocument = stages.withLockedValue { $0 }.seconds.sorted { $0.key < $1.key }
+            .map { String(format: "%@=%.4f", $0.key, $0.value / Double(documents.count)) }.joined(separator: " ")
+        print(String(format: "engine documents=%d slots=%d seconds=%.2f docs_per_s=%.2f", documents.count, concurrency, seconds, Double(documents.count) / seconds)
+            + " stages_per_document=" + perDocument)
     }
 }

@@ -505,6 +505,24 @@ struct PipelineTests {
         #expect(hocr.contains("title='bbox 0 0 900 600; ppageno 0'"))
         #expect(try XMLDocument(data: Data(hocr.utf8)).rootElement()?.name == "html")
     }
+
+    @Test("a JPEG is its own preview only when a browser shows it as Leptonica decoded it")
+    func jpegShownAsDecoded() throws {
+        let jpeg = try TestImages.render(["as it is"], width: 400, format: "jpg")
+        #expect(PagePreview.showsAsDecoded(jpeg, width: 400, height: 160))
+        #expect(!PagePreview.showsAsDecoded(jpeg, width: 401, height: 160), "another size")
+        for cut in [0, 1, 3, 20] { #expect(!PagePreview.showsAsDecoded(jpeg.prefix(cut), width: 400, height: 160), "\(cut) bytes") }
+        let png = try TestImages.render(["as it is"], width: 400)
+        #expect(!PagePreview.showsAsDecoded(png, width: 400, height: 160))
+        let cmyk = FileManager.default.temporaryDirectory.appendingPathComponent("lector-\(UUID().uuidString).jpg")
+        defer { try? FileManager.default.removeItem(at: cmyk) }
+        try TestImages.runTool(TestImages.convert, ["-size", "400x160", "xc:white", "-colorspace", "CMYK", "jpg:\(cmyk.path)"])
+        #expect(!PagePreview.showsAsDecoded(try Data(contentsOf: cmyk), width: 400, height: 160), "CMYK")
+        // A segment whose length runs past the end of the file.
+        var broken = Data(jpeg.prefix(2))
+        broken.append(contentsOf: [0xFF, 0xE0, 0xFF, 0xFF, 0x00])
+        #expect(!PagePreview.showsAsDecoded(broken, width: 400, height: 160))
+    }
 }
 
 @Suite("Model installation")

@@ -152,11 +152,11 @@ struct WebTests {
         }
     }
 
-    @Test("the worker writes each page's preview (long side 1600) and thumbnail; the API links them")
+    @Test("the worker writes each page's preview (long side at most 1600) and thumbnail; the API links them")
     func previews() async throws {
         try await TestHarness.run { harness in
             let user = try await harness.newUser()
-            // 2400 px wide: the preview is scaled down to 1600.
+            // 2400 px wide: the preview is halved (2 × 2 averages) to 1200, the largest halving within 1600.
             let image = try TestImages.render(["Lector draws boxes over this page"], width: 2400)
             try await harness.application().test(.router) { client in
                 let id = try await Self.submit(client, token: user.token, name: "wide.png", image: image)
@@ -172,7 +172,7 @@ struct WebTests {
                 // hOCR and the PDF only when a job lists them in `formats`; the pictures always.
                 #expect(files == ["document.png", "metadata.json", "page-1.jpg", "result.json", "result.txt", "thumb-1.jpg"])
 
-                for (size, file, longSide) in [("preview", "page-1.jpg", 1600), ("thumbnail", "thumb-1.jpg", 240)] {
+                for (size, file, longSide) in [("preview", "page-1.jpg", 1200), ("thumbnail", "thumb-1.jpg", 240)] {
                     let link = try await client.execute(uri: "/v1/jobs/\(id)/pages/1?size=\(size)", method: .get, headers: auth)
                     #expect(link.status == .found)
                     let location = try #require(link.headers[.location])
@@ -234,6 +234,45 @@ struct WebTests {
                 #expect(size == "1000 160", "kept at its size: \(size)")
                 let thumbnail = try TestImages.output("/usr/bin/identify", ["-format", "%w", folder.appendingPathComponent("thumb-1.jpg").path])
                 #expect(thumbnail == "240")
+            }
+        }
+    }
+
+    @Test("a JPEG page read as it is is its own preview; one with EXIF, or preprocessed, is encoded again")
+    func jpegPreviews() async throws {
+        try await TestHarness.run { harness in
+            let user = try await harness.newUser()
+            let jpeg = try TestImages.render(["a receipt photographed as a JPEG"], width: 1000, format: "jpg")
+            // An EXIF segment (an empty TIFF directory) after the start marker: a browser would apply its orientation.
+            var exif = Data(jpeg.prefix(2))
+            exif.append(contentsOf: [0xFF, 0xE1, 0x00, 0x12] + Array("Exif\0\0".utf8) + [0x4D, 0x4D, 0x00, 0x2A, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00])
+            exif.append(jpeg.dropFirst(2))
+            try await harness.application().test(.router) { client in
+                let auth: HTTPFields = [.authorization: "Bearer \(user.token)"]
+                var ids: [(id: String, document: Data, asIs: Bool)] = []
+                for (document, query, asIs) in [(jpeg, "", true), (exif, "", false), (jpeg, "?operations=deskew", false)] {
+                    var form = Multipart()
+                    form.add(name: "document", filename: "page.jpg", contentType: "image/jpeg", data: document)
+                    let response = try await client.execute(
+                        uri: "/v1/jobs\(query)", method: .post, headers: auth + [.contentType: form.contentType], body: form.finished())
+                    #expect(response.status == .accepted)
+                    ids.append((try #require(response.json["id"] as? String), document, asIs))
+                }
+                try await harness.withWorker {
+                    for job in ids {
+                        let finished = try await client.execute(uri: "/v1/jobs/\(job.id)/result?wait=30", method: .get, headers: auth)
+                        #expect(finished.status == .found)
+                    }
+                }
+                for job in ids {
+                    let folder = harness.storage.folder(of: try #require(UUID(uuidString: job.id)))
+                    let preview = folder.appendingPathComponent("page-1.jpg")
+                    #expect((try Data(contentsOf: preview) == job.document) == job.asIs, "\(job)")
+                    let size = try TestImages.output("/usr/bin/identify", ["-format", "%w", preview.path])
+                    #expect(size == "1000")
+                    let thumbnail = try TestImages.output("/usr/bin/identify", ["-format", "%w", folder.appendingPathComponent("thumb-1.jpg").path])
+                    #expect(thumbnail == "240")
+                }
             }
         }
     }
