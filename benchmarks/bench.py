@@ -298,7 +298,8 @@ def p1(args):
         out = subprocess.run([BENCH, "engine", "--concurrency", "2", "--formats", args.formats, *files], capture_output=True,
                              text=True, check=True, env=dict(os.environ, OMP_THREAD_LIMIT="1")).stdout
         engine.append(float(out.split("docs_per_s=")[1].split()[0]))
-        engine_stages.append({k: float(v) for k, v in (kv.split("=") for kv in out.split("stages_per_document=")[1].split())})
+        if "stages_per_document=" in out:  # binaries from before it was printed have none
+            engine_stages.append({k: float(v) for k, v in (kv.split("=") for kv in out.split("stages_per_document=")[1].split())})
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         engine_cpu.append((after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / len(files))
         log(f"p1 round {round_ + 1}: the service, HTTP submit, 1 worker with 2 slots, formats {args.formats}")

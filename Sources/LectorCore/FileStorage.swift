@@ -23,6 +23,9 @@ public protocol JobStorage: Sendable {
     /// answers false when this storage keeps documents on a local filesystem already (read them with
     /// `readDocument`). Object storage streams the object to the file, never whole in memory.
     func downloadDocument(id: UUID, fileName: String, toFile path: String) async throws -> Bool
+    /// Whether `downloadDocument` may stream documents to local files (object storage), so that a worker makes a
+    /// scratch file for them; false (the default) when documents are on a local filesystem already.
+    var downloadsDocuments: Bool { get }
     /// Writes one result file atomically (temporary name, then rename).
     func writeResult(id: UUID, fileName: String, contents: Data) async throws
     /// Writes the result files of one claim's attempt (`stage`) under hidden names, synced; `commitResults` moves
@@ -51,6 +54,8 @@ public protocol JobStorage: Sendable {
 
 extension JobStorage {
     public func downloadDocument(id: UUID, fileName: String, toFile path: String) async throws -> Bool { false }
+
+    public var downloadsDocuments: Bool { false }
 
     public func resultLink(id: UUID, fileName: String, contentType: String, downloadName: String, expires: Duration) throws -> String? {
         nil

@@ -257,6 +257,8 @@ public struct ObjectStorage: JobStorage {
         }
     }
 
+    public var downloadsDocuments: Bool { true }
+
     /// Streams the document object into `path` (S3Kit writes a temporary file beside it, renamed once complete):
     /// a worker's memory holds one chunk of it at a time, whatever its size.
     public func downloadDocument(id: UUID, fileName: String, toFile path: String) async throws -> Bool {

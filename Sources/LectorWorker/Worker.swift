@@ -509,12 +509,19 @@ public struct Worker: Service {
             }
             // Object storage: the document is streamed to a scratch file and mapped from there, never held whole
             // in memory; the folder goes on every path (a killed worker's is swept by the next one's sweeper).
-            let scratch = try ScratchFolder.create(kind: "document")
-            defer { try? FileManager.default.removeItem(at: scratch) }
-            let local = scratch.appendingPathComponent(type.storedFileName, isDirectory: false)
+            // A local filesystem's document is read where it is: no folder to make (inodes are not free: P1).
+            var scratch: URL?
+            defer { if let scratch { try? FileManager.default.removeItem(at: scratch) } }
             let data: Data
-            if try await storage.downloadDocument(id: job.id, fileName: type.storedFileName, toFile: local.path) {
-                data = try Self.mapDocument(local)
+            if storage.downloadsDocuments {
+                let folder = try ScratchFolder.create(kind: "document")
+                scratch = folder
+                let local = folder.appendingPathComponent(type.storedFileName, isDirectory: false)
+                if try await storage.downloadDocument(id: job.id, fileName: type.storedFileName, toFile: local.path) {
+                    data = try Self.mapDocument(local)
+                } else {
+                    data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
+                }
             } else {
                 data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
             }

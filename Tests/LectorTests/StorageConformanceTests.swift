@@ -404,6 +404,9 @@ struct ObjectStorageConformance {
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: false)
             defer { try? FileManager.default.removeItem(at: folder) }
             let path = folder.appendingPathComponent("document.pdf").path
+            // Workers make scratch files only for a storage that says it downloads (the file storage does not).
+            #expect(storage.downloadsDocuments)
+            #expect(!(try FileStorage(root: folder.path)).downloadsDocuments)
             #expect(try await storage.downloadDocument(id: id, fileName: "document.pdf", toFile: path))
             #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == StorageContract.document)
             try await storage.removeJobFolder(id: id)

@@ -244,27 +244,28 @@ struct WebTests {
             let user = try await harness.newUser()
             let jpeg = try TestImages.render(["a receipt photographed as a JPEG"], width: 1000, format: "jpg")
             // An EXIF segment (an empty TIFF directory) after the start marker: a browser would apply its orientation.
-            var exif = Data(jpeg.prefix(2))
-            exif.append(contentsOf: [0xFF, 0xE1, 0x00, 0x12] + Array("Exif\0\0".utf8) + [0x4D, 0x4D, 0x00, 0x2A, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00])
-            exif.append(jpeg.dropFirst(2))
+            let exif = Data(jpeg.prefix(2)) + Data([0xFF, 0xE1, 0x00, 0x12] + Array("Exif\0\0".utf8) + [0x4D, 0x4D, 0x00, 0x2A, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00])
+                + jpeg.dropFirst(2)
             try await harness.application().test(.router) { client in
                 let auth: HTTPFields = [.authorization: "Bearer \(user.token)"]
                 var ids: [(id: String, document: Data, asIs: Bool)] = []
-                for (document, query, asIs) in [(jpeg, "", true), (exif, "", false), (jpeg, "?operations=deskew", false)] {
+                for (document, options, asIs) in [(jpeg, nil, true), (exif, nil, false), (jpeg, #"{"operations": ["deskew"]}"#, false)] {
                     var form = Multipart()
                     form.add(name: "document", filename: "page.jpg", contentType: "image/jpeg", data: document)
+                    if let options { form.add(name: "options", json: options) }
                     let response = try await client.execute(
-                        uri: "/v1/jobs\(query)", method: .post, headers: auth + [.contentType: form.contentType], body: form.finished())
-                    #expect(response.status == .accepted)
+                        uri: "/v1/jobs", method: .post, headers: auth + [.contentType: form.contentType], body: form.finished())
+                    #expect(response.status == .accepted, "\(String(buffer: response.body))")
                     ids.append((try #require(response.json["id"] as? String), document, asIs))
                 }
+                let jobs = ids
                 try await harness.withWorker {
-                    for job in ids {
+                    for job in jobs {
                         let finished = try await client.execute(uri: "/v1/jobs/\(job.id)/result?wait=30", method: .get, headers: auth)
                         #expect(finished.status == .found)
                     }
                 }
-                for job in ids {
+                for job in jobs {
                     let folder = harness.storage.folder(of: try #require(UUID(uuidString: job.id)))
                     let preview = folder.appendingPathComponent("page-1.jpg")
                     #expect((try Data(contentsOf: preview) == job.document) == job.asIs, "\(job)")
