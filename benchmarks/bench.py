@@ -26,6 +26,7 @@ is skipped with a message without it. `s3` starts the private SeaweedFS (deploy/
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -293,7 +294,6 @@ def p1(args):
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_THREAD_LIMIT="1"), check=True)
         cli.append(len(files) / (time.time() - started))
         log(f"p1 round {round_ + 1}: the engine in a loop, 2 slots, formats {args.formats}")
-        import resource
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run([BENCH, "engine", "--concurrency", "2", "--formats", args.formats, *files], capture_output=True,
                              text=True, check=True, env=dict(os.environ, OMP_THREAD_LIMIT="1")).stdout

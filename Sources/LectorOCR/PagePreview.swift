@@ -11,7 +11,7 @@ extension PagePreview {
     /// grey or RGB, no EXIF: browsers apply an EXIF orientation, Lector's boxes do not), it is the preview: the
     /// original's quality at no cost (25 of the 39 receipts; re-encoding was a third of a receipt's preview).
     init?(page: Pix, jpeg: Data? = nil) {
-        if let jpeg, max(page.width, page.height) <= Self.longSide, Self.showsAsDecoded(jpeg, width: page.width, height: page.height) {
+        if let jpeg, Self.servesAsIs(jpeg, width: page.width, height: page.height) {
             guard let small = try? Self.scaled(page, longSide: Self.thumbnailLongSide),
                 let thumbnail = Self.jpeg(small, quality: 75)
             else { return nil }
@@ -69,6 +69,13 @@ extension PagePreview {
         default: pixScale(pix.pointer, 0.5, 0.5)
         }
         return try Pix(owning: halved, failure: "the page could not be scaled")
+    }
+
+    /// Whether the page's own JPEG file can be its `width` × `height` preview: it fits the preview's size, holds
+    /// at most a byte per pixel (a file padded with large segments, or saved near quality 100, is encoded again
+    /// rather than stored twice and sent whole to every viewer) and `showsAsDecoded`.
+    static func servesAsIs(_ jpeg: Data, width: Int, height: Int) -> Bool {
+        max(width, height) <= longSide && jpeg.count <= width * height && showsAsDecoded(jpeg, width: width, height: height)
     }
 
     /// Whether a browser shows `jpeg` as a `width` × `height` picture the way Leptonica decoded it: a JPEG frame

@@ -76,14 +76,8 @@ extension Worker {
         if let hocr = result.renderings.hocr { files.append((ResultFormat.hocr.fileName, hocr)) }
         if let pdf = result.renderings.pdf { files.append((ResultFormat.pdf.fileName, pdf)) }
         facts.stages.add("encode", ContinuousClock.now - mark)
-        mark = ContinuousClock.now
-        do {
-            try await storage.stageResults(id: job.id, stage: job.lease.stage, files: files)
-        } catch {
-            await storage.discardResults(id: job.id, fileNames: files.map(\.name), stage: job.lease.stage)
-            throw error
-        }
-        facts.stages.add("stage", ContinuousClock.now - mark)
+        // Staged by the end, as a read job's results are (`Worker.stage`).
+        facts.unstaged = files
         return .finished(files.map(\.name))
     }
 

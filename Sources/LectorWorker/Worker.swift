@@ -216,7 +216,7 @@ public struct Worker: Service {
         }
         let ticket = doorbell.register(Self.queuedKey)
         defer { doorbell.unregister(ticket) }
-        // A job's end (its results put in place, its outcome recorded: fsyncs and database round trips, the core
+        // A job's end (its results staged and put in place, its outcome recorded: fsyncs and database round trips, the core
         // idle) runs beside the next job's reading and OCR, in a child task; at most one per slot, and the slot
         // waits for it before it starts another (BENCHMARKS.md, P1).
         await withTaskGroup(of: Void.self) { ends in
@@ -336,7 +336,7 @@ public struct Worker: Service {
         }
     }
 
-    /// Runs one claimed job up to its outcome: read, recognise, stage. `end(_:)` then records it (the results put
+    /// Runs one claimed job up to its outcome: read, recognise, encode. `end(_:)` then stages and records it (the results put
     /// in place with `FINISHED`, a retry, a hand-back).
     ///
     /// From here to the end of `end(_:)` the attempt is in `inFlight`: the lease keeper renews its lease until the
@@ -380,7 +380,8 @@ public struct Worker: Service {
         let started: ContinuousClock.Instant
     }
 
-    /// Records an attempt's outcome (`record`), then its metrics and its log line; the attempt leaves `inFlight`.
+    /// Stages a finished attempt's result files (`stage`), records its outcome (`record`), then its metrics and its
+    /// log line; the attempt leaves `inFlight`.
     func end(_ pending: PendingEnd) async {
         let running = pending.running, facts = pending.facts, logger = running.logger
         defer { inFlight.withLockedValue { $0.remove(running) } }
@@ -483,7 +484,7 @@ public struct Worker: Service {
         }
     }
 
-    /// Reads, recognises and stages the results; returns what should happen next. Where the time went goes into
+    /// Reads, recognises and encodes the results (for the end to stage); returns what should happen next. Where the time went goes into
     /// `facts.stages`.
     private func attempt(
         _ job: ClaimedJob, slot: EngineSlot?, mode: AttemptMode, running: RunningAttempt, facts: AttemptFacts, logger: Logger

@@ -233,7 +233,7 @@ struct Engine: AsyncParsableCommand {
         let seconds = milliseconds(ContinuousClock.now - started) / 1000
         for slot in slots { await slot.shutdown() }
         let perDocument = stages.withLockedValue { $0 }.seconds.sorted { $0.key < $1.key }
-            .map { String(format: "%@=%.4f", $0.key, $0.value / Double(documents.count)) }.joined(separator: " ")
+            .map { "\($0.key)=" + String(format: "%.4f", $0.value / Double(documents.count)) }.joined(separator: " ")
         print(String(format: "engine documents=%d slots=%d seconds=%.2f docs_per_s=%.2f", documents.count, concurrency, seconds, Double(documents.count) / seconds)
             + " stages_per_document=" + perDocument)
     }

@@ -522,6 +522,12 @@ struct PipelineTests {
         var broken = Data(jpeg.prefix(2))
         broken.append(contentsOf: [0xFF, 0xE0, 0xFF, 0xFF, 0x00])
         #expect(!PagePreview.showsAsDecoded(broken, width: 400, height: 160))
+        // Served as it is only within the preview's size and a byte per pixel: not padded with a large segment.
+        #expect(PagePreview.servesAsIs(jpeg, width: 400, height: 160))
+        let comment = Data([0xFF, 0xFE, 0xFF, 0xFF]) + Data(repeating: 0x20, count: 0xFFFD)
+        let padded = Data(jpeg.prefix(2)) + comment + jpeg.dropFirst(2)
+        #expect(PagePreview.showsAsDecoded(padded, width: 400, height: 160))
+        #expect(!PagePreview.servesAsIs(padded, width: 400, height: 160))
     }
 }
 
