@@ -67,18 +67,11 @@ extension Worker {
         var result = try await PageAssembly.assemble(parts: parts, pdfs: pdfs, options: options)
         facts.stages.add("assemble", ContinuousClock.now - mark)
         facts.pageTimings = []
-        mark = ContinuousClock.now
         result.attempt = job.lease.attempt
-        var files: [(name: String, contents: Data)] = [
-            (ResultFormat.json.fileName, try JSONEncoder.lector().encode(result)),
-            (ResultFormat.txt.fileName, Data(result.text.utf8)),
-        ]
-        if let hocr = result.renderings.hocr { files.append((ResultFormat.hocr.fileName, hocr)) }
-        if let pdf = result.renderings.pdf { files.append((ResultFormat.pdf.fileName, pdf)) }
-        facts.stages.add("encode", ContinuousClock.now - mark)
-        // Staged by the end, as a read job's results are (`Worker.stage`).
-        facts.unstaged = files
-        return .finished(files.map(\.name))
+        // Encoded and staged by the end, as a read job's results are (`Worker.stage`); its pages wrote their pictures.
+        let results = UnstagedResults(result: result, pictures: false)
+        facts.unstaged = results
+        return .finished(results.fileNames)
     }
 
     /// The parts of pages 1...`pages`, in page order, read side by side. A part that a page read as done has

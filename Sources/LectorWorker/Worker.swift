@@ -386,11 +386,19 @@ public struct Worker: Service {
         let running = pending.running, facts = pending.facts, logger = running.logger
         defer { inFlight.withLockedValue { $0.remove(running) } }
         var outcome = pending.outcome
-        if case .finished = outcome, let files = facts.unstaged {
+        if case .finished = outcome, let results = facts.unstaged {
             facts.unstaged = nil
-            let staging = ContinuousClock.now
-            outcome = await stage(files, of: pending.job, logger: logger)
-            facts.stages.add("stage", ContinuousClock.now - staging)
+            let encoding = ContinuousClock.now
+            do {
+                let files = try results.files()
+                let staging = ContinuousClock.now
+                facts.stages.add("encode", staging - encoding)
+                outcome = await stage(files, of: pending.job, logger: logger)
+                facts.stages.add("stage", ContinuousClock.now - staging)
+            } catch {
+                logger.error("unexpected error while encoding the results", metadata: ["error": "\(String(reflecting: error))"])
+                outcome = .retry("internal error while processing the document")
+            }
         }
         // A cancel request wins over anything but an end the attempt reached by itself (its results are staged,
         // or the document failed): the job is not requeued, handed back or left to the rescuer.
@@ -552,30 +560,14 @@ public struct Worker: Service {
             // What neither the engine nor its slot timed: the hop back from the slot's thread to this task
             // (EngineSlot timed the hop there as `slot`, and the engine's untimed work as `engine`).
             facts.stages.add("return", (ContinuousClock.now - mark) - .seconds(result.stages.total))
-            mark = ContinuousClock.now
             result.attempt = job.lease.attempt
             facts.pageTimings = result.pageTimings
             if cancellation.progress != nil { facts.pages = result.pages.count }
-            // Compact: result.json is read by programs; indentation only made it larger and slower to encode and
-            // write (`lector ocr --format json` still prints it indented for people).
-            var files: [(name: String, contents: Data)] = [
-                (ResultFormat.json.fileName, try JSONEncoder.lector().encode(result)),
-                (ResultFormat.txt.fileName, Data(result.text.utf8)),
-            ]
-            // The engine renders hOCR and PDF only when the job's `formats` ask for them.
-            if let hocr = result.renderings.hocr { files.append((ResultFormat.hocr.fileName, hocr)) }
-            if let pdf = result.renderings.pdf { files.append((ResultFormat.pdf.fileName, pdf)) }
-            // Each page's preview and thumbnail, for the web page (boxes scale onto them).
-            for (index, preview) in result.renderings.previews.enumerated() {
-                guard let preview else { continue }
-                files.append((ResultFiles.preview(page: index + 1), preview.image))
-                files.append((ResultFiles.thumbnail(page: index + 1), preview.thumbnail))
-            }
-            lap("encode")
-            // Staged by the end, beside the slot's next job: writing and syncing the files leaves the core idle
-            // (BENCHMARKS.md, P1).
-            facts.unstaged = files
-            return .finished(files.map(\.name))
+            // Encoded and staged by the end, beside the slot's next job: the slot claims its next job at once, and
+            // the encoding fills the core while the claim waits for the database (BENCHMARKS.md, P1).
+            let results = UnstagedResults(result: result, pictures: true)
+            facts.unstaged = results
+            return .finished(results.fileNames)
         } catch let error as OCRError {
             if error.kind == .cancelled { return Task.isShuttingDownGracefully ? .handBack : .leaseLost }
             return error.isTransient ? .retry(error.message) : .failed(error.message)
@@ -738,8 +730,49 @@ final class AttemptFacts: @unchecked Sendable {
     var pages: Int?
     /// The page count of a job this attempt split into page tasks.
     var split: Int?
-    /// A finished attempt's result files, for its end to stage (`Worker.stage`).
-    var unstaged: [(name: String, contents: Data)]?
+    /// A finished attempt's results, for its end to encode and stage (`Worker.stage`).
+    var unstaged: UnstagedResults?
+}
+
+/// A finished attempt's results, not yet encoded: the end makes the files (`files()`) beside the slot's next job.
+struct UnstagedResults: Sendable {
+    let result: OCRResult
+    /// Whether each page's preview and thumbnail go too (a read job's; an assembled job's pages wrote theirs).
+    let pictures: Bool
+
+    /// The names `files()` gives, in the same order, known before encoding (the outcome carries them).
+    var fileNames: [String] {
+        var names = [ResultFormat.json.fileName, ResultFormat.txt.fileName]
+        if result.renderings.hocr != nil { names.append(ResultFormat.hocr.fileName) }
+        if result.renderings.pdf != nil { names.append(ResultFormat.pdf.fileName) }
+        if pictures {
+            for (index, preview) in result.renderings.previews.enumerated() where preview != nil {
+                names += [ResultFiles.preview(page: index + 1), ResultFiles.thumbnail(page: index + 1)]
+            }
+        }
+        return names
+    }
+
+    func files() throws -> [(name: String, contents: Data)] {
+        // Compact: result.json is read by programs; indentation only made it larger and slower to encode and
+        // write (`lector ocr --format json` still prints it indented for people).
+        var files: [(name: String, contents: Data)] = [
+            (ResultFormat.json.fileName, try JSONEncoder.lector().encode(result)),
+            (ResultFormat.txt.fileName, Data(result.text.utf8)),
+        ]
+        // The engine renders hOCR and PDF only when the job's `formats` ask for them.
+        if let hocr = result.renderings.hocr { files.append((ResultFormat.hocr.fileName, hocr)) }
+        if let pdf = result.renderings.pdf { files.append((ResultFormat.pdf.fileName, pdf)) }
+        // Each page's preview and thumbnail, for the web page (boxes scale onto them).
+        if pictures {
+            for (index, preview) in result.renderings.previews.enumerated() {
+                guard let preview else { continue }
+                files.append((ResultFiles.preview(page: index + 1), preview.image))
+                files.append((ResultFiles.thumbnail(page: index + 1), preview.thumbnail))
+            }
+        }
+        return files
+    }
 }
 
 /// One attempt in flight: its lease, the switch that stops its OCR, and its logger.
