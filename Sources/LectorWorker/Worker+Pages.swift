@@ -69,9 +69,8 @@ extension Worker {
         facts.pageTimings = []
         result.attempt = job.lease.attempt
         // Encoded and staged by the end, as a read job's results are (`Worker.stage`); its pages wrote their pictures.
-        let results = UnstagedResults(result: result, pictures: false)
-        facts.unstaged = results
-        return .finished(results.fileNames)
+        facts.unstaged = UnstagedResults(result: result, pictures: false)
+        return .finished([])
     }
 
     /// The parts of pages 1...`pages`, in page order, read side by side. A part that a page read as done has

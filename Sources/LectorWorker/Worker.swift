@@ -216,8 +216,8 @@ public struct Worker: Service {
         }
         let ticket = doorbell.register(Self.queuedKey)
         defer { doorbell.unregister(ticket) }
-        // A job's end (its results staged and put in place, its outcome recorded: fsyncs and database round trips, the core
-        // idle) runs beside the next job's reading and OCR, in a child task; at most one per slot, and the slot
+        // A job's end (its results encoded, staged and put in place, its outcome recorded: fsyncs and database round trips,
+        // the core idle) runs beside the next job's claim, reading and OCR, in a child task; at most one per slot, and the slot
         // waits for it before it starts another (BENCHMARKS.md, P1).
         await withTaskGroup(of: Void.self) { ends in
             var pendingEnds = 0
@@ -309,7 +309,7 @@ public struct Worker: Service {
 
     /// What became of one attempt.
     enum Outcome: Equatable, CustomStringConvertible {
-        /// With the result files staged.
+        /// With the result files staged (named; empty until the end has encoded and staged them).
         case finished([String])
         case failed(String)
         case retry(String)
@@ -336,8 +336,8 @@ public struct Worker: Service {
         }
     }
 
-    /// Runs one claimed job up to its outcome: read, recognise, encode. `end(_:)` then stages and records it (the results put
-    /// in place with `FINISHED`, a retry, a hand-back).
+    /// Runs one claimed job up to its outcome: read and recognise. `end(_:)` then encodes and stages the results and
+    /// records the outcome (the results put in place with `FINISHED`, a retry, a hand-back).
     ///
     /// From here to the end of `end(_:)` the attempt is in `inFlight`: the lease keeper renews its lease until the
     /// outcome is recorded (and cancels the OCR when the lease is gone), and the end of the shutdown grace period
@@ -380,22 +380,19 @@ public struct Worker: Service {
         let started: ContinuousClock.Instant
     }
 
-    /// Stages a finished attempt's result files (`stage`), records its outcome (`record`), then its metrics and its
-    /// log line; the attempt leaves `inFlight`.
+    /// Encodes and stages a finished attempt's result files (`UnstagedResults`, `stage`), records its outcome
+    /// (`record`), then its metrics and its log line; the attempt leaves `inFlight`.
     func end(_ pending: PendingEnd) async {
         let running = pending.running, facts = pending.facts, logger = running.logger
         defer { inFlight.withLockedValue { $0.remove(running) } }
         var outcome = pending.outcome
-        if case .finished = outcome, let results = facts.unstaged {
-            facts.unstaged = nil
-            let encoding = ContinuousClock.now
-            do {
-                let files = try results.files()
+        if case .finished = outcome, let encoded = facts.encodeUnstaged() {
+            switch encoded {
+            case .success(let files):
                 let staging = ContinuousClock.now
-                facts.stages.add("encode", staging - encoding)
                 outcome = await stage(files, of: pending.job, logger: logger)
                 facts.stages.add("stage", ContinuousClock.now - staging)
-            } catch {
+            case .failure(let error):
                 logger.error("unexpected error while encoding the results", metadata: ["error": "\(String(reflecting: error))"])
                 outcome = .retry("internal error while processing the document")
             }
@@ -492,8 +489,8 @@ public struct Worker: Service {
         }
     }
 
-    /// Reads, recognises and encodes the results (for the end to stage); returns what should happen next. Where the time went goes into
-    /// `facts.stages`.
+    /// Reads and recognises the document, leaving the results for the end to encode and stage (`facts.unstaged`);
+    /// returns what should happen next. Where the time went goes into `facts.stages`.
     private func attempt(
         _ job: ClaimedJob, slot: EngineSlot?, mode: AttemptMode, running: RunningAttempt, facts: AttemptFacts, logger: Logger
     ) async -> Outcome {
@@ -564,10 +561,10 @@ public struct Worker: Service {
             facts.pageTimings = result.pageTimings
             if cancellation.progress != nil { facts.pages = result.pages.count }
             // Encoded and staged by the end, beside the slot's next job: the slot claims its next job at once, and
-            // the encoding fills the core while the claim waits for the database (BENCHMARKS.md, P1).
-            let results = UnstagedResults(result: result, pictures: true)
-            facts.unstaged = results
-            return .finished(results.fileNames)
+            // the encoding fills the core while the claim waits for the database (BENCHMARKS.md, P1). `stage` names
+            // the files.
+            facts.unstaged = UnstagedResults(result: result, pictures: true)
+            return .finished([])
         } catch let error as OCRError {
             if error.kind == .cancelled { return Task.isShuttingDownGracefully ? .handBack : .leaseLost }
             return error.isTransient ? .retry(error.message) : .failed(error.message)
@@ -732,6 +729,16 @@ final class AttemptFacts: @unchecked Sendable {
     var split: Int?
     /// A finished attempt's results, for its end to encode and stage (`Worker.stage`).
     var unstaged: UnstagedResults?
+
+    /// Takes the unstaged results (nil when there are none) and encodes them, timed as `encode`. The results are
+    /// released here, before the files are staged: only the encoded files stay in memory.
+    func encodeUnstaged() -> Result<[(name: String, contents: Data)], any Error>? {
+        guard let results = unstaged else { return nil }
+        unstaged = nil
+        let started = ContinuousClock.now
+        defer { stages.add("encode", ContinuousClock.now - started) }
+        return Result { try results.files() }
+    }
 }
 
 /// A finished attempt's results, not yet encoded: the end makes the files (`files()`) beside the slot's next job.
@@ -739,19 +746,6 @@ struct UnstagedResults: Sendable {
     let result: OCRResult
     /// Whether each page's preview and thumbnail go too (a read job's; an assembled job's pages wrote theirs).
     let pictures: Bool
-
-    /// The names `files()` gives, in the same order, known before encoding (the outcome carries them).
-    var fileNames: [String] {
-        var names = [ResultFormat.json.fileName, ResultFormat.txt.fileName]
-        if result.renderings.hocr != nil { names.append(ResultFormat.hocr.fileName) }
-        if result.renderings.pdf != nil { names.append(ResultFormat.pdf.fileName) }
-        if pictures {
-            for (index, preview) in result.renderings.previews.enumerated() where preview != nil {
-                names += [ResultFiles.preview(page: index + 1), ResultFiles.thumbnail(page: index + 1)]
-            }
-        }
-        return names
-    }
 
     func files() throws -> [(name: String, contents: Data)] {
         // Compact: result.json is read by programs; indentation only made it larger and slower to encode and

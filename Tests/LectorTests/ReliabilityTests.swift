@@ -218,6 +218,22 @@ struct ReliabilityTests {
         }
     }
 
+    @Test("results the end cannot encode are retried as an internal error")
+    func unencodableResults() async throws {
+        try await TestHarness.run(environment: ["LECTOR_RETRY_BASE_SECONDS": "0.05", "LECTOR_RETRY_MAX_SECONDS": "0.1"]) { harness in
+            let owner = try await QueueTests.owner(harness)
+            let engine = ScriptedEngineFactory(steps: [.unencodable("first-try"), .succeed("second-try")])
+            let job = try await Self.submit(harness, owner: owner)
+            try await Self.runWorker(harness, engine: engine) {
+                try await Self.waitForEnd(harness, job)
+            }
+            let history = try await harness.jobs.history(of: job)
+            #expect(history.map(\.status) == [.queued, .inProgress, .queued, .inProgress, .finished])
+            #expect(history[2].reason?.contains("internal error while processing the document") == true)
+            #expect(try await harness.storage.readResult(id: job, fileName: "result.txt") == Data("second-try".utf8))
+        }
+    }
+
     @Test("transient errors stop at the attempt limit")
     func transientGivesUp() async throws {
         try await TestHarness.run(environment: ["LECTOR_RETRY_BASE_SECONDS": "0.01", "LECTOR_MAX_ATTEMPTS": "2"]) { harness in

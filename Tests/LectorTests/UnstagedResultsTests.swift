@@ -4,8 +4,8 @@ import Testing
 
 @testable import LectorWorker
 
-/// The end encodes a finished attempt's results (`UnstagedResults.files()`), but the outcome names the files
-/// before that (`fileNames`): both must agree, file for file, whatever the job asked for.
+/// The end encodes a finished attempt's results (`UnstagedResults.files()`): the formats the job's renderings hold,
+/// and each page's pictures for a read job, not for an assembled one.
 @Suite struct UnstagedResultsTests {
     private func result(hocr: Bool, pdf: Bool, previews: [PagePreview?]) -> OCRResult {
         let word = OCRWord(text: "TOTAL", box: BoundingBox(x: 1, y: 2, width: 30, height: 10), confidence: 91)
@@ -16,19 +16,29 @@ import Testing
             renderings: Renderings(hocr: hocr ? Data("<html/>".utf8) : nil, pdf: pdf ? Data("%PDF".utf8) : nil, previews: previews))
     }
 
+    /// A NaN confidence cannot be written as JSON: `encodeUnstaged` answers the error, timed, and lets the results go.
+    @Test func unencodableResults() throws {
+        let facts = AttemptFacts()
+        var bad = result(hocr: false, pdf: false, previews: [])
+        bad.pages = [OCRPage(number: 1, width: 10, height: 10, lines: [OCRLine(text: "x", box: BoundingBox(x: 0, y: 0, width: 1, height: 1), confidence: .nan, words: [])], text: "x")]
+        facts.unstaged = UnstagedResults(result: bad, pictures: true)
+        guard case .failure = facts.encodeUnstaged() else { throw TestFailure("a NaN confidence was encoded") }
+        #expect(facts.unstaged == nil)
+        #expect(facts.encodeUnstaged() == nil)
+    }
+
     private let preview = PagePreview(image: Data([0xFF, 0xD8, 1]), width: 100, height: 200, thumbnail: Data([0xFF, 0xD8, 2]))
 
     @Test(arguments: [false, true], [false, true])
-    func namesMatchTheFiles(hocr: Bool, pdf: Bool) throws {
-        // Page 2's picture could not be encoded: it has none, and neither list names one.
+    func filesOfAReadJob(hocr: Bool, pdf: Bool) throws {
+        // Page 2's picture could not be encoded: it has none.
         let unstaged = UnstagedResults(result: result(hocr: hocr, pdf: pdf, previews: [preview, nil, preview]), pictures: true)
         let files = try unstaged.files()
-        #expect(files.map(\.name) == unstaged.fileNames)
         var expected = ["result.json", "result.txt"]
         if hocr { expected.append("result.hocr") }
         if pdf { expected.append("result.pdf") }
         expected += ["page-1.jpg", "thumb-1.jpg", "page-3.jpg", "thumb-3.jpg"]
-        #expect(unstaged.fileNames == expected)
+        #expect(files.map(\.name) == expected)
         #expect(files.first { $0.name == "thumb-3.jpg" }?.contents == preview.thumbnail)
         #expect(files.first { $0.name == "result.txt" }?.contents == Data(unstaged.result.text.utf8))
         let decoded = try JSONDecoder().decode(OCRResult.self, from: files[0].contents)
@@ -38,7 +48,6 @@ import Testing
     /// An assembled job's pages wrote their own pictures: its end stages none.
     @Test func assembledJobsStageNoPictures() throws {
         let unstaged = UnstagedResults(result: result(hocr: false, pdf: true, previews: [preview]), pictures: false)
-        #expect(unstaged.fileNames == ["result.json", "result.txt", "result.pdf"])
-        #expect(try unstaged.files().map(\.name) == unstaged.fileNames)
+        #expect(try unstaged.files().map(\.name) == ["result.json", "result.txt", "result.pdf"])
     }
 }

@@ -15,6 +15,8 @@ struct ScriptedEngineFactory: OCREngineFactory {
         case slow(Duration, String)
         /// Read `count` pages of `each`, reporting progress after each, then return one word per page.
         case pages(Int, each: Duration)
+        /// Return a one-word result that JSON cannot hold (a NaN confidence): the worker's end fails to encode it.
+        case unencodable(String)
     }
 
     /// Steps taken in order, one per recognition; the last repeats.
@@ -43,6 +45,8 @@ final class ScriptedEngine: OCREngine {
         switch factory.nextStep() {
         case .succeed(let word):
             return Self.result(word)
+        case .unencodable(let word):
+            return Self.result(word, confidence: .nan)
         case .fail(let error):
             throw error
         case .slow(let duration, let word):
@@ -67,9 +71,9 @@ final class ScriptedEngine: OCREngine {
         }
     }
 
-    static func result(_ word: String) -> OCRResult {
+    static func result(_ word: String, confidence: Double = 99) -> OCRResult {
         let box = BoundingBox(x: 0, y: 0, width: 10, height: 10)
-        let line = OCRLine(text: word, box: box, confidence: 99, words: [OCRWord(text: word, box: box, confidence: 99)])
+        let line = OCRLine(text: word, box: box, confidence: confidence, words: [OCRWord(text: word, box: box, confidence: confidence)])
         return OCRResult(engine: "scripted", language: "eng", pages: [OCRPage(number: 1, width: 10, height: 10, lines: [line], text: word)])
     }
 }
