@@ -313,7 +313,7 @@ def p1(args):
             log(f"p1 round {round_ + 1}: the service, HTTP submit, 1 worker with 2 slots, formats {args.formats}")
             # A database and storage folder per round, all removed after the last round: removing a round's
             # thousand-odd files just before the next round is measured made every file the next round created cost
-            # more (ext4 without a journal, as on this machine, skips inodes freed in the last 30 s one by one when it
+            # more (ext4 without a journal, as on this machine, skips inodes freed in the last minute, up to six, one by one when it
             # allocates: `recently_deleted`), a cost of the harness's clean-up, not of the service (BENCHMARKS.md, P1).
             svc = Service(f"p1_{round_ + 1}", workers=0, concurrency=2)
             services.append(svc)
