@@ -146,8 +146,10 @@ class Service:
                 raise RuntimeError(f"submit answered {response.status}: {body[:200]!r}")
             return json.loads(body)["id"]
 
+    UNFINISHED = "SELECT count(*) FROM jobs WHERE status IS DISTINCT FROM 'FINISHED' AND status IS DISTINCT FROM 'FAILURE'"
+
     def unfinished(self):
-        return int(psql(self.database, "SELECT count(*) FROM jobs WHERE status IS DISTINCT FROM 'FINISHED' AND status IS DISTINCT FROM 'FAILURE'"))
+        return int(psql(self.database, self.UNFINISHED))
 
     def wait_all(self, timeout=3600):
         deadline = time.time() + timeout
@@ -158,8 +160,7 @@ class Service:
                                    text=True, bufsize=1)
         try:
             while time.time() < deadline:
-                session.stdin.write("SELECT count(*) FROM jobs WHERE status IS DISTINCT FROM 'FINISHED' "
-                                    "AND status IS DISTINCT FROM 'FAILURE';\n")
+                session.stdin.write(self.UNFINISHED + ";\n")
                 session.stdin.flush()
                 if int(session.stdout.readline()) == 0:
                     break

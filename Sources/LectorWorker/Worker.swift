@@ -518,19 +518,17 @@ public struct Worker: Service {
             // A local filesystem's document is read where it is: no folder to make (inodes are not free: P1).
             var scratch: URL?
             defer { if let scratch { try? FileManager.default.removeItem(at: scratch) } }
-            let data: Data
+            var downloaded: Data?
             if storage.downloadsDocuments {
                 let folder = try ScratchFolder.create(kind: "document")
                 scratch = folder
                 let local = folder.appendingPathComponent(type.storedFileName, isDirectory: false)
                 if try await storage.downloadDocument(id: job.id, fileName: type.storedFileName, toFile: local.path) {
-                    data = try Self.mapDocument(local)
-                } else {
-                    data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
+                    downloaded = try Self.mapDocument(local)
                 }
-            } else {
-                data = try await storage.readDocument(id: job.id, fileName: type.storedFileName)
             }
+            let data: Data
+            if let downloaded { data = downloaded } else { data = try await storage.readDocument(id: job.id, fileName: type.storedFileName) }
             lap("read")
             let document = OCRDocument(data: data, type: type)
             if let page = job.lease.page {

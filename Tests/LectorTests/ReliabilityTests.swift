@@ -197,21 +197,13 @@ struct ReliabilityTests {
             let engine = ScriptedEngineFactory(steps: [
                 .fail(OCRError(.engineFailure, "out of memory")), .succeed("second-try"),
             ])
-            let transient = try await Self.submit(harness, owner: owner)
-            try await Self.runWorker(harness, engine: engine) {
-                try await Self.waitForEnd(harness, transient)
-            }
-            let history = try await harness.jobs.history(of: transient)
+            let (transient, history) = try await Self.readToEnd(harness, owner: owner, engine: engine)
             #expect(history.map(\.status) == [.queued, .inProgress, .queued, .inProgress, .finished])
             #expect(history[2].reason?.contains("out of memory") == true)
             #expect(try await harness.storage.readResult(id: transient, fileName: "result.txt") == Data("second-try".utf8))
 
-            let permanent = try await Self.submit(harness, owner: owner)
             let broken = ScriptedEngineFactory(steps: [.fail(OCRError(.unreadableDocument, "not a readable PNG image"))])
-            try await Self.runWorker(harness, engine: broken) {
-                try await Self.waitForEnd(harness, permanent)
-            }
-            let failed = try await harness.jobs.history(of: permanent)
+            let (permanent, failed) = try await Self.readToEnd(harness, owner: owner, engine: broken)
             #expect(failed.map(\.status) == [.queued, .inProgress, .failure])
             #expect(failed.last?.reason == "not a readable PNG image")
             #expect(try await harness.storage.readResult(id: permanent, fileName: "result.txt") == nil)
@@ -223,11 +215,7 @@ struct ReliabilityTests {
         try await TestHarness.run(environment: ["LECTOR_RETRY_BASE_SECONDS": "0.05", "LECTOR_RETRY_MAX_SECONDS": "0.1"]) { harness in
             let owner = try await QueueTests.owner(harness)
             let engine = ScriptedEngineFactory(steps: [.unencodable("first-try"), .succeed("second-try")])
-            let job = try await Self.submit(harness, owner: owner)
-            try await Self.runWorker(harness, engine: engine) {
-                try await Self.waitForEnd(harness, job)
-            }
-            let history = try await harness.jobs.history(of: job)
+            let (job, history) = try await Self.readToEnd(harness, owner: owner, engine: engine)
             #expect(history.map(\.status) == [.queued, .inProgress, .queued, .inProgress, .finished])
             #expect(history[2].reason?.contains("internal error while processing the document") == true)
             #expect(try await harness.storage.readResult(id: job, fileName: "result.txt") == Data("second-try".utf8))
@@ -238,10 +226,8 @@ struct ReliabilityTests {
     func transientGivesUp() async throws {
         try await TestHarness.run(environment: ["LECTOR_RETRY_BASE_SECONDS": "0.01", "LECTOR_MAX_ATTEMPTS": "2"]) { harness in
             let owner = try await QueueTests.owner(harness)
-            let id = try await Self.submit(harness, owner: owner)
             let engine = ScriptedEngineFactory(steps: [.fail(OCRError(.engineFailure, "engine crashed"))])
-            try await Self.runWorker(harness, engine: engine) { try await Self.waitForEnd(harness, id) }
-            let history = try await harness.jobs.history(of: id)
+            let (_, history) = try await Self.readToEnd(harness, owner: owner, engine: engine)
             #expect(history.map(\.status) == [.queued, .inProgress, .queued, .inProgress, .failure])
             #expect(history.last?.reason == "gave up after 2 attempts: engine crashed")
         }
@@ -382,6 +368,13 @@ struct ReliabilityTests {
             #expect(try await harness.jobs.history(of: id).map(\.status) == [.queued, .inProgress, .finished])
             #expect(try await harness.storage.readResult(id: id, fileName: "result.txt") == Data("grouped".utf8))
         }
+    }
+
+    /// Submits a job, runs a worker with `engine` until the job ends, and answers the job and its history.
+    static func readToEnd(_ harness: TestHarness, owner: Int64, engine: ScriptedEngineFactory) async throws -> (UUID, [JobTransition]) {
+        let id = try await submit(harness, owner: owner)
+        try await runWorker(harness, engine: engine) { try await waitForEnd(harness, id) }
+        return (id, try await harness.jobs.history(of: id))
     }
 
     static func submit(_ harness: TestHarness, owner: Int64) async throws -> UUID {
