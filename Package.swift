@@ -153,6 +153,7 @@ let package = Package(
                 "LectorAPI",
                 "LectorWorker",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import NIOPosix
 
 /// `lector`: one binary, a subcommand per role. It only wires the library targets together.
 @main
@@ -13,6 +14,7 @@ struct Lector: AsyncParsableCommand {
 
     static func main() async {
         Runtime.ensureSingleThreadedOpenMP()
+        Runtime.runConcurrencyOnEventLoops()
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {

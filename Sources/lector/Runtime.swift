@@ -2,6 +2,7 @@ import Foundation
 import LectorCore
 import LectorOCR
 import Logging
+import NIOPosix
 import PostgresNIO
 import ServiceLifecycle
 
@@ -79,6 +80,17 @@ enum Runtime {
         cArguments.append(nil)
         execv("/proc/self/exe", &cArguments)
         // execv returned: carry on without the re-exec rather than fail.
+    }
+
+    /// Runs Swift's global executor on NIO's event loops (`MultiThreadedEventLoopGroup.singleton`, a thread per
+    /// core) instead of a second pool of as many threads. Every database reply, HTTP request and timer then resumes
+    /// its task on the thread that received it, where it used to wake a cooperative-pool thread: on a worker with
+    /// a slot per core, each such wake-up preempted an OCR thread (BENCHMARKS.md, P1). Sound because nothing in an
+    /// async function blocks: OCR runs on the slots' own threads and file I/O on NIO's thread pool. Before any task
+    /// is enqueued, from the main thread.
+    static func runConcurrencyOnEventLoops() {
+        guard ProcessInfo.processInfo.environment["LECTOR_CONCURRENCY_EXECUTOR"] != "swift" else { return }
+        NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
     }
 
     /// The process's connection pool. With `steady` (the worker), at most that many connections and no keep-alive
