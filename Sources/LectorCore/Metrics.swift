@@ -1,4 +1,5 @@
 import Foundation
+import LectorModel
 import NIOConcurrencyHelpers
 import Prometheus
 
@@ -24,6 +25,12 @@ public final class LectorMetrics: Sendable {
         .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
         .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
         .seconds(30), .seconds(60), .seconds(120), .seconds(300),
+    ]
+    /// From a tenth of a millisecond (`read`, `slot`) to minutes (`recognize` of a long document).
+    static let stageBuckets: [Duration] = [
+        .microseconds(100), .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(10),
+        .seconds(60), .seconds(300),
     ]
     static let ocrBuckets: [Duration] = [
         .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2),
@@ -91,6 +98,18 @@ public final class LectorMetrics: Sendable {
 
     public func ocrJob(mode: String, duration: Duration) {
         registry.makeDurationHistogram(descriptor: Self.descriptor("ocr_job_seconds", "Time from a job's claim to its recorded outcome, by requested pipeline mode"), labels: [("mode", mode)], buckets: Self.ocrBuckets).record(duration)
+    }
+
+    /// One attempt's stage times (`StageTimes`: the worker logs the same with each attempt), and the engine
+    /// thread's CPU time for it. Only the stages of `StageTimes.order`: a closed set of labels.
+    public func attemptStages(_ stages: StageTimes) {
+        for stage in StageTimes.order {
+            guard let seconds = stages.seconds[stage] else { continue }
+            registry.makeDurationHistogram(descriptor: Self.descriptor("job_stage_seconds", "Time of one stage of a job or page attempt, by stage (claim, read, slot, decode, preprocess, preview, classify, recognize, scene, hocr, pdf, engine, return, encode, stage, end)"),
+                labels: [("stage", stage)], buckets: Self.stageBuckets).record(.nanoseconds(Int64((seconds * 1e9).rounded())))
+        }
+        registry.makeCounter(descriptor: Self.descriptor("engine_cpu_seconds_total", "CPU seconds the engines' threads spent reading documents and pages"))
+            .increment(by: stages.engineCPU)
     }
 
     // MARK: the queue (workers)

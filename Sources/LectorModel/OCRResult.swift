@@ -192,7 +192,9 @@ public struct Renderings: Sendable, Equatable {
 /// `preview` for the page's JPEG preview and thumbnail, `classify`, `recognize`, `hocr`, `pdf`, `scene` for the
 /// whole scene pipeline), the slot's (`slot`: the hop to the engine's thread; `engine`: the engine's time
 /// outside its stages) and the worker's (`claim`, `read`, `return`: the hop back from the engine's thread,
-/// `encode`, `stage`, `end`). The worker logs them with each job (BENCHMARKS.md, P1, sums them).
+/// `encode`, `stage`, `end`). The worker logs them with each job (BENCHMARKS.md, P1, sums them) and records
+/// them in `lector_job_stage_seconds`. Beside these wall times, `engineCPU`: the CPU time of the engine's
+/// thread during its calls.
 public struct StageTimes: Sendable, Equatable, CustomStringConvertible {
     /// Stage names in the order a job meets them.
     public static let order = [
@@ -201,8 +203,16 @@ public struct StageTimes: Sendable, Equatable, CustomStringConvertible {
     ]
 
     public private(set) var seconds: [String: Double] = [:]
+    /// CPU seconds of the slot's thread while the engine read the document (`CLOCK_THREAD_CPUTIME_ID`; the
+    /// slot measures it, `EngineSlot`): what the document cost, whatever else the machine ran meanwhile. Not a
+    /// stage (it overlaps them), so not in `total`.
+    public private(set) var engineCPU: Double = 0
 
     public init() {}
+
+    public mutating func addEngineCPU(_ seconds: Double) {
+        engineCPU += seconds
+    }
 
     public mutating func add(_ stage: String, _ duration: Duration) {
         let (whole, fraction) = duration.components
@@ -221,6 +231,7 @@ public struct StageTimes: Sendable, Equatable, CustomStringConvertible {
 
     public mutating func merge(_ other: StageTimes) {
         for (stage, value) in other.seconds { seconds[stage, default: 0] += value }
+        engineCPU += other.engineCPU
     }
 
     /// "read=0.0004 decode=0.0311 …" (seconds) in `order`.

@@ -23,13 +23,15 @@ public final class EngineSlot: @unchecked Sendable {
     ///
     /// The result's stage times gain `slot` (the hop to the slot's thread: the wait until the thread takes the
     /// work) and `engine` (the engine's time in no stage of its own: set-up, freeing page images, building the
-    /// result); the hop back is the caller's to time (the worker's `return`).
+    /// result), and their `engineCPU` the thread's CPU time for the call; the hop back is the caller's to time
+    /// (the worker's `return`).
     public func recognize(
         _ document: OCRDocument, options: OCROptions, cancellation: OCRCancellation = OCRCancellation()
     ) async throws -> OCRResult {
         let called = ContinuousClock.now
         return try await pool.runIfActive { () throws -> OCRResult in
             let started = ContinuousClock.now
+            let cpu = ThreadCPUClock.now()
             let engine: any OCREngine
             if let existing = self.engine {
                 engine = existing
@@ -41,6 +43,7 @@ public final class EngineSlot: @unchecked Sendable {
             let untimed = (ContinuousClock.now - started) - .seconds(result.stages.total)
             result.stages.add("engine", untimed)
             result.stages.add("slot", started - called)
+            result.stages.addEngineCPU(ThreadCPUClock.now() - cpu)
             return result
         }
     }
@@ -58,9 +61,11 @@ public final class EngineSlot: @unchecked Sendable {
         let called = ContinuousClock.now
         return try await pool.runIfActive { () throws -> PageReading in
             let started = ContinuousClock.now
+            let cpu = ThreadCPUClock.now()
             var reading = try self.slotEngine().recognizePage(document, index: index, options: options, cancellation: cancellation)
             reading.stages.add("engine", (ContinuousClock.now - started) - .seconds(reading.stages.total))
             reading.stages.add("slot", started - called)
+            reading.stages.addEngineCPU(ThreadCPUClock.now() - cpu)
             return reading
         }
     }
@@ -86,5 +91,16 @@ public final class EngineSlot: @unchecked Sendable {
     public func shutdown() async {
         _ = try? await pool.runIfActive { self.engine = nil }
         try? await pool.shutdownGracefully()
+    }
+}
+
+/// The calling thread's CPU time (user and system), in seconds: `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`.
+/// A slot's thread runs only its engine, so the difference across a call is the call's cost in CPU, apart from
+/// the time the thread waited for a core.
+public enum ThreadCPUClock {
+    public static func now() -> Double {
+        var time = timespec()
+        guard clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time) == 0 else { return 0 }
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
     }
 }

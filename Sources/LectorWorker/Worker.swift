@@ -427,9 +427,12 @@ public struct Worker: Service {
             metrics.ocrJob(mode: facts.mode, duration: ContinuousClock.now - pending.started)
         }
 
-        // `stages`: where the attempt's time went (StageTimes; BENCHMARKS.md, P1, sums these lines).
+        // `stages`: where the attempt's time went (StageTimes; BENCHMARKS.md, P1, sums these lines); `engine_cpu`:
+        // what reading the document cost the engine's thread, in CPU seconds.
+        metrics.attemptStages(facts.stages)
         logger.info(pending.job.lease.page == nil ? "job attempt ended" : "page attempt ended", metadata: [
             "outcome": "\(outcome)", "seconds": "\((ContinuousClock.now - pending.started).secondsValue)", "stages": "\(facts.stages)",
+            "engine_cpu": "\(String(format: "%.4f", facts.stages.engineCPU))",
         ])
     }
 

@@ -243,7 +243,8 @@ struct Engine: AsyncParsableCommand {
         for slot in slots { await slot.shutdown() }
         let perDocument = stages.withLockedValue { $0 }.seconds.sorted { $0.key < $1.key }
             .map { "\($0.key)=" + String(format: "%.4f", $0.value / Double(documents.count)) }.joined(separator: " ")
-        print(String(format: "engine documents=%d slots=%d seconds=%.2f docs_per_s=%.2f", documents.count, concurrency, seconds, Double(documents.count) / seconds)
+        let cpu = stages.withLockedValue { $0 }.engineCPU / Double(documents.count)
+        print(String(format: "engine documents=%d slots=%d seconds=%.2f docs_per_s=%.2f engine_cpu_per_document=%.4f", documents.count, concurrency, seconds, Double(documents.count) / seconds, cpu)
             + " stages_per_document=" + perDocument)
     }
 }

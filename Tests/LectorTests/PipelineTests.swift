@@ -474,6 +474,24 @@ struct PipelineTests {
         #expect(slotSeconds >= 0 && engineSeconds >= 0, "\(result.stages)")
         #expect(result.stages.seconds["recognize"] != nil && result.stages.total > slotSeconds + engineSeconds)
         #expect(result.stages.description.hasPrefix("slot="), "stages print in the order a job meets them: \(result.stages)")
+        #expect(result.stages.engineCPU > 0 && result.stages.engineCPU <= result.stages.total + 0.01, "\(result.stages.engineCPU) s of CPU")
+    }
+
+    @Test("a slot measures its engine's CPU time, apart from its wall time: a busy engine costs CPU, a waiting one none")
+    func slotEngineCPU() async throws {
+        let slot = EngineSlot(factory: ScriptedEngineFactory(steps: [.busy(.milliseconds(300), "busy"), .slow(.milliseconds(300), "waiting")]))
+        let document = OCRDocument(data: Data([0x89, 0x50, 0x4E, 0x47]), type: .png)
+        let busy = try await slot.recognize(document, options: OCROptions(lang: "eng"))
+        let waiting = try await slot.recognize(document, options: OCROptions(lang: "eng"))
+        await slot.shutdown()
+        // The busy loop runs 300 ms of wall time; on a loaded machine the thread may get less of it as CPU, never more.
+        #expect(busy.stages.engineCPU > 0.1 && busy.stages.engineCPU < 0.5, "\(busy.stages.engineCPU)")
+        #expect(waiting.stages.engineCPU < 0.05, "sleeping costs no CPU: \(waiting.stages.engineCPU)")
+        // Not a stage: it overlaps them, so the stages' total (the wall time) leaves it out.
+        #expect(waiting.stages.seconds["engineCPU"] == nil && !waiting.stages.description.contains("cpu"), "\(waiting.stages)")
+        var merged = busy.stages
+        merged.merge(waiting.stages)
+        #expect(merged.engineCPU == busy.stages.engineCPU + waiting.stages.engineCPU)
     }
 
     @Test("a slot warmed with a language has its model loaded before the first job; a language not installed is an error")

@@ -163,6 +163,14 @@ scrape_configs:
         check(bool(posts) and float(posts[0]["value"][1]) == 3, "PromQL: 3 POST /v1/jobs answered 202, by route template")
         pages = promql('sum(lector_pages_processed_total{mode="document"})')
         check(bool(pages) and float(pages[0]["value"][1]) >= 2, "PromQL: pages processed by the document pipeline")
+        # Stage times: one observation per attempt and stage (2 finished jobs, 1 failed: 3 attempts at least read
+        # their document); the engine's CPU is positive (Tesseract read two pages).
+        reads = promql('sum(lector_job_stage_seconds_count{stage="recognize"})')
+        check(bool(reads) and float(reads[0]["value"][1]) >= 2, f"PromQL: recognize stage times recorded ({reads})")
+        ends = promql('sum(lector_job_stage_seconds_count{stage="end"})')
+        check(bool(ends) and float(ends[0]["value"][1]) == 3, f"PromQL: an end stage time per attempt ({ends})")
+        engine_cpu = promql("sum(lector_engine_cpu_seconds_total)")
+        check(bool(engine_cpu) and float(engine_cpu[0]["value"][1]) > 0, f"PromQL: the engines' CPU seconds ({engine_cpu})")
         slots = promql("lector_worker_slots")
         check(bool(slots) and float(slots[0]["value"][1]) == 1, "PromQL: the worker reports its slots")
         queued = promql('lector_queue_jobs{status="QUEUED"}')

@@ -15,6 +15,8 @@ struct ScriptedEngineFactory: OCREngineFactory {
         case slow(Duration, String)
         /// Read `count` pages of `each`, reporting progress after each, then return one word per page.
         case pages(Int, each: Duration)
+        /// Keep the CPU busy this long, then return a one-word result.
+        case busy(Duration, String)
         /// Return a one-word result that JSON cannot hold (a NaN confidence): the worker's end fails to encode it.
         case unencodable(String)
     }
@@ -49,6 +51,11 @@ final class ScriptedEngine: OCREngine {
             return Self.result(word, confidence: .nan)
         case .fail(let error):
             throw error
+        case .busy(let duration, let word):
+            let end = ContinuousClock.now + duration
+            var spin: UInt64 = 0
+            while ContinuousClock.now < end { spin &+= 1 }
+            return Self.result(spin == 0 ? "" : word)
         case .slow(let duration, let word):
             let end = ContinuousClock.now + duration
             while ContinuousClock.now < end {
