@@ -97,8 +97,8 @@ public final class EngineSlot: @unchecked Sendable {
 /// The calling thread's CPU time (user and system), in seconds: `clock_gettime(CLOCK_THREAD_CPUTIME_ID)`.
 /// A slot's thread runs only its engine, so the difference across a call is the call's cost in CPU, apart from
 /// the time the thread waited for a core.
-public enum ThreadCPUClock {
-    public static func now() -> Double {
+enum ThreadCPUClock {
+    static func now() -> Double {
         var time = timespec()
         guard clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time) == 0 else { return 0 }
         return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9

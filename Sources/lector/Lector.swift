@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import NIOPosix
 
 /// `lector`: one binary, a subcommand per role. It only wires the library targets together.
 @main

@@ -83,11 +83,11 @@ enum Runtime {
     }
 
     /// Runs Swift's global executor on NIO's event loops (`MultiThreadedEventLoopGroup.singleton`, a thread per
-    /// core) instead of a second pool of as many threads. Every database reply, HTTP request and timer then resumes
-    /// its task on the thread that received it, where it used to wake a cooperative-pool thread: on a worker with
-    /// a slot per core, each such wake-up preempted an OCR thread (BENCHMARKS.md, P1). Sound because nothing in an
-    /// async function blocks: OCR runs on the slots' own threads and file I/O on NIO's thread pool. Before any task
-    /// is enqueued, from the main thread.
+    /// core) instead of a second pool of as many threads. A database reply or an HTTP request then resumes its task
+    /// on the thread that received it instead of waking a cooperative-pool thread: a third fewer context switches
+    /// in the API and the worker, each of which can preempt an OCR thread (BENCHMARKS.md, P1, tenth run; throughput
+    /// did not move measurably). Sound because nothing in an async function blocks: OCR runs on the slots' own
+    /// threads and file I/O on NIO's thread pool. Before any task is enqueued, from the main thread.
     static func runConcurrencyOnEventLoops() {
         guard ProcessInfo.processInfo.environment["LECTOR_CONCURRENCY_EXECUTOR"] != "swift" else { return }
         NIOSingletons.unsafeTryInstallSingletonPosixEventLoopGroupAsConcurrencyGlobalExecutor()
